@@ -1,0 +1,164 @@
+"""Profiling: export each distinct layer to ONNX and time it with onnxruntime.
+
+Settings are fixed and recorded (provider, threads, optimisation level, batch, warm-up, repeats,
+statistic). The cost of one `InferenceSession.run` call on a trivial graph is measured too and
+subtracted from every entry; the LUT model adds it back once per network, so that a sum of layers
+does not count the per-call overhead once per layer.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from latency.table import LatencyTable
+from nas.layer import LayerSpec
+from nas.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    provider: str = "CPUExecutionProvider"
+    threads: int = 1
+    opt_level: str = "all"
+    batch: int = 1
+    warmup: int = 10
+    repeats: int = 50
+
+    def __post_init__(self) -> None:
+        from nas.errors import UsageError
+        for name in ("threads", "batch", "repeats"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be at least 0, got {self.warmup}")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_metadata(settings: ProfileSettings, device: str | None = None) -> dict[str, Any]:
+    import onnxruntime as ort
+    return {"device": device or platform.node(), "cpu": cpu_model(), "machine": platform.machine(),
+            "os": platform.platform(), "runtime": "onnxruntime", "runtime_version": ort.__version__,
+            **asdict(settings), "statistic": "median", "spread": "iqr",
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": "measured"}
+
+
+def time_session(sess: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
+    """Wall times in ms of `repeats` runs after `warmup` runs."""
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times[i] = (time.perf_counter() - t0) * 1e3
+    return times
+
+
+def time_interleaved(sessions: Sequence[Any], inputs: Sequence[np.ndarray], warmup: int, repeats: int,
+                     rounds: int = 5, progress: Any = None) -> list[np.ndarray]:
+    """Time several sessions round-robin: `rounds` passes, each running every session
+    `repeats // rounds` times. Slow drifts of the machine (frequency, noisy neighbours) then hit
+    every session alike instead of whichever happened to be timed during them."""
+    per_round = max(1, repeats // rounds)
+    feeds = [{s.get_inputs()[0].name: x} for s, x in zip(sessions, inputs)]
+    for s, f in zip(sessions, feeds):
+        for _ in range(warmup):
+            s.run(None, f)
+    samples: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for i, (s, f) in enumerate(zip(sessions, feeds)):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                s.run(None, f)
+                samples[i].append((time.perf_counter() - t0) * 1e3)
+        if progress is not None:
+            progress.update(1)
+    return [np.array(x) for x in samples]
+
+
+def stats(times: np.ndarray) -> tuple[float, float]:
+    q1, med, q3 = np.percentile(times, [25, 50, 75])
+    return float(med), float(q3 - q1)
+
+
+def measure_module(module: Any, input_shape: Sequence[int], settings: ProfileSettings,
+                   workdir: str | Path | None = None) -> tuple[float, float]:
+    """Export `module` and time it end to end: (median ms, IQR ms)."""
+    import torch
+
+    from nas.onnx_io import export_onnx, session
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = export_onnx(module, torch.randn(settings.batch, *input_shape), Path(tmp) / "m.onnx")
+        sess = session(path, settings.provider, settings.threads, settings.opt_level)
+        x = np.random.default_rng(0).standard_normal((settings.batch, *input_shape)).astype(np.float32)
+        return stats(time_session(sess, x, settings.warmup, settings.repeats))
+
+
+def call_overhead_ms(settings: ProfileSettings) -> float:
+    """Median time of a run call on a tiny graph (a 1x1 pooling of a 1x8x1x1 tensor)."""
+    import torch
+    return measure_module(torch.nn.AvgPool2d(1), (8, 1, 1), settings)[0]
+
+
+def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table: LatencyTable,
+                   out: str | Path | None = None, progress: bool = True,
+                   on_entry: Callable[[str, float], None] | None = None) -> LatencyTable:
+    """Time every spec not already in `table`; save `table` to `out` after each entry (resumable)."""
+    from tqdm import tqdm
+
+    from search_spaces.ops import build_layer
+    overhead = float(table.metadata.setdefault("call_overhead_ms", call_overhead_ms(settings)))
+    todo = [s for s in specs if s.key not in table]
+    if len(todo) < len(specs):
+        log.info("resuming: %d of %d layers already in the table", len(specs) - len(todo), len(specs))
+    t_start = time.perf_counter()
+    for spec in tqdm(todo, desc="profiling layers", unit="layer", disable=not progress):
+        med, iqr = measure_module(build_layer(spec), spec.input_shape, settings)
+        table.add(spec.key, max(0.0, med - overhead), raw_ms=med, iqr_ms=iqr)
+        if on_entry:
+            on_entry(spec.key, med)
+        if out is not None:
+            table.save(out)
+    table.metadata["profile_seconds"] = round(float(table.metadata.get("profile_seconds", 0.0))
+                                              + time.perf_counter() - t_start, 2)
+    if out is not None:
+        table.save(out)
+    return table
+
+
+def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileSettings,
+                  device: str | None = None, progress: bool = True) -> LatencyTable:
+    """Build (or resume) the table of every distinct layer of `space` on this machine."""
+    from nas.errors import LatencyError
+    meta = device_metadata(settings, device)
+    table = None
+    if out is not None and Path(out).exists():
+        table = LatencyTable.load(out)
+        table.check_space(space.name, space.options())
+        old = {k: table.metadata.get(k) for k in asdict(settings)}
+        if old != asdict(settings):
+            raise LatencyError(f"{out} was profiled with settings {old}, not {asdict(settings)}; "
+                               f"use another --out or the same settings to resume")
+    if table is None:
+        table = LatencyTable(space.name, space.options(), meta)
+    return profile_layers(space.all_layers(), settings, table, out, progress)

@@ -1,0 +1,116 @@
+"""`LatencyTable`: per-layer latencies of one space on one device, with measurement metadata.
+
+File format (JSON, written atomically)::
+
+    {"format": "nas-latency-table/1", "space": "mbconv", "space_options": {...},
+     "metadata": {"device": ..., "runtime": "onnxruntime", "runtime_version": ..., "provider": ...,
+                  "threads": 1, "opt_level": "all", "batch": 1, "warmup": 10, "repeats": 50,
+                  "statistic": "median", "date": ..., ...},
+     "entries": {"<layer key>": {"ms": 0.123, "iqr_ms": 0.004}, ...}}
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.errors import LatencyError, MissingEntryError
+
+FORMAT = "nas-latency-table/1"
+
+
+@dataclass
+class LatencyTable:
+    space: str
+    space_options: dict[str, Any]
+    metadata: dict[str, Any]
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def ms(self, key: str) -> float:
+        try:
+            return self.entries[key]["ms"]
+        except KeyError:
+            raise MissingEntryError(key, self.source) from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def add(self, key: str, ms: float, **stats: float) -> None:
+        if not (isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0):
+            raise LatencyError(f"latency for {key!r} must be a finite non-negative number, got {ms!r}")
+        self.entries[key] = {"ms": float(ms), **{k: float(v) for k, v in stats.items()}}
+
+    # ---- files -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "space": self.space, "space_options": self.space_options,
+                "metadata": self.metadata, "entries": dict(sorted(self.entries.items()))}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        self.source = str(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise LatencyError(f"cannot read latency table {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LatencyError(f"latency table {path} is corrupt: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<memory>") -> "LatencyTable":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise LatencyError(f"latency table {source} has format {got!r}; expected {FORMAT!r}")
+        for name, kind in (("space", str), ("space_options", dict), ("metadata", dict), ("entries", dict)):
+            if not isinstance(data.get(name), kind):
+                raise LatencyError(f"latency table {source}: field {name!r} missing or not a {kind.__name__}")
+        table = cls(data["space"], data["space_options"], data["metadata"], {}, source)
+        for key, entry in data["entries"].items():
+            if not isinstance(entry, dict) or "ms" not in entry:
+                raise LatencyError(f"latency table {source}: entry {key!r} has no 'ms' value")
+            try:
+                table.add(key, entry["ms"], **{k: v for k, v in entry.items() if k != "ms"})
+            except (LatencyError, TypeError, ValueError) as exc:
+                raise LatencyError(f"latency table {source}: entry {key!r} is invalid ({exc})") from None
+        return table
+
+    def check_space(self, space_name: str, options: dict[str, Any]) -> None:
+        """Raise unless this table was made for `space_name` with the same options."""
+        if self.space != space_name:
+            raise LatencyError(f"latency table {self.source} is for space {self.space!r}, not {space_name!r}")
+        if _norm(self.space_options) != _norm(options):
+            raise LatencyError(f"latency table {self.source} was made for {self.space} options "
+                               f"{json.dumps(self.space_options, sort_keys=True)}, not {json.dumps(options, sort_keys=True)}")
+
+
+def _norm(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True, default=list)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,46 @@
+"""Shipped latency targets: `latency/tables/<target>/<space>.json`, readable offline.
+
+A target may also be given as a path to a table file (one the user profiled on their device).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from latency.model import LUTModel
+from latency.table import LatencyTable
+from nas.errors import UnknownNameError, UsageError
+from nas.space import SearchSpace
+
+TABLES = Path(__file__).parent / "tables"
+
+
+def target_names() -> list[str]:
+    return sorted(p.name for p in TABLES.iterdir() if p.is_dir() and any(p.glob("*.json")))
+
+
+def target_spaces(target: str) -> list[str]:
+    return sorted(p.stem for p in (TABLES / target).glob("*.json"))
+
+
+def table_path(target: str, space: str) -> Path:
+    """Path of the shipped table of `target` for `space`, or of the user's table file `target`."""
+    if target.endswith(".json"):
+        path = Path(target)
+        if not path.exists():
+            raise UsageError(f"latency table file {target!r} does not exist")
+        return path
+    if target not in target_names():
+        raise UnknownNameError("target", target, target_names())
+    path = TABLES / target / f"{space}.json"
+    if not path.exists():
+        raise UsageError(f"target {target!r} has no table for space {space!r}; it has tables for: "
+                         f"{', '.join(target_spaces(target))} (profile one with 'nas latency profile --space {space}')")
+    return path
+
+
+def load_table(target: str, space: str) -> LatencyTable:
+    return LatencyTable.load(table_path(target, space))
+
+
+def lut_model(target: str, space: SearchSpace) -> LUTModel:
+    return LUTModel(space, load_table(target, space.name), name=target)

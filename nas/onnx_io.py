@@ -1,0 +1,76 @@
+"""ONNX export of torch modules and onnxruntime sessions, shared by profiling and `nas export`.
+
+Uses the TorchScript exporter (about 20x faster than the dynamo exporter here, which matters when
+profiling dozens of layers) and falls back to the dynamo exporter if it fails.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+    import torch
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+
+def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | Path) -> Path:
+    """Export `module` (put in eval mode) for input `example` to `path`, atomically; return the path."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=OPSET,
+                                  input_names=["input"], output_names=["output"])
+            except Exception as exc:  # pragma: no cover - exercised only by ops the old exporter lacks
+                log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
+                torch.onnx.export(module, (example,), tmp, dynamo=True, input_names=["input"],
+                                  output_names=["output"])
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def session(path: str | Path, provider: str = "CPUExecutionProvider", threads: int = 1,
+            opt_level: str = "all") -> "ort.InferenceSession":
+    """An onnxruntime session with fixed threads and graph optimisation level."""
+    import onnxruntime as ort
+
+    from nas.errors import UsageError
+
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if opt_level not in levels:
+        raise UsageError(f"unknown graph optimisation level {opt_level!r}; valid: {', '.join(levels)}")
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise UsageError(f"onnxruntime execution provider {provider!r} is not available here; "
+                         f"available: {', '.join(available)}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = levels[opt_level]
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+
+
+def run(sess: "ort.InferenceSession", x: Any) -> Any:
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]

@@ -1,0 +1,153 @@
+"""`SearchSpace`: the interface every space implements, with defaults for the generic parts.
+
+A space declares its `decisions` (name + ordered choices); an Arch holds one gene per decision.
+Subclasses implement `format`/`parse` (the human block string), `build` (a torch module) and
+`layers` (the LayerSpecs latency tables are keyed by). Sampling, mutation, encoding and JSON
+handling have defaults that work on the decisions alone.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+
+from nas.arch import Arch, Gene
+from nas.errors import ArchError, choices_text
+from nas.layer import LayerSpec
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One thing that can vary: `name` and its ordered `choices`."""
+
+    name: str
+    choices: tuple[Gene, ...]
+
+
+class SearchSpace(ABC):
+    """Base class. Subclasses set `name`, implement the abstract methods and register themselves."""
+
+    name: ClassVar[str]
+    presets: ClassVar[dict[str, str]] = {}   # named reference nets as block strings
+
+    # -- what can vary -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def decisions(self) -> Sequence[Decision]:
+        ...
+
+    @property
+    @abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Input shape without batch, e.g. (3, 224, 224)."""
+
+    def options(self) -> dict[str, Any]:
+        """The constructor options that, with `name`, rebuild this space (stored with every result)."""
+        return {}
+
+    # -- validity ------------------------------------------------------------------------------
+    def validate(self, arch: Arch) -> Arch:
+        """Raise ArchError unless `arch` is a valid, canonical arch of this space; return it."""
+        if arch.space != self.name:
+            raise ArchError(f"arch belongs to space {arch.space!r}, not {self.name!r}")
+        decisions = self.decisions
+        if len(arch.genes) != len(decisions):
+            raise ArchError(f"{self.name} arch needs {len(decisions)} genes, got {len(arch.genes)}")
+        for gene, d in zip(arch.genes, decisions):
+            if gene not in d.choices:
+                raise ArchError(f"{d.name}: {gene!r} is not a valid choice; valid: {choices_text(d.choices)}")
+        self.check_constraints(arch)
+        return arch
+
+    def check_constraints(self, arch: Arch) -> None:
+        """Cross-decision rules beyond per-decision choices; raise ArchError. Default: none."""
+
+    def make(self, genes: Sequence[Gene]) -> Arch:
+        return self.validate(Arch(self.name, tuple(genes)))
+
+    # -- stochastic operators (explicit generators, never global state) ------------------------
+    def sample(self, rng: np.random.Generator) -> Arch:
+        for _ in range(1000):
+            genes = [d.choices[rng.integers(len(d.choices))] for d in self.decisions]
+            arch = Arch(self.name, tuple(genes))
+            try:
+                return self.validate(arch)
+            except ArchError:
+                continue
+        raise ArchError(f"could not sample a valid {self.name} arch in 1000 tries")
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """Change one decision to another valid choice (retrying until the result is valid)."""
+        decisions = self.decisions
+        for _ in range(1000):
+            i = int(rng.integers(len(decisions)))
+            options = [c for c in decisions[i].choices if c != arch.genes[i]]
+            if not options:
+                continue
+            genes = list(arch.genes)
+            genes[i] = options[rng.integers(len(options))]
+            try:
+                return self.validate(Arch(self.name, tuple(genes)))
+            except ArchError:
+                continue
+        raise ArchError(f"could not mutate {self.format(arch)!r} into a valid arch")
+
+    # -- encodings -----------------------------------------------------------------------------
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Choice index per decision (int64), the feature vector for predictors and LUT gathers."""
+        return np.array([d.choices.index(g) for g, d in zip(arch.genes, self.decisions)], dtype=np.int64)
+
+    def decode(self, codes: Sequence[int]) -> Arch:
+        return self.make([d.choices[int(c)] for c, d in zip(codes, self.decisions)])
+
+    def size(self) -> float:
+        """Number of genotypes (upper bound when constraints exclude some)."""
+        return float(np.prod([float(len(d.choices)) for d in self.decisions]))
+
+    def arch_from_json(self, text: str) -> Arch:
+        return self.validate(Arch.from_json(text))
+
+    def parse_any(self, text: str) -> Arch:
+        """Accept either a block string or arch JSON (what the CLI's --arch takes)."""
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            return self.arch_from_json(stripped)
+        if stripped in self.presets:
+            return self.parse(self.presets[stripped])
+        return self.parse(stripped)
+
+    # -- human format --------------------------------------------------------------------------
+    @abstractmethod
+    def format(self, arch: Arch) -> str:
+        """The block string; `parse(format(a)) == a` exactly."""
+
+    @abstractmethod
+    def parse(self, text: str) -> Arch:
+        """Inverse of `format`; raises ArchError naming the bad token and the valid ones."""
+
+    # -- networks ------------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, arch: Arch, num_classes: int | None = None) -> "nn.Module":
+        """A torch module for `arch` taking (B, *input_shape) inputs."""
+
+    @abstractmethod
+    def layers(self, arch: Arch) -> list[LayerSpec]:
+        """Every layer of the net as LayerSpecs (the latency model sums their table entries)."""
+
+    @abstractmethod
+    def all_layers(self) -> list[LayerSpec]:
+        """Every distinct LayerSpec any arch of this space can contain (what profiling measures)."""
+
+    def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]] | None:
+        """If each decision's layers depend on that decision alone: (fixed layers, per decision
+        per choice layers). Lets the LUT model predict by a vectorised gather. None otherwise."""
+        return None
+
+    def describe(self) -> str:
+        return f"{self.name}({json.dumps(self.options(), sort_keys=True)})"
