@@ -1,0 +1,216 @@
+"""The `nas` command line: a table of subcommands, one clear line per user error.
+
+Exit codes: 0 ok, 1 failure (NasError), 2 usage (bad arguments, unknown names, malformed archs),
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from nas.errors import NasError, UsageError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def space_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """Parse repeated `-o key=value` (values as JSON where they parse, else strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"space option {pair!r} must look like key=value (e.g. -o width_mult=0.75)")
+        out[key.strip()] = _json_value(value.strip())
+    return out
+
+
+def add_space_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--space", required=required, default=None if required else "mbconv",
+                   help="search space (see 'nas list spaces')")
+    p.add_argument("-o", "--space-option", action="append", metavar="KEY=VALUE",
+                   help="space option, repeatable (e.g. -o width_mult=0.75 -o resolution=192)")
+
+
+def get_space_from(args: argparse.Namespace) -> Any:
+    from search_spaces import get_space
+    return get_space(args.space, **space_options(args.space_option))
+
+
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=1, default=str) if getattr(args, "json", False) else text)
+
+
+# ---- list ---------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from latency.targets import load_table, target_names, target_spaces
+    from nas.evaluators import EVALUATORS
+    from nas.strategies import STRATEGIES
+    from search_spaces import SPACES, get_space
+    what = args.what
+    if what == "spaces":
+        rows = []
+        for name in SPACES.names():
+            sp = get_space(name)
+            rows.append({"name": name, "decisions": len(sp.decisions), "log10_size": round(_log10(sp.size()), 1),
+                         "presets": sorted(sp.presets), "options": sp.options()})
+        text = "\n".join(f"{r['name']:<12} {r['decisions']:>3} decisions, ~10^{r['log10_size']} archs, "
+                         f"presets: {', '.join(r['presets']) or '-'}" for r in rows)
+    elif what == "targets":
+        rows = []
+        for t in target_names():
+            for sp in target_spaces(t):
+                m = load_table(t, sp).metadata
+                rows.append({"target": t, "space": sp, "device": m.get("device"), "source": m.get("source"),
+                             "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
+                             "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date")})
+        text = "\n".join(f"{r['target']:<8} {r['space']:<11} {r['source'] or '':<9} {r['device']} | "
+                         f"{r['runtime']} {r['provider'] or ''} threads={r['threads']} {r['date'] or ''}" for r in rows)
+    elif what == "strategies":
+        rows = STRATEGIES.names()
+        text = "\n".join(rows)
+    else:
+        rows = EVALUATORS.names()
+        text = "\n".join(rows)
+    emit(args, rows, text)
+    return 0
+
+
+def _log10(x: float) -> float:
+    import math
+    return math.log10(x) if x > 0 else 0.0
+
+
+# ---- search -------------------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.search import SearchConfig, search
+    cfg = SearchConfig(space=args.space, space_options=space_options(args.space_option),
+                       targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
+                       strategy=args.strategy, evaluator=args.evaluator, trials=args.trials, seed=args.seed,
+                       out=args.out, resume=not args.no_resume,
+                       strategy_options=space_options(args.strategy_option),
+                       evaluator_options=space_options(args.evaluator_option))
+    result = search(cfg, progress=not args.quiet)
+    s = result.summary
+    if result.best is None:
+        print(f"no trial met the constraints ({', '.join(s['constraints'])}); {s['failed_trials']} failed",
+              file=sys.stderr)
+        return 1
+    lat = ", ".join(f"{t} {v:.2f} ms" for t, v in s["latency_ms_by_target"].items())
+    text = (f"best of {s['trials']} trials ({s['strategy']}, {s['seconds']:.1f} s, {s['failed_trials']} failed)\n"
+            f"  arch:    {s['arch']}\n  latency: {lat}\n"
+            f"  score:   {s['metrics'].get('score', float('nan')):.4g}   params: {s['metrics'].get('params_m', 0):.2f} M"
+            f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
+    if args.out:
+        text += f"\n  written: {args.out}/best.json, {args.out}/trials.jsonl"
+    emit(args, s, text)
+    return 0
+
+
+# ---- show / export ------------------------------------------------------------------------------
+def cmd_show(args: argparse.Namespace) -> int:
+    from latency.targets import lut_model
+    from nas.evaluators.zero_cost import count_macs
+    space = get_space_from(args)
+    arch = space.parse_any(args.arch)
+    model = space.build(arch)
+    params = sum(p.numel() for p in model.parameters())
+    info: dict[str, Any] = {"space": space.name, "arch": space.format(arch), "key": arch.key,
+                            "params_m": params / 1e6, "macs_m": count_macs(space, arch) / 1e6,
+                            "layers": len(space.layers(arch)), "latency_ms": {}}
+    for t in args.target or []:
+        info["latency_ms"][t] = lut_model(t, space).predict(arch)
+    lat = "".join(f"\n  latency on {t}: {v:.2f} ms" for t, v in info["latency_ms"].items())
+    emit(args, info, f"{info['arch']}\n  key {info['key']}: {info['params_m']:.3f} M params, "
+                     f"{info['macs_m']:.1f} M MACs, {info['layers']} layers{lat}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import export
+    info = export(args.result, args.format, args.out, args.seed)
+    extra = f" (max |onnx - torch| = {info['max_abs_diff_vs_torch']:.2e})" if "max_abs_diff_vs_torch" in info else ""
+    emit(args, info, f"wrote {args.out}{extra}")
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from nas import __version__
+    from nas.cli_latency import add_latency_parser
+    p = argparse.ArgumentParser(prog="nas", description="Neural architecture search with hardware-latency models.")
+    p.add_argument("--version", action="version", version=f"nas {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list spaces, targets, strategies or evaluators")
+    s.add_argument("what", choices=["spaces", "targets", "strategies", "evaluators"])
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("search", help="search a space for accurate, fast archs on a target")
+    add_space_args(s, required=False)
+    s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
+    s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
+                   help="latency bound, repeatable: the Nth bound applies to the Nth --target")
+    s.add_argument("--strategy", default="evolution", help="search strategy (see 'nas list strategies')")
+    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
+    s.add_argument("--evaluator", default="zero-cost", help="how archs are scored (see 'nas list evaluators')")
+    s.add_argument("--evaluator-option", action="append", metavar="KEY=VALUE", help="e.g. proxy=naswot")
+    s.add_argument("--trials", type=int, default=50, help="number of archs to evaluate (default 50)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="folder for best.json, trials.jsonl and config.json (resumable)")
+    s.add_argument("--no-resume", action="store_true", help="ignore trials already in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("show", help="params, MACs and predicted latency of an arch")
+    add_space_args(s)
+    s.add_argument("--arch", required=True, help="block string, preset name or arch JSON")
+    s.add_argument("--target", action="append", help="predict latency on this target, repeatable")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("export", help="export a search result (best.json) as ONNX, torch or JSON")
+    s.add_argument("result", help="best.json written by 'nas search'")
+    s.add_argument("--format", required=True, help="onnx | torch | json")
+    s.add_argument("--out", required=True, help="output file")
+    s.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_export)
+
+    add_latency_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 2
+    except NasError as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nas: interrupted; finished trials are saved - run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Evaluators: callables `Arch -> metrics dict`.
+
+`EVALUATORS` maps a name to a factory `(space, seed, **options) -> Evaluator`. Latency is added by
+`LatencyEvaluator` from any number of targets; `Compose` merges several evaluators' metrics.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from nas.arch import Arch
+from nas.registry import Registry
+from nas.space import SearchSpace
+
+
+class Evaluator(Protocol):
+    def __call__(self, arch: Arch) -> dict[str, float]: ...
+
+
+EvaluatorFactory = Callable[..., Evaluator]
+EVALUATORS: Registry[EvaluatorFactory] = Registry("evaluator")
+
+
+class Compose:
+    """Run evaluators in order and merge their metrics (later ones win on equal names)."""
+
+    def __init__(self, evaluators: Sequence[Evaluator]) -> None:
+        self.evaluators = list(evaluators)
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for ev in self.evaluators:
+            out.update(ev(arch))
+        return out
+
+
+class LatencyEvaluator:
+    """Predicted latency on each target: `latency_ms` (first target) and `latency_ms.<target>`."""
+
+    def __init__(self, models: Mapping[str, Any]) -> None:
+        self.models = dict(models)
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for i, (name, model) in enumerate(self.models.items()):
+            ms = float(model.predict(arch))
+            out[f"latency_ms.{name}"] = ms
+            if i == 0:
+                out["latency_ms"] = ms
+        return out
+
+
+def make_evaluator(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
+    return EVALUATORS.get(name)(space, seed=seed, **options)
+
+
+from nas.evaluators import zero_cost  # noqa: E402,F401  (registers)

@@ -1,0 +1,15 @@
+"""Random search: uniform samples of the space that meet the constraints (the baseline)."""
+from __future__ import annotations
+
+from nas.arch import Arch
+from nas.strategies.base import STRATEGIES, Strategy
+
+
+class RandomSearch(Strategy):
+    name = "random"
+
+    def ask(self) -> Arch:
+        return self.sample_feasible()
+
+
+STRATEGIES.register(RandomSearch.name, RandomSearch)

@@ -1,0 +1,108 @@
+"""Latency tables, profiling and the LUT model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency.model import LUTModel
+from latency.profile import ProfileSettings, profile_space
+from latency.table import LatencyTable
+from latency.targets import load_table, lut_model, table_path, target_names
+from nas.errors import LatencyError, MissingEntryError, UnknownNameError, UsageError
+from search_spaces import get_space
+
+TINY = {"resolution": 32, "width_mult": 0.25, "num_classes": 10}
+FAST = ProfileSettings(warmup=1, repeats=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lut") / "tiny.json"
+    profile_space(get_space("mbconv", **TINY), path, FAST, progress=False)
+    return path
+
+
+def test_profile_writes_every_layer_with_metadata(tiny_table: Path) -> None:
+    space = get_space("mbconv", **TINY)
+    table = LatencyTable.load(tiny_table)
+    assert set(table.entries) == {s.key for s in space.all_layers()}
+    for field in ("device", "cpu", "runtime", "runtime_version", "provider", "threads", "opt_level", "batch",
+                  "warmup", "repeats", "statistic", "date", "call_overhead_ms"):
+        assert field in table.metadata, field
+    assert all(e["ms"] >= 0 and e["raw_ms"] > 0 and "iqr_ms" in e for e in table.entries.values())
+
+
+def test_profile_resumes(tiny_table: Path, tmp_path: Path) -> None:
+    data = json.loads(tiny_table.read_text())
+    dropped = sorted(data["entries"])[:3]
+    for k in dropped:
+        del data["entries"][k]
+    kept = dict(data["entries"])
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps(data))
+    table = profile_space(get_space("mbconv", **TINY), part, FAST, progress=False)
+    assert set(dropped) <= set(table.entries)
+    assert all(table.entries[k] == v for k, v in kept.items())  # existing rows untouched
+
+
+def test_resume_with_other_settings_refused(tiny_table: Path) -> None:
+    with pytest.raises(LatencyError, match="settings"):
+        profile_space(get_space("mbconv", **TINY), tiny_table, ProfileSettings(threads=2), progress=False)
+
+
+def test_vectorised_prediction_equals_sum(tiny_table: Path, rng: np.random.Generator) -> None:
+    space = get_space("mbconv", **TINY)
+    model = LUTModel(space, LatencyTable.load(tiny_table))
+    archs = [space.sample(rng) for _ in range(50)]
+    loop = np.array([model.predict(a) for a in archs])
+    np.testing.assert_allclose(model.predict_many(archs), loop, rtol=1e-12)
+    manual = model.overhead + sum(model.table.ms(s.key) for s in space.layers(archs[0]))
+    assert loop[0] == pytest.approx(manual)
+    assert model.min_ms() <= loop.min()
+
+
+def test_missing_entry_names_key(tiny_table: Path) -> None:
+    space = get_space("mbconv", **TINY)
+    table = LatencyTable.load(tiny_table)
+    key = space.all_layers()[5].key
+    del table.entries[key]
+    with pytest.raises(MissingEntryError, match=key.replace("(", r"\(").replace(")", r"\)")):
+        LUTModel(space, table)
+
+
+def test_table_of_other_space_options_refused(tiny_table: Path) -> None:
+    with pytest.raises(LatencyError, match="options"):
+        LUTModel(get_space("mbconv"), LatencyTable.load(tiny_table))
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not valid JSON"),
+    ('{"format": "other"}', "format"),
+    ('{"format": "nas-latency-table/1", "space": "mbconv", "space_options": {}, "metadata": {}, '
+     '"entries": {"k": {"ms": -1}}}', "invalid"),
+    ('{"format": "nas-latency-table/1", "space": "mbconv", "space_options": {}, "metadata": {}, '
+     '"entries": {"k": {"x": 1}}}', "no 'ms'"),
+])
+def test_corrupt_tables(tmp_path: Path, content: str, match: str) -> None:
+    p = tmp_path / "t.json"
+    p.write_text(content)
+    with pytest.raises(LatencyError, match=match):
+        LatencyTable.load(p)
+
+
+def test_shipped_cpu_table_covers_default_space() -> None:
+    assert "cpu" in target_names()
+    model = lut_model("cpu", get_space("mbconv"))
+    space = model.space
+    ms = model.predict(space.parse(space.presets["single-path-nas"]))
+    assert 1.0 < ms < 500.0
+
+
+def test_unknown_target_and_missing_space() -> None:
+    with pytest.raises(UnknownNameError, match="valid targets"):
+        load_table("nope", "mbconv")
+    with pytest.raises(UsageError, match="no table for space"):
+        table_path("cpu", "not-a-space")

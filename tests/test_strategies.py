@@ -1,0 +1,72 @@
+"""Strategies: seeded, constraint-respecting, rebuildable from history; the runner keeps failures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nas.errors import SearchError
+from nas.runner import run_search
+from nas.strategies import STRATEGIES
+from nas.trial import MemoryStore
+from search_spaces import get_space
+
+SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
+
+
+def score(arch) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """A cheap deterministic objective: prefer big kernels and expansions."""
+    return {"score": float(sum(int(g[1]) + int(g[3]) for g in arch.genes if g != "skip"))}
+
+
+def n_skips(arch) -> int:  # type: ignore[no-untyped-def]
+    return sum(g == "skip" for g in arch.genes)
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_seeded_and_constraint_respected(name: str) -> None:
+    def feasible(a):  # type: ignore[no-untyped-def]
+        return n_skips(a) >= 5
+
+    runs = [run_search(STRATEGIES.get(name)(SPACE, seed=3, feasible=feasible), score, 40, progress=False)
+            for _ in range(2)]
+    assert [t.arch for t in runs[0]] == [t.arch for t in runs[1]]
+    assert all(n_skips(t.arch) >= 5 for t in runs[0])
+
+
+def test_evolution_beats_random_on_simple_objective() -> None:
+    best = {}
+    for name in ("random", "evolution"):
+        vals = []
+        for seed in range(3):
+            trials = run_search(STRATEGIES.get(name)(SPACE, seed=seed), score, 150, progress=False)
+            vals.append(max(t.metrics["score"] for t in trials))
+        best[name] = np.mean(vals)
+    assert best["evolution"] > best["random"]
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_resume_continues_from_store(name: str) -> None:
+    store = MemoryStore()
+    run_search(STRATEGIES.get(name)(SPACE, seed=1), score, 25, store, progress=False)
+    first = store.trials()
+    all_trials = run_search(STRATEGIES.get(name)(SPACE, seed=1), score, 40, store, progress=False)
+    assert len(all_trials) == 40 and all_trials[:25] == first
+    assert [t.number for t in all_trials] == list(range(40))
+
+
+def test_failed_evaluation_becomes_failed_trial() -> None:
+    def flaky(arch):  # type: ignore[no-untyped-def]
+        if n_skips(arch) % 2:
+            raise RuntimeError("boom")
+        return score(arch)
+
+    trials = run_search(STRATEGIES.get("evolution")(SPACE, seed=0), flaky, 30, progress=False)
+    failed = [t for t in trials if not t.ok]
+    assert len(trials) == 30 and failed
+    assert all("boom" in (t.error or "") for t in failed)
+
+
+def test_infeasible_constraint_raises() -> None:
+    strat = STRATEGIES.get("random")(SPACE, seed=0, feasible=lambda a: False)
+    with pytest.raises(SearchError, match="constraints"):
+        strat.ask()
