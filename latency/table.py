@@ -110,6 +110,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; tables and results are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

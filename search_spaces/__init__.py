@@ -28,5 +28,8 @@ def get_space(name: str, **options: Any) -> SearchSpace:
 
 
 from search_spaces import mbconv  # noqa: E402,F401  (registers)
+from search_spaces import nasnet  # noqa: E402,F401  (registers)
+from search_spaces import vit_resnas  # noqa: E402,F401  (registers)
+from search_spaces import ops_extra  # noqa: E402,F401  (registers extra ops: dwsep)
 
 __all__ = ["SPACES", "get_space", "SearchSpace"]

@@ -19,7 +19,7 @@ def test_structure_and_size() -> None:
 
 def test_skip_not_allowed_on_first_layer_of_stage() -> None:
     s = get_space("mbconv")
-    text = s.presets["single-path-nas"].replace("k5e6 k3e3 skip k5e3", "skip k3e3 skip k5e3", 1)
+    text = s.presets["single-path-nas"].replace("k5e6 k3e3 k3e3 k3e3", "skip k3e3 k3e3 k3e3", 1)
     with pytest.raises(ArchError, match="cannot be skipped"):
         s.parse(text)
 
