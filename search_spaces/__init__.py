@@ -28,6 +28,7 @@ def get_space(name: str, **options: Any) -> SearchSpace:
 
 
 from search_spaces import mbconv  # noqa: E402,F401  (registers)
+from search_spaces import hytra  # noqa: E402,F401  (registers)
 from search_spaces import nasnet  # noqa: E402,F401  (registers)
 from search_spaces import vit_resnas  # noqa: E402,F401  (registers)
 from search_spaces import ops_extra  # noqa: E402,F401  (registers extra ops: dwsep)
