@@ -1,7 +1,9 @@
 """Latency models: `predict(arch) -> ms`.
 
 `LUTModel` sums a table's entries over `space.layers(arch)` and adds the per-network call overhead
-recorded in the table once. A missing entry raises `MissingEntryError` naming the key - never a
+recorded in the table once. When the table's metadata holds a learned correction
+(`latency.correction`), each entry is shifted by its per-layer term and the intercept is added
+once; the result is still a sum over layers. A missing entry raises `MissingEntryError` naming the key - never a
 silent 0. Spaces whose layers depend on one decision each (`separable_layers`) get a vectorised
 path: a (decisions x choices) matrix, so predicting a batch of encoded archs is one gather + sum.
 """
@@ -13,6 +15,8 @@ import numpy as np
 
 from latency.table import LatencyTable
 from nas.arch import Arch
+from nas.errors import ArchError
+from nas.layer import LayerSpec
 from nas.space import SearchSpace
 
 
@@ -25,11 +29,15 @@ class LatencyModel(Protocol):
 class LUTModel:
     """Lookup-table latency model for one space on one target."""
 
-    def __init__(self, space: SearchSpace, table: LatencyTable, name: str | None = None) -> None:
+    def __init__(self, space: SearchSpace, table: LatencyTable, name: str | None = None,
+                 correct: bool = True) -> None:
+        from latency.correction import table_correction
         table.check_space(space.name, space.options())
         self.space, self.table = space, table
         self.name = name or str(table.metadata.get("device", table.source))
         self.overhead = float(table.metadata.get("call_overhead_ms", 0.0))
+        self.correction = table_correction(table.metadata, table.source) if correct else None
+        self._base = self.overhead + (self.correction.intercept_ms if self.correction else 0.0)
         self._matrix: np.ndarray | None = None
         self._const = 0.0
         sep = space.separable_layers()
@@ -39,12 +47,20 @@ class LUTModel:
             mat = np.full((len(per), width), np.inf)
             for i, choices in enumerate(per):
                 for j, specs in enumerate(choices):
-                    mat[i, j] = sum(table.ms(s.key) for s in specs)
+                    mat[i, j] = sum(self._value(s) for s in specs)
             self._matrix = mat
-            self._const = self.overhead + sum(table.ms(s.key) for s in fixed)
+            self._const = self._base + sum(self._value(s) for s in fixed)
+
+    def _value(self, spec: LayerSpec) -> float:
+        ms = self.table.ms(spec.key)
+        return ms + self.correction.layer_delta(spec, ms) if self.correction else ms
+
+    @property
+    def separable(self) -> bool:
+        return self._matrix is not None
 
     def predict(self, arch: Arch) -> float:
-        return self.overhead + sum(self.table.ms(s.key) for s in self.space.layers(arch))
+        return self._base + sum(self._value(s) for s in self.space.layers(arch))
 
     def breakdown(self, arch: Arch) -> list[tuple[str, float]]:
         return [(s.key, self.table.ms(s.key)) for s in self.space.layers(arch)]
@@ -62,8 +78,15 @@ class LUTModel:
         return self.predict_codes(np.stack([self.space.encode(a) for a in archs]))
 
     def min_ms(self, samples: int = 2000, seed: int = 0) -> float:
-        """The lowest latency any arch reaches (exact for separable spaces, else a sampled bound)."""
+        """The lowest latency any arch reaches: exact for separable spaces, else the lowest over random
+        samples and the space's presets (an upper bound of the true minimum)."""
         if self._matrix is not None:
             return float(self._const + np.where(np.isfinite(self._matrix), self._matrix, np.inf).min(axis=1).sum())
         rng = np.random.default_rng(seed)
-        return float(min(self.predict(self.space.sample(rng)) for _ in range(samples)))
+        archs = [self.space.sample(rng) for _ in range(samples)]
+        for text in self.space.presets.values():  # presets often hold the extremes of a space
+            try:
+                archs.append(self.space.parse(text))
+            except ArchError:
+                continue
+        return float(min(self.predict(a) for a in archs))

@@ -75,10 +75,16 @@ def time_session(sess: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndar
 
 
 def time_interleaved(sessions: Sequence[Any], inputs: Sequence[np.ndarray], warmup: int, repeats: int,
-                     rounds: int = 5, progress: Any = None) -> list[np.ndarray]:
+                     rounds: int = 5, progress: Any = None,
+                     clock: Callable[[], float] = time.perf_counter, rewarm: int = 1) -> list[np.ndarray]:
     """Time several sessions round-robin: `rounds` passes, each running every session
     `repeats // rounds` times. Slow drifts of the machine (frequency, noisy neighbours) then hit
-    every session alike instead of whichever happened to be timed during them."""
+    every session alike instead of whichever happened to be timed during them. `clock` may be
+    `time.thread_time` (CPU time of this thread; valid for one intra-op thread only), which
+    ignores time the OS gives to other processes: long runs lose more to them than short ones.
+    `rewarm` untimed runs start each session's turn in every round: the first call after switching
+    sessions finds cold caches, which a net's layers never do inside the net (and which would
+    make every sample cold when repeats // rounds is 1)."""
     per_round = max(1, repeats // rounds)
     feeds = [{s.get_inputs()[0].name: x} for s, x in zip(sessions, inputs)]
     for s, f in zip(sessions, feeds):
@@ -87,10 +93,12 @@ def time_interleaved(sessions: Sequence[Any], inputs: Sequence[np.ndarray], warm
     samples: list[list[float]] = [[] for _ in sessions]
     for _ in range(rounds):
         for i, (s, f) in enumerate(zip(sessions, feeds)):
-            for _ in range(per_round):
-                t0 = time.perf_counter()
+            for _ in range(rewarm):
                 s.run(None, f)
-                samples[i].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(per_round):
+                t0 = clock()
+                s.run(None, f)
+                samples[i].append((clock() - t0) * 1e3)
         if progress is not None:
             progress.update(1)
     return [np.array(x) for x in samples]

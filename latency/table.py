@@ -83,7 +83,7 @@ class LatencyTable:
                 raise LatencyError(f"latency table {source}: entry {key!r} has no 'ms' value")
             try:
                 table.add(key, entry["ms"], **{k: v for k, v in entry.items() if k != "ms"})
-            except (LatencyError, TypeError, ValueError) as exc:
+            except (LatencyError, TypeError, ValueError, OverflowError) as exc:  # 10**400 -> float
                 raise LatencyError(f"latency table {source}: entry {key!r} is invalid ({exc})") from None
         return table
 

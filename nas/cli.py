@@ -91,14 +91,37 @@ def _log10(x: float) -> float:
 
 
 # ---- search -------------------------------------------------------------------------------------
+def _search_config(args: argparse.Namespace) -> Any:
+    from nas.search import SearchConfig, resume_config
+    if getattr(args, "dataset", None):  # --dataset X is --evaluator-option dataset=X (an explicit option wins)
+        args.evaluator_option = [f"dataset={args.dataset}", *(args.evaluator_option or [])]
+    run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries}
+    if args.resume is None:
+        return SearchConfig(space=args.space, space_options=space_options(args.space_option),
+                            targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
+                            strategy=args.strategy, evaluator=args.evaluator,
+                            trials=50 if args.trials is None else args.trials, seed=args.seed,
+                            out=args.out, resume=not args.no_resume,
+                            strategy_options=space_options(args.strategy_option),
+                            evaluator_options=space_options(args.evaluator_option),
+                            storage=args.storage, study=args.study, **run)
+    if args.no_resume or (args.out and args.out != args.resume):
+        raise UsageError("--resume DIR continues the search in DIR; it cannot go with --no-resume or another --out")
+    # settings given explicitly (not at their defaults) must match the stored ones; the rest come from DIR
+    defaults = vars(build_parser().parse_args(["search"]))
+    given = {field: conv(getattr(args, name)) for name, field, conv in (
+        ("space", "space", str), ("space_option", "space_options", space_options),
+        ("target", "targets", tuple), ("latency_ms", "latency_ms", tuple), ("strategy", "strategy", str),
+        ("strategy_option", "strategy_options", space_options), ("evaluator", "evaluator", str),
+        ("evaluator_option", "evaluator_options", space_options), ("seed", "seed", int),
+        ("trials", "trials", int), ("storage", "storage", str), ("study", "study", str))
+        if getattr(args, name) != defaults.get(name)}
+    return resume_config(args.resume, {**given, **run})
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.search import SearchConfig, search
-    cfg = SearchConfig(space=args.space, space_options=space_options(args.space_option),
-                       targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
-                       strategy=args.strategy, evaluator=args.evaluator, trials=args.trials, seed=args.seed,
-                       out=args.out, resume=not args.no_resume,
-                       strategy_options=space_options(args.strategy_option),
-                       evaluator_options=space_options(args.evaluator_option))
+    from nas.search import search
+    cfg = _search_config(args)
     result = search(cfg, progress=not args.quiet)
     s = result.summary
     if result.best is None:
@@ -110,9 +133,34 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"  arch:    {s['arch']}\n  latency: {lat}\n"
             f"  score:   {s['metrics'].get('score', float('nan')):.4g}   params: {s['metrics'].get('params_m', 0):.2f} M"
             f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
-    if args.out:
-        text += f"\n  written: {args.out}/best.json, {args.out}/trials.jsonl"
+    if cfg.out or cfg.storage:
+        from nas.store import default_spec
+        spec = cfg.storage or default_spec(cfg.out) or ""
+        where = spec.partition(":")[2] if spec.startswith(("jsonl:", "journal:")) else spec
+        text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
+        if "://" in spec or spec.startswith("journal:"):
+            text += f"\n  view:    optuna-dashboard {where}" + (f"   |   nas report {cfg.out}" if cfg.out else "")
+    if not getattr(args, "json", False):
+        from nas.report import SearchRecord, pareto_table
+        fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
+        text += "\n" + pareto_table(result.trials, limit=8, fmt=fmt)
     emit(args, s, text)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nas.report import load_search, pareto_table, write_report
+    if args.folder is None and args.storage is None:
+        raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
+    record = load_search(args.folder, args.storage, args.study)
+    out = args.out or args.folder
+    if out is None:
+        raise UsageError("--storage without a search folder needs --out FOLDER for the report files")
+    info = write_report(out, record, x=args.x, y=args.y)
+    text = (f"{info['trials']} trials ({info['failed']} failed)\n"
+            f"{pareto_table(record.trials, args.x, args.y, limit=10, fmt=record.arch_format())}\n"
+            f"wrote {info['png']}, {info['html']}, {info['csv']}")
+    emit(args, info, text)
     return 0
 
 
@@ -166,10 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
     s.add_argument("--evaluator", default="zero-cost", help="how archs are scored (see 'nas list evaluators')")
     s.add_argument("--evaluator-option", action="append", metavar="KEY=VALUE", help="e.g. proxy=naswot")
-    s.add_argument("--trials", type=int, default=50, help="number of archs to evaluate (default 50)")
+    s.add_argument("--dataset", metavar="SPEC", help="data for the evaluator (= --evaluator-option dataset=SPEC): "
+                                                     "digits, synthetic, cifar10:PATH or imagefolder:PATH")
+    s.add_argument("--trials", type=int, help="number of archs to evaluate (default 50, or the resumed search's)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="folder for best.json, trials.jsonl and config.json (resumable)")
-    s.add_argument("--no-resume", action="store_true", help="ignore trials already in --out")
+    s.add_argument("--out", help="folder for best.json, trials.db (the Optuna study) and config.json; "
+                                 "running the same command again resumes")
+    s.add_argument("--resume", metavar="DIR", help="continue the search in DIR with its stored settings")
+    s.add_argument("--no-resume", action="store_true", help="start over: discard trials already stored")
+    s.add_argument("--storage", help="trial store: sqlite:///PATH, postgresql://..., journal:PATH or jsonl:PATH "
+                                     "(default DIR/trials.db); view it with optuna-dashboard")
+    s.add_argument("--study", help="study name in the storage (default: the --out folder's name)")
+    s.add_argument("--runner", default="local", choices=["local", "ray"], help="where evaluations run (default local)")
+    s.add_argument("--workers", type=int, help="ray: evaluations in flight (default: the CPUs Ray has)")
+    s.add_argument("--address", help="ray: address of a running cluster (default: start Ray here)")
+    s.add_argument("--max-retries", type=int, default=2, metavar="N",
+                   help="evaluate a trial again up to N times when its worker or the search dies (default 2)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_search)
@@ -188,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("report", help="Pareto plot (PNG), HTML report and CSV of a search's trials")
+    s.add_argument("folder", nargs="?", help="the --out folder of 'nas search'")
+    s.add_argument("--storage", help="read trials from this storage instead (with --study)")
+    s.add_argument("--study", help="study name in the storage")
+    s.add_argument("--out", help="folder for pareto.png, report.html, trials.csv (default: the search folder)")
+    s.add_argument("--x", default="latency_ms", help="metric to minimise on the x axis (default latency_ms)")
+    s.add_argument("--y", default="score", help="metric to maximise on the y axis (default score)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_report)
 
     add_latency_parser(sub)
     return p

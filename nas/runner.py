@@ -10,8 +10,9 @@ import logging
 import math
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -66,24 +67,70 @@ def best_trial(trials: Sequence[Trial], metric: str = "score", maximize: bool = 
     return (max if maximize else min)(ok, key=lambda t: t.value(metric))
 
 
+class Executor(Protocol):
+    """Evaluates trials: `submit` up to `capacity` at once, `wait` returns the next finished one."""
+
+    capacity: int
+
+    def submit(self, number: int, arch: Arch, seed: int) -> None: ...
+
+    def wait(self) -> Trial: ...
+
+
+class LocalExecutor:
+    """Evaluate in this process, one at a time (the default; imports nothing heavy)."""
+
+    capacity = 1
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self._queue: deque[tuple[int, Arch, int]] = deque()
+
+    def submit(self, number: int, arch: Arch, seed: int) -> None:
+        self._queue.append((number, arch, seed))
+
+    def wait(self) -> Trial:
+        number, arch, seed = self._queue.popleft()
+        return evaluate_trial(number, arch, self.evaluator, seed)
+
+
 def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: TrialStore | None = None,
                resume: bool = True, progress: bool = True,
-               on_trial: Callable[[Trial], None] | None = None) -> list[Trial]:
-    """Run until `trials` trials are finished in the store; return all of them."""
+               on_trial: Callable[[Trial], None] | None = None, executor: Executor | None = None,
+               max_retries: int = 2) -> list[Trial]:
+    """Run until `trials` trials are finished in the store; return all of them (in finishing order).
+
+    With `resume`, trials already in the store are kept and told to the strategy (`rebuild`), and
+    trials a stopped search left running (stores with `recover`) are evaluated again first, at
+    most `max_retries` times each. Stores with `start` number the trials (Optuna's numbers);
+    others get the next number after the highest stored one. `executor` runs evaluations (several
+    at once for the Ray runner); by default they run here, one at a time."""
     from tqdm import tqdm
 
-    store = store or MemoryStore()
+    store = MemoryStore() if store is None else store
     done = store.trials() if resume else []
+    recover = getattr(store, "recover", None)
+    retry: deque[tuple[Arch, int]] = deque(recover(max_retries) if resume and recover else ())
     if done:
         log.info("resuming: %d trials already in the store", len(done))
         strategy.rebuild(done)
+    start = getattr(store, "start", None)
+    next_number = max((t.number for t in done), default=-1) + 1
+    executor = executor or LocalExecutor(evaluator)
     bar = tqdm(total=trials, initial=min(len(done), trials), desc=f"{strategy.name} search", unit="trial",
                disable=not progress)
-    best: float | None = None
+    best = max((strategy.fitness(t) for t in done), default=None)
+    in_flight: dict[int, Arch] = {}
     try:
-        for number in range(len(done), trials):
-            arch = strategy.ask()
-            trial = evaluate_trial(number, arch, evaluator, trial_seed(strategy.seed, number))
+        while len(done) < trials:
+            while len(in_flight) < max(1, executor.capacity) and len(done) + len(in_flight) < trials:
+                arch, attempt = retry.popleft() if retry else (strategy.ask(), 0)
+                number = start(arch, attempt) if start else next_number
+                next_number = max(next_number, number + 1)
+                executor.submit(number, arch, trial_seed(strategy.seed, number))
+                in_flight[number] = arch
+            trial = executor.wait()
+            in_flight.pop(trial.number, None)
             store.append(trial)
             strategy.tell(trial)
             done.append(trial)
@@ -92,7 +139,9 @@ def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: Tri
             if trial.ok:
                 f = strategy.fitness(trial)
                 best = f if best is None else max(best, f)
-                bar.set_postfix(best=f"{best if strategy.maximize else -best:.4g}", refresh=False)
+            if best is not None and math.isfinite(best):
+                bar.set_postfix(best=f"{best if strategy.maximize else -best:.4g}",
+                                failed=sum(not t.ok for t in done), refresh=False)
             bar.update(1)
     finally:
         bar.close()

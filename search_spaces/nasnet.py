@@ -331,7 +331,8 @@ class NASNetSpace(SearchSpace):
         stem, cells, head = self._plan(arch)
         out = [stem]
         for pos, cell, cat in cells:
-            out += self._pre(pos)
+            used = _used_inputs(cell)
+            out += [spec for i, spec in enumerate(self._pre(pos)) if i in used]
             out += [s for a, oa, b, ob in cell for s in (self._op(pos, a, oa), self._op(pos, b, ob)) if s]
             out.append(combine_spec(pos.c, self.blocks, len(cat), (pos.hw, pos.hw)))
         return out + [head]
@@ -371,7 +372,8 @@ class NASNetSpace(SearchSpace):
             head = head_spec(head.kwargs["cin"], 0, num_classes, head.input_shape[1:])
         modules = []
         for pos, cell, cat in cells:
-            pre0, pre1 = (build_layer(s) for s in self._pre(pos))
+            used = _used_inputs(cell)  # an unread cell input is not preprocessed (nor timed)
+            pre0, pre1 = (build_layer(s) if i in used else nn.Identity() for i, s in enumerate(self._pre(pos)))
             ops, inputs = [], []
             for a, oa, b, ob in cell:
                 for x, op in ((a, oa), (b, ob)):
@@ -380,6 +382,11 @@ class NASNetSpace(SearchSpace):
                     inputs.append(x)
             modules.append(cell_modules().Cell(pre0, pre1, nn.ModuleList(ops), inputs, cat))
         return cell_modules().CellNet(build_layer(stem), nn.ModuleList(modules), build_layer(head))
+
+
+def _used_inputs(cell: Cell) -> set[int]:
+    """Which of the two cell inputs (0: h[i-2], 1: h[i-1]) some block reads."""
+    return {x for a, _, b, _ in cell for x in (a, b) if x < 2}
 
 
 SPACES.register(NASNetSpace.name, NASNetSpace)

@@ -12,6 +12,7 @@ import torch
 from nas.cli import main
 from nas.export import load_torch
 from nas.onnx_io import run, session
+from nas.report import load_search
 
 
 def nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -33,14 +34,14 @@ def test_search_writes_best_json(result: Path) -> None:
     for key in ("space", "arch", "latency_ms", "metrics", "space_options"):
         assert key in best
     assert best["latency_ms"] <= 10
-    assert len((result / "trials.jsonl").read_text().splitlines()) == 8
+    assert len(load_search(result).trials) == 8 and (result / "trials.db").exists()
 
 
 def test_search_resume_adds_only_missing_trials(result: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = (result / "trials.jsonl").read_text().splitlines()
+    before = load_search(result).trials
     code, _, _ = nas(capsys, "search", "--space", "mbconv", "--target", "cpu", "--latency-ms", "10",
                      "--trials", "10", "--seed", "1", "--out", str(result), "--quiet")
-    after = (result / "trials.jsonl").read_text().splitlines()
+    after = load_search(result).trials
     assert code == 0 and after[:8] == before and len(after) == 10
     code, _, err = nas(capsys, "search", "--space", "mbconv", "--target", "cpu", "--trials", "10", "--seed", "2",
                        "--out", str(result), "--quiet")

@@ -155,3 +155,123 @@ def test_cli_table_and_errors(tmp_path: Path) -> None:
     assert set(t.entries) == {s.key for s in space.all_layers()}
     assert P.main(["table", "--space", "mbconv", "--options", "{bad", "--out", str(out)]) == 2
     assert P.main(["table", "--space", "no_such_space", "--out", str(out)]) == 2
+
+
+# ---- the ops of the nasnet / hytra / vit_resnas spaces (pixel1_ops.py) ----------------------------
+from latency.devices import pixel1_ops as O  # noqa: E402
+
+NEW_SPACES = ("nasnet", "hytra", "vit_resnas")
+#: documented bound for NASNet-A mobile (PIXEL1.md): a held-out net of the cell ops, within 15%
+CELL_TOL = 15.0
+
+
+def _window_pools(spec: LayerSpec) -> bool:
+    """Layers that hold a k x k pooling window (priced at the depthwise rate, not counted in MACs)."""
+    p = spec.kwargs
+    return ((spec.op == "cell_op" and str(p["op"])[:3] in ("avg", "max")) or spec.op in ("hytra_stem", "vit_reduce")
+            or (spec.op.startswith("hytra_res") and p["s"] == 2))
+
+
+@pytest.mark.parametrize("name", NEW_SPACES)
+def test_new_shipped_tables_cover_exactly_their_space(name: str, report: dict) -> None:
+    table, space = load_table("pixel1", name), get_space(name)
+    table.check_space(name, space.options())
+    assert set(table.entries) == {s.key for s in space.all_layers()}
+    for spec in space.all_layers():
+        assert table.ms(spec.key) == pytest.approx(P.layer_ms(spec), rel=1e-9), spec.key
+    m = table.metadata
+    assert set(load_table("pixel1", "mbconv").metadata) <= set(m)   # same metadata as the mbconv table
+    assert m["device"] == P.DEVICE and m["source"] == "model" and m["constants"] == asdict(P.CONSTANTS)
+    assert m["trust"] == O.TRUST[name] and ("extrapolated" in m["trust"]) == (name != "nasnet")
+    for group in ("calibration", "held_out", "cell_held_out"):
+        assert [(r["name"], r["error_pct"]) for r in m[group]] == [(r["name"], r["error_pct"]) for r in report[group]]
+
+
+def test_lut_model_on_new_tables_equals_the_model() -> None:
+    for name in NEW_SPACES:
+        space = get_space(name)
+        model = LUTModel(space, load_table("pixel1", name))
+        for text in space.presets.values():
+            arch = space.parse(text)
+            assert model.predict(arch) == pytest.approx(P.net_ms(space.layers(arch)), rel=1e-9)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("mbconv", {}), ("nasnet", {}), ("nasnet", {"variant": "darts"}), ("hytra", {}),
+    ("hytra", {"act": "swish", "se": True}), ("vit_resnas", {}), ("vit_resnas", {"stem": "linear"}),
+])
+def test_compute_primitives_carry_exactly_the_ops_macs(name: str, options: dict) -> None:
+    for spec in get_space(name, **options).all_layers():
+        prims = P.decompose(spec)
+        macs = sum(p.macs for p in prims if p.kind in ("conv", "pw", "dw", "fc"))
+        if _window_pools(spec):
+            assert macs > layer_macs(spec), spec.key
+        else:
+            assert macs == layer_macs(spec), spec.key
+        assert P.layer_ms(spec) >= 0 and all(p.nbytes >= 0 for p in prims)
+
+
+def test_cell_ops_order_by_work() -> None:
+    from search_spaces.cell_ops import op_spec
+    ms = {tok: P.layer_ms(op_spec(tok, 36, (32, 32), 1)) for tok in
+          ("avg3x3", "max3x3", "max7x7", "conv1x1", "conv3x3", "conv3x3d2", "sep3x3", "sep5x5", "dil3x3")}
+    assert ms["max3x3"] < ms["max7x7"] and ms["sep3x3"] < ms["sep5x5"] and ms["dil3x3"] < ms["sep3x3"]
+    assert ms["conv1x1"] < ms["conv3x3"] == pytest.approx(ms["conv3x3d2"])   # dilation: same MACs and bytes
+    assert P.layer_ms(op_spec("id", 36, (32, 32), 1)) == 0.0                  # identity: nothing to run
+    assert P.layer_ms(op_spec("id", 36, (32, 32), 2)) > 0                     # factorized reduce
+
+
+def test_attention_scales_quadratically_with_tokens() -> None:
+    from search_spaces.vit_ops import block_spec
+    qk = [p for p in P.decompose(block_spec(197, 192, 3, 64, 768)) if p.kind == "pw"]
+    qk2 = [p for p in P.decompose(block_spec(2 * 197, 192, 3, 64, 768)) if p.kind == "pw"]
+    # QKV, q.k, attn.v, proj, fc1, fc2: token GEMMs double, the two token x token products quadruple
+    assert [b.macs / a.macs for a, b in zip(qk, qk2)] == [2, 4, 4, 2, 2, 2]
+    base = P.layer_ms(block_spec(197, 192, 3, 64, 768))
+    assert base < P.layer_ms(block_spec(197, 192, 4, 64, 768)) and base < P.layer_ms(block_spec(197, 192, 3, 64, 1024))
+
+
+def test_hytra_swish_costs_more_than_relu() -> None:
+    from search_spaces.hytra_ops import block_spec
+    for op in ("conv", "att"):
+        relu, swish = (block_spec(op, 1024, 1024, 256, 1, 14, act) for act in ("relu", "swish"))
+        assert P.layer_ms(swish) > P.layer_ms(relu)
+
+
+def test_nasnet_a_mobile_is_the_released_net_and_within_documented_error(report: dict) -> None:
+    from search_spaces.ops import build_layer
+    specs = O.nasnet_a_mobile()
+    outputs = {specs[0].output_shape}          # the stem conv, then every cell's concat
+    for s in specs:
+        if s.op in ("cell_pre", "head"):           # cell inputs are earlier cell outputs
+            assert s.input_shape in outputs, s.key
+        outputs |= {s.output_shape} if s.op == "cell_combine" else set()
+    assert specs[-1].output_shape == (1001,) and specs[-1].input_shape == (1056, 7, 7)   # "4 @ 1056"
+    assert sum(layer_macs(s) for s in specs) / 1e6 == pytest.approx(564, rel=0.01)       # 564 M published
+    params = sum(p.numel() for s in specs if s.op != "cell_combine" for p in build_layer(s).parameters())
+    assert params / 1e6 == pytest.approx(5.3, rel=0.01)                                  # 5.3 M published
+    row, = report["cell_held_out"]
+    assert row["name"] == "NASNet-A mobile" and row["published_ms"] == 183.0
+    assert row["predicted_ms"] == pytest.approx(P.net_ms(specs), abs=1e-3)
+    assert abs(row["error_pct"]) <= CELL_TOL
+
+
+def test_nasnet_a_cells_match_the_space_preset() -> None:
+    space = get_space("nasnet")
+    genes = [g for tok, x in O.NASNET_A_NORMAL + O.NASNET_A_REDUCE for g in (x, tok)]
+    assert space.canonicalize(genes) == space.parse(space.presets["nasnet-a"])
+
+
+def test_module_cli_registers_the_new_ops(tmp_path: Path) -> None:
+    """`python -m latency.devices.pixel1` must price the new ops (the module runs as __main__)."""
+    import subprocess
+    import sys
+    out = tmp_path / "h.json"
+    opts = '{"width": 16, "depth": 4, "min_scales": [0], "resolution": 64}'
+    res = subprocess.run([sys.executable, "-m", "latency.devices.pixel1", "table", "--space", "hytra",
+                          "--options", opts, "--out", str(out)], check=False, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    t = LatencyTable.load(out)
+    space = get_space("hytra", **__import__("json").loads(opts))
+    assert set(t.entries) == {s.key for s in space.all_layers()}

@@ -106,3 +106,32 @@ def test_presets_parse(name: str) -> None:
     for preset, text in space.presets.items():
         arch = space.parse(text)
         assert space.format(arch) == " ".join(text.split()) or space.parse(space.format(arch)) == arch, preset
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_export_matches_torch(name: str, rng: np.random.Generator, tmp_path) -> None:
+    from nas.export import export_onnx
+
+    space = small(name)
+    arch = space.sample(rng)
+    _, diff = export_onnx(space, arch, tmp_path / "net.onnx", seed=1, batch=2)
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_profiled_table_predicts(name: str, rng: np.random.Generator) -> None:
+    """Profile the layers of two sampled archs into a fresh table; the LUT model then predicts them."""
+    from latency.model import LUTModel
+    from latency.profile import ProfileSettings, device_metadata, profile_layers
+    from latency.table import LatencyTable
+
+    space = small(name)
+    archs = [space.sample(rng) for _ in range(2)]
+    specs = list({s.key: s for a in archs for s in space.layers(a)}.values())
+    settings = ProfileSettings(warmup=1, repeats=2)
+    table = profile_layers(specs, settings, LatencyTable(space.name, space.options(), device_metadata(settings)),
+                           progress=False)
+    assert set(table.entries) == {s.key for s in specs}
+    if space.separable_layers() is None:  # a separable space needs every layer for its gather matrix
+        model = LUTModel(space, table)
+        assert all(model.predict(a) > 0 for a in archs)

@@ -18,7 +18,9 @@ FITTED below: nothing is fitted at run time. See PIXEL1.md for the errors and th
 
 Extension point: `DECOMPOSE` maps a LayerSpec op name to a function returning its primitives.
 A space that adds an op registers one with `register_op("my_op", fn)`; ops without an entry raise
-`LatencyError` naming the op and the known ones.
+`LatencyError` naming the op and the known ones. The ops of the nasnet, hytra and vit_resnas spaces
+are registered from `pixel1_ops.py` (imported at the end of this module); their attention /
+LayerNorm terms are extrapolations from the CNN calibration (PIXEL1.md).
 """
 from __future__ import annotations
 
@@ -256,8 +258,10 @@ def proxyless_op_check(c: Constants = CONSTANTS) -> dict[str, object]:
 def report(c: Constants = CONSTANTS) -> dict[str, object]:
     """Every check of the model with constants `c` (what `fit` prints and the table records)."""
     from latency.devices.reference_nets import CALIBRATION, FAMILIES, HELD_OUT
+    from latency.devices.pixel1_ops import cell_held_out
     fam = _errors(FAMILIES, c)
     return {"calibration": _errors(CALIBRATION, c), "held_out": _errors(HELD_OUT, c),
+            "cell_held_out": _errors(cell_held_out(), c),
             "families": {"sources": sorted({str(r["source"]) for r in fam}),
                          **_summary([float(r["error_pct"]) for r in fam])},  # type: ignore[arg-type]
             "spnas_lut": spnas_check(c), "proxyless_per_op": proxyless_op_check(c)}
@@ -305,6 +309,7 @@ REFERENCES = [
     "Cai et al. 2019, ProxylessNAS, Table 2; mit-han-lab/proxylessnas README and per-op log",
     "Stamoulis et al. 2019, Single-Path NAS; enyac-group/single-path-nas pixel1_runtime_model.json",
     "tensorflow/models research/slim/nets/mobilenet README (MobileNetV2 Pixel 1 latencies)",
+    "Zoph et al. 2018, NASNet-A mobile (tensorflow/models research/slim/nets/nasnet); 183 ms: MobileNetV2 Table 4",
 ]
 
 
@@ -322,8 +327,11 @@ def table_metadata(c: Constants = CONSTANTS) -> dict[str, object]:
 
 def build_table(space: "SearchSpace", c: Constants = CONSTANTS) -> "LatencyTable":
     """A LatencyTable of every distinct layer of `space` (raises LatencyError on unknown ops)."""
+    from latency.devices.pixel1_ops import TRUST
     from latency.table import LatencyTable
-    table = LatencyTable(space.name, space.options(), table_metadata(c))
+    meta = table_metadata(c)
+    meta["trust"] = TRUST.get(space.name, "extrapolated: ops outside the calibration set (MBConv CNNs)")
+    table = LatencyTable(space.name, space.options(), meta)
     for spec in space.all_layers():
         table.add(spec.key, layer_ms(spec, c))
     return table
@@ -332,7 +340,7 @@ def build_table(space: "SearchSpace", c: Constants = CONSTANTS) -> "LatencyTable
 # ---- command line --------------------------------------------------------------------------------
 def _print_report(rep: dict[str, object]) -> None:
     out = sys.stdout.write
-    for group in ("calibration", "held_out"):
+    for group in ("calibration", "held_out", "cell_held_out"):
         out(f"{group}:\n")
         for r in rep[group]:  # type: ignore[attr-defined]
             out(f"  {r['name']:<26} published {r['published_ms']:7.2f}  predicted {r['predicted_ms']:7.2f}"
@@ -381,5 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# registers the cell / hybrid / ViT ops (after everything pixel1_ops imports from here is defined)
+from latency.devices import pixel1_ops  # noqa: E402,F401
+
+if __name__ == "__main__":  # run the imported module's main: its DECOMPOSE is the one the ops went into
+    from latency.devices import pixel1 as _module  # noqa: PLW0406 (see the comment above)
+    sys.exit(_module.main())

@@ -54,3 +54,5 @@ def make_evaluator(name: str, space: SearchSpace, seed: int = 0, **options: Any)
 
 
 from nas.evaluators import zero_cost  # noqa: E402,F401  (registers)
+from nas import train  # noqa: E402,F401  (registers the `train` evaluator)
+from nas import supernet  # noqa: E402,F401  (registers the `supernet` evaluator)

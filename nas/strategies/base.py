@@ -8,24 +8,63 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence, Union
 
 import numpy as np
 
 from nas.arch import Arch
-from nas.errors import SearchError
+from nas.errors import SearchError, UsageError
 from nas.registry import Registry
 from nas.space import SearchSpace
 from nas.trial import Trial
 
 Feasible = Callable[[Arch], bool]
+Objectives = tuple[tuple[str, bool], ...]
+ObjectivesSpec = Union[Objectives, Sequence[Sequence[object]], str, None]
+_DIRECTIONS = {"max": True, "maximize": True, "min": False, "minimize": False}
+
+
+def parse_objectives(spec: ObjectivesSpec) -> Objectives:
+    """Objectives from pairs [("score", True), ("latency_ms", False)] or "score:max,latency_ms:min"."""
+    def from_text(part: str) -> tuple[str, object]:
+        name, _, direction = part.strip().partition(":")
+        return name.strip(), direction.strip().lower() or "max"
+
+    if isinstance(spec, str):
+        pairs: list[tuple[object, ...]] = [from_text(p) for p in spec.split(",")]
+    else:
+        try:
+            pairs = [from_text(p) if isinstance(p, str) else tuple(p) for p in spec or ()]  # type: ignore[union-attr]
+        except TypeError:
+            raise UsageError(f"objectives {spec!r} must be (metric, maximize) pairs or a string like "
+                             f"'score:max,latency_ms:min'") from None
+    out: list[tuple[str, bool]] = []
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
+            raise UsageError(f"objective {pair!r} must be (metric, maximize), e.g. 'score:max,latency_ms:min'")
+        name, direction = str(pair[0]), pair[1]
+        if isinstance(direction, str):
+            if direction not in _DIRECTIONS:
+                raise UsageError(f"objective {name!r}: direction {direction!r} unknown; valid: max, min")
+            direction = _DIRECTIONS[direction]
+        out.append((name, bool(direction)))
+    if not out or len({n for n, _ in out}) != len(out):
+        raise UsageError(f"objectives {spec!r} must name at least one metric, each once")
+    return tuple(out)
 
 
 class Strategy(ABC):
     name: ClassVar[str]
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, metric: str = "score", maximize: bool = True,
-                 feasible: Feasible | None = None) -> None:
+                 feasible: Feasible | None = None, objectives: ObjectivesSpec = None) -> None:
+        """`objectives`: (metric, maximize) pairs, or a string like "score:max,latency_ms:min".
+        The first objective is the one `metric`/`maximize`/`fitness` refer to; when omitted,
+        the single objective is (`metric`, `maximize`)."""
+        objs = parse_objectives(objectives) if objectives is not None else None
+        if objs is not None:
+            metric, maximize = objs[0]
+        self.objectives: Objectives = objs or ((metric, bool(maximize)),)
         self.space, self.seed, self.metric, self.maximize = space, seed, metric, maximize
         self.feasible: Feasible = feasible or (lambda arch: True)
         self.rng = np.random.default_rng(seed)
@@ -53,6 +92,16 @@ class Strategy(ABC):
         if math.isnan(v):
             return -math.inf
         return v if self.maximize else -v
+
+    def objective_values(self, trial: Trial) -> np.ndarray | None:
+        """The trial's objectives as a vector to minimise (maximised ones negated); None when the
+        trial failed or lacks one of them."""
+        if not trial.ok:
+            return None
+        vals = [trial.value(m) for m, _ in self.objectives]
+        if any(math.isnan(v) for v in vals):
+            return None
+        return np.array([-v if mx else v for v, (_, mx) in zip(vals, self.objectives)], dtype=np.float64)
 
     def sample_feasible(self, tries: int = 10_000) -> Arch:
         """A random arch that meets the constraints, preferring ones not evaluated yet."""

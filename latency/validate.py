@@ -1,0 +1,335 @@
+"""Does the LUT predict whole-network latency? Measure sampled nets end to end and compare.
+
+Why "joint": on a shared machine the speed drifts by 10-25% over tens of seconds, and the drift is
+common-mode. Timing layers at one moment and nets at another mixes that drift into the error. In
+joint mode each group (`chunk`) of sampled nets is timed round-robin together with every layer
+those nets contain and with the empty-call graph (`time_interleaved`), so drift hits layers and
+nets alike; each net is predicted from the layer times of its own group. That measures the LUT
+method itself. The table's own predictions (profiled at another time, maybe on another machine)
+are compared with the same measured nets and reported separately, for information.
+
+Clock: `wall` (default, what a user waits for) or `cpu` (this thread's CPU time, one intra-op
+thread only). When other processes compete for the cores, a 25 ms net is descheduled far more
+often than a 0.5 ms layer, whose median escapes it: wall-clock nets then look slower than the sum
+of their layers (seen here: 26 ms wall vs 10 ms CPU for one net at load 7 on 2 cores, while its
+layers summed to 9.8 ms wall). CPU time is immune to that; use it on shared machines.
+
+Metrics: Spearman and Kendall rank correlation, RMSE (ms), MAPE (%), the share of nets predicted
+within +-5% and +-10%, and the mean signed relative error (bias).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from latency.correction import Correction, LayerTimes, fit_correction, table_correction
+from latency.profile import ProfileSettings, cpu_model, stats, time_interleaved
+from latency.table import LatencyTable
+from nas.arch import Arch
+from nas.errors import LatencyError, UsageError
+from nas.layer import LayerSpec
+from nas.space import SearchSpace
+
+log = logging.getLogger(__name__)
+METRICS = ("n", "spearman", "kendall", "rmse_ms", "mape_pct", "within_5_pct", "within_10_pct", "bias_pct")
+
+
+def agreement(predicted: ArrayLike, measured: ArrayLike) -> dict[str, float]:
+    """Agreement between predicted and measured latencies (ms); shares and errors in percent."""
+    from scipy.stats import kendalltau, spearmanr
+    p, m = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if p.shape != m.shape or p.ndim != 1 or len(p) == 0:
+        raise LatencyError(f"agreement needs two equal-length non-empty vectors, got shapes {p.shape} and {m.shape}")
+    if not np.all(m > 0):
+        raise LatencyError("agreement: measured latencies must be positive")
+    rel = (p - m) / m
+    ranked = len(p) >= 2 and np.ptp(p) > 0 and np.ptp(m) > 0
+    return {"n": int(len(p)),
+            "spearman": float(spearmanr(p, m).statistic) if ranked else float("nan"),
+            "kendall": float(kendalltau(p, m).statistic) if ranked else float("nan"),
+            "rmse_ms": float(np.sqrt(np.mean((p - m) ** 2))),
+            "mape_pct": float(np.mean(np.abs(rel)) * 100),
+            "within_5_pct": float(np.mean(np.abs(rel) <= 0.05) * 100),
+            "within_10_pct": float(np.mean(np.abs(rel) <= 0.10) * 100),
+            "bias_pct": float(np.mean(rel) * 100)}
+
+
+def settings_of(table: LatencyTable) -> ProfileSettings:
+    """The measurement settings recorded in an onnxruntime table (what validation must reuse)."""
+    m = table.metadata
+    if m.get("runtime") != "onnxruntime":
+        raise LatencyError(f"latency table {table.source} was not measured with onnxruntime (runtime "
+                           f"{m.get('runtime')!r}, source {m.get('source')!r}); validate times nets with "
+                           f"onnxruntime on this machine, so it can only check onnxruntime tables")
+    missing = [f.name for f in fields(ProfileSettings) if f.name not in m]
+    if missing:
+        raise LatencyError(f"latency table {table.source} lacks the measurement settings {missing} in its metadata")
+    return ProfileSettings(**{f.name: m[f.name] for f in fields(ProfileSettings)})
+
+
+def check_provider(provider: str) -> None:
+    """Fail before any export when this onnxruntime lacks the table's execution provider."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise UsageError(f"the table was measured with execution provider {provider!r}, which this onnxruntime "
+                         f"{ort.__version__} does not have; available: {', '.join(available)}")
+
+
+def runtime_warnings(table: LatencyTable) -> list[str]:
+    """Reasons why this machine's measurements may not match the table's (not errors)."""
+    import onnxruntime as ort
+    m, out = table.metadata, []
+    if m.get("runtime_version") != ort.__version__:
+        out.append(f"table {table.source} was measured with onnxruntime {m.get('runtime_version')}, "
+                   f"this machine has {ort.__version__}")
+    if m.get("cpu") and m.get("cpu") != cpu_model():
+        out.append(f"table {table.source} was measured on {m.get('cpu')!r}, this machine is {cpu_model()!r}")
+    if int(m.get("threads", 1)) > (os.cpu_count() or 1):
+        out.append(f"table uses {m.get('threads')} threads but this machine has {os.cpu_count()} cores")
+    return out
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """`n` distinct archs (fewer only if the space is that small)."""
+    if n < 1:
+        raise UsageError(f"--samples must be at least 1, got {n}")
+    rng, seen = np.random.default_rng(seed), dict[str, Arch]()
+    for _ in range(50 * n):
+        a = space.sample(rng)
+        seen.setdefault(a.key, a)
+        if len(seen) == n:
+            break
+    if len(seen) < n:
+        log.warning("space %s gave only %d distinct archs of %d asked", space.name, len(seen), n)
+    return list(seen.values())
+
+
+@dataclass
+class Measured:
+    net_ms: np.ndarray                          # median per net
+    net_iqr_ms: np.ndarray
+    layers: list[list[tuple[LayerSpec, float]]] | None   # joint: per net, its layers' ms from its group
+    overhead_ms: np.ndarray | None              # joint: empty-call time of each net's group
+    seconds: float
+    groups: int
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def check_clock(clock: str, settings: ProfileSettings) -> None:
+    if clock not in CLOCKS:
+        raise UsageError(f"unknown clock {clock!r}; valid: {', '.join(CLOCKS)}")
+    if clock == "cpu" and settings.threads != 1:
+        raise UsageError(f"--clock cpu times the calling thread only, so it needs threads=1; the table uses "
+                         f"threads={settings.threads} (use --clock wall on a quiet machine)")
+
+
+def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
+            rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall") -> Measured:
+    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them)."""
+    import torch
+    from tqdm import tqdm
+
+    from nas.onnx_io import export_onnx, session
+    from search_spaces.ops import build_layer
+    check_clock(clock, settings)
+    if rounds < 1 or chunk < 0:
+        raise UsageError(f"--rounds must be >= 1 and --chunk >= 0, got {rounds} and {chunk}")
+    chunk = chunk or len(archs)
+    rounds = min(rounds, settings.repeats)
+    n_groups = -(-len(archs) // chunk)
+    net_ms, net_iqr = np.zeros(len(archs)), np.zeros(len(archs))
+    layers: list[list[tuple[LayerSpec, float]]] = [[] for _ in archs]
+    overhead = np.zeros(len(archs))
+    rng = np.random.default_rng(0)
+
+    def feed(shape: Sequence[int]) -> np.ndarray:
+        return rng.standard_normal((settings.batch, *shape)).astype(np.float32)
+
+    def sess(path: Path) -> Any:
+        return session(path, settings.provider, settings.threads, settings.opt_level)
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(archs) + n_groups * rounds, desc="validate (export + timing)", unit="step",
+               disable=not progress)
+    with tempfile.TemporaryDirectory() as tmp, bar:
+        files: dict[str, Path] = {}
+
+        def export(name: str, module: Any, shape: Sequence[int]) -> Path:
+            if name not in files:
+                files[name] = export_onnx(module, torch.randn(settings.batch, *shape), Path(tmp) / f"{len(files)}.onnx")
+            return files[name]
+
+        for g in range(n_groups):
+            idx = list(range(g * chunk, min(len(archs), (g + 1) * chunk)))
+            nets = []
+            for i in idx:
+                nets.append(export(f"net{i}", space.build(archs[i]), space.input_shape))
+                bar.update(1)
+            specs = {s.key: s for i in idx for s in space.layers(archs[i])} if joint else {}
+            paths = [export("__overhead__", torch.nn.AvgPool2d(1), (8, 1, 1))] if joint else []
+            paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
+            shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
+            sessions = [sess(p) for p in paths + nets]
+            inputs = [feed(sh) for sh in shapes + [space.input_shape] * len(nets)]
+            times = time_interleaved(sessions, inputs, settings.warmup, settings.repeats, rounds, progress=bar,
+                                     clock=CLOCKS[clock])
+            del sessions
+            meds = [stats(t) for t in times]
+            for j, i in enumerate(idx):
+                net_ms[i], net_iqr[i] = meds[len(paths) + j]
+            if joint:
+                ovh = meds[0][0]
+                local = {k: max(0.0, meds[1 + j][0] - ovh) for j, k in enumerate(specs)}
+                for i in idx:
+                    overhead[i] = ovh
+                    layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
+    return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
+                    time.perf_counter() - t0, n_groups)
+
+
+@dataclass
+class Validation:
+    report: dict[str, Any]                  # JSON-able: settings, metrics, per-arch rows
+    correction: Correction | None           # fitted on all samples (if asked): what gets saved
+
+
+def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: int = 0, joint: bool = True,
+             rounds: int = 10, chunk: int = 8, fit: bool = False, holdout: float = 0.5,
+             progress: bool = True, clock: str = "wall") -> Validation:
+    from latency.model import LUTModel
+    table.check_space(space.name, space.options())
+    settings = settings_of(table)
+    if fit and not 0.0 < holdout < 1.0:
+        raise UsageError(f"--holdout must be a fraction in (0, 1), got {holdout}")
+    if fit and samples - max(1, int(round(samples * holdout))) < 3:
+        raise UsageError(f"--fit-correction needs at least 3 archs to fit on: --samples {samples} with --holdout "
+                         f"{holdout} leaves {samples - max(1, int(round(samples * holdout)))}")
+    check_provider(settings.provider)
+    check_clock(clock, settings)
+    warnings = runtime_warnings(table)
+    if clock != table.metadata.get("clock", "wall"):
+        warnings.append(f"nets are timed with the {clock} clock, the table with {table.metadata.get('clock', 'wall')}: "
+                        f"the table LUT rows compare different clocks (the joint rows do not)")
+    for w in warnings:
+        log.warning(w)
+    archs = sample_archs(space, samples, seed)
+    plain = LUTModel(space, table, correct=False)
+    old = table_correction(table.metadata, table.source)
+    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock)
+    y = meas.net_ms
+    table_layers: list[LayerTimes] = [[(s, table.ms(s.key)) for s in space.layers(a)] for a in archs]
+    pred: dict[str, np.ndarray] = {"table_lut": plain.predict_many(archs)}
+    if old is not None:
+        pred["table_corrected"] = np.array([old.predict(ls, plain.overhead) for ls in table_layers])
+    if meas.layers is not None and meas.overhead_ms is not None:
+        pred["joint_lut"] = np.array([o + sum(ms for _, ms in ls) for ls, o in zip(meas.layers, meas.overhead_ms)])
+    report: dict[str, Any] = {
+        "space": space.name, "space_options": space.options(), "table": table.source,
+        "settings": asdict(settings), "clock": clock, "samples": len(archs), "seed": seed, "joint": joint, "rounds": rounds,
+        "chunk": chunk, "groups": meas.groups, "seconds": round(meas.seconds, 1), "warnings": warnings,
+        "metrics": {name: agreement(p, y) for name, p in pred.items()}}
+    correction = None
+    if fit:
+        src_layers = meas.layers if meas.layers is not None else table_layers
+        src_ovh = meas.overhead_ms if meas.overhead_ms is not None else np.full(len(archs), plain.overhead)
+        src = "joint" if meas.layers is not None else "table"
+        perm = np.random.default_rng(seed).permutation(len(archs))
+        n_test = max(1, int(round(len(archs) * holdout)))
+        test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        part = fit_correction([src_layers[i] for i in train], src_ovh[train], y[train], note=f"{src} layer times")
+        after = np.array([part.predict(src_layers[i], src_ovh[i]) for i in test])
+        held: dict[str, Any] = {"n_fit": len(train), "n_test": len(test), "source": src,
+                                "selected": part.fit["selected"],
+                                f"{src}_lut": agreement(pred[f"{src}_lut"][test], y[test]),
+                                f"{src}_corrected": agreement(after, y[test])}
+        if src == "joint":   # the same correction applied to the table's entries (drift included)
+            held["table_lut"] = agreement(pred["table_lut"][test], y[test])
+            held["table_corrected"] = agreement(
+                np.array([part.predict(table_layers[i], plain.overhead) for i in test]), y[test])
+        report["holdout"] = held
+        report["test_index"] = test.tolist()
+        pred[f"{src}_corrected_holdout"] = np.full(len(archs), np.nan)
+        pred[f"{src}_corrected_holdout"][test] = after
+        correction = fit_correction(src_layers, src_ovh, y, note=f"{src} layer times")
+        correction.fit.update({"holdout": held, "space": space.name, "samples_seed": seed})
+        report["correction"] = correction.to_dict()
+    report["archs"] = [{"arch": space.format(a), "key": a.key, "measured_ms": float(y[i]),
+                        "measured_iqr_ms": float(meas.net_iqr_ms[i]),
+                        **{f"{k}_ms": (None if np.isnan(v[i]) else float(v[i])) for k, v in pred.items()}}
+                       for i, a in enumerate(archs)]
+    return Validation(report, correction)
+
+
+def with_correction(table: LatencyTable, correction: Correction) -> LatencyTable:
+    """A copy of `table` whose metadata carries `correction` (LUTModel applies it when loading)."""
+    return LatencyTable(table.space, dict(table.space_options), {**table.metadata, "correction": correction.to_dict()},
+                        dict(table.entries), table.source)
+
+
+LABELS = {"joint_lut": "LUT from the joint run", "table_lut": "table LUT", "table_corrected": "table + stored correction",
+          "joint_corrected": "joint LUT + correction", "joint_corrected_holdout": "joint LUT + correction (held out)",
+          "table_corrected_holdout": "table LUT + correction (held out)"}
+
+HELD_LABELS = {"joint_lut": "joint LUT", "joint_corrected": "joint LUT + fitted corr.", "table_lut": "table LUT",
+               "table_corrected": "table LUT + fitted corr."}
+
+
+def format_report(r: dict[str, Any]) -> str:
+    head = (f"validate {r['space']} with {r['table']}: {r['samples']} archs (seed {r['seed']}), "
+            f"{r['settings']['provider']} threads={r['settings']['threads']}, {r.get('clock', 'wall')} clock, "
+            f"{'joint' if r['joint'] else 'nets-only'} run in {r['groups']} group(s) x {r['rounds']} rounds, {r['seconds']} s")
+    cols = f"{'':28}{'n':>4}{'spearman':>10}{'kendall':>9}{'rmse_ms':>9}{'mape_%':>8}{'<=5%':>7}{'<=10%':>7}{'bias_%':>8}"
+
+    def row(label: str, m: dict[str, float]) -> str:
+        return (f"{label:28}{m['n']:>4}{m['spearman']:>10.3f}{m['kendall']:>9.3f}{m['rmse_ms']:>9.3f}"
+                f"{m['mape_pct']:>8.2f}{m['within_5_pct']:>6.0f}%{m['within_10_pct']:>6.0f}%{m['bias_pct']:>8.2f}")
+    lines = [head, cols] + [row(LABELS.get(k, k), m) for k, m in r["metrics"].items()]
+    if "holdout" in r:
+        h = r["holdout"]
+        lines.append(f"held-out archs (correction fitted on {h['n_fit']}, kept feature set "
+                     f"{h['selected']!r}, tested on {h['n_test']}):")
+        lines += [row("  " + HELD_LABELS.get(k, k), m) for k, m in h.items() if isinstance(m, dict)]
+    lines += [f"warning: {w}" for w in r.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: str | Path) -> Path:
+    """Predicted vs measured with y = x and +-10% bands (matplotlib, Agg backend)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    meas = np.array([a["measured_ms"] for a in r["archs"]])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    keys = [k for k in r["archs"][0] if k.endswith("_ms") and k not in ("measured_ms", "measured_iqr_ms")]
+    values = [meas]
+    for k, marker in zip(keys, "os^vD"):
+        p = np.array([np.nan if a[k] is None else a[k] for a in r["archs"]], dtype=float)
+        name = k[:-3]
+        ax.scatter(meas, p, s=14, marker=marker, alpha=0.75, label=LABELS.get(name, name.replace("_", " ")))
+        values.append(p)
+    lo, hi = 0.95 * float(np.nanmin(np.concatenate(values))), 1.05 * float(np.nanmax(np.concatenate(values)))
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, "k-", lw=1, label="y = x")
+    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="grey", alpha=0.15, label="+-10%")
+    ax.set_xlabel("measured whole net (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title(f"{r['space']}: {r['samples']} archs, {r['settings']['provider'].replace('ExecutionProvider', '')}"
+                 f" x{r['settings']['threads']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

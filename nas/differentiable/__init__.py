@@ -1,0 +1,1 @@
+"""Differentiable architecture search: Single-Path NAS (`single_path`) and DARTS (`darts`)."""

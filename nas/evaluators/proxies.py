@@ -1,0 +1,231 @@
+"""Training-free (zero-cost) proxies: score an untrained net from one mini-batch, no training.
+
+Every model proxy is `fn(model, x, y) -> float` (higher = predicted better) and may modify the
+model it gets (abs weights, removed BatchNorm, accumulated gradients): callers pass a fresh copy.
+Arch proxies (`params`, `flops`) are counted from the arch itself. Which parameters count: the
+weights of Conv1d/Conv2d/Linear layers ("prunable" layers, as in Abdelfattah et al. 2021,
+"Zero-Cost Proxies for Lightweight NAS"), so the same code scores conv nets and transformer
+blocks (qkv/proj/MLP are Linear layers).
+
+References for the definitions:
+- synflow: Tanaka et al. 2020, "Pruning neural networks without any data by iteratively
+  conserving synaptic flow"; BN disabled as in Abdelfattah et al. 2021.
+- snip: Lee et al. 2019, "SNIP: single-shot network pruning based on connection sensitivity".
+- grad_norm, fisher (Theis et al. 2018; Turner et al. 2020 "BlockSwap"), jacob_cov (Mellor et al.
+  2020, "NAS without training", v1): as collected in Abdelfattah et al. 2021.
+- naswot: Mellor et al. 2021 (v2, the log-determinant of the binary-code kernel).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from nas.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from nas.arch import Arch
+    from nas.space import SearchSpace
+
+ModelProxy = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], float]
+ArchProxy = Callable[["SearchSpace", "Arch"], float]
+
+
+@dataclass(frozen=True)
+class ProxyDef:
+    """A registered proxy: exactly one of `model_fn` (needs a built net and a batch) or `arch_fn`
+    (counted from the arch). `log_scale`: the raw values span orders of magnitude, so the
+    ensemble standardises their logarithm."""
+
+    name: str
+    model_fn: ModelProxy | None = None
+    arch_fn: ArchProxy | None = None
+    log_scale: bool = False
+    doc: str = ""
+
+
+PROXIES: Registry[ProxyDef] = Registry("zero-cost proxy")
+_ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "Hardswish", "SiLU", "LeakyReLU")
+
+
+def _prunable(model: "nn.Module") -> Iterator["nn.Module"]:
+    import torch.nn as nn
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            yield m
+
+
+def _loss_backward(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> None:
+    import torch.nn.functional as F
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    F.cross_entropy(out, y).backward()
+
+
+def _log(value: float) -> float:
+    return math.log(value) if value > 0 else -math.inf
+
+
+# ---- synflow --------------------------------------------------------------------------------------
+def _linearize(model: "nn.Module") -> None:
+    """Replace BatchNorm and pointwise activations by identity, in place.
+
+    BN: with one all-ones input, train-mode BN would zero the signal (and fail on 1x1 maps), so
+    synflow is computed without BN (Abdelfattah et al. 2021). Activations: with positive weights
+    and a positive input every ReLU is the identity, which makes synflow the path norm of the
+    linearised net (Tanaka et al. 2020); a bounded one (ReLU6) would instead clip the flow and
+    hide every layer before the last saturated one, so all of them become identity."""
+    import torch.nn as nn
+    from torch.nn.modules.batchnorm import _BatchNorm
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _BatchNorm) or type(child).__name__ in _ACTIVATIONS:
+                setattr(parent, name, nn.Identity())
+
+
+def synflow(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """log of SynFlow: sum over prunable weights of |w * dR/dw|, R = sum of the output of the
+    linearised net (see `_linearize`) with all weights made positive, fed one all-ones input, in
+    float64.
+
+    Returned as a natural log (same ranking): raw values reach 1e100+ for deep nets; the per-layer
+    sums are combined with logsumexp, so only a float64 forward pass that overflows (beyond 1e308)
+    gives +inf."""
+    import torch
+    _linearize(model)
+    model.double().eval()  # eval: no dropout; BN is gone, so eval/train otherwise agree
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.abs_()
+    model.zero_grad(set_to_none=True)
+    ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
+    model(ones).sum().backward()
+    logs = []
+    for m in _prunable(model):
+        if m.weight.grad is not None:
+            s = float((m.weight.detach() * m.weight.grad).abs().sum())
+            if math.isnan(s):
+                return -math.inf
+            logs.append(_log(s))
+    if not logs:
+        return -math.inf
+    if any(v == math.inf for v in logs):
+        return math.inf
+    top = max(logs)
+    return top if top == -math.inf else top + math.log(sum(math.exp(v - top) for v in logs))
+
+
+# ---- gradient-based saliencies ------------------------------------------------------------------
+def snip(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """SNIP: sum of |w * dL/dw| over prunable weights (connection sensitivity), one batch."""
+    import torch
+    _loss_backward(model, x, y)
+    with torch.no_grad():
+        return float(sum(float((m.weight * m.weight.grad).abs().sum())
+                         for m in _prunable(model) if m.weight.grad is not None))
+
+
+def grad_norm(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """Sum over prunable layers of the L2 norm of the loss gradient of the layer's weight."""
+    import torch
+    _loss_backward(model, x, y)
+    with torch.no_grad():
+        return float(sum(float(m.weight.grad.norm()) for m in _prunable(model) if m.weight.grad is not None))
+
+
+def fisher(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """Fisher (Theis et al. 2018): per output channel c of every prunable layer,
+    0.5 * mean_batch (sum_positions a * dL/da)^2, summed over channels and layers.
+    Channel = dim 1 for conv maps, the last dim for linear layers (tokens count as positions)."""
+    import torch
+    import torch.nn as nn
+    pairs: list[tuple[bool, torch.Tensor, list[torch.Tensor]]] = []
+
+    def hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            grads: list[torch.Tensor] = []
+            pairs.append((isinstance(m, nn.Linear), out.detach().clone(), grads))
+            out.register_hook(lambda g: grads.append(g.detach()))
+
+    handles = [m.register_forward_hook(hook) for m in _prunable(model)]
+    try:
+        _loss_backward(model, x, y)
+    finally:
+        for h in handles:
+            h.remove()
+    total = 0.0
+    for is_linear, act, grads in pairs:
+        if not grads:
+            continue
+        prod = (act * grads[0]).double()
+        if is_linear:
+            prod = prod.movedim(-1, 1)
+        per_channel = prod.reshape(prod.shape[0], prod.shape[1], -1).sum(-1)   # (B, C)
+        total += float(0.5 * per_channel.pow(2).mean(0).sum())
+    return total
+
+
+def jacob_cov(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """Jacobian covariance (Mellor et al. 2020 v1): correlation of the input gradients of the
+    summed output across the batch; score = -sum(log(l + k) + 1/(l + k)), k = 1e-5, over its
+    eigenvalues l. Nets whose inputs get less correlated Jacobians score higher."""
+    import torch
+    model.zero_grad(set_to_none=True)
+    xi = x.detach().clone().requires_grad_(True)
+    out = model(xi)
+    out.backward(torch.ones_like(out))
+    jac = xi.grad.reshape(x.shape[0], -1).double()
+    corr = torch.corrcoef(jac)
+    if not bool(torch.isfinite(corr).all()):
+        return -math.inf  # a constant Jacobian row (dead net): the worst possible score
+    eig = torch.linalg.eigvalsh(corr).clamp_min(0.0)
+    k = 1e-5
+    return -float(torch.sum(torch.log(eig + k) + 1.0 / (eig + k)))
+
+
+# ---- activation patterns -------------------------------------------------------------------------
+def naswot(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """NASWOT (Mellor et al. 2021): log-determinant of the kernel of binary activation codes.
+    Nets whose units separate the inputs of a batch into more distinct patterns score higher."""
+    import torch
+    n = x.shape[0]
+    k = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+
+    def hook(_m: Any, _i: Any, out: torch.Tensor) -> None:
+        codes = (out.detach().reshape(n, -1) > 0).double()
+        k.add_(codes @ codes.T + (1 - codes) @ (1 - codes).T)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in _ACTIVATIONS]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    sign, logdet = torch.linalg.slogdet(k)
+    return float(logdet) if sign > 0 else -math.inf
+
+
+# ---- size baselines ------------------------------------------------------------------------------
+def params_proxy(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def flops_proxy(space: "SearchSpace", arch: "Arch") -> float:
+    """Multiply-accumulates of the full-resolution net (from the space's layer specs)."""
+    from nas.evaluators.zero_cost import count_macs
+    return float(count_macs(space, arch))
+
+
+PROXIES.register("synflow", ProxyDef("synflow", model_fn=synflow, doc="log SynFlow (Tanaka et al. 2020)"))
+PROXIES.register("snip", ProxyDef("snip", model_fn=snip, log_scale=True, doc="SNIP saliency (Lee et al. 2019)"))
+PROXIES.register("grad_norm", ProxyDef("grad_norm", model_fn=grad_norm, log_scale=True, doc="sum of gradient norms"))
+PROXIES.register("fisher", ProxyDef("fisher", model_fn=fisher, log_scale=True, doc="Fisher (Theis et al. 2018)"))
+PROXIES.register("jacob_cov", ProxyDef("jacob_cov", model_fn=jacob_cov, doc="Jacobian covariance (Mellor et al. 2020)"))
+PROXIES.register("naswot", ProxyDef("naswot", model_fn=naswot, doc="NASWOT log-det (Mellor et al. 2021)"))
+PROXIES.register("params", ProxyDef("params", model_fn=params_proxy, log_scale=True, doc="parameter count"))
+PROXIES.register("flops", ProxyDef("flops", arch_fn=flops_proxy, log_scale=True, doc="MACs at full resolution"))

@@ -1,0 +1,321 @@
+"""`OptunaStore`: trials kept in an Optuna storage (SQLite file, any RDB URL, or a journal file).
+
+Every trial is one Optuna trial of one study, so `optuna-dashboard sqlite:///DIR/trials.db` shows a
+search while it runs. A trial is created RUNNING when its evaluation starts (`start`) and finished
+COMPLETE or FAIL when it ends (`append`); the objective values are the strategy's objectives (the
+`score` by default), the decisions of the space are categorical params (for the dashboard's
+importance and slice plots), and the rest lives in user attributes:
+
+    arch (arch JSON), arch_str (block string), attempt (retries of an interrupted trial),
+    metrics (all metrics), seed, seconds, error (failed trials), interrupted (see `recover`)
+
+A search killed mid-evaluation leaves RUNNING trials; `recover()` marks them failed+interrupted and
+returns their archs so the runner evaluates them again under new trial numbers. Interrupted trials
+are not counted (`trials()` skips them); an arch interrupted `max_retries` times is kept as an
+ordinary failed trial instead, so an arch that kills its process cannot stall a search forever.
+
+Storage specs (`--storage`): ``sqlite:///PATH`` or any SQLAlchemy URL (postgresql://, mysql://),
+``journal:PATH`` (Optuna's append-only journal file), ``jsonl:PATH`` (the plain `JsonlStore`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+from nas.arch import Arch
+from nas.errors import ArchError, NasError, UsageError
+from nas.trial import COMPLETE, FAILED, JsonlStore, Trial, TrialStore
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nas.space import SearchSpace
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STORE_FILE = "trials.db"
+SPEC_FORMS = "sqlite:///PATH, postgresql://..., mysql://..., journal:PATH, jsonl:PATH"
+
+
+class StoreError(NasError):
+    """A trial store that cannot be opened or used (exit code 1)."""
+
+
+# ---- specs ----------------------------------------------------------------------------------------
+def default_spec(out: str | Path | None) -> str | None:
+    """The store of an --out folder: DIR/trials.db (or a legacy DIR/trials.jsonl if that is all it holds)."""
+    if out is None:
+        return None
+    out = Path(out)
+    if (out / "trials.jsonl").exists() and not (out / STORE_FILE).exists():
+        return f"jsonl:{out / 'trials.jsonl'}"
+    return f"sqlite:///{(out / STORE_FILE).resolve()}"
+
+
+def default_study(out: str | Path | None) -> str:
+    """Study name derived from the --out folder's name ("nas-search" without one)."""
+    return Path(out).resolve().name if out is not None and Path(out).resolve().name else "nas-search"
+
+
+def open_store(spec: str, study: str, *, space: "SearchSpace | None" = None,
+               objectives: Sequence[tuple[str, bool]] = (("score", True),), fresh: bool = False,
+               create: bool = True, params: bool = True) -> TrialStore:
+    """Open (or create) the store a spec names; `fresh` discards the study's trials first."""
+    if spec.startswith("jsonl:"):
+        path = Path(spec[len("jsonl:"):])
+        if fresh and path.exists():
+            path.unlink()
+        return JsonlStore(path)
+    storage = make_storage(spec)
+    if fresh:
+        _delete_study(storage, study)
+    return OptunaStore(storage, study, space=space, objectives=objectives, create=create, params=params)
+
+
+def make_storage(spec: str) -> "optuna.storages.BaseStorage":
+    """An Optuna storage for `journal:PATH` or an RDB URL; SQLite files get WAL mode and a long busy
+    timeout so that several processes can write one file."""
+    import optuna
+    _quiet_optuna()
+    try:
+        if spec.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+            path = Path(spec[len("journal:"):])
+            if not path.name:
+                raise UsageError(f"storage {spec!r} names no file; valid forms: {SPEC_FORMS}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        if "://" not in spec:
+            raise UsageError(f"storage {spec!r} is not a storage URL; valid forms: {SPEC_FORMS}")
+        if spec.startswith("sqlite:///"):
+            return _sqlite_storage(spec)
+        return optuna.storages.RDBStorage(spec, heartbeat_interval=None)
+    except NasError:
+        raise
+    except ImportError as exc:
+        raise StoreError(f"storage {spec!r} needs a database driver that is not installed ({exc})") from None
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError, OperationalError, OSError ...
+        raise StoreError(f"cannot open storage {spec!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
+    import sqlite3
+
+    import optuna
+    import sqlalchemy
+    path = Path(url[len("sqlite:///"):])
+    if str(path) not in ("", ":memory:"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=60)
+        try:  # WAL: readers (the dashboard) never block the writer; persistent in the file
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _pragmas(dbapi_con: Any, _record: Any) -> None:
+        # NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync
+        dbapi_con.execute("PRAGMA synchronous=NORMAL")
+
+    storage.engine.dispose()  # reconnect so pooled connections get the pragma
+    return storage
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every study creation and trial at INFO; keep that for `nas -v` only."""
+    import optuna
+    if not logging.getLogger("nas").isEnabledFor(logging.INFO):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _delete_study(storage: Any, study: str) -> None:
+    import optuna
+    try:
+        optuna.delete_study(study_name=study, storage=storage)
+        log.warning("discarded the stored trials of study %r (--no-resume)", study)
+    except KeyError:
+        pass
+
+
+def _retry(fn: Callable[[], T], what: str, tries: int = 8) -> T:
+    """Call a storage operation, retrying transient lock/connection errors with back-off."""
+    import optuna
+    for i in range(tries):
+        try:
+            return fn()
+        except optuna.exceptions.StorageInternalError as exc:
+            if i == tries - 1:
+                raise StoreError(f"trial store: {what} failed {tries} times: {exc}") from None
+            time.sleep(min(2.0, 0.05 * 2 ** i))
+    raise AssertionError("unreachable")
+
+
+# ---- the store ------------------------------------------------------------------------------------
+class OptunaStore:
+    """A `TrialStore` on one study of an Optuna storage; trial numbers are the study's.
+
+    `params=False` leaves out the decisions as Optuna params: no importance/slice plots in the
+    dashboard, but trial creation is several times cheaper on RDB storages (Optuna writes each
+    param with its own queries; see benchmarks/runner_throughput.py)."""
+
+    def __init__(self, storage: "optuna.storages.BaseStorage", study: str, *, space: "SearchSpace | None" = None,
+                 objectives: Sequence[tuple[str, bool]] = (("score", True),), create: bool = True,
+                 params: bool = True) -> None:
+        import optuna
+        self.storage, self.space, self.params = storage, space, params
+        self.objectives = tuple((str(m), bool(mx)) for m, mx in objectives)
+        directions: list[Any] = ["maximize" if mx else "minimize" for _, mx in self.objectives]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                if create:
+                    self.study = optuna.create_study(storage=storage, study_name=study, directions=directions,
+                                                     load_if_exists=True)
+                else:
+                    self.study = optuna.load_study(study_name=study, storage=storage)
+            except KeyError:
+                names = sorted(optuna.get_all_study_names(storage))
+                raise UsageError(f"no study {study!r} in the storage; studies there: "
+                                 f"{', '.join(names) or '(none)'}") from None
+            if create:
+                got = [d.name.lower() for d in self.study.directions]
+                if got != directions:
+                    raise UsageError(f"study {study!r} optimises {got}, not {directions} "
+                                     f"({', '.join(m for m, _ in self.objectives)}); use another --study")
+                if self.study.metric_names is None:
+                    self.study.set_metric_names([m for m, _ in self.objectives])
+        self.name = study
+        self._study_id = storage.get_study_id_from_name(study)
+        self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
+
+    # -- study attributes -------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any] | None:
+        return self.study.user_attrs.get("nas_config")
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        _retry(lambda: self.study.set_user_attr("nas_config", config), "saving the config")
+
+    # -- writing ----------------------------------------------------------------------------------
+    def start(self, arch: Arch, attempt: int = 0) -> int:
+        """Record a RUNNING trial for `arch`; return its number."""
+        from optuna.trial import FrozenTrial, TrialState
+        attrs: dict[str, Any] = {"arch": arch.to_dict()}
+        params, dists = self._params(arch)
+        if self.space is not None:
+            try:
+                attrs["arch_str"] = self.space.format(arch)
+            except ArchError:
+                pass
+        if attempt:
+            attrs["attempt"] = attempt
+        template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, values=None,
+                               datetime_start=_dt.datetime.now(), datetime_complete=None, params=params,
+                               distributions=dists, user_attrs=attrs, system_attrs={}, intermediate_values={},
+                               trial_id=-1)
+        tid = _retry(lambda: self.storage.create_new_trial(self._study_id, template), "creating a trial")
+        number = self.storage.get_trial_number_from_id(tid)
+        self._ids[number] = tid
+        return number
+
+    def append(self, trial: Trial) -> None:
+        """Finish a trial begun with `start` (or add a finished one; it then gets the next number)."""
+        tid = self._ids.pop(trial.number, None)
+        if tid is None:
+            tid = self._ids.pop(self.start(trial.arch))
+        attrs: dict[str, Any] = {"metrics": trial.metrics, "seed": trial.seed, "seconds": trial.seconds}
+        if trial.error is not None:
+            attrs["error"] = trial.error
+        values = self._values(trial)
+        if trial.ok and values is None:
+            attrs["status"] = COMPLETE   # complete for us, but Optuna needs the objective values
+        self._finish(tid, attrs, values)
+
+    def _finish(self, tid: int, attrs: dict[str, Any], values: list[float] | None) -> None:
+        from optuna.trial import TrialState
+        for key, value in attrs.items():
+            _retry(functools.partial(self.storage.set_trial_user_attr, tid, key, value), f"saving {key}")
+        state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+        _retry(lambda: self.storage.set_trial_state_values(tid, state, values), "finishing a trial")
+
+    def _values(self, trial: Trial) -> list[float] | None:
+        if not trial.ok:
+            return None
+        vals = [trial.value(m) for m, _ in self.objectives]
+        return None if any(math.isnan(v) for v in vals) else vals
+
+    def _params(self, arch: Arch) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The space's decisions as categorical params (scalar choices only)."""
+        from optuna.distributions import CategoricalDistribution
+        if not self.params or self.space is None or arch.space != self.space.name:
+            return {}, {}
+        params, dists = {}, {}
+        for d, gene in zip(self.space.decisions, arch.genes):
+            if gene in d.choices and all(c is None or isinstance(c, (str, int, float, bool)) for c in d.choices):
+                params[d.name], dists[d.name] = gene, CategoricalDistribution(list(d.choices))
+        return params, dists
+
+    # -- reading ----------------------------------------------------------------------------------
+    def trials(self) -> list[Trial]:
+        """Finished trials by number (interrupted ones, which were retried, left out)."""
+        from optuna.trial import TrialState
+        frozen = _retry(lambda: self.study.get_trials(deepcopy=False,
+                                                      states=(TrialState.COMPLETE, TrialState.FAIL)),
+                        "reading trials")
+        out = []
+        for ft in frozen:
+            if ft.user_attrs.get("interrupted"):
+                continue
+            trial = self._to_trial(ft)
+            if trial is not None:
+                out.append(trial)
+        return out
+
+    def _to_trial(self, ft: Any) -> Trial | None:
+        from optuna.trial import TrialState
+        ua = ft.user_attrs
+        try:
+            arch = Arch.from_dict(ua["arch"])
+        except (KeyError, ArchError):
+            log.warning("study %r trial %d has no nas arch; skipped", self.name, ft.number)
+            return None
+        status = ua.get("status") or (COMPLETE if ft.state == TrialState.COMPLETE else FAILED)
+        return Trial(ft.number, arch, dict(ua.get("metrics") or {}), status, ua.get("error"),
+                     float(ua.get("seconds", 0.0)), int(ua.get("seed", 0)))
+
+    def recover(self, max_retries: int = 2) -> list[tuple[Arch, int]]:
+        """Mark trials left RUNNING by a stopped search as failed; return (arch, attempt) to retry.
+
+        Call it only when no other live search writes to this study (their running trials would be
+        taken for stopped ones)."""
+        from optuna.trial import TrialState
+        running = _retry(lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+                         "reading trials")
+        retry = []
+        for ft in running:
+            if ft.number in self._ids:
+                continue
+            tid = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, ft.number)
+            attempt = int(ft.user_attrs.get("attempt", 0))
+            arch = None
+            try:
+                arch = Arch.from_dict(ft.user_attrs["arch"])
+            except (KeyError, ArchError):
+                pass
+            if arch is not None and attempt < max_retries:
+                self._finish(tid, {"interrupted": True, "error": "interrupted: the search stopped "
+                             "during this evaluation; it was evaluated again as a new trial"}, None)
+                retry.append((arch, attempt + 1))
+            else:
+                self._finish(tid, {"error": f"interrupted {attempt + 1} times: the search stopped "
+                             "during this evaluation each time (does it crash the process?)"}, None)
+        if running:
+            log.warning("study %r: %d trial(s) left running by a stopped search marked failed; %d will be "
+                        "evaluated again", self.name, len(running), len(retry))
+        return retry

@@ -1,0 +1,351 @@
+"""Weight-sharing strategies: `supernet` (one-shot + evolution), `single-path` and `darts`.
+
+These are trainers first: `prepare(ctx)` trains on the context's dataset and returns the evaluator
+the trials use (`nas.weight_sharing_search` runs that flow for `nas search`). After that they are
+ordinary ask/tell strategies - regularized evolution, whose state is rebuilt from the trials -
+so the runner, stores and resume work unchanged:
+
+* ``supernet``: trains the space's supernet with the sandwich rule, then evolution scores archs by
+  their BN-recalibrated supernet accuracy under the latency constraints;
+* ``single-path``: Single-Path NAS; the arch read from the thresholds is the first (by default
+  only) trial, scored with its inherited weights;
+* ``darts``: DARTS on the nasnet darts variant; the derived genotype is the first (by default
+  only) trial, scored by training it from scratch for `retrain_epochs`.
+
+Training runs on a smaller copy of the searched space (`resolution`, `width_mult` / `channels`,
+`cells`, the dataset's classes, any `train_options`; same decisions) while latency is predicted
+with the searched space's tables. ``supernet`` works on every space with a supernet
+(`nas.supernet.SUPERNETS`: mbconv, vit_resnas). Checkpoints go to ``<out>/`` and are reused when a
+search resumes. Torch is imported only inside `prepare`, so registering these strategies stays cheap.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+from nas.arch import Arch
+from nas.errors import UsageError
+from nas.space import SearchSpace
+from nas.strategies.base import STRATEGIES
+from nas.strategies.evolution import RegularizedEvolution
+
+log = logging.getLogger(__name__)
+Evaluator = Callable[[Arch], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What a weight-sharing strategy needs to train: the searched space, its latency models and
+    bounds (target -> LUTModel / ms), the dataset and run settings."""
+
+    space: SearchSpace
+    latency: Mapping[str, Any] = field(default_factory=dict)
+    bounds: Mapping[str, float] = field(default_factory=dict)
+    dataset: str = "digits"
+    epochs: int | None = None
+    batch_size: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    out: Path | None = None
+    progress: bool = True
+
+    def load(self, split: str, resolution: int) -> tuple[Any, Any]:
+        from nas.data import load_dataset
+        return load_dataset(self.dataset, split=split, seed=self.seed, resolution=resolution)
+
+    def num_classes(self) -> int:
+        from nas.data import num_classes
+        return num_classes(self.dataset)
+
+
+class WeightSharingStrategy(RegularizedEvolution):
+    """Base: train in `prepare`, then evolution (asking `seeds` first: archs the training derived)."""
+
+    weight_sharing: ClassVar[bool] = True
+    needs_latency: ClassVar[bool] = False
+    default_epochs: ClassVar[int] = 2
+    #: None: run the trials asked for; an int: that many (a differentiable search yields one arch)
+    fixed_trials: ClassVar[int | None] = None
+
+    def __init__(self, space: SearchSpace, *, epochs: int | None = None, batch_size: int | None = None,
+                 dataset: str | None = None, resolution: int = 32, device: str | None = None,
+                 refine: int = 0, train_options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(space, **kwargs)
+        self.epochs, self.batch_size, self.dataset = epochs, batch_size, dataset
+        self.resolution, self.device, self.refine = int(resolution), device, int(refine)
+        if self.refine < 0:
+            raise UsageError(f"refine must be >= 0 (extra evolution trials after the derived arch), got {refine}")
+        if train_options is not None and not isinstance(train_options, Mapping):
+            raise UsageError(f"train_options must be a JSON object of space options, got {train_options!r}")
+        #: further options of the training space, e.g. {"patch": 4} for vit_resnas at 32x32
+        self.train_options = dict(train_options or {})
+        self.seeds: list[Arch] = []
+        self.info: dict[str, Any] = {}
+
+    # ---- flow hooks --------------------------------------------------------------------------
+    def trials(self, requested: int) -> int:
+        return requested if self.fixed_trials is None else self.fixed_trials + self.refine
+
+    def context(self, ctx: TrainContext) -> TrainContext:
+        """`ctx` with this strategy's own options (they win over the search-wide ones)."""
+        from dataclasses import replace
+        return replace(ctx, dataset=self.dataset or ctx.dataset, device=self.device or ctx.device,
+                       epochs=self.epochs or ctx.epochs or self.default_epochs,
+                       batch_size=self.batch_size or ctx.batch_size or 64)
+
+    @abstractmethod
+    def prepare(self, ctx: TrainContext) -> Evaluator:
+        """Train (or load a checkpoint from ctx.out) and return the evaluator of the trials."""
+
+    def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
+        """(training space, state dict for training_space.build(arch)) of a scored arch, if any."""
+        return None
+
+    def ask(self) -> Arch:
+        for arch in self.seeds:
+            if arch not in self.seen:
+                if not self.feasible(arch):
+                    log.warning("%s: derived arch %s violates the latency bound", self.name, self.space.format(arch))
+                return arch
+        return super().ask()
+
+
+def _seeded(seed: int, build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`build(*args, **kwargs)` with torch's weight initialisation drawn from `seed` (the global torch
+    generator is restored afterwards)."""
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build(*args, **kwargs)
+
+
+def _checkpoint_ok(path: Path | None, meta: dict[str, Any]) -> bool:
+    """True when `path` holds a checkpoint written with exactly `meta` (else it is retrained)."""
+    if path is None or not path.is_file():
+        return False
+    from nas.supernet.trainer import load_checkpoint
+    old, _ = load_checkpoint(path)
+    same = json.loads(json.dumps(old, default=str)) == json.loads(json.dumps(meta, default=str))
+    if not same:
+        log.warning("%s was written with other settings; training again", path)
+    return same
+
+
+def _inherit(net: Any, calib: Any, calib_batches: int, batch_size: int,
+             arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
+    """`arch`'s weights in a trained supernet, BN statistics recalibrated for its path."""
+    if net is None:
+        return None
+    from nas.supernet.trainer import recalibrate_bn
+    small = net.space
+    sub = small.validate(Arch(small.name, arch.genes))
+    net.set_arch(sub)
+    recalibrate_bn(net, calib, calib_batches, batch_size)   # the statistics the evaluator scored it with
+    return small, net.extract(sub)
+
+
+class SupernetStrategy(WeightSharingStrategy):
+    """One-shot: sandwich-rule supernet training, then constrained evolution on supernet accuracy."""
+
+    name = "supernet"
+    default_epochs = 3
+
+    def __init__(self, space: SearchSpace, *, lr: float = 0.1, random_paths: int = 2, distill: bool = True,
+                 width_mult: float = 0.25, calib_batches: int = 4, **kwargs: Any) -> None:
+        super().__init__(space, **kwargs)
+        self.lr, self.random_paths, self.distill = lr, random_paths, distill
+        self.width_mult, self.calib_batches = width_mult, calib_batches
+        self.net: Any = None
+        self.calib: Any = None
+        self.calib_bs = 64
+
+    def prepare(self, ctx: TrainContext) -> Evaluator:
+        from nas.supernet import build_supernet, training_space
+        from nas.supernet.trainer import (
+            SandwichConfig,
+            SupernetEvaluator,
+            calibration_set,
+            load_checkpoint,
+            save_checkpoint,
+            supernet_meta,
+            to_device,
+            train_supernet,
+        )
+        ctx = self.context(ctx)
+        small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
+                                             "num_classes": ctx.num_classes(), **self.train_options})
+        cfg = SandwichConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
+                             random_paths=self.random_paths, distill=self.distill, seed=ctx.seed)
+        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        self.net = to_device(_seeded(ctx.seed, build_supernet, small), ctx.device)
+        meta = supernet_meta(ctx.space, small, cfg, ctx.dataset)
+        path = ctx.out / "supernet.pt" if ctx.out else None
+        if _checkpoint_ok(path, meta):
+            _, state = load_checkpoint(path)  # type: ignore[arg-type]
+            self.net.load_state_dict(state)
+            self.info = {"checkpoint": str(path), "reused": True}
+            log.info("supernet: reusing %s", path)
+        else:
+            history = train_supernet(self.net, train, cfg, val=val, progress=ctx.progress)
+            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
+            if path is not None:
+                save_checkpoint(path, self.net, meta)
+                self.info["checkpoint"] = str(path)
+        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset)
+        self.calib, self.calib_bs = calibration_set(train[0], ctx.seed), cfg.batch_size
+        return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
+                                 batch_size=cfg.batch_size, report_space=ctx.space)
+
+    def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
+        return _inherit(self.net, self.calib, self.calib_batches, self.calib_bs, arch)
+
+
+class SinglePathStrategy(WeightSharingStrategy):
+    """Single-Path NAS on the MBConv space: thresholds + differentiable LUT latency."""
+
+    name = "single-path"
+    needs_latency = True
+    default_epochs = 3
+    fixed_trials = 1
+
+    def __init__(self, space: SearchSpace, *, lr: float = 0.1, arch_lr: float = 0.2, lam: float = 1.0,
+                 target_ms: float | None = None, tau: float = 0.25, t_init: float = 0.5, width_mult: float = 0.25,
+                 calib_batches: int = 4, **kwargs: Any) -> None:
+        super().__init__(space, **kwargs)
+        self.lr, self.arch_lr, self.lam, self.target_ms = lr, arch_lr, lam, target_ms
+        self.tau, self.t_init, self.width_mult, self.calib_batches = tau, t_init, width_mult, calib_batches
+        self.net: Any = None
+        self.calib: Any = None
+        self.calib_bs = 64
+
+    def prepare(self, ctx: TrainContext) -> Evaluator:
+        from nas.differentiable.single_path import (
+            LatencyTerm,
+            SinglePathConfig,
+            SinglePathNet,
+            repair,
+            train_single_path,
+        )
+        from nas.supernet import training_space
+        from nas.supernet.trainer import SupernetEvaluator, calibration_set, load_checkpoint, save_checkpoint, to_device
+        ctx = self.context(ctx)
+        if ctx.space.name != "mbconv":
+            raise UsageError(f"single-path searches the mbconv space, not {ctx.space.name!r}")
+        if not ctx.latency:
+            raise UsageError("single-path needs a latency table: give --target (e.g. pixel1)")
+        target = next(iter(ctx.latency))
+        lut = ctx.latency[target]
+        goal = self.target_ms if self.target_ms is not None else ctx.bounds.get(target)
+        small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
+                                             "num_classes": ctx.num_classes(), **self.train_options})
+        cfg = SinglePathConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
+                               arch_lr=self.arch_lr, lam=self.lam, latency_ms=goal, tau=self.tau,
+                               t_init=self.t_init, seed=ctx.seed)
+        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        self.net = to_device(_seeded(ctx.seed, SinglePathNet, small, tau=self.tau, t_init=self.t_init), ctx.device)
+        meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
+                "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
+        path = ctx.out / "single_path.pt" if ctx.out else None
+        if _checkpoint_ok(path, meta):
+            _, state = load_checkpoint(path)  # type: ignore[arg-type]
+            self.net.load_state_dict(state)
+            self.info = {"checkpoint": str(path), "reused": True}
+        else:
+            term = LatencyTerm.from_lut(small, lut)
+            history = train_single_path(self.net, train, term, cfg, val=val, progress=ctx.progress)
+            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
+            if path is not None:
+                save_checkpoint(path, self.net, meta)
+                self.info["checkpoint"] = str(path)
+        derived = self.net.derive()
+        arch = ctx.space.make(derived.genes)
+        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset, target=target,
+                         derived=ctx.space.format(arch), derived_latency_ms=float(lut.predict(arch)))
+        bound = ctx.bounds.get(target)
+        if bound is not None and lut.predict(arch) > bound:
+            fixed = repair(self.net, derived, lambda a: lut.predict(ctx.space.make(a.genes)), bound)
+            log.warning("single-path: derived arch takes %.2f ms > %g ms on %s; closed the least certain gates: %s",
+                        lut.predict(arch), bound, target, small.format(fixed))
+            arch = ctx.space.make(fixed.genes)
+            self.info["repaired"] = ctx.space.format(arch)
+        self.seeds = [arch]
+        self.net.relaxed = False    # score archs by their path (inherited weights), not the gated net
+        self.calib, self.calib_bs = calibration_set(train[0], ctx.seed), cfg.batch_size
+        return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
+                                 batch_size=cfg.batch_size, report_space=ctx.space)
+
+    def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
+        return _inherit(self.net, self.calib, self.calib_batches, self.calib_bs, arch)
+
+
+class DartsStrategy(WeightSharingStrategy):
+    """DARTS on the nasnet space (variant=darts); the derived genotype is retrained to score it."""
+
+    name = "darts"
+    default_epochs = 3
+    fixed_trials = 1
+
+    def __init__(self, space: SearchSpace, *, lr: float = 0.025, arch_lr: float = 3e-3, order: int = 1,
+                 channels: int = 8, cells: int = 1, warmup_epochs: int = 1, retrain_epochs: int = 2,
+                 retrain_lr: float = 0.05, resolution: int = 16, **kwargs: Any) -> None:
+        # 16x16 by default: a DARTS search net keeps every op's output of every edge in memory, and
+        # the digits (8x8 originals) lose nothing at 16x16
+        super().__init__(space, resolution=resolution, **kwargs)
+        self.lr, self.arch_lr, self.order = lr, arch_lr, int(order)
+        self.channels, self.cells, self.warmup_epochs = int(channels), int(cells), int(warmup_epochs)
+        self.retrain_epochs, self.retrain_lr = int(retrain_epochs), float(retrain_lr)
+        self.states: dict[Arch, dict[str, Any]] = {}
+        self.small: SearchSpace | None = None
+
+    def prepare(self, ctx: TrainContext) -> Evaluator:
+        from nas.differentiable.darts import DartsConfig, DartsNet, split_half, train_darts
+        from nas.supernet import training_space
+        from nas.supernet.trainer import RetrainEvaluator, load_checkpoint, save_checkpoint, to_device
+        ctx = self.context(ctx)
+        if getattr(ctx.space, "variant", None) != "darts":
+            raise UsageError(f"darts searches the nasnet space with variant=darts (--space nasnet -o variant=darts); "
+                             f"got {ctx.space.describe()}")
+        self.small = small = training_space(ctx.space, **{"resolution": self.resolution, "channels": self.channels,
+                                                          "cells": self.cells, "num_classes": ctx.num_classes(),
+                                                          **self.train_options})
+        cfg = DartsConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
+                          arch_lr=self.arch_lr, order=self.order, seed=ctx.seed,
+                          warmup_epochs=min(self.warmup_epochs, int(ctx.epochs or 1) - 1))
+        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        net = to_device(_seeded(ctx.seed, DartsNet, small), ctx.device)
+        meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
+                "config": asdict(cfg), "dataset": ctx.dataset}
+        path = ctx.out / "darts.pt" if ctx.out else None
+        if _checkpoint_ok(path, meta):
+            _, state = load_checkpoint(path)  # type: ignore[arg-type]
+            net.load_state_dict(state)
+            self.info = {"checkpoint": str(path), "reused": True}
+        else:
+            w_half, a_half = split_half(train, ctx.seed)
+            history = train_darts(net, w_half, a_half, cfg, val=val, progress=ctx.progress)
+            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
+            if path is not None:
+                save_checkpoint(path, net, meta)
+                self.info["checkpoint"] = str(path)
+        normal, reduce = net.genotype()
+        arch = net.derive(ctx.space)  # type: ignore[arg-type]
+        self.seeds = [arch]
+        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset,
+                         genotype={"normal": normal, "reduce": reduce}, derived=ctx.space.format(arch),
+                         alpha_normal=net.alpha_normal.detach().softmax(-1).tolist(),
+                         alpha_reduce=net.alpha_reduce.detach().softmax(-1).tolist())
+        return RetrainEvaluator(small, train, val, epochs=self.retrain_epochs, batch_size=ctx.batch_size or 64,
+                                lr=self.retrain_lr, seed=ctx.seed, device=ctx.device, report_space=ctx.space,
+                                keep=self.states, progress=ctx.progress)
+
+    def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
+        state = self.states.get(arch)
+        return (self.small, state) if state is not None and self.small is not None else None
+
+
+for _cls in (SupernetStrategy, SinglePathStrategy, DartsStrategy):
+    STRATEGIES.register(_cls.name, _cls)

@@ -1,0 +1,107 @@
+"""Weight-sharing supernets: one network holding the weights of every arch of a space.
+
+A supernet (Once-for-All, Cai et al. 2020; Single-Path NAS, Stamoulis et al. 2019; BigNAS, Yu et
+al. 2020) is a torch module with three extra methods:
+
+* ``set_arch(arch)`` - the path the next forward passes run (any valid arch of its space);
+* ``largest()`` / ``smallest()`` - the two extreme archs the sandwich rule trains every step;
+* ``extract(arch)`` - a state dict for ``space.build(arch)``: the standalone net computes exactly
+  what the supernet computes on that path (inherited weights, exportable with
+  ``nas.export.export_onnx(space, arch, out, state=...)``).
+
+A space provides its supernet either with a ``supernet()`` method or by registering a factory in
+`SUPERNETS` under its name; `build_supernet` looks for both. Supernets are trained on a *training
+space*: the same decisions with cheaper options (resolution, width, classes of the dataset), see
+`training_space`. This module stays torch-free so that the registries import fast.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from nas.arch import Arch
+from nas.errors import UsageError
+from nas.registry import Registry
+from nas.space import SearchSpace
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Supernet(Protocol):
+    """What the trainers, evaluators and exporters need from a supernet (a torch module)."""
+
+    space: SearchSpace
+
+    def set_arch(self, arch: Arch) -> None: ...
+
+    def largest(self) -> Arch: ...
+
+    def smallest(self) -> Arch: ...
+
+    def extract(self, arch: Arch) -> dict[str, "torch.Tensor"]: ...
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor": ...
+
+
+SupernetFactory = Callable[[SearchSpace], Supernet]
+SUPERNETS: Registry[SupernetFactory] = Registry("supernet")
+
+
+def _mbconv_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.mbconv import MBConvSupernet
+    return MBConvSupernet(space)  # type: ignore[arg-type]
+
+
+def _vit_resnas_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.vit_resnas import ViTResNASSupernet
+    return ViTResNASSupernet(space)  # type: ignore[arg-type]
+
+
+SUPERNETS.register("mbconv", _mbconv_factory)
+SUPERNETS.register("vit_resnas", _vit_resnas_factory)
+
+
+def build_supernet(space: SearchSpace) -> Supernet:
+    """The supernet of `space`: its own ``supernet()`` method if it has one, else the registered one."""
+    own = getattr(space, "supernet", None)
+    if callable(own):
+        return own()
+    if space.name not in SUPERNETS:
+        raise UsageError(f"space {space.name!r} has no weight-sharing supernet; spaces with one: "
+                         f"{', '.join(SUPERNETS.names())}")
+    return SUPERNETS.get(space.name)(space)
+
+
+def training_space(space: SearchSpace, **overrides: Any) -> SearchSpace:
+    """`space` with some options changed (e.g. resolution=32, num_classes=10 for a small dataset).
+
+    Only options the space has are applied (others are ignored, so callers can pass the same
+    overrides to every space). The result must have the same decisions as `space`, so that an
+    arch found while training on the cheaper space is an arch of `space` too (its latency is then
+    predicted with the tables of `space`)."""
+    from search_spaces import get_space
+    opts = space.options()
+    changed = {k: v for k, v in overrides.items() if k in opts and v is not None and opts[k] != v}
+    if not changed:
+        return space
+    small = get_space(space.name, **{**opts, **changed})
+    if [(d.name, d.choices) for d in small.decisions] != [(d.name, d.choices) for d in space.decisions]:
+        raise UsageError(f"training {space.name} with options {changed} changes its decisions, so archs found "
+                         f"there are not archs of the searched space; change other options")
+    return small
+
+
+def _supernet_evaluator(space: SearchSpace, seed: int = 0, **options: Any) -> Any:
+    from nas.supernet.trainer import supernet_evaluator_from_checkpoint
+    return supernet_evaluator_from_checkpoint(space, seed=seed, **options)
+
+
+def _register_evaluator() -> None:
+    from nas.evaluators import EVALUATORS
+    if "supernet" not in EVALUATORS:
+        EVALUATORS.register("supernet", _supernet_evaluator)
+
+
+_register_evaluator()
+
+__all__ = ["SUPERNETS", "Supernet", "build_supernet", "training_space"]

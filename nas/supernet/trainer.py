@@ -1,0 +1,328 @@
+"""Supernet training with the sandwich rule, BN recalibration, and the `supernet` evaluator.
+
+Training (Yu & Huang 2019, "Universally Slimmable Networks", Sec. 3.2; BigNAS, Yu et al. 2020):
+every step runs the largest path, the smallest path and `random_paths` uniformly sampled paths on
+the same batch, accumulates their gradients and takes one optimizer step. With `distill` the
+smaller paths also learn the largest path's (detached) predictions - in-place distillation.
+
+Scoring a path (Guo et al. 2020, "Single Path One-Shot", Sec. 3.3): shared BN statistics belong to
+no path in particular, so before a path is scored its BN running statistics are reset and
+re-estimated on a few fixed training batches in train mode (cumulative average), then accuracy is
+measured on held-out data in eval mode. `SupernetEvaluator` does that per arch; it is what the
+evolution over a trained supernet maximises.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.arch import Arch
+from nas.errors import UsageError
+from nas.space import SearchSpace
+
+log = logging.getLogger(__name__)
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SandwichConfig:
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.05                 # SGD + Nesterov momentum, cosine decay to 0 over all steps
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    random_paths: int = 2            # uniformly sampled paths per step, besides largest and smallest
+    distill: bool = True             # in-place distillation from the largest path
+    grad_clip: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"supernet training needs {name} >= 1, got {getattr(self, name)}")
+        if self.random_paths < 0:
+            raise UsageError(f"random_paths must be >= 0, got {self.random_paths}")
+        if not self.lr > 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+
+
+# ---- data helpers ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Flush denormal floats to zero on CPU while training/evaluating: tiny values (e.g. from
+    zero-initialised residual BN scales) otherwise make x86 float math several times slower."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)   # torch's default
+
+
+def batch_indices(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """A seeded shuffle of range(n) in batches (the last one may be smaller; batches of 1 are dropped,
+    BatchNorm cannot train on them)."""
+    order = rng.permutation(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        if len(idx) > 1:
+            yield idx
+
+
+def to_device(model: nn.Module, device: str) -> nn.Module:
+    try:
+        return model.to(torch.device(device))
+    except (RuntimeError, AssertionError) as exc:
+        raise UsageError(f"cannot use device {device!r}: {exc}") from None
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy of `model` in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    with flush_denormal():
+        for i in range(0, len(y), batch_size):
+            out = model(x[i:i + batch_size].to(device))
+            correct += int((out.argmax(1).cpu() == y[i:i + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
+def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_size: int = 64) -> None:
+    """Reset every BN's running statistics and re-estimate them as the cumulative average over the
+    first `batches` batches of `x` (forward passes in train mode, no gradients); leaves eval mode."""
+    if batches < 1:
+        raise UsageError(f"BN recalibration needs at least 1 batch, got {batches}")
+    bns = bn_modules(model)
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    device = next(model.parameters()).device
+    model.train()
+    with flush_denormal():
+        try:
+            for i in range(batches):
+                xb = x[i * batch_size:(i + 1) * batch_size]
+                if len(xb) < 2:
+                    break
+                model(xb.to(device))
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+            model.eval()
+
+
+def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(logits, 1), F.softmax(teacher, 1), reduction="batchmean")
+
+
+# ---- training ----------------------------------------------------------------------------------
+def sandwich_step(supernet: Any, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+                  paths: Sequence[Arch], distill: bool = True, grad_clip: float = 5.0) -> float:
+    """One sandwich-rule step: gradients of every path in `paths` (the first is the teacher when
+    distilling) accumulated, then one optimizer step. Returns the mean loss over the paths."""
+    supernet.train()
+    optimizer.zero_grad(set_to_none=True)
+    teacher = None
+    total = 0.0
+    with flush_denormal():
+        for i, arch in enumerate(paths):
+            supernet.set_arch(arch)
+            out = supernet(xb)
+            loss = F.cross_entropy(out, yb)
+            if distill and teacher is not None:
+                loss = 0.5 * loss + 0.5 * _kd_loss(out, teacher)
+            if i == 0:
+                teacher = out.detach()
+            (loss / len(paths)).backward()
+            total += float(loss.detach())
+        if grad_clip:
+            nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
+        optimizer.step()
+    return total / len(paths)
+
+
+def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | None = None,
+                   progress: bool = False, calib_batches: int = 4,
+                   on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+    """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss and, with
+    `val`, BN-recalibrated accuracy of the largest and smallest paths)."""
+    from tqdm import tqdm
+    x, y = train
+    rng = np.random.default_rng([cfg.seed, 0x5A4D])
+    space = supernet.space
+    device = next(supernet.parameters()).device
+    params = [p for p in supernet.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]   # no weight decay on BN affine parameters
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=True)
+    steps = cfg.epochs * max(1, sum(1 for _ in batch_indices(len(y), cfg.batch_size, np.random.default_rng(0))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=steps, desc="supernet training", unit="step", disable=not progress)
+    try:
+        for epoch in range(cfg.epochs):
+            t0, losses = time.perf_counter(), []
+            for idx in batch_indices(len(y), cfg.batch_size, rng):
+                paths = [supernet.largest(), supernet.smallest()]
+                paths += [space.sample(rng) for _ in range(cfg.random_paths)]
+                xb, yb = x[idx].to(device), y[idx].to(device)
+                losses.append(sandwich_step(supernet, opt, xb, yb, paths, cfg.distill, cfg.grad_clip))
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+            if val is not None:
+                calib = x[torch.from_numpy(np.random.default_rng([cfg.seed, 1]).permutation(len(y)))]
+                for label, arch in (("largest", supernet.largest()), ("smallest", supernet.smallest())):
+                    supernet.set_arch(arch)
+                    recalibrate_bn(supernet, calib, calib_batches, cfg.batch_size)
+                    rec[f"val_acc_{label}"] = accuracy(supernet, *val)
+            log.info("supernet epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in rec.items()})
+            history.append(rec)
+            if on_epoch:
+                on_epoch(rec)
+    finally:
+        bar.close()
+    return history
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+def count_params(space: SearchSpace, arch: Arch) -> int:
+    """Parameters of ``space.build(arch)``, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = space.build(arch)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+class SupernetEvaluator:
+    """Scores an arch by its supernet path: BN recalibrated on `calib_batches` fixed training
+    batches, then top-1 accuracy on `val`. Metrics: accuracy (= score), params_m and macs_m of the
+    arch in `report_space` (the searched space; default the supernet's own)."""
+
+    def __init__(self, supernet: Any, calib: torch.Tensor, val: Data, *, calib_batches: int = 8,
+                 batch_size: int = 64, report_space: SearchSpace | None = None) -> None:
+        self.supernet, self.calib, self.val = supernet, calib, val
+        self.calib_batches, self.batch_size = int(calib_batches), int(batch_size)
+        self.report_space = report_space or supernet.space
+        if self.calib_batches < 1:
+            raise UsageError(f"calib_batches must be >= 1, got {calib_batches}")
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        from nas.evaluators.zero_cost import count_macs
+        net = self.supernet
+        net.set_arch(net.space.validate(Arch(net.space.name, arch.genes)))
+        recalibrate_bn(net, self.calib, self.calib_batches, self.batch_size)
+        acc = accuracy(net, *self.val)
+        return {"score": acc, "accuracy": acc, "params_m": count_params(self.report_space, arch) / 1e6,
+                "macs_m": count_macs(self.report_space, arch) / 1e6}
+
+
+def calibration_set(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed, seeded shuffle of the training images for BN recalibration (same batches every arch)."""
+    return x[torch.from_numpy(np.random.default_rng([seed, 0xCA1]).permutation(len(x)))]
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Atomically save {meta, state_dict}; `meta` must be JSON-like (space, options, config, ...)."""
+    import os
+    import tempfile
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"supernet checkpoint {path} does not exist (it is written by 'nas search --strategy "
+                         f"supernet --out DIR' as DIR/supernet.pt)")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob["meta"], blob["state_dict"]
+
+
+def supernet_meta(space: SearchSpace, train_space: SearchSpace, cfg: SandwichConfig, dataset: str) -> dict[str, Any]:
+    return {"space": space.name, "space_options": space.options(), "train_options": train_space.options(),
+            "config": asdict(cfg), "dataset": dataset}
+
+
+def supernet_evaluator_from_checkpoint(space: SearchSpace, seed: int = 0, *, checkpoint: str | None = None,
+                                       dataset: str | None = None, calib_batches: int = 8, batch_size: int = 64,
+                                       device: str = "cpu") -> SupernetEvaluator:
+    """The `supernet` evaluator factory: a trained supernet checkpoint scored on its dataset."""
+    from nas.data import load_dataset
+    from nas.supernet import build_supernet, training_space
+    if not checkpoint:
+        raise UsageError("the supernet evaluator needs checkpoint=PATH (a supernet.pt written by "
+                         "'nas search --strategy supernet --out DIR'), e.g. "
+                         "--evaluator-option checkpoint=DIR/supernet.pt")
+    meta, state = load_checkpoint(checkpoint)
+    if meta.get("space") != space.name:
+        raise UsageError(f"checkpoint {checkpoint} holds a {meta.get('space')!r} supernet, not {space.name!r}")
+    small = training_space(space, **meta["train_options"])
+    net = build_supernet(small)
+    net.load_state_dict(state)
+    to_device(net, device)
+    data = dataset or meta.get("dataset") or "digits"
+    res = small.input_shape[-1]
+    x_tr, _ = load_dataset(data, split="train", seed=seed, resolution=res)
+    val = load_dataset(data, split="val", seed=seed, resolution=res)
+    return SupernetEvaluator(net, calibration_set(x_tr, seed), val, calib_batches=calib_batches,
+                             batch_size=batch_size, report_space=space)
+
+
+class RetrainEvaluator:
+    """Scores an arch by training it from scratch on `train_space` (`nas.train.train_eval`) - how
+    DARTS evaluates a derived cell. The trained state of each scored arch is kept in `keep` (for
+    export). Metrics: accuracy (= score), val loss, params_m and macs_m in `report_space`."""
+
+    def __init__(self, train_space: SearchSpace, train: Data, val: Data, *, epochs: int = 2, batch_size: int = 64,
+                 lr: float | None = None, seed: int = 0, device: str = "cpu", report_space: SearchSpace | None = None,
+                 keep: dict[Arch, dict[str, Any]] | None = None, progress: bool | None = None) -> None:
+        self.train_space, self.train, self.val = train_space, train, val
+        self.epochs, self.batch_size, self.lr, self.seed, self.device = epochs, batch_size, lr, seed, device
+        self.report_space = report_space or train_space
+        self.keep = keep if keep is not None else {}
+        self.progress = progress
+
+    def __call__(self, arch: Arch) -> dict[str, float]:
+        from nas.evaluators.zero_cost import count_macs
+        from nas.train import train_eval
+        sub = self.train_space.validate(Arch(self.train_space.name, arch.genes))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self.train_space.build(sub)
+        with flush_denormal():
+            out = train_eval(model, self.train, self.val, epochs=self.epochs, batch_size=self.batch_size,
+                             lr=self.lr, device=self.device, seed=self.seed, progress=self.progress)
+        self.keep[arch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return {"score": out["accuracy"], "accuracy": out["accuracy"], "val_loss": out["loss"],
+                "train_seconds": out["train_seconds"], "params_m": count_params(self.report_space, arch) / 1e6,
+                "macs_m": count_macs(self.report_space, arch) / 1e6}
