@@ -93,12 +93,18 @@ def test_corrupt_tables(tmp_path: Path, content: str, match: str) -> None:
         LatencyTable.load(p)
 
 
-def test_shipped_cpu_table_covers_default_space() -> None:
-    assert "cpu" in target_names()
-    model = lut_model("cpu", get_space("mbconv"))
+@pytest.mark.parametrize("target", ["cpu", "pixel1"])
+@pytest.mark.parametrize("space_name", ["mbconv", "nasnet", "hytra", "vit_resnas"])
+def test_shipped_tables_cover_every_space(target: str, space_name: str) -> None:
+    """Every shipped target has a table for every space; presets and random archs predict."""
+    assert target in target_names()
+    model = lut_model(target, get_space(space_name))
     space = model.space
-    ms = model.predict(space.parse(space.presets["single-path-nas"]))
-    assert 1.0 < ms < 500.0
+    rng = np.random.default_rng(0)
+    archs = [space.parse(s) for s in space.presets.values()] + [space.sample(rng) for _ in range(5)]
+    for arch in archs:
+        ms = model.predict(arch)
+        assert 0.05 < ms < 20_000.0, (space_name, target, ms)
 
 
 def test_unknown_target_and_missing_space() -> None:
