@@ -1,6 +1,7 @@
 """How well do zero-cost proxies rank archs? Spearman / Kendall vs briefly trained accuracy.
 
-    python benchmarks/proxy_ranking.py [--archs 20] [--epochs 2] [--dataset digits] [--json out.json]
+    python benchmarks/proxy_ranking.py [--archs 20] [--epochs 2] [--dataset digits] [--supernet-epochs 3]
+                                       [--json out.json]
 
 Samples `--archs` archs of a space (mbconv at small options by default: 32x32, width 0.35), trains
 each `--train-seeds` times with the same recipe (`nas.train.train_eval`: SGD + cosine, `--epochs`
@@ -41,7 +42,8 @@ def train_accuracies(trainer: Any, arch: Any, seeds: int, base_seed: int) -> lis
 
 
 def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int, dataset: str, seed: int,
-        batch: int, progress: bool, device: str = "cpu", train_seeds: int = 2) -> dict[str, Any]:
+        batch: int, progress: bool, device: str = "cpu", train_seeds: int = 2,
+        supernet_epochs: int = 0) -> dict[str, Any]:
     from scipy import stats
     from tqdm import tqdm
 
@@ -62,6 +64,17 @@ def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int,
     zc = ZeroCostEvaluator(space, seed=seed, proxy=ENSEMBLE, batch=batch, resolution=res, dataset=dataset,
                            device=device)
     names = PROXIES.names()
+    estimators = [*names, ENSEMBLE]
+    supernet_eval, supernet_seconds = None, 0.0
+    if supernet_epochs > 0:   # (b): one sandwich-trained supernet of the same space, data and resolution
+        from nas.strategies.weight_sharing import SupernetStrategy, TrainContext
+        t = time.perf_counter()
+        strategy = SupernetStrategy(space, seed=seed, epochs=supernet_epochs, resolution=res,
+                                    train_options=space.options())
+        supernet_eval = strategy.prepare(TrainContext(space=space, dataset=dataset, seed=seed, device=device,
+                                                      progress=progress))
+        supernet_seconds = time.perf_counter() - t
+        estimators.append("supernet")
     rows = []
     seconds = {n: 0.0 for n in names}
     for a in tqdm(sample, desc="train + proxies", unit="arch", disable=not progress):
@@ -76,6 +89,10 @@ def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int,
         t = time.perf_counter()
         row[ENSEMBLE] = zc.ensemble_score({m: row[m] for m in zc.members})
         seconds[ENSEMBLE] = seconds.get(ENSEMBLE, 0.0) + time.perf_counter() - t
+        if supernet_eval is not None:
+            t = time.perf_counter()
+            row["supernet"] = supernet_eval(a)["accuracy"]
+            seconds["supernet"] = seconds.get("supernet", 0.0) + time.perf_counter() - t
         rows.append(row)
         log.info("%s acc %.3f", row["arch"], row["accuracy"])
     acc = np.array([r["accuracy"] for r in rows])
@@ -85,7 +102,7 @@ def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int,
              for i in range(len(per_seed)) for j in range(i + 1, len(per_seed))]
     ceiling = float(np.mean(pairs)) if pairs else float("nan")
     table = {}
-    for n in [*names, ENSEMBLE]:
+    for n in estimators:
         v = np.array([r[n] for r in rows], dtype=np.float64)
         v = np.where(np.isfinite(v), v, np.nanmin(np.where(np.isfinite(v), v, np.nan)) - 1.0)
         rho = stats.spearmanr(v, acc).statistic
@@ -97,6 +114,7 @@ def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int,
             "accuracy": {"mean": float(acc.mean()), "min": float(acc.min()), "max": float(acc.max())},
             "train_seeds": train_seeds, "seed_to_seed_spearman": ceiling,
             "train_seconds_per_arch": float(np.mean([r["train_seconds"] for r in rows])),
+            "supernet_epochs": supernet_epochs, "supernet_train_seconds": supernet_seconds,
             "correlations": table, "rows": rows}
 
 
@@ -110,6 +128,9 @@ def main() -> None:
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--train-seeds", type=int, default=2,
                     help="trainings per arch (accuracy = their mean; their agreement = the noise ceiling)")
+    ap.add_argument("--supernet-epochs", type=int, default=0,
+                    help="also train a weight-sharing supernet this many epochs and rank by its estimate "
+                         "(BN-recalibrated path accuracy); 0: skip")
     ap.add_argument("--batch", type=int, default=32, help="proxy batch size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="torch device for training and proxies (cpu, cuda)")
@@ -123,7 +144,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     out = run(args.space, json.loads(args.space_options), args.archs, args.epochs, args.dataset, args.seed,
-              args.batch, not args.quiet, args.device, args.train_seeds)
+              args.batch, not args.quiet, args.device, args.train_seeds, args.supernet_epochs)
     out["seconds"] = time.perf_counter() - t0
     a = out["accuracy"]
     print(f"space={out['space']} {json.dumps(out['space_options'])} dataset={out['dataset']} epochs={out['epochs']} "
@@ -135,6 +156,9 @@ def main() -> None:
     print(f"{'proxy':<10} {'spearman':>9} {'kendall':>8} {'s/arch':>8}")
     for n, r in sorted(out["correlations"].items(), key=lambda kv: -kv[1]["spearman"]):
         print(f"{n:<10} {r['spearman']:>9.3f} {r['kendall']:>8.3f} {r['seconds_per_arch']:>8.3f}")
+    if out["supernet_epochs"]:
+        print(f"(supernet = accuracy of the arch's path in one supernet trained {out['supernet_epochs']} epochs, "
+              f"{out['supernet_train_seconds']:.0f} s, BN recalibrated per arch; s/arch is its scoring time)")
     print(f"(ensemble = mean z-score of {', '.join(out['ensemble_members'])} against a fixed reference sample)")
     if args.json:
         from latency.table import atomic_write_text

@@ -53,9 +53,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def accelerator_model(provider: str) -> str | None:
+    """GPU name and driver for the CUDA / TensorRT providers (from nvidia-smi), else None."""
+    if provider not in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        return None
+    import subprocess
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown NVIDIA GPU (nvidia-smi not available)"
+    name, _, driver = out.splitlines()[0].partition(",") if out else ("unknown", "", "")
+    return f"{name.strip()} (driver {driver.strip()})" if driver else name.strip()
+
+
 def device_metadata(settings: ProfileSettings, device: str | None = None) -> dict[str, Any]:
     import onnxruntime as ort
-    return {"device": device or platform.node(), "cpu": cpu_model(), "machine": platform.machine(),
+    accel = accelerator_model(settings.provider)
+    return {"device": device or platform.node(), "cpu": cpu_model(), **({"gpu": accel} if accel else {}),
+            "machine": platform.machine(),
             "os": platform.platform(), "runtime": "onnxruntime", "runtime_version": ort.__version__,
             **asdict(settings), "statistic": "median", "spread": "iqr",
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": "measured"}

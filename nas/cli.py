@@ -93,9 +93,8 @@ def _log10(x: float) -> float:
 # ---- search -------------------------------------------------------------------------------------
 def _search_config(args: argparse.Namespace) -> Any:
     from nas.search import SearchConfig, resume_config
-    if getattr(args, "dataset", None):  # --dataset X is --evaluator-option dataset=X (an explicit option wins)
-        args.evaluator_option = [f"dataset={args.dataset}", *(args.evaluator_option or [])]
-    run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries}
+    run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
+           "device": args.device}
     if args.resume is None:
         return SearchConfig(space=args.space, space_options=space_options(args.space_option),
                             targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
@@ -104,7 +103,8 @@ def _search_config(args: argparse.Namespace) -> Any:
                             out=args.out, resume=not args.no_resume,
                             strategy_options=space_options(args.strategy_option),
                             evaluator_options=space_options(args.evaluator_option),
-                            storage=args.storage, study=args.study, **run)
+                            storage=args.storage, study=args.study, dataset=args.dataset, epochs=args.epochs,
+                            batch_size=args.batch_size, **run)
     if args.no_resume or (args.out and args.out != args.resume):
         raise UsageError("--resume DIR continues the search in DIR; it cannot go with --no-resume or another --out")
     # settings given explicitly (not at their defaults) must match the stored ones; the rest come from DIR
@@ -114,14 +114,29 @@ def _search_config(args: argparse.Namespace) -> Any:
         ("target", "targets", tuple), ("latency_ms", "latency_ms", tuple), ("strategy", "strategy", str),
         ("strategy_option", "strategy_options", space_options), ("evaluator", "evaluator", str),
         ("evaluator_option", "evaluator_options", space_options), ("seed", "seed", int),
-        ("trials", "trials", int), ("storage", "storage", str), ("study", "study", str))
+        ("trials", "trials", int), ("storage", "storage", str), ("study", "study", str),
+        ("dataset", "dataset", str), ("epochs", "epochs", int), ("batch_size", "batch_size", int))
         if getattr(args, name) != defaults.get(name)}
     return resume_config(args.resume, {**given, **run})
+
+
+def set_torch_threads(n: int | None) -> int:
+    """Fix torch's CPU threads (default: half the cores, 1 to 4). On a busy machine, torch's default
+    (all cores) makes its worker threads wait on each other: 30x slower small-net training measured."""
+    import os
+
+    import torch
+    if n is not None and n < 1:
+        raise UsageError(f"--torch-threads must be at least 1, got {n}")
+    n = n or max(1, min(4, (os.cpu_count() or 1) // 2))
+    torch.set_num_threads(n)
+    return n
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.search import search
     cfg = _search_config(args)
+    set_torch_threads(args.torch_threads)
     result = search(cfg, progress=not args.quiet)
     s = result.summary
     if result.best is None:
@@ -214,8 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
     s.add_argument("--evaluator", default="zero-cost", help="how archs are scored (see 'nas list evaluators')")
     s.add_argument("--evaluator-option", action="append", metavar="KEY=VALUE", help="e.g. proxy=naswot")
-    s.add_argument("--dataset", metavar="SPEC", help="data for the evaluator (= --evaluator-option dataset=SPEC): "
-                                                     "digits, synthetic, cifar10:PATH or imagefolder:PATH")
+    s.add_argument("--dataset", metavar="SPEC", help="data for training and data-aware proxies: digits (default, "
+                                                     "embedded), synthetic, cifar10:PATH or imagefolder:PATH")
+    s.add_argument("--epochs", type=int, help="training epochs (supernet, single-path, darts; --evaluator train)")
+    s.add_argument("--batch-size", type=int, help="training batch size (default 64)")
+    s.add_argument("--device", help="torch device for training and proxies: cpu (default), cuda or cuda:N")
+    s.add_argument("--torch-threads", type=int, metavar="N",
+                   help="torch CPU threads (default: half the cores, at most 4; more threads than free cores "
+                        "slows small-net training many times over)")
     s.add_argument("--trials", type=int, help="number of archs to evaluate (default 50, or the resumed search's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="folder for best.json, trials.db (the Optuna study) and config.json; "

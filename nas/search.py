@@ -42,11 +42,21 @@ class SearchConfig:
     address: str | None = None               # Ray: cluster address (default: start an embedded Ray)
     max_retries: int = 2                     # re-evaluations of a trial whose worker/process died
     store_params: bool = True                # decisions as Optuna params (dashboard plots; slower writes)
+    dataset: str | None = None               # data of training-based steps / data-aware proxies (default digits)
+    epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
+    batch_size: int | None = None
+    device: str | None = None                # torch device for training and proxies: cpu (default) or cuda
+
+
+def training_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """The search-wide training settings given (not None)."""
+    return {k: v for k, v in (("dataset", cfg.dataset), ("epochs", cfg.epochs), ("batch_size", cfg.batch_size),
+                              ("device", cfg.device)) if v is not None}
 
 
 #: settings that may change when a search is resumed (the rest must match the stored config)
 RUN_SETTINGS = ("trials", "out", "resume", "storage", "study", "runner", "workers", "address", "max_retries",
-                "store_params")
+                "store_params", "device")
 RUNNERS = ("local", "ray")
 
 
@@ -61,7 +71,7 @@ class SearchResult:
 
 def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
     from latency.targets import lut_model
-    from nas.evaluators import Compose, LatencyEvaluator, make_evaluator
+    from nas.evaluators import Compose, LatencyEvaluator, make_evaluator, with_training_settings
     from nas.strategies import STRATEGIES
     from search_spaces import get_space
 
@@ -77,6 +87,12 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
         raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
     if cfg.max_retries < 0:
         raise UsageError(f"--max-retries must be at least 0, got {cfg.max_retries}")
+    for name in ("epochs", "batch_size"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device {cfg.device!r} unknown; valid: cpu, cuda, cuda:N")
     if len(cfg.latency_ms) > len(cfg.targets):
         raise UsageError(f"{len(cfg.latency_ms)} latency bounds given for {len(cfg.targets)} targets")
     t0 = time.perf_counter()
@@ -86,24 +102,13 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
         from nas.weight_sharing_search import weight_sharing_search
         return weight_sharing_search(cfg, space, progress, t0)
     models = {t: lut_model(t, space) for t in cfg.targets}
-    constraints = []
-    for target, bound in zip(cfg.targets, cfg.latency_ms):
-        if not bound > 0:
-            raise UsageError(f"--latency-ms must be positive, got {bound:g}")
-        fastest = models[target].min_ms()
-        if bound < fastest:
-            raise SearchError(f"latency bound {bound:g} ms on {target} is impossible: the fastest {cfg.space} "
-                              f"arch {'takes' if models[target].separable else 'found takes'} {fastest:.2f} ms there")
-        constraints.append(Constraint(f"latency_ms.{target}", bound))
-
-    def feasible(arch: Any) -> bool:
-        return all(models[t].predict(arch) <= b for t, b in zip(cfg.targets, cfg.latency_ms))
+    constraints, feasible = latency_constraints(cfg, models)
 
     strategy = _construct("strategy", cfg.strategy, strategy_cls, space, seed=cfg.seed, feasible=feasible,
                           **cfg.strategy_options)
+    ev_options = with_training_settings(cfg.evaluator, cfg.evaluator_options, training_settings(cfg))
     evaluator = Compose([LatencyEvaluator(models), _construct("evaluator", cfg.evaluator, make_evaluator,
-                                                              cfg.evaluator, space, seed=cfg.seed,
-                                                              **cfg.evaluator_options)])
+                                                              cfg.evaluator, space, seed=cfg.seed, **ev_options)])
     out = Path(cfg.out) if cfg.out else None
     store = open_search_store(cfg, space, strategy)
     _check_resume(out, store, cfg)
@@ -121,6 +126,30 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
         from latency.table import atomic_write_text
         atomic_write_text(out / "best.json", json.dumps(summary, indent=1) + "\n")
     return SearchResult(cfg, trials, best, summary, seconds)
+
+
+def latency_constraints(cfg: SearchConfig, models: dict[str, Any]) -> tuple[list[Constraint], Any]:
+    """The `--latency-ms` bounds (one per leading `--target`) as constraints plus a feasibility test.
+
+    A bound that is not positive is a usage error; one below the fastest arch of the space on that target
+    (the LUT model's `min_ms`) is impossible and fails before any trial runs.
+    """
+    constraints: list[Constraint] = []
+    bounds: dict[str, float] = {}
+    for target, bound in zip(cfg.targets, cfg.latency_ms):
+        if not bound > 0:
+            raise UsageError(f"--latency-ms must be positive, got {bound:g}")
+        fastest = models[target].min_ms()
+        if bound < fastest:
+            raise SearchError(f"latency bound {bound:g} ms on {target} is impossible: the fastest {cfg.space} "
+                              f"arch {'takes' if models[target].separable else 'found takes'} {fastest:.2f} ms there")
+        constraints.append(Constraint(f"latency_ms.{target}", bound))
+        bounds[target] = float(bound)
+
+    def feasible(arch: Any) -> bool:
+        return all(models[t].predict(arch) <= b for t, b in bounds.items())
+
+    return constraints, feasible
 
 
 def _construct(kind: str, name: str, factory: Any, *args: Any, **options: Any) -> Any:

@@ -84,6 +84,11 @@ class SearchSpace(ABC):
 
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
         """Change one decision to another valid choice (retrying until the result is valid)."""
+        return self._mutate_one_gene(arch, rng, lambda genes: self.validate(Arch(self.name, tuple(genes))))
+
+    def _mutate_one_gene(self, arch: Arch, rng: np.random.Generator, finish: Any) -> Arch:
+        """Change one random gene to another choice and `finish(genes)` into an arch; retry while
+        that raises ArchError or gives `arch` back."""
         decisions = self.decisions
         for _ in range(1000):
             i = int(rng.integers(len(decisions)))
@@ -93,10 +98,12 @@ class SearchSpace(ABC):
             genes = list(arch.genes)
             genes[i] = options[rng.integers(len(options))]
             try:
-                return self.validate(Arch(self.name, tuple(genes)))
+                child = finish(genes)
             except ArchError:
                 continue
-        raise ArchError(f"could not mutate {self.format(arch)!r} into a valid arch")
+            if child != arch:
+                return child
+        raise ArchError(f"could not mutate {self.format(arch)!r} into a different valid arch")
 
     # -- encodings -----------------------------------------------------------------------------
     def encode(self, arch: Arch) -> np.ndarray:

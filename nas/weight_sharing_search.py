@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nas.errors import LatencyError, NasError, SearchError, UsageError
-from nas.runner import Constraint, best_trial, run_search
+from nas.errors import LatencyError, NasError, UsageError
+from nas.runner import best_trial, run_search
 from nas.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _check_options(strategy_cls: Any, options: dict[str, Any]) -> dict[str, Any]
 def weight_sharing_search(cfg: Any, space: SearchSpace, progress: bool = True, t0: float | None = None) -> Any:
     """Run `cfg` (a `nas.search.SearchConfig` naming a weight-sharing strategy) on `space`."""
     from nas.evaluators import Compose, LatencyEvaluator
-    from nas.search import SearchResult, _check_resume, _summary, open_search_store
+    from nas.search import SearchResult, _check_resume, _summary, latency_constraints, open_search_store
     from nas.strategies import STRATEGIES
     from nas.strategies.weight_sharing import TrainContext
 
@@ -75,26 +75,16 @@ def weight_sharing_search(cfg: Any, space: SearchSpace, progress: bool = True, t
                          f"--runner local only (got --runner {cfg.runner})")
     strategy_cls = STRATEGIES.get(cfg.strategy)
     models = _models(cfg, space, strategy_cls.needs_latency)
-    constraints, bounds = [], {}
-    for target, bound in zip(cfg.targets, cfg.latency_ms):
-        if not bound > 0:
-            raise UsageError(f"--latency-ms must be positive, got {bound:g}")
-        fastest = models[target].min_ms()
-        if bound < fastest:
-            raise SearchError(f"latency bound {bound:g} ms on {target} is impossible: the fastest {cfg.space} "
-                              f"arch takes {fastest:.2f} ms there")
-        constraints.append(Constraint(f"latency_ms.{target}", bound))
-        bounds[target] = float(bound)
-
-    def feasible(arch: Any) -> bool:
-        return all(models[t].predict(arch) <= b for t, b in bounds.items())
+    constraints, feasible = latency_constraints(cfg, models)
+    bounds = {t: float(b) for t, b in zip(cfg.targets, cfg.latency_ms)}
 
     options = _check_options(strategy_cls, cfg.strategy_options)
     strategy = strategy_cls(space, seed=cfg.seed, feasible=feasible, **options)
     out = Path(cfg.out) if cfg.out else None
     store = open_search_store(cfg, space, strategy)
     _check_resume(out, store, cfg)
-    ctx = TrainContext(space=space, latency=models, bounds=bounds, dataset=getattr(cfg, "dataset", None) or "digits",
+    ctx = TrainContext(space=space, latency=models, bounds=bounds,
+                       dataset=getattr(cfg, "dataset", None) or cfg.evaluator_options.get("dataset") or "digits",
                        epochs=getattr(cfg, "epochs", None), batch_size=getattr(cfg, "batch_size", None),
                        device=getattr(cfg, "device", None) or "cpu", seed=cfg.seed, out=out, progress=progress)
     trained = strategy.prepare(ctx)

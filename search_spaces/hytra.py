@@ -273,15 +273,21 @@ class HyTraSpace(SearchSpace):
         body = [self._block(i, scales[i], g) for i, g in enumerate(arch.genes)]
         return [self._stem(), *body, self._head(scales[-1])]
 
-    def all_layers(self) -> list[LayerSpec]:
-        """Stem, every block any valid arch has (per layer: feasible input scale x token), and a head
-        per reachable final scale; deduplicated by key."""
+    def fabric_layers(self) -> list[list[LayerSpec]]:
+        """Per position of `layers()` (stem, each of the `depth` blocks, head): every distinct layer a
+        valid arch may put there (per block: feasible input scale x token; a head per reachable final
+        scale). The weight-sharing supernet holds one module for each."""
         fwd, _ = self._counts
-        specs = [self._stem()]
+        out = [[self._stem()]]
         for i in range(self.depth):
-            specs += [self._block(i, s, t) for s in range(NUM_SCALES) for t in TOKENS if self._feasible(i, s, t)]
-        specs += [self._head(s) for s in range(NUM_SCALES) if fwd[self.depth][s] > 0]
-        return list({s.key: s for s in specs}.values())
+            specs = [self._block(i, s, t) for s in range(NUM_SCALES) for t in TOKENS if self._feasible(i, s, t)]
+            out.append(list({sp.key: sp for sp in specs}.values()))
+        out.append([self._head(s) for s in range(NUM_SCALES) if fwd[self.depth][s] > 0])
+        return out
+
+    def all_layers(self) -> list[LayerSpec]:
+        """Every distinct layer any valid arch has, deduplicated by key."""
+        return list({s.key: s for specs in self.fabric_layers() for s in specs}.values())
 
     def build(self, arch: Arch, num_classes: int | None = None) -> "nn.Module":
         import torch.nn as nn

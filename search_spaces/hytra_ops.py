@@ -72,7 +72,6 @@ def _reduce(cin: int, mid: int, s: int, act: str) -> list["nn.Module"]:
 
 
 def _residual(body: "nn.Module", shortcut: "nn.Module", act: str) -> "nn.Module":
-    import torch
     import torch.nn as nn
 
     class Residual(nn.Module):
@@ -87,7 +86,6 @@ def _residual(body: "nn.Module", shortcut: "nn.Module", act: str) -> "nn.Module"
 
 
 def _squeeze_excite(c: int) -> "nn.Module":
-    import torch
     import torch.nn as nn
 
     class SqueezeExcite(nn.Module):

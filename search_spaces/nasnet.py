@@ -209,22 +209,7 @@ class NASNetSpace(SearchSpace):
 
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
         """Change one gene, then canonicalize; never returns `arch` itself."""
-        self.validate(arch)
-        decisions = self.decisions
-        for _ in range(1000):
-            i = int(rng.integers(len(decisions)))
-            options = [c for c in decisions[i].choices if c != arch.genes[i]]
-            if not options:
-                continue
-            genes = list(arch.genes)
-            genes[i] = options[rng.integers(len(options))]
-            try:
-                child = self.canonicalize(genes)
-            except ArchError:
-                continue
-            if child != arch:
-                return child
-        raise ArchError(f"could not mutate {self.format(arch)!r} into a different valid arch")
+        return self._mutate_one_gene(self.validate(arch), rng, self.canonicalize)
 
     def size(self) -> float:
         """Genotypes with each block's pair unordered (an upper bound: block relabellings of

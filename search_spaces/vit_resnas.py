@@ -181,6 +181,22 @@ class VitResNASSpace(SearchSpace):
                 genes += list(st.blocks[j]) if j < len(st.blocks) else [OFF, OFF]
         return self.make(genes)
 
+    def canonicalize(self, genes: Sequence[int]) -> Arch:
+        """The valid arch nearest to raw genes (e.g. a sampler's proposal): slots beyond a stage's
+        depth are switched off, and an active slot's OFF heads / mlp become the smallest choice."""
+        genes = [int(g) for g in genes]
+        if len(genes) != len(self.decisions):
+            raise ArchError(f"{self.name} needs {len(self.decisions)} genes, got {len(genes)}")
+        stages, k = [], 0
+        for i in range(self.num_stages):
+            depth, width = genes[k], genes[k + 1]
+            slots = genes[k + 2:k + 2 + 2 * max(self.depths[i])]
+            blocks = tuple((h if h != OFF else min(self.heads[i]), m if m != OFF else min(self.mlp[i]))
+                           for h, m in zip(slots[0:2 * depth:2], slots[1:2 * depth:2]))
+            stages.append(Stage(depth, width, blocks))
+            k += 2 + 2 * max(self.depths[i])
+        return self.from_stages(stages)
+
     def check_constraints(self, arch: Arch) -> None:
         for g, d in zip(arch.genes, self.decisions):
             if type(g) is not int:  # 3.0 == 3 would pass the choice check but change the JSON / key

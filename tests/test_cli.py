@@ -81,6 +81,10 @@ def test_predict_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     (["show", "--space", "mbconv", "--arch", "{\"space\": \"mbconv\", \"genes\": [\"k3e3\"]}"], 2, "21 genes"),
     (["export", "missing.json", "--format", "onnx", "--out", "x.onnx"], 2, "cannot read"),
     (["search", "--target", "cpu", "-o", "width"], 2, "key=value"),
+    (["search", "--target", "cpu", "--epochs", "3"], 2, "--epochs has no effect with evaluator 'zero-cost'"),
+    (["search", "--target", "cpu", "--epochs", "0", "--evaluator", "train"], 2, "--epochs must be a positive"),
+    (["search", "--target", "cpu", "--device", "tpu"], 2, "valid: cpu, cuda"),
+    (["search", "--target", "cpu", "--torch-threads", "0"], 2, "--torch-threads"),
 ])
 def test_bad_input_one_clear_line(capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
                                   needle: str) -> None:
@@ -100,3 +104,23 @@ def test_corrupt_table_file_is_clean_error(tmp_path: Path, capsys: pytest.Captur
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = nas(capsys, "list", "targets", "--json")
     assert code == 0 and any(r["target"] == "cpu" and r["source"] == "measured" for r in json.loads(out))
+
+
+def test_training_flags_reach_the_train_evaluator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    table = tmp_path / "t.json"
+    from latency.profile import ProfileSettings, profile_space
+    from search_spaces import get_space
+    profile_space(get_space("mbconv", resolution=32, width_mult=0.25), table, ProfileSettings(warmup=0, repeats=1),
+                  progress=False)
+    code, _, err = nas(capsys, "search", "--space", "mbconv", "-o", "resolution=32", "-o", "width_mult=0.25",
+                       "--target", str(table), "--evaluator", "train", "--evaluator-option", "val_samples=16",
+                       "--dataset", "synthetic:32", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                       "--torch-threads", "1", "--strategy", "random", "--trials", "2", "--out", str(out), "--quiet")
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["dataset"], cfg["epochs"], cfg["batch_size"]) == ("synthetic:32", 1, 16)
+    best = json.loads((out / "best.json").read_text())
+    assert 0 <= best["metrics"]["accuracy"] <= 1 and torch.get_num_threads() == 1
+    code, _, err = nas(capsys, "search", "--resume", str(out), "--epochs", "2", "--quiet")
+    assert code == 2 and "epochs" in err         # a resumed search keeps its training settings

@@ -112,3 +112,33 @@ def test_unknown_target_and_missing_space() -> None:
         load_table("nope", "mbconv")
     with pytest.raises(UsageError, match="no table for space"):
         table_path("cpu", "not-a-space")
+
+
+def _has_provider(name: str) -> bool:
+    import onnxruntime as ort
+    return name in ort.get_available_providers()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("provider", ["CUDAExecutionProvider", "TensorrtExecutionProvider"])
+def test_profile_and_validate_on_gpu_provider(provider: str, tmp_path: Path) -> None:
+    """On a machine whose onnxruntime has the provider (run with -m gpu): a table with GPU metadata
+    whose LUT sums track whole-net GPU latency."""
+    if not _has_provider(provider):
+        pytest.skip(f"onnxruntime here has no {provider}")
+    from latency.validate import validate
+    space = get_space("mbconv", **TINY)
+    out = tmp_path / "gpu.json"
+    table = profile_space(space, out, ProfileSettings(provider=provider, warmup=5, repeats=20), progress=False)
+    assert table.metadata["provider"] == provider and table.metadata["gpu"]
+    r = validate(space, LatencyTable.load(out), samples=6, progress=False).report
+    assert r["metrics"]["joint_lut"]["n"] == 6
+
+
+def test_unavailable_provider_is_a_usage_error(tmp_path: Path) -> None:
+    if _has_provider("CUDAExecutionProvider"):
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(UsageError, match="CUDAExecutionProvider.*not available.*CPUExecutionProvider"):
+        profile_space(get_space("mbconv", **TINY), tmp_path / "t.json",
+                      ProfileSettings(provider="CUDAExecutionProvider", warmup=0, repeats=1), progress=False)
+    assert not (tmp_path / "t.json").exists()

@@ -21,6 +21,7 @@ from nas.supernet.trainer import (
     train_supernet,
 )
 from search_spaces import get_space
+from search_spaces.ops import layer_macs
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=4)
 
@@ -146,7 +147,7 @@ def test_training_space_keeps_decisions_and_registry_errors() -> None:
     small = training_space(full, resolution=32, width_mult=0.25, num_classes=10, channels=8)  # channels: ignored
     assert small.options()["resolution"] == 32 and small.decisions == full.decisions
     assert training_space(full) is full
-    with pytest.raises(UsageError, match="no weight-sharing supernet; spaces with one: mbconv"):
+    with pytest.raises(UsageError, match="no weight-sharing supernet; spaces with one: .*mbconv"):
         build_supernet(get_space("nasnet"))
     assert "supernet" in EVALUATORS.names()
     with pytest.raises(UsageError, match="checkpoint=PATH"):
@@ -214,3 +215,54 @@ def test_vit_resnas_supernet_trains_and_exports(tmp_path) -> None:  # type: igno
     recalibrate_bn(net, x, batches=2, batch_size=8)
     _, diff = export_onnx(VIT, arch, tmp_path / "vit.onnx", state=net.extract(arch))
     assert diff < 1e-4
+
+
+# ---- HyTra fabric ------------------------------------------------------------------------------
+HYTRA = get_space("hytra", resolution=32, num_classes=4, width=8, depth=4, head_dim=8, min_scales=[0, 1, 2, 3])
+
+
+def test_hytra_fabric_paths_equal_standalone_nets() -> None:
+    from nas.supernet.fabric import FabricSupernet
+    torch.manual_seed(0)
+    net = build_supernet(HYTRA)
+    assert isinstance(net, FabricSupernet)
+    rng = np.random.default_rng(0)
+    net.train()
+    with torch.no_grad():
+        for _ in range(4):
+            net.set_arch(HYTRA.sample(rng))
+            net(torch.randn(4, 3, 32, 32))
+    net.eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    macs = {a: sum(layer_macs(s) for s in HYTRA.layers(a)) for a in [HYTRA.sample(rng) for _ in range(30)]}
+    assert macs[max(macs, key=macs.get)] <= sum(layer_macs(s) for s in HYTRA.layers(net.largest()))
+    assert macs[min(macs, key=macs.get)] >= sum(layer_macs(s) for s in HYTRA.layers(net.smallest()))
+    outs = []
+    for arch in [net.largest(), net.smallest()] + list(macs)[:3]:
+        net.set_arch(arch)
+        model = HYTRA.build(arch)
+        model.load_state_dict(net.extract(arch))    # strict: every key filled
+        with torch.no_grad():
+            y = net(x)
+            torch.testing.assert_close(model.eval()(x), y, atol=1e-5, rtol=1e-5)
+        outs.append(y)
+    assert not torch.allclose(outs[0], outs[1])       # different paths, different modules
+    # the stem (position 0) is one module on every path: its weights are shared, the rest differ
+    ea, eb = net.extract(net.largest()), net.extract(net.smallest())
+    stem = [k for k in ea if k.startswith("0.")]
+    assert stem and all(ea[k].equal(eb[k]) for k in stem)
+    assert len(net.cells) == HYTRA.depth + 2 and sum(len(c) for c in net.cells) > len(net.cells)
+
+
+def test_hytra_supernet_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from nas.search import SearchConfig, search
+    opts = {"random_paths": 1, "calib_batches": 1, "population": 3, "sample_size": 2}
+    space_opts = {k: v for k, v in HYTRA.options().items() if k not in ("resolution", "num_classes")}
+    cfg = SearchConfig(space="hytra", space_options=space_opts, targets=("pixel1",), latency_ms=(), strategy="supernet",
+                       strategy_options=opts, trials=4, seed=0, out=str(tmp_path), dataset="synthetic:24",
+                       epochs=1, batch_size=12)
+    result = search(cfg, progress=False)
+    s = result.summary
+    assert len(result.trials) == 4 and s["training"]["train_space"]["resolution"] == 32
+    assert s["training"]["dataset"] == "synthetic:24" and s["training"]["config"]["epochs"] == 1
+    assert s["exports"]["max_abs_diff_vs_torch"] < 1e-4 and (tmp_path / "subnet.onnx").is_file()

@@ -73,6 +73,25 @@ def test_inactive_slots_must_be_zero() -> None:
         s.validate(Arch("vit_resnas", tuple(genes)))
 
 
+def test_canonicalize_repairs_raw_genes(rng: np.random.Generator) -> None:
+    s = get_space("vit_resnas", **SMALL)
+    a = s.parse(s.presets["supernet-min"])
+    genes = list(a.genes)
+    genes[2 + 2 * 3] = 3                                  # junk in an inactive slot: switched off
+    assert s.canonicalize(genes) == a
+    genes = list(a.genes)
+    genes[0] = 4                                          # a new active slot gets the smallest choices
+    fixed = s.stages(s.canonicalize(genes))[0]
+    assert fixed.depth == 4 and fixed.blocks[3] == (min(s.heads[0]), min(s.mlp[0]))
+    for _ in range(50):                                   # any raw proposal becomes a valid arch
+        raw = [d.choices[rng.integers(len(d.choices))] for d in s.decisions]
+        s.validate(s.canonicalize(raw))
+    b = s.sample(rng)
+    assert s.canonicalize(list(b.genes)) == b
+    with pytest.raises(ArchError, match="genes"):
+        s.canonicalize([1, 2])
+
+
 def test_block_string_round_trip_and_errors() -> None:
     s = get_space("vit_resnas")
     text = s.presets["vit-resnas-tiny"]

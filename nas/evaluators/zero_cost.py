@@ -84,7 +84,6 @@ class ZeroCostEvaluator:
     def __init__(self, space: SearchSpace, *, seed: int = 0, proxy: str = "naswot", batch: int = 16,
                  resolution: int | None = 64, num_classes: int | None = None, dataset: str | None = None,
                  members: str | Sequence[str] | None = None, reference: int = 20, device: str = "cpu") -> None:
-        from search_spaces import get_space
         if int(batch) < 2:
             raise UsageError(f"zero-cost batch must be at least 2 (jacob_cov and naswot compare samples), got {batch}")
         self.space, self.seed, self.batch, self.device = space, int(seed), int(batch), device

@@ -15,7 +15,7 @@ so the runner, stores and resume work unchanged:
 Training runs on a smaller copy of the searched space (`resolution`, `width_mult` / `channels`,
 `cells`, the dataset's classes, any `train_options`; same decisions) while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
-(`nas.supernet.SUPERNETS`: mbconv, vit_resnas). Checkpoints go to ``<out>/`` and are reused when a
+(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas). Checkpoints go to ``<out>/`` and are reused when a
 search resumes. Torch is imported only inside `prepare`, so registering these strategies stays cheap.
 """
 from __future__ import annotations

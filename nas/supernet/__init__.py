@@ -57,7 +57,13 @@ def _vit_resnas_factory(space: SearchSpace) -> Supernet:
     return ViTResNASSupernet(space)  # type: ignore[arg-type]
 
 
+def _fabric_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.fabric import FabricSupernet
+    return FabricSupernet(space)  # type: ignore[return-value]
+
+
 SUPERNETS.register("mbconv", _mbconv_factory)
+SUPERNETS.register("hytra", _fabric_factory)
 SUPERNETS.register("vit_resnas", _vit_resnas_factory)
 
 
