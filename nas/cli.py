@@ -200,6 +200,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nas.export import export
+    set_torch_threads(None)
     info = export(args.result, args.format, args.out, args.seed)
     extra = f" (max |onnx - torch| = {info['max_abs_diff_vs_torch']:.2e})" if "max_abs_diff_vs_torch" in info else ""
     emit(args, info, f"wrote {args.out}{extra}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nas.cli import add_space_args, emit, get_space_from
+from nas.cli import add_space_args, emit, get_space_from, set_torch_threads
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from latency.profile import ProfileSettings, profile_space
+    set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses --threads
     space = get_space_from(args)
     settings = ProfileSettings(provider=args.provider, threads=args.threads, opt_level=args.opt_level,
                                batch=args.batch, warmup=args.warmup, repeats=args.repeats)
@@ -55,6 +56,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     import sys
+    set_torch_threads(None)
 
     from latency.table import LatencyTable
     from latency.targets import load_table
@@ -86,6 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from latency.bundle import export_bundle
+    set_torch_threads(None)
     from latency.profile import ProfileSettings
     space = get_space_from(args)
     settings = ProfileSettings(provider=args.provider, threads=args.threads, opt_level=args.opt_level,
