@@ -18,7 +18,7 @@ from search_spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
-TRIALS = 24
+TRIALS = 40
 
 
 def tiny_table(path: Path) -> Path:
@@ -52,6 +52,8 @@ def stop_after(proc: subprocess.Popen[str], db: Path, n: int, sig: int) -> tuple
             out, err = proc.communicate()
             pytest.fail(f"search ended or stalled before {n} trials (rc {proc.returncode}):\n{out}\n{err}")
         time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.fail(f"search finished before the signal could be sent (rc {proc.returncode}); evaluations too fast")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, err
@@ -65,7 +67,7 @@ def test_sigint_and_sigkill_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "mbconv", "-o", "width_mult=0.25",
            "-o", "resolution=32", "-o", "num_classes=10", "--target", str(tiny_table(tmp_path / "t.json")),
-           "--evaluator-option", "proxy=params", "--evaluator-option", "batch=2", "--trials", str(TRIALS),
+           "--evaluator-option", "proxy=synflow", "--evaluator-option", "batch=2", "--trials", str(TRIALS),
            "--seed", "3", "--out", str(out), "--quiet"]
     db = out / "trials.db"
 
