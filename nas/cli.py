@@ -1,7 +1,7 @@
 """The `nas` command line: a table of subcommands, one clear line per user error.
 
 Exit codes: 0 ok, 1 failure (NasError), 2 usage (bad arguments, unknown names, malformed archs),
-130 interrupted.
+130 interrupted (SIGINT), 143 stopped by SIGTERM; both keep the finished trials.
 """
 from __future__ import annotations
 
@@ -285,11 +285,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler or `kill`): stop like Ctrl-C - the running trial is retried on resume."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM stop the command cleanly (if nobody handles it yet); returns the undo."""
+    import signal
+    import threading
+    old = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or old not in (signal.SIG_DFL, None):
+        return lambda: None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    restore = _stop_on_sigterm()
     try:
         return int(args.func(args))
     except UsageError as exc:
@@ -298,10 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NasError as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         print("nas: interrupted; finished trials are saved - run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        restore()
 
 
 if __name__ == "__main__":
