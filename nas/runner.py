@@ -125,6 +125,7 @@ def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: Tri
         while len(done) < trials:
             while len(in_flight) < max(1, executor.capacity) and len(done) + len(in_flight) < trials:
                 arch, attempt = retry.popleft() if retry else (strategy.ask(), 0)
+                strategy.mark_asked(arch)
                 number = start(arch, attempt) if start else next_number
                 next_number = max(next_number, number + 1)
                 executor.submit(number, arch, trial_seed(strategy.seed, number))

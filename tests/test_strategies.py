@@ -70,3 +70,24 @@ def test_infeasible_constraint_raises() -> None:
     strat = STRATEGIES.get("random")(SPACE, seed=0, feasible=lambda a: False)
     with pytest.raises(SearchError, match="constraints"):
         strat.ask()
+
+
+@pytest.mark.parametrize("name", ["evolution", "random"])
+def test_in_flight_archs_are_not_asked_again(name: str) -> None:
+    """With several evaluations in flight (Ray), an arch handed out and not yet told is not proposed again."""
+    from nas.trial import COMPLETE, Trial
+    space = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
+    opts = {"population": 2, "sample_size": 2} if name == "evolution" else {}
+    s = STRATEGIES.get(name)(space, seed=0, **opts)
+    for i in range(2):                               # fill evolution's population
+        a = s.ask()
+        s.mark_asked(a)
+        s.tell(Trial(i, a, {"score": float(i)}, COMPLETE, None, 0.0, 0))
+    asked = []
+    for _ in range(40):
+        a = s.ask()
+        s.mark_asked(a)
+        asked.append(a)
+    assert len(set(asked)) == len(asked) and not set(asked) & s.seen
+    s.tell(Trial(2, asked[0], {"score": 5.0}, COMPLETE, None, 0.0, 0))
+    assert asked[0] not in s.pending and asked[0] in s.seen

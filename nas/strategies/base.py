@@ -69,7 +69,8 @@ class Strategy(ABC):
         self.feasible: Feasible = feasible or (lambda arch: True)
         self.rng = np.random.default_rng(seed)
         self.history: list[Trial] = []
-        self.seen: set[Arch] = set()
+        self.seen: set[Arch] = set()       # archs told (evaluated)
+        self.pending: set[Arch] = set()    # archs handed out and not told yet (in flight on a runner)
 
     @abstractmethod
     def ask(self) -> Arch:
@@ -78,6 +79,15 @@ class Strategy(ABC):
     def tell(self, trial: Trial) -> None:
         self.history.append(trial)
         self.seen.add(trial.arch)
+        self.pending.discard(trial.arch)
+
+    def mark_asked(self, arch: Arch) -> None:
+        """The runner hands `arch` out: until told, asks should not propose it again."""
+        self.pending.add(arch)
+
+    def is_new(self, arch: Arch) -> bool:
+        """Neither evaluated nor in flight."""
+        return arch not in self.seen and arch not in self.pending
 
     def rebuild(self, trials: Sequence[Trial]) -> None:
         for t in sorted(trials, key=lambda t: t.number):
@@ -109,7 +119,7 @@ class Strategy(ABC):
         for _ in range(tries):
             arch = self.space.sample(self.rng)
             if self.feasible(arch):
-                if arch not in self.seen:
+                if self.is_new(arch):
                     return arch
                 fallback = arch
         if fallback is not None:

@@ -30,7 +30,7 @@ class RegularizedEvolution(Strategy):
         parent = max((pop[i] for i in idx), key=self.fitness).arch
         for _ in range(200):
             child = self.space.mutate(parent, self.rng)
-            if child not in self.seen and self.feasible(child):
+            if self.is_new(child) and self.feasible(child):
                 return child
             if self.feasible(child) and self.rng.random() < 0.05:
                 parent = child  # wander through evaluated neighbours to escape a fully explored region

@@ -107,7 +107,7 @@ class WeightSharingStrategy(RegularizedEvolution):
 
     def ask(self) -> Arch:
         for arch in self.seeds:
-            if arch not in self.seen:
+            if self.is_new(arch):
                 if not self.feasible(arch):
                     log.warning("%s: derived arch %s violates the latency bound", self.name, self.space.format(arch))
                 return arch
