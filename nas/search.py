@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nas.errors import SearchError, UsageError
 from nas.runner import Constraint, best_trial, run_search
@@ -102,7 +102,7 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
         from nas.weight_sharing_search import weight_sharing_search
         return weight_sharing_search(cfg, space, progress, t0)
     models = {t: lut_model(t, space) for t in cfg.targets}
-    constraints, feasible = latency_constraints(cfg, models)
+    constraints, _, feasible = latency_constraints(cfg, models)
 
     strategy = _construct("strategy", cfg.strategy, strategy_cls, space, seed=cfg.seed, feasible=feasible,
                           **cfg.strategy_options)
@@ -128,8 +128,10 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
     return SearchResult(cfg, trials, best, summary, seconds)
 
 
-def latency_constraints(cfg: SearchConfig, models: dict[str, Any]) -> tuple[list[Constraint], Any]:
-    """The `--latency-ms` bounds (one per leading `--target`) as constraints plus a feasibility test.
+def latency_constraints(cfg: SearchConfig, models: dict[str, Any]
+                        ) -> tuple[list[Constraint], dict[str, float], Callable[[Any], bool]]:
+    """The `--latency-ms` bounds (one per leading `--target`): as constraints, as target -> ms, and as
+    a feasibility test on archs.
 
     A bound that is not positive is a usage error; one below the fastest arch of the space on that target
     (the LUT model's `min_ms`) is impossible and fails before any trial runs.
@@ -149,7 +151,7 @@ def latency_constraints(cfg: SearchConfig, models: dict[str, Any]) -> tuple[list
     def feasible(arch: Any) -> bool:
         return all(models[t].predict(arch) <= b for t, b in bounds.items())
 
-    return constraints, feasible
+    return constraints, bounds, feasible
 
 
 def _construct(kind: str, name: str, factory: Any, *args: Any, **options: Any) -> Any:

@@ -75,8 +75,7 @@ def weight_sharing_search(cfg: Any, space: SearchSpace, progress: bool = True, t
                          f"--runner local only (got --runner {cfg.runner})")
     strategy_cls = STRATEGIES.get(cfg.strategy)
     models = _models(cfg, space, strategy_cls.needs_latency)
-    constraints, feasible = latency_constraints(cfg, models)
-    bounds = {t: float(b) for t, b in zip(cfg.targets, cfg.latency_ms)}
+    constraints, bounds, feasible = latency_constraints(cfg, models)
 
     options = _check_options(strategy_cls, cfg.strategy_options)
     strategy = strategy_cls(space, seed=cfg.seed, feasible=feasible, **options)
@@ -84,9 +83,10 @@ def weight_sharing_search(cfg: Any, space: SearchSpace, progress: bool = True, t
     store = open_search_store(cfg, space, strategy)
     _check_resume(out, store, cfg)
     ctx = TrainContext(space=space, latency=models, bounds=bounds,
-                       dataset=getattr(cfg, "dataset", None) or cfg.evaluator_options.get("dataset") or "digits",
-                       epochs=getattr(cfg, "epochs", None), batch_size=getattr(cfg, "batch_size", None),
-                       device=getattr(cfg, "device", None) or "cpu", seed=cfg.seed, out=out, progress=progress)
+                       # evaluator_options: where searches stored before --dataset existed keep it
+                       dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
+                       epochs=cfg.epochs, batch_size=cfg.batch_size, device=cfg.device or "cpu",
+                       seed=cfg.seed, out=out, progress=progress)
     trained = strategy.prepare(ctx)
     evaluator = Compose([LatencyEvaluator(models), trained]) if models else trained
     n = strategy.trials(cfg.trials)

@@ -59,18 +59,17 @@ TRAINING_SETTINGS: dict[str, tuple[str, ...]] = {
 
 
 def with_training_settings(name: str, options: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """`options` of evaluator `name` plus the given (not None) search-wide `settings` it takes;
+    """`options` of evaluator `name` plus the search-wide `settings` given (`nas.search.training_settings`);
     explicit options win. A setting the evaluator has no use for is a usage error."""
     from nas.errors import UsageError
-    given = {k: v for k, v in settings.items() if v is not None}
     takes = TRAINING_SETTINGS.get(name, ("dataset",))
-    unused = sorted(k for k in given if k not in takes)
+    unused = sorted(k for k in settings if k not in takes)
     if unused:
         flag = "--" + unused[0].replace("_", "-")
         raise UsageError(f"{flag} has no effect with evaluator {name!r} (it takes: "
                          f"{', '.join('--' + t.replace('_', '-') for t in takes)}); use --evaluator train, or a "
                          f"training strategy (supernet, single-path, darts)")
-    return {**{k: v for k, v in given.items()}, **options}
+    return {**settings, **options}
 
 
 def make_evaluator(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:

@@ -143,11 +143,6 @@ class NSGA2(Strategy):
             raise UsageError(f"nsga2 crossover probability must be in [0, 1], got {crossover}")
         self.population, self.crossover = int(population), float(crossover)
         self._parents: tuple[int, list[Trial], np.ndarray, np.ndarray] | None = None
-        self._asked: set[Arch] = set()
-
-    def tell(self, trial: Trial) -> None:
-        super().tell(trial)
-        self._asked.discard(trial.arch)
 
     def rebuild(self, trials: Sequence[Trial]) -> None:
         self._parents = None
@@ -190,12 +185,12 @@ class NSGA2(Strategy):
             for _ in range(200 if len(parents) >= 2 else 0):
                 pa, pb = parents[self._tournament(rank, crowd)], parents[self._tournament(rank, crowd)]
                 child = self.space.mutate(self._crossover(pa.arch, pb.arch), self.rng)
-                if child not in self.seen and child not in self._asked and self.feasible(child):
+                if self.is_new(child) and self.feasible(child):
                     arch = child
                     break
         if arch is None:
             arch = self.sample_feasible()
-        self._asked.add(arch)
+        self.mark_asked(arch)   # also when called without a runner
         return arch
 
 

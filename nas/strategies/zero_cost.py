@@ -23,7 +23,6 @@ from nas.arch import Arch
 from nas.errors import UsageError
 from nas.strategies.base import STRATEGIES
 from nas.strategies.evolution import RegularizedEvolution
-from nas.trial import Trial
 
 log = logging.getLogger(__name__)
 #: proxy scores by (space, proxy settings, seed, arch): the proxy evaluator is deterministic, so
@@ -47,7 +46,6 @@ class ZeroCostWarmup(RegularizedEvolution):
                                        resolution=proxy_resolution, dataset=dataset, members=members)
         self._cache_key = repr((proxy, proxy_resolution, proxy_batch, dataset, self.proxy.members, self.seed))
         self._ranked: list[tuple[Arch, float]] | None = None
-        self._asked: set[Arch] = set()
 
     def ranked_pool(self) -> list[tuple[Arch, float]]:
         """The pool's feasible archs with their proxy scores, best first (computed once)."""
@@ -80,16 +78,12 @@ class ZeroCostWarmup(RegularizedEvolution):
             _SCORES[key] = float(self.proxy(arch)["score"])
         return _SCORES[key]
 
-    def tell(self, trial: Trial) -> None:
-        super().tell(trial)
-        self._asked.discard(trial.arch)
-
     def ask(self) -> Arch:
         arch = None
         if len(self.history) < self.population:
-            arch = next((a for a, _ in self.ranked_pool() if a not in self.seen and a not in self._asked), None)
+            arch = next((a for a, _ in self.ranked_pool() if self.is_new(a)), None)
         arch = arch or super().ask()
-        self._asked.add(arch)
+        self.mark_asked(arch)   # also when called without a runner
         return arch
 
 
