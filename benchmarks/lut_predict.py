@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from latency.targets import lut_model
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 
 def main() -> None:

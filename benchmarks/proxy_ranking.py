@@ -50,7 +50,7 @@ def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int,
     from nas.evaluators.proxies import PROXIES
     from nas.evaluators.zero_cost import ENSEMBLE, ZeroCostEvaluator
     from nas.train import TrainEvaluator
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
 
     space = get_space(space_name, **space_options)
     rng = np.random.default_rng(seed)
@@ -161,7 +161,7 @@ def main() -> None:
               f"{out['supernet_train_seconds']:.0f} s, BN recalibrated per arch; s/arch is its scoring time)")
     print(f"(ensemble = mean z-score of {', '.join(out['ensemble_members'])} against a fixed reference sample)")
     if args.json:
-        from latency.table import atomic_write_text
+        from nas.core.files import atomic_write_text
         atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
 
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from nas.runner import run_search
 from nas.store import open_store
-from nas.strategies import STRATEGIES
+from nas.strategies.catalog import STRATEGIES
 from nas.trial import MemoryStore
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 
 class Spin:
@@ -53,7 +53,7 @@ def make_workload(name: str, seconds: float) -> tuple[Any, Any]:
     space = get_space("mbconv")
     if name == "spin":
         return space, calibrate(seconds)
-    from nas.evaluators import make_evaluator
+    from nas.evaluators.catalog import make_evaluator
     return space, make_evaluator("zero-cost", space)
 
 

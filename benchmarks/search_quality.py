@@ -46,11 +46,12 @@ def run(space_name: str, space_options: dict[str, Any], target: str, strategies:
         seeds: int, evaluator: str, evaluator_options: dict[str, Any], strategy_options: dict[str, Any],
         progress: bool) -> dict[str, Any]:
     from latency.targets import lut_model
-    from nas.evaluators import Compose, LatencyEvaluator, make_evaluator
+    from nas.evaluators.base import Compose, LatencyEvaluator
+    from nas.evaluators.catalog import make_evaluator
     from nas.runner import run_search
-    from nas.strategies import STRATEGIES
+    from nas.strategies.catalog import STRATEGIES
     from nas.strategies.nsga2 import hypervolume_2d, objective_matrix
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
 
     space = get_space(space_name, **space_options)
     memo = Memo(Compose([LatencyEvaluator({target: lut_model(target, space)}),
@@ -121,7 +122,7 @@ def main() -> None:
         print(f"{n:<14} {r['hv_mean']:>8.4f} {r['hv_std']:>7.4f} {r['ratio_vs_random_mean']:>9.3f}x "
               f"{r['ratio_vs_random_std']:>7.3f}  {' '.join(f'{x:.3f}' for x in r['ratio_per_seed'])}")
     if args.json:
-        from latency.table import atomic_write_text
+        from nas.core.files import atomic_write_text
         atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
 
 

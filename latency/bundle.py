@@ -19,16 +19,21 @@ import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from latency.profile import ProfileSettings
-from latency.table import LatencyTable, atomic_write_text
-from nas.errors import LatencyError
-from nas.space import SearchSpace
+from latency.table import LatencyTable
+from nas.core import __version__
+from nas.core.files import atomic_write_text
+from nas.core.errors import LatencyError
+from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
+
+#: (space name, space options) -> the space as defined now
+SpaceLookup = Callable[[str, Mapping[str, Any]], SearchSpace]
 BUNDLE_FORMAT = "nas-latency-bundle/1"
 RESULTS_FORMAT = "nas-latency-results/1"
 OVERHEAD_KEY = "__call_overhead__"
@@ -54,9 +59,8 @@ def export_bundle(space: SearchSpace, out: str | Path, settings: ProfileSettings
     import torch
     from tqdm import tqdm
 
-    import nas
-    from nas.onnx_io import OPSET, export_onnx
-    from search_spaces.ops import build_layer, layer_macs
+    from latency.onnx_io import OPSET, export_onnx
+    from nas.core.ops import build_layer, layer_macs
     out = Path(out)
     settings = settings or ProfileSettings()
     specs = space.all_layers()
@@ -85,7 +89,7 @@ def export_bundle(space: SearchSpace, out: str | Path, settings: ProfileSettings
     manifest = {"format": BUNDLE_FORMAT, "bundle_id": bid, "space": space.name, "space_options": space.options(),
                 "settings": asdict(settings), "dtype": "float32", "opset": OPSET, "overhead_key": OVERHEAD_KEY,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "exported_with": {"nas": nas.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                "exported_with": {"nas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                                   "onnxruntime": ort.__version__},
                 "run": f"python {SCRIPT.name} . [--provider P --threads N --rounds 5 --timeout-s 60]",
                 "layers": layers}
@@ -168,9 +172,12 @@ def read_results(path: str | Path, manifest: dict[str, Any]) -> tuple[list[dict[
 
 
 def import_results(bundle: str | Path, results: str | Path | None = None, device: str | None = None,
-                   allow_missing: bool = False) -> tuple[LatencyTable, dict[str, Any]]:
+                   allow_missing: bool = False, space_lookup: SpaceLookup | None = None
+                   ) -> tuple[LatencyTable, dict[str, Any]]:
     """Turn a bundle's manifest + results into a LatencyTable with full metadata; and a report
-    (missing keys, failed keys with their errors, keys with fewer rounds than asked, warnings)."""
+    (missing keys, failed keys with their errors, keys with fewer rounds than asked, warnings).
+    `space_lookup(name, options)` (e.g. `search_spaces.catalog.get_space`) lets the import warn when
+    the space's definition no longer has the bundle's layers."""
     bundle = Path(bundle)
     manifest = load_manifest(bundle)
     sessions, times, errors = read_results(Path(results) if results else bundle / "results.jsonl", manifest)
@@ -211,17 +218,17 @@ def import_results(bundle: str | Path, results: str | Path | None = None, device
             continue
         q1, med, q3 = np.percentile(t, [25, 50, 75])
         table.add(key, max(0.0, float(med) - overhead), raw_ms=float(med), iqr_ms=float(q3 - q1), n=len(t))
-    report["warnings"] += _space_warnings(manifest, keys)
+    if space_lookup is not None:
+        report["warnings"] += _space_warnings(manifest, keys, space_lookup)
     for w in report["warnings"]:
         log.warning(w)
     return table, report
 
 
-def _space_warnings(manifest: dict[str, Any], keys: list[str]) -> list[str]:
+def _space_warnings(manifest: dict[str, Any], keys: list[str], space_lookup: SpaceLookup) -> list[str]:
     """Warn when today's space definition no longer has the bundle's layers (code changed since)."""
-    from search_spaces import get_space
     try:
-        space = get_space(manifest["space"], **manifest["space_options"])
+        space = space_lookup(manifest["space"], manifest["space_options"])
     except Exception as exc:  # noqa: BLE001 - unknown space here: the table may still be used elsewhere
         return [f"cannot check the layers against space {manifest['space']!r} here: {exc}"]
     now = {s.key for s in space.all_layers()}

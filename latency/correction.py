@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nas.errors import LatencyError
-from nas.layer import LayerSpec
+from nas.core.errors import LatencyError
+from nas.core.layer import LayerSpec
 
 FORMAT = "nas-latency-correction/1"
 #: one net's layers with their (overhead-free) LUT ms
@@ -40,7 +40,7 @@ LayerTimes = Sequence[tuple[LayerSpec, float]]
 
 def layer_features(spec: LayerSpec, ms: float) -> dict[str, float]:
     """phi(layer): the per-layer terms whose sums over a net are the correction's features."""
-    from search_spaces.ops import layer_macs
+    from nas.core.ops import layer_macs
     act = (math.prod(spec.input_shape) + math.prod(spec.output_shape)) / 1e6
     return {"ms": ms, "count": 1.0, "macs_m": layer_macs(spec) / 1e6, "act_m": act,
             f"ms:{spec.op}": ms, f"count:{spec.op}": 1.0}

@@ -14,10 +14,10 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from latency.table import LatencyTable
-from nas.arch import Arch
-from nas.errors import ArchError
-from nas.layer import LayerSpec
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import ArchError
+from nas.core.layer import LayerSpec
+from nas.core.space import SearchSpace
 
 
 class LatencyModel(Protocol):

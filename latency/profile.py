@@ -19,8 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from latency.table import LatencyTable
-from nas.layer import LayerSpec
-from nas.space import SearchSpace
+from nas.core.layer import LayerSpec
+from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class ProfileSettings:
     repeats: int = 50
 
     def __post_init__(self) -> None:
-        from nas.errors import UsageError
+        from nas.core.errors import UsageError
         for name in ("threads", "batch", "repeats"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -130,7 +130,7 @@ def measure_module(module: Any, input_shape: Sequence[int], settings: ProfileSet
     """Export `module` and time it end to end: (median ms, IQR ms)."""
     import torch
 
-    from nas.onnx_io import export_onnx, session
+    from latency.onnx_io import export_onnx, session
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = export_onnx(module, torch.randn(settings.batch, *input_shape), Path(tmp) / "m.onnx")
         sess = session(path, settings.provider, settings.threads, settings.opt_level)
@@ -150,7 +150,7 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     """Time every spec not already in `table`; save `table` to `out` after each entry (resumable)."""
     from tqdm import tqdm
 
-    from search_spaces.ops import build_layer
+    from nas.core.ops import build_layer
     overhead = float(table.metadata.setdefault("call_overhead_ms", call_overhead_ms(settings)))
     todo = [s for s in specs if s.key not in table]
     if len(todo) < len(specs):
@@ -173,7 +173,7 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
 def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileSettings,
                   device: str | None = None, progress: bool = True) -> LatencyTable:
     """Build (or resume) the table of every distinct layer of `space` on this machine."""
-    from nas.errors import LatencyError
+    from nas.core.errors import LatencyError
     meta = device_metadata(settings, device)
     table = None
     if out is not None and Path(out).exists():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from latency.model import LUTModel
 from latency.table import LatencyTable
-from nas.errors import UnknownNameError, UsageError
-from nas.space import SearchSpace
+from nas.core.errors import UnknownNameError, UsageError
+from nas.core.space import SearchSpace
 
 TABLES = Path(__file__).parent / "tables"
 

@@ -33,10 +33,10 @@ from numpy.typing import ArrayLike
 from latency.correction import Correction, LayerTimes, fit_correction, table_correction
 from latency.profile import ProfileSettings, cpu_model, stats, time_interleaved
 from latency.table import LatencyTable
-from nas.arch import Arch
-from nas.errors import LatencyError, UsageError
-from nas.layer import LayerSpec
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import LatencyError, UsageError
+from nas.core.layer import LayerSpec
+from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
 METRICS = ("n", "spearman", "kendall", "rmse_ms", "mape_pct", "within_5_pct", "within_10_pct", "bias_pct")
@@ -140,8 +140,8 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     import torch
     from tqdm import tqdm
 
-    from nas.onnx_io import export_onnx, session
-    from search_spaces.ops import build_layer
+    from latency.onnx_io import export_onnx, session
+    from nas.core.ops import build_layer
     check_clock(clock, settings)
     if rounds < 1 or chunk < 0:
         raise UsageError(f"--rounds must be >= 1 and --chunk >= 0, got {rounds} and {chunk}")

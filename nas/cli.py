@@ -1,98 +1,43 @@
 """The `nas` command line: a table of subcommands, one clear line per user error.
 
+A thin layer: each subcommand parses its arguments, calls one function of the Python API
+(nas/api.py, nas/api_latency.py) and prints what it returns.
+
 Exit codes: 0 ok, 1 failure (NasError), 2 usage (bad arguments, unknown names, malformed archs),
 130 interrupted (SIGINT), 143 stopped by SIGTERM; both keep the finished trials.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any, Callable, Sequence
 
-from nas.errors import NasError, UsageError
+from nas.cli_args import add_space_args, emit, space_options
+from nas.core.errors import NasError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
 
 
-def _json_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def space_options(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """Parse repeated `-o key=value` (values as JSON where they parse, else strings)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"space option {pair!r} must look like key=value (e.g. -o width_mult=0.75)")
-        out[key.strip()] = _json_value(value.strip())
-    return out
-
-
-def add_space_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--space", required=required, default=None if required else "mbconv",
-                   help="search space (see 'nas list spaces')")
-    p.add_argument("-o", "--space-option", action="append", metavar="KEY=VALUE",
-                   help="space option, repeatable (e.g. -o width_mult=0.75 -o resolution=192)")
-
-
-def get_space_from(args: argparse.Namespace) -> Any:
-    from search_spaces import get_space
-    return get_space(args.space, **space_options(args.space_option))
-
-
-def emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=1, default=str) if getattr(args, "json", False) else text)
-
-
 # ---- list ---------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from latency.targets import load_table, target_names, target_spaces
-    from nas.evaluators import EVALUATORS
-    from nas.strategies import STRATEGIES
-    from search_spaces import SPACES, get_space
-    what = args.what
-    if what == "spaces":
-        rows = []
-        for name in SPACES.names():
-            sp = get_space(name)
-            rows.append({"name": name, "decisions": len(sp.decisions), "log10_size": round(_log10(sp.size()), 1),
-                         "presets": sorted(sp.presets), "options": sp.options()})
+    from nas.api import list_catalogue
+    rows = list_catalogue(args.what)
+    if args.what == "spaces":
         text = "\n".join(f"{r['name']:<12} {r['decisions']:>3} decisions, ~10^{r['log10_size']} archs, "
                          f"presets: {', '.join(r['presets']) or '-'}" for r in rows)
-    elif what == "targets":
-        rows = []
-        for t in target_names():
-            for sp in target_spaces(t):
-                m = load_table(t, sp).metadata
-                rows.append({"target": t, "space": sp, "device": m.get("device"), "source": m.get("source"),
-                             "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
-                             "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date")})
+    elif args.what == "targets":
         text = "\n".join(f"{r['target']:<8} {r['space']:<11} {r['source'] or '':<9} {r['device']} | "
                          f"{r['runtime']} {r['provider'] or ''} threads={r['threads']} {r['date'] or ''}" for r in rows)
-    elif what == "strategies":
-        rows = STRATEGIES.names()
-        text = "\n".join(rows)
     else:
-        rows = EVALUATORS.names()
         text = "\n".join(rows)
     emit(args, rows, text)
     return 0
 
 
-def _log10(x: float) -> float:
-    import math
-    return math.log10(x) if x > 0 else 0.0
-
-
 # ---- search -------------------------------------------------------------------------------------
 def _search_config(args: argparse.Namespace) -> Any:
-    from nas.search import SearchConfig, resume_config
+    from nas.search_config import SearchConfig, resume_config
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
            "device": args.device}
     if args.resume is None:
@@ -120,24 +65,10 @@ def _search_config(args: argparse.Namespace) -> Any:
     return resume_config(args.resume, {**given, **run})
 
 
-def set_torch_threads(n: int | None) -> int:
-    """Fix torch's CPU threads (default: half the cores, 1 to 4). On a busy machine, torch's default
-    (all cores) makes its worker threads wait on each other: 30x slower small-net training measured."""
-    import os
-
-    import torch
-    if n is not None and n < 1:
-        raise UsageError(f"--torch-threads must be at least 1, got {n}")
-    n = n or max(1, min(4, (os.cpu_count() or 1) // 2))
-    torch.set_num_threads(n)
-    return n
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.search import search
+    from nas.api import search
     cfg = _search_config(args)
-    set_torch_threads(args.torch_threads)
-    result = search(cfg, progress=not args.quiet)
+    result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
     s = result.summary
     if result.best is None:
         print(f"no trial met the constraints ({', '.join(s['constraints'])}); {s['failed_trials']} failed",
@@ -164,14 +95,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nas.report import load_search, pareto_table, write_report
-    if args.folder is None and args.storage is None:
-        raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
-    record = load_search(args.folder, args.storage, args.study)
-    out = args.out or args.folder
-    if out is None:
-        raise UsageError("--storage without a search folder needs --out FOLDER for the report files")
-    info = write_report(out, record, x=args.x, y=args.y)
+    from nas.api import report
+    from nas.report import pareto_table
+    info, record = report(args.folder, args.storage, args.study, args.out, x=args.x, y=args.y)
     text = (f"{info['trials']} trials ({info['failed']} failed)\n"
             f"{pareto_table(record.trials, args.x, args.y, limit=10, fmt=record.arch_format())}\n"
             f"wrote {info['png']}, {info['html']}, {info['csv']}")
@@ -181,17 +107,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ---- show / export ------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
-    from latency.targets import lut_model
-    from nas.evaluators.zero_cost import count_macs
-    space = get_space_from(args)
-    arch = space.parse_any(args.arch)
-    model = space.build(arch)
-    params = sum(p.numel() for p in model.parameters())
-    info: dict[str, Any] = {"space": space.name, "arch": space.format(arch), "key": arch.key,
-                            "params_m": params / 1e6, "macs_m": count_macs(space, arch) / 1e6,
-                            "layers": len(space.layers(arch)), "latency_ms": {}}
-    for t in args.target or []:
-        info["latency_ms"][t] = lut_model(t, space).predict(arch)
+    from nas.api import show
+    info = show(args.space, args.arch, args.target or [], space_options(args.space_option))
     lat = "".join(f"\n  latency on {t}: {v:.2f} ms" for t, v in info["latency_ms"].items())
     emit(args, info, f"{info['arch']}\n  key {info['key']}: {info['params_m']:.3f} M params, "
                      f"{info['macs_m']:.1f} M MACs, {info['layers']} layers{lat}")
@@ -199,8 +116,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import export
-    set_torch_threads(None)
+    from nas.api import export
     info = export(args.result, args.format, args.out, args.seed)
     extra = f" (max |onnx - torch| = {info['max_abs_diff_vs_torch']:.2e})" if "max_abs_diff_vs_torch" in info else ""
     emit(args, info, f"wrote {args.out}{extra}")

@@ -1,83 +1,69 @@
-"""`nas latency ...`: profile a table on this device, predict an arch's latency, show a target."""
+"""`nas latency ...`: profile a table on this device, predict an arch's latency, show a target,
+validate a table, bundle layers for a device without nas, import its results.
+
+Thin: each command calls one function of nas/api_latency.py and prints what it returns.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from nas.cli import add_space_args, emit, get_space_from, set_torch_threads
+from nas.cli_args import add_space_args, emit, space_options
+
+
+def _profile_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"provider": args.provider, "threads": args.threads, "opt_level": args.opt_level, "batch": args.batch,
+            "warmup": args.warmup, "repeats": args.repeats}
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from latency.profile import ProfileSettings, profile_space
-    set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses --threads
-    space = get_space_from(args)
-    settings = ProfileSettings(provider=args.provider, threads=args.threads, opt_level=args.opt_level,
-                               batch=args.batch, warmup=args.warmup, repeats=args.repeats)
-    table = profile_space(space, args.out, settings, device=args.device, progress=not args.quiet)
+    from nas.api_latency import profile
+    table = profile(args.space, args.out, space_options(args.space_option), device=args.device,
+                    progress=not args.quiet, **_profile_settings(args))
     m = table.metadata
     emit(args, {"out": args.out, "entries": len(table.entries), **m},
-         f"wrote {args.out}: {len(table.entries)} layers of {space.name} on {m['device']} ({m['cpu']}), "
+         f"wrote {args.out}: {len(table.entries)} layers of {table.space} on {m['device']} ({m['cpu']}), "
          f"{m['provider']} threads={m['threads']}, {m['profile_seconds']:.1f} s")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from latency.targets import lut_model
-    space = get_space_from(args)
-    arch = space.parse_any(args.arch)
-    rows: dict[str, Any] = {}
-    for t in args.target:
-        model = lut_model(t, space)
-        rows[t] = {"latency_ms": model.predict(arch)}
-        if args.breakdown:
-            rows[t]["layers"] = model.breakdown(arch)
+    from nas.api_latency import predict
+    out = predict(args.space, args.arch, args.target, args.breakdown, space_options(args.space_option))
     text = []
-    for t, r in rows.items():
+    for t, r in out["targets"].items():
         text.append(f"{t}: {r['latency_ms']:.3f} ms")
         for key, ms in r.get("layers", []):
             text.append(f"  {ms:8.3f}  {key}")
-    emit(args, {"arch": space.format(arch), "targets": rows}, "\n".join(text))
+    emit(args, out, "\n".join(text))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from latency.targets import load_table, target_spaces
-    spaces = [args.space] if args.space else target_spaces(args.target) if not args.target.endswith(".json") else []
-    tables = [load_table(args.target, s) for s in spaces] if spaces else [load_table(args.target, "")]
-    out, text = [], []
-    for t in tables:
-        info = {"space": t.space, "entries": len(t.entries), "metadata": t.metadata, "source": t.source}
-        out.append(info)
-        text.append(f"{args.target} / {t.space}: {len(t.entries)} layers ({t.source})")
-        text += [f"  {k}: {v}" for k, v in t.metadata.items() if not isinstance(v, (dict, list))]
+    from nas.api_latency import show_target
+    out = show_target(args.target, args.space)
+    text = []
+    for info in out:
+        text.append(f"{args.target} / {info['space']}: {info['entries']} layers ({info['source']})")
+        text += [f"  {k}: {v}" for k, v in info["metadata"].items() if not isinstance(v, (dict, list))]
     emit(args, out, "\n".join(text))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    import sys
-    set_torch_threads(None)
-
-    from latency.table import LatencyTable
-    from latency.targets import load_table
-    from latency.validate import format_report, plot, validate, with_correction
-    from nas.errors import UsageError
-    space = get_space_from(args)
-    if args.save_correction and not args.fit_correction:
-        raise UsageError("--save-correction needs --fit-correction")
-    table = LatencyTable.load(args.table) if args.table else load_table(args.target, space.name)
-    result = validate(space, table, samples=args.samples, seed=args.seed, joint=args.joint, rounds=args.rounds,
-                      chunk=args.chunk, fit=args.fit_correction, holdout=args.holdout, progress=not args.quiet,
-                      clock=args.clock)
+    from latency.validate import format_report
+    from nas.api_latency import validate
+    result = validate(args.space, args.table, args.target, space_options(args.space_option),
+                      save_correction=args.save_correction, fit_correction=args.fit_correction, plot=args.plot,
+                      samples=args.samples, seed=args.seed, joint=args.joint, rounds=args.rounds, chunk=args.chunk,
+                      holdout=args.holdout, progress=not args.quiet, clock=args.clock)
     r = result.report
     text = format_report(r)
-    if args.plot:
-        r["plot"] = str(plot(r, args.plot))
-        text += f"\nplot: {args.plot}"
-    if args.save_correction and result.correction is not None:
-        with_correction(table, result.correction).save(args.save_correction)
-        r["saved"] = args.save_correction
-        text += (f"\nwrote {args.save_correction}: the table with a correction fitted on all {r['samples']} archs "
+    if "plot" in r:
+        text += f"\nplot: {r['plot']}"
+    if "saved" in r:
+        text += (f"\nwrote {r['saved']}: the table with a correction fitted on all {r['samples']} archs "
                  f"(LUTModel applies it when loading)")
     if args.json:
         for w in r.get("warnings", []):
@@ -87,15 +73,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from latency.bundle import export_bundle
-    set_torch_threads(None)
-    from latency.profile import ProfileSettings
-    space = get_space_from(args)
-    settings = ProfileSettings(provider=args.provider, threads=args.threads, opt_level=args.opt_level,
-                               batch=args.batch, warmup=args.warmup, repeats=args.repeats)
-    m = export_bundle(space, args.out, settings, progress=not args.quiet)
+    from nas.api_latency import bundle
+    m = bundle(args.space, args.out, space_options(args.space_option), progress=not args.quiet,
+               **_profile_settings(args))
     emit(args, {k: v for k, v in m.items() if k != "layers"} | {"out": args.out, "layers": len(m["layers"])},
-         f"wrote {args.out}: {len(m['layers']) - 1} layers of {space.name} + the empty-call graph as ONNX, "
+         f"wrote {args.out}: {len(m['layers']) - 1} layers of {m['space']} + the empty-call graph as ONNX, "
          f"manifest.json and profile_onnx.py\non the device (needs only onnxruntime + numpy): "
          f"python profile_onnx.py {args.out} [--threads N --rounds 5 --timeout-s 60]\n"
          f"then here: nas latency import {args.out} --out TABLE.json")
@@ -103,11 +85,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    import sys
-
-    from latency.bundle import import_results
-    table, rep = import_results(args.bundle, args.results, args.device, args.allow_missing)
-    table.save(args.out)
+    from nas.api_latency import import_bundle
+    table, rep = import_bundle(args.bundle, args.out, args.results, args.device, args.allow_missing)
     m = table.metadata
     text = [f"wrote {args.out}: {len(table.entries)} layers of {table.space} on {m['device']} ({m['cpu']}), "
             f"onnxruntime {m['runtime_version']} {m['provider']} threads={m['threads']}, {m['sessions']} run(s)"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas.errors import UsageError
+from nas.core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import NasError, UsageError
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import NasError, UsageError
+from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torch", "json")
@@ -23,7 +23,7 @@ FORMATS = ("onnx", "torch", "json")
 
 def load_result(path: str | Path) -> tuple[SearchSpace, Arch, dict[str, Any]]:
     """Read a `best.json` (or any file with space, space_options and arch) into a space and an arch."""
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -72,7 +72,7 @@ def export_torch(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0,
 def load_torch(path: str | Path) -> tuple[SearchSpace, Arch, Any]:
     import torch
 
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
     blob = torch.load(path, map_location="cpu", weights_only=True)
     space = get_space(blob["space"], **blob["space_options"])
     arch = space.validate(Arch.from_dict(blob["arch"]))
@@ -85,7 +85,7 @@ def export_onnx(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0, 
     import onnx
     import torch
 
-    from nas import onnx_io
+    from latency import onnx_io
     model = build_model(space, arch, seed, state)
     x = torch.randn(batch, *space.input_shape, generator=torch.Generator().manual_seed(seed))
     out = Path(out)
@@ -118,7 +118,7 @@ def export(result: str | Path, fmt: str, out: str | Path, seed: int = 0) -> dict
     elif fmt == "torch":
         export_torch(space, arch, out, seed)
     else:
-        from latency.table import atomic_write_text
+        from nas.core.files import atomic_write_text
         atomic_write_text(Path(out), json.dumps({"space": space.name, "space_options": space.options(),
                                                  "arch": space.format(arch), "arch_json": arch.to_dict()},
                                                 indent=1) + "\n")

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.arch import Arch
-from nas.errors import NasError, UsageError
-from nas.evaluators import Evaluator
+from nas.core.arch import Arch
+from nas.core.errors import NasError, UsageError
+from nas.evaluators.base import Evaluator
 from nas.runner import evaluate_trial, run_search
 from nas.strategies.base import Strategy
 from nas.trial import FAILED, Trial, TrialStore
@@ -55,10 +55,14 @@ def _evaluate(number: int, arch: Arch, evaluator_ref: list[Any], seed: int) -> T
 
 def _package_dirs() -> list[str]:
     """Our packages, shipped to a remote cluster's workers (runtime_env py_modules)."""
-    import latency
-    import nas
-    import search_spaces
-    return [str(Path(m.__file__).parent) for m in (nas, search_spaces, latency)]  # type: ignore[arg-type]
+    import importlib.util
+    dirs = []
+    for name in ("nas", "search_spaces", "latency"):   # located, not imported: `nas` imports this engine
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise NasError(f"cannot locate package {name!r} to ship to the Ray workers")
+        dirs.append(str(Path(list(spec.submodule_search_locations)[0])))
+    return dirs
 
 
 class RayExecutor:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
 from nas.trial import Trial
 
 ArchFormat = Callable[[Arch], str]
@@ -74,7 +74,7 @@ class SearchRecord:
     def arch_format(self) -> ArchFormat:
         """Block strings when the space can be rebuilt from the config, else arch keys."""
         try:
-            from search_spaces import get_space
+            from search_spaces.catalog import get_space
             space = get_space(self.config["space"], **self.config.get("space_options", {}))
         except Exception:  # no or unknown space in the config: fall back to keys
             return lambda a: a.key
@@ -89,7 +89,7 @@ class SearchRecord:
 
 def load_search(folder: str | Path | None, storage: str | None = None, study: str | None = None) -> SearchRecord:
     """The trials and config of a search: an --out folder, or a storage + study."""
-    from nas.search import SearchConfig, study_name
+    from nas.search_config import SearchConfig, study_name
     from nas.store import STORE_FILE, default_spec, open_store
     config: dict[str, Any] = {}
     if folder is not None:
@@ -160,7 +160,7 @@ def plot(trials: Sequence[Trial], x: str = "latency_ms", y: str = "score", bound
 def write_report(folder: str | Path, record: SearchRecord, x: str = "latency_ms", y: str = "score",
                  out: str | Path | None = None) -> dict[str, Any]:
     """Write pareto.png, report.html and trials.csv into `out` (default: the search folder)."""
-    from latency.table import atomic_write_text
+    from nas.core.files import atomic_write_text
     out = Path(out or folder)
     out.mkdir(parents=True, exist_ok=True)
     cfg, trials = record.config, record.trials

@@ -16,8 +16,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.evaluators import Evaluator
+from nas.core.arch import Arch
+from nas.evaluators.base import Evaluator
 from nas.strategies.base import Strategy
 from nas.trial import COMPLETE, FAILED, MemoryStore, Trial, TrialStore
 

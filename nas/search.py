@@ -1,63 +1,38 @@
-"""`search()`: put a space, targets, a strategy, an evaluator and a store together and run.
+"""`search()`: the one search pipeline, for every strategy.
 
-This is what `nas search` calls; it is also the Python entry point:
+    plan(cfg)       space, targets and their latency models (loaded once), constraints, strategy,
+                    store (settings checked against a resumed search and written beside it)
+    train(plan)     optional training phase: a weight-sharing strategy (supernet, single-path,
+                    darts) trains and returns the evaluator of its trials; otherwise the search's
+                    evaluator (`--evaluator`) is built
+    run(plan, ev)   the ordinary ask/tell loop (local or Ray runner), trials into the store
+    finish(...)     best trial under the constraints, summary, exports, best.json
 
-    from nas.search import SearchConfig, search
-    result = search(SearchConfig(space="mbconv", targets=("pixel1",), latency_ms=(80.0,), trials=50))
+This is what `nas search` calls; it is also the Python entry point (`from nas import search`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from nas.errors import SearchError, UsageError
+from nas.core.arch import Arch
+from nas.core.errors import LatencyError, NasError, SearchError, UsageError
+from nas.core.files import atomic_write_text
+from nas.core.space import SearchSpace
+from nas.evaluators.base import Compose, Evaluator, LatencyEvaluator
 from nas.runner import Constraint, best_trial, run_search
+from nas.search_config import (RUN_SETTINGS, SearchConfig, check_config, config_dict, study_name,
+                               training_settings)
+from nas.strategies.base import Strategy, TrainContext
 from nas.trial import MemoryStore, Trial, TrialStore
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SearchConfig:
-    space: str = "mbconv"
-    space_options: dict[str, Any] = field(default_factory=dict)
-    targets: tuple[str, ...] = ("pixel1",)
-    latency_ms: tuple[float, ...] = ()       # bounds, matched to targets in order
-    strategy: str = "evolution"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    evaluator: str = "zero-cost"
-    evaluator_options: dict[str, Any] = field(default_factory=dict)
-    trials: int = 50
-    seed: int = 0
-    out: str | None = None
-    resume: bool = True
-    storage: str | None = None               # Optuna storage URL / journal:PATH / jsonl:PATH (default DIR/trials.db)
-    study: str | None = None                 # study name (default: the --out folder's name)
-    runner: str = "local"                    # local | ray
-    workers: int | None = None               # Ray: evaluations in flight (default: the cluster's CPUs)
-    address: str | None = None               # Ray: cluster address (default: start an embedded Ray)
-    max_retries: int = 2                     # re-evaluations of a trial whose worker/process died
-    store_params: bool = True                # decisions as Optuna params (dashboard plots; slower writes)
-    dataset: str | None = None               # data of training-based steps / data-aware proxies (default digits)
-    epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
-    batch_size: int | None = None
-    device: str | None = None                # torch device for training and proxies: cpu (default) or cuda
-
-
-def training_settings(cfg: SearchConfig) -> dict[str, Any]:
-    """The search-wide training settings given (not None)."""
-    return {k: v for k, v in (("dataset", cfg.dataset), ("epochs", cfg.epochs), ("batch_size", cfg.batch_size),
-                              ("device", cfg.device)) if v is not None}
-
-
-#: settings that may change when a search is resumed (the rest must match the stored config)
-RUN_SETTINGS = ("trials", "out", "resume", "storage", "study", "runner", "workers", "address", "max_retries",
-                "store_params", "device")
-RUNNERS = ("local", "ray")
+__all__ = ["SearchConfig", "SearchPlan", "SearchResult", "search", "plan", "train", "run", "finish"]
 
 
 @dataclass
@@ -69,67 +44,84 @@ class SearchResult:
     seconds: float
 
 
-def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
-    from latency.targets import lut_model
-    from nas.evaluators import Compose, LatencyEvaluator, make_evaluator, with_training_settings
-    from nas.strategies import STRATEGIES
-    from search_spaces import get_space
+@dataclass
+class SearchPlan:
+    """Everything a search needs, loaded once."""
 
-    if cfg.trials < 1:
-        raise UsageError(f"--trials must be at least 1, got {cfg.trials}")
-    if not cfg.targets:
-        raise UsageError("at least one --target is needed")
-    if cfg.runner not in RUNNERS:
-        raise UsageError(f"unknown runner {cfg.runner!r}; valid runners: {', '.join(RUNNERS)}")
-    if cfg.runner == "local" and (cfg.workers is not None or cfg.address):
-        raise UsageError("--workers and --address are for --runner ray")
-    if cfg.workers is not None and cfg.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
-    if cfg.max_retries < 0:
-        raise UsageError(f"--max-retries must be at least 0, got {cfg.max_retries}")
-    for name in ("epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
-        raise UsageError(f"--device {cfg.device!r} unknown; valid: cpu, cuda, cuda:N")
-    if len(cfg.latency_ms) > len(cfg.targets):
-        raise UsageError(f"{len(cfg.latency_ms)} latency bounds given for {len(cfg.targets)} targets")
-    t0 = time.perf_counter()
+    cfg: SearchConfig
+    space: SearchSpace
+    models: dict[str, Any]                  # target -> latency model (targets without one are left out)
+    constraints: list[Constraint]
+    bounds: dict[str, float]                # target -> --latency-ms
+    strategy: Strategy
+    evaluator: Evaluator | None             # --evaluator; None when the training phase makes it
+    store: TrialStore
+    out: Path | None
+    started: float
+
+
+def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
+    p = plan(cfg)
+    evaluator = train(p, progress)
+    trials = run(p, evaluator, progress)
+    return finish(p, trials)
+
+
+# ---- plan ----------------------------------------------------------------------------------------
+def plan(cfg: SearchConfig) -> SearchPlan:
+    from nas.strategies.catalog import STRATEGIES
+    from search_spaces.catalog import get_space
+
+    check_config(cfg)
+    started = time.perf_counter()
     space = get_space(cfg.space, **cfg.space_options)
     strategy_cls = STRATEGIES.get(cfg.strategy)
-    if getattr(strategy_cls, "weight_sharing", False):  # train first, then search: nas/weight_sharing_search.py
-        from nas.weight_sharing_search import weight_sharing_search
-        return weight_sharing_search(cfg, space, progress, t0)
-    models = {t: lut_model(t, space) for t in cfg.targets}
-    constraints, _, feasible = latency_constraints(cfg, models)
-
-    strategy = _construct("strategy", cfg.strategy, strategy_cls, space, seed=cfg.seed, feasible=feasible,
-                          **cfg.strategy_options)
-    ev_options = with_training_settings(cfg.evaluator, cfg.evaluator_options, training_settings(cfg))
-    evaluator = Compose([LatencyEvaluator(models), _construct("evaluator", cfg.evaluator, make_evaluator,
-                                                              cfg.evaluator, space, seed=cfg.seed, **ev_options)])
-    out = Path(cfg.out) if cfg.out else None
+    if strategy_cls.weight_sharing and cfg.runner != "local":
+        raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
+                         f"--runner local only (got --runner {cfg.runner})")
+    models = _latency_models(cfg, space, strategy_cls.needs_latency)
+    constraints, bounds, feasible = latency_constraints(cfg, models)
+    options = _check_options(strategy_cls, cfg.strategy_options)
+    try:
+        strategy = strategy_cls(space, seed=cfg.seed, feasible=feasible, **options)
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
+        raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
+    evaluator = None if strategy_cls.weight_sharing else _make_evaluator(cfg, space)
+    out = Path(cfg.out) if cfg.out else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy)
-    _check_resume(out, store, cfg)
-    if cfg.runner == "ray":
-        from nas.ray_runner import run_ray_search
-        trials = run_ray_search(strategy, evaluator, cfg.trials, store, resume=cfg.resume, progress=progress,
-                                workers=cfg.workers, address=cfg.address, max_retries=cfg.max_retries)
-    else:
-        trials = run_search(strategy, evaluator, cfg.trials, store, resume=cfg.resume, progress=progress,
-                            max_retries=cfg.max_retries)
-    best = best_trial(trials, strategy.metric, strategy.maximize, constraints)
-    seconds = time.perf_counter() - t0
-    summary = _summary(cfg, space, best, trials, constraints, seconds)
-    if out is not None and best is not None:
-        from latency.table import atomic_write_text
-        atomic_write_text(out / "best.json", json.dumps(summary, indent=1) + "\n")
-    return SearchResult(cfg, trials, best, summary, seconds)
+    record_config(out, store, cfg)
+    return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
+
+
+def _make_evaluator(cfg: SearchConfig, space: SearchSpace) -> Evaluator:
+    from nas.evaluators.base import with_training_settings
+    from nas.evaluators.catalog import make_evaluator
+    options = with_training_settings(cfg.evaluator, cfg.evaluator_options, training_settings(cfg))
+    try:
+        return make_evaluator(cfg.evaluator, space, seed=cfg.seed, **options)
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
+        raise UsageError(f"evaluator {cfg.evaluator!r} cannot take the options given ({given}): {exc}") from None
+
+
+def _latency_models(cfg: SearchConfig, space: SearchSpace, needs_latency: bool) -> dict[str, Any]:
+    """One latency model per target. A target without a table for this space is an error, unless
+    the strategy does without latency (darts) and no bound is given for that target."""
+    from latency.targets import lut_model
+    models: dict[str, Any] = {}
+    for i, target in enumerate(cfg.targets):
+        try:
+            models[target] = lut_model(target, space)
+        except (UsageError, LatencyError) as exc:
+            if needs_latency or i < len(cfg.latency_ms):
+                raise
+            log.warning("no latency on %s for this space (%s); searching without it", target, exc)
+    return models
 
 
 def latency_constraints(cfg: SearchConfig, models: dict[str, Any]
-                        ) -> tuple[list[Constraint], dict[str, float], Callable[[Any], bool]]:
+                        ) -> tuple[list[Constraint], dict[str, float], Callable[[Arch], bool]]:
     """The `--latency-ms` bounds (one per leading `--target`): as constraints, as target -> ms, and as
     a feasibility test on archs.
 
@@ -148,44 +140,27 @@ def latency_constraints(cfg: SearchConfig, models: dict[str, Any]
         constraints.append(Constraint(f"latency_ms.{target}", bound))
         bounds[target] = float(bound)
 
-    def feasible(arch: Any) -> bool:
+    def feasible(arch: Arch) -> bool:
         return all(models[t].predict(arch) <= b for t, b in bounds.items())
 
     return constraints, bounds, feasible
 
 
-def _construct(kind: str, name: str, factory: Any, *args: Any, **options: Any) -> Any:
-    """Build a strategy/evaluator from user options; a wrong option name or type is a usage error."""
-    try:
-        return factory(*args, **options)
-    except (TypeError, ValueError) as exc:
-        given = ", ".join(f"{k}={v!r}" for k, v in options.items() if k not in ("seed", "feasible")) or "none"
-        raise UsageError(f"{kind} {name!r} cannot take the options given ({given}): {exc}") from None
-
-
-def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """The config of the search in `folder` (its config.json), to continue it; `overrides` replace
-    stored values (settings other than RUN_SETTINGS must still match, see `_check_resume`)."""
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise UsageError(f"--resume {folder}: no config.json there; give the --out folder of a 'nas search'")
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--resume {folder}: cannot read {path} ({exc})") from None
-    if not isinstance(saved, dict):
-        raise UsageError(f"--resume {folder}: {path} is not a search config (a JSON object)")
-    names = {f.name for f in fields(SearchConfig)}
-    data = {k: v for k, v in saved.items() if k in names}
-    data.update(overrides or {})
-    for key in ("targets", "latency_ms"):
-        if key in data:
-            data[key] = tuple(data[key])
-    data.update(out=str(folder), resume=True)
-    try:
-        return SearchConfig(**data)
-    except TypeError as exc:
-        raise UsageError(f"--resume {folder}: {path} is not a search config ({exc})") from None
+def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dict[str, Any]:
+    """Raise UsageError for an option no constructor in the strategy's class hierarchy takes."""
+    import inspect
+    valid: set[str] = set()
+    for klass in strategy_cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and klass is not object:
+            valid |= {n for n, p in inspect.signature(init).parameters.items()
+                      if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and n not in ("self", "space"))}
+    valid -= {"seed", "feasible"}
+    bad = sorted(set(options) - valid)
+    if bad:
+        raise UsageError(f"strategy {strategy_cls.name!r} has no option {bad[0]!r}; valid options: "
+                         f"{', '.join(sorted(valid))}")
+    return options
 
 
 def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None) -> TrialStore:
@@ -200,31 +175,9 @@ def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None
                       params=cfg.store_params)
 
 
-def study_name(cfg: SearchConfig) -> str:
-    """--study, else the one recorded in DIR/config.json (survives renaming DIR), else DIR's name."""
-    from nas.store import default_study
-    if cfg.study:
-        return cfg.study
-    path = Path(cfg.out) / "config.json" if cfg.out else None
-    if path is not None and path.exists():
-        try:
-            recorded = json.loads(path.read_text()).get("study")
-        except (json.JSONDecodeError, AttributeError):
-            recorded = None
-        if isinstance(recorded, str) and recorded:
-            return recorded
-    return default_study(cfg.out)
-
-
-def config_dict(cfg: SearchConfig) -> dict[str, Any]:
-    """The settings that define a search (JSON types), without the ones a resume may change."""
-    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_SETTINGS}))
-
-
-def _check_resume(out: Path | None, store: TrialStore, cfg: SearchConfig) -> None:
+def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> None:
     """Store the config beside the trials (DIR/config.json and the study's attributes); refuse to
     resume a search made with other settings."""
-    from latency.table import atomic_write_text
     mine = config_dict(cfg)
     path = out / "config.json" if out is not None else None
     olds = []
@@ -246,16 +199,86 @@ def _check_resume(out: Path | None, store: TrialStore, cfg: SearchConfig) -> Non
         store.set_config(mine)
 
 
-def _summary(cfg: SearchConfig, space: Any, best: Trial | None, trials: list[Trial],
-             constraints: list[Constraint], seconds: float) -> dict[str, Any]:
+# ---- optional training phase ---------------------------------------------------------------------
+def train(p: SearchPlan, progress: bool = True) -> Evaluator:
+    """The evaluator of the trials: what a weight-sharing strategy trained, else `--evaluator`;
+    latency on every target with a model is added to its metrics."""
+    cfg = p.cfg
+    ctx = TrainContext(space=p.space, latency=p.models, bounds=p.bounds,
+                       # evaluator_options: where searches stored before --dataset existed keep it
+                       dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
+                       epochs=cfg.epochs, batch_size=cfg.batch_size, device=cfg.device or "cpu",
+                       seed=cfg.seed, out=p.out, progress=progress)
+    trained = p.strategy.prepare(ctx)
+    trained = p.evaluator if trained is None else trained
+    if trained is None:
+        raise NasError(f"strategy {cfg.strategy!r} trained nothing to score its trials with")
+    return Compose([LatencyEvaluator(p.models), trained]) if p.models else trained
+
+
+# ---- ask/tell run --------------------------------------------------------------------------------
+def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Trial]:
+    cfg = p.cfg
+    n = p.strategy.trials(cfg.trials)
+    if n != cfg.trials:
+        log.info("%s yields its derived arch as %d trial(s) (--trials %d ignored; refine=N adds evolution trials)",
+                 cfg.strategy, n, cfg.trials)
+    if cfg.runner == "ray":
+        from nas.ray_runner import run_ray_search
+        return run_ray_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
+                              workers=cfg.workers, address=cfg.address, max_retries=cfg.max_retries)
+    return run_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
+                      max_retries=cfg.max_retries)
+
+
+# ---- result --------------------------------------------------------------------------------------
+def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
+    """Best trial, summary (+ training info and inherited-weight exports), best.json."""
+    best = best_trial(trials, p.strategy.metric, p.strategy.maximize, p.constraints)
+    summary = _summary(p, best, trials)
+    if p.strategy.info:
+        summary["training"] = p.strategy.info
+    if p.out is not None and best is not None:
+        exports = export_inherited(p.strategy, best.arch, p.out)
+        if exports:
+            summary["exports"] = exports
+    seconds = time.perf_counter() - p.started
+    summary["seconds"] = round(seconds, 2)
+    if p.out is not None and best is not None:
+        atomic_write_text(p.out / "best.json", json.dumps(summary, indent=1, default=str) + "\n")
+    return SearchResult(p.cfg, trials, best, summary, seconds)
+
+
+def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str, Any]:
+    cfg = p.cfg
     failed = sum(not t.ok for t in trials)
-    base: dict[str, Any] = {"space": cfg.space, "space_options": space.options(), "target": cfg.targets[0],
-                            "targets": list(cfg.targets), "constraints": [str(c) for c in constraints],
+    base: dict[str, Any] = {"space": cfg.space, "space_options": p.space.options(), "target": cfg.targets[0],
+                            "targets": list(cfg.targets), "constraints": [str(c) for c in p.constraints],
                             "strategy": cfg.strategy, "evaluator": cfg.evaluator, "seed": cfg.seed,
-                            "trials": len(trials), "failed_trials": failed, "seconds": round(seconds, 2)}
+                            "trials": len(trials), "failed_trials": failed}
     if best is None:
         return {**base, "arch": None}
-    return {**base, "arch": space.format(best.arch), "arch_json": best.arch.to_dict(), "arch_key": best.arch.key,
+    return {**base, "arch": p.space.format(best.arch), "arch_json": best.arch.to_dict(), "arch_key": best.arch.key,
             "trial_number": best.number, "latency_ms": best.metrics.get("latency_ms"),
-            "latency_ms_by_target": {t: best.metrics.get(f"latency_ms.{t}") for t in cfg.targets},
+            "latency_ms_by_target": {t: best.metrics.get(f"latency_ms.{t}") for t in cfg.targets if t in p.models},
             "metrics": best.metrics}
+
+
+def export_inherited(strategy: Strategy, arch: Arch, out: Path) -> dict[str, Any]:
+    """Write the arch with the weights the strategy trained for it: subnet.pt and subnet.onnx
+    (nothing for strategies without trained weights)."""
+    got = strategy.inherited(arch)
+    if got is None:
+        return {}
+    from nas.export import export_onnx, export_torch
+    small, state = got
+    sub = small.validate(type(arch)(small.name, arch.genes))
+    info: dict[str, Any] = {"space_options": small.options(), "torch": str(export_torch(small, sub, out / "subnet.pt",
+                                                                                       state=state))}
+    try:
+        path, diff = export_onnx(small, sub, out / "subnet.onnx", state=state)
+        info.update(onnx=str(path), max_abs_diff_vs_torch=diff)
+    except NasError as exc:   # keep the search result; say why the ONNX file is missing
+        log.warning("ONNX export of the inherited subnet failed: %s", exc)
+        info["onnx_error"] = str(exc)
+    return info

@@ -28,14 +28,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from nas.arch import Arch
-from nas.errors import ArchError, NasError, UsageError
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, NasError, UsageError
 from nas.trial import COMPLETE, FAILED, JsonlStore, Trial, TrialStore
 
 if TYPE_CHECKING:
     import optuna
 
-    from nas.space import SearchSpace
+    from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

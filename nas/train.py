@@ -16,9 +16,9 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from nas.arch import Arch
-from nas.errors import NasError, UsageError
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import NasError, UsageError
+from nas.core.space import SearchSpace
 
 if TYPE_CHECKING:
     import torch
@@ -162,7 +162,7 @@ class TrainEvaluator:
                  train_samples: int | None = None, val_samples: int | None = None,
                  progress: bool | None = None) -> None:
         from nas.data import load_dataset, num_classes
-        from search_spaces import get_space
+        from search_spaces.catalog import get_space
         if optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
         _check("epochs", epochs, 1, "a positive number of epochs")
@@ -189,16 +189,15 @@ class TrainEvaluator:
     def __call__(self, arch: Arch) -> dict[str, float]:
         import torch
 
-        from nas.evaluators.zero_cost import count_macs
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = self.train_space.build(arch, num_classes=self.num_classes)
         params = sum(p.numel() for p in model.parameters())
         out = train_eval(model, self.train, self.val, seed=self.seed, **self.kwargs)
-        return {"score": out["accuracy"], **out, "params_m": params / 1e6, "macs_m": count_macs(self.space, arch) / 1e6}
+        return {"score": out["accuracy"], **out, "params_m": params / 1e6, "macs_m": self.space.macs(arch) / 1e6}
 
 
-def _factory(space: SearchSpace, seed: int = 0, **options: Any) -> TrainEvaluator:
+def make_train_evaluator(space: SearchSpace, seed: int = 0, **options: Any) -> TrainEvaluator:
     valid = [p for p in inspect.signature(TrainEvaluator.__init__).parameters if p not in ("self", "space", "seed")]
     bad = sorted(set(options) - set(valid))
     if bad:
@@ -206,10 +205,3 @@ def _factory(space: SearchSpace, seed: int = 0, **options: Any) -> TrainEvaluato
     return TrainEvaluator(space, seed=seed, **options)
 
 
-def _register() -> None:
-    from nas.evaluators import EVALUATORS
-    if "train" not in EVALUATORS:
-        EVALUATORS.register("train", _factory)
-
-
-_register()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
-from nas.arch import Arch
+from nas.core.arch import Arch
 
 COMPLETE, FAILED = "complete", "failed"
 

@@ -34,7 +34,7 @@ from functools import cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from nas.layer import LayerSpec
+from nas.core.layer import LayerSpec
 from search_spaces.ops import OPS, OpDef
 
 if TYPE_CHECKING:

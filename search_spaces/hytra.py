@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import ArchError
-from nas.layer import LayerSpec
-from nas.space import Decision, SearchSpace
-from search_spaces import SPACES
+from nas.core.arch import Arch
+from nas.core.errors import ArchError
+from nas.core.layer import LayerSpec
+from nas.core.space import Decision, SearchSpace
 from search_spaces.hytra_ops import block_spec, stem_spec
 from search_spaces.ops import build_layer, head_spec
 
@@ -295,6 +294,3 @@ class HyTraSpace(SearchSpace):
         if num_classes is not None:
             specs[-1] = self._head(self.scales(arch)[-1], int(num_classes))
         return nn.Sequential(*[build_layer(s) for s in specs])
-
-
-SPACES.register(HyTraSpace.name, HyTraSpace)

@@ -13,11 +13,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Sequence
 
-from nas.arch import Arch
-from nas.errors import ArchError
-from nas.layer import LayerSpec
-from nas.space import Decision, SearchSpace
-from search_spaces import SPACES
+from nas.core.arch import Arch
+from nas.core.errors import ArchError
+from nas.core.layer import LayerSpec
+from nas.core.space import Decision, SearchSpace
 from search_spaces.ops import build_layer, conv_out, conv_spec, head_spec, make_divisible, mbconv_spec
 
 if TYPE_CHECKING:
@@ -176,6 +175,3 @@ class MBConvSpace(SearchSpace):
             head = specs[-1]
             specs[-1] = head_spec(head.kwargs["cin"], head.kwargs["cmid"], num_classes, head.input_shape[1:])
         return nn.Sequential(*[build_layer(s) for s in specs])
-
-
-SPACES.register(MBConvSpace.name, MBConvSpace)

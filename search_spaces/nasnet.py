@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from nas.arch import Arch, Gene
-from nas.errors import ArchError
-from nas.layer import LayerSpec
-from nas.space import Decision, SearchSpace
-from search_spaces import SPACES
+from nas.core.arch import Arch, Gene
+from nas.core.errors import ArchError
+from nas.core.layer import LayerSpec
+from nas.core.space import Decision, SearchSpace
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_OPS, IDENTITY, NASNET_OPS, cell_modules, combine_spec, \
     op_spec, out_size, pre_spec
 from search_spaces.ops import build_layer, conv_spec, head_spec
@@ -372,6 +371,3 @@ class NASNetSpace(SearchSpace):
 def _used_inputs(cell: Cell) -> set[int]:
     """Which of the two cell inputs (0: h[i-2], 1: h[i-1]) some block reads."""
     return {x for a, _, b, _ in cell for x in (a, b) if x < 2}
-
-
-SPACES.register(NASNetSpace.name, NASNetSpace)

@@ -5,31 +5,13 @@ latency table is keyed by can be built, exported to ONNX and timed on its own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from nas.layer import LayerSpec
-from nas.registry import Registry
+from nas.core.layer import LayerSpec
+from nas.core.ops import OPS, OpDef, build_layer, layer_macs  # noqa: F401  (the vocabulary's registry)
 
 if TYPE_CHECKING:
     import torch.nn as nn
-
-
-@dataclass(frozen=True)
-class OpDef:
-    build: Callable[..., "nn.Module"]          # called with the spec's params as keyword arguments
-    macs: Callable[[LayerSpec], int]           # multiply-accumulates for batch 1
-
-
-OPS: Registry[OpDef] = Registry("op")
-
-
-def build_layer(spec: LayerSpec) -> "nn.Module":
-    return OPS.get(spec.op).build(**spec.kwargs)
-
-
-def layer_macs(spec: LayerSpec) -> int:
-    return OPS.get(spec.op).macs(spec)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nas.layer import LayerSpec
+from nas.core.layer import LayerSpec
 from search_spaces.ops import OPS, OpDef
 
 if TYPE_CHECKING:

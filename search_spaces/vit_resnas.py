@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import ArchError
-from nas.layer import LayerSpec
-from nas.space import Decision, SearchSpace
-from search_spaces import SPACES
+from nas.core.arch import Arch
+from nas.core.errors import ArchError
+from nas.core.layer import LayerSpec
+from nas.core.space import Decision, SearchSpace
 from search_spaces.ops import build_layer
 from search_spaces.vit_ops import block_spec, embed_spec, head_spec, reduce_spec
 
@@ -339,6 +338,3 @@ class VitResNASSpace(SearchSpace):
         if num_classes is not None and num_classes != self.num_classes:
             specs[-1] = head_spec(specs[-1].input_shape[0], specs[-1].kwargs["dim"], int(num_classes))
         return nn.Sequential(*[build_layer(s) for s in specs])
-
-
-SPACES.register(VitResNASSpace.name, VitResNASSpace)

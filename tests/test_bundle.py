@@ -14,8 +14,8 @@ from latency.bundle import OVERHEAD_KEY, export_bundle, import_results, load_man
 from latency.model import LUTModel
 from latency.profile import ProfileSettings
 from nas.cli import main
-from nas.errors import LatencyError
-from search_spaces import get_space
+from nas.core.errors import LatencyError
+from search_spaces.catalog import get_space
 
 TINY = {"resolution": 32, "width_mult": 0.25, "num_classes": 10}
 FAST = ProfileSettings(warmup=1, repeats=3)
@@ -156,7 +156,7 @@ def test_unavailable_provider_fails_cleanly(bundle: Path) -> None:
     proc = run_script(bundle, "--provider", "CUDAExecutionProvider")
     assert proc.returncode == 2
     assert "'CUDAExecutionProvider' is not available" in proc.stderr and "CPUExecutionProvider" in proc.stderr
-    from nas.errors import UsageError
-    from nas.onnx_io import session
+    from nas.core.errors import UsageError
+    from latency.onnx_io import session
     with pytest.raises(UsageError, match="available: .*CPUExecutionProvider"):
         session(bundle / load_manifest(bundle)["layers"][0]["file"], provider="CUDAExecutionProvider")

@@ -11,7 +11,7 @@ import torch
 
 from nas.cli import main
 from nas.export import load_torch
-from nas.onnx_io import run, session
+from latency.onnx_io import run, session
 from nas.report import load_search
 
 
@@ -110,7 +110,7 @@ def test_training_flags_reach_the_train_evaluator(tmp_path: Path, capsys: pytest
     out = tmp_path / "run"
     table = tmp_path / "t.json"
     from latency.profile import ProfileSettings, profile_space
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
     profile_space(get_space("mbconv", resolution=32, width_mult=0.25), table, ProfileSettings(warmup=0, repeats=1),
                   progress=False)
     code, _, err = nas(capsys, "search", "--space", "mbconv", "-o", "resolution=32", "-o", "width_mult=0.25",

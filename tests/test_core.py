@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from nas.arch import Arch
-from nas.errors import ArchError, UnknownNameError
-from nas.registry import Registry
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UnknownNameError
+from nas.core.registry import Registry
 
 
 def test_arch_json_round_trip_and_key() -> None:

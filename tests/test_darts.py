@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nas.differentiable.darts import DartsConfig, DartsNet, _second_order_alpha_grad, split_half, train_darts
-from nas.errors import UsageError
-from search_spaces import get_space
+from nas.core.errors import UsageError
+from search_spaces.catalog import get_space
 from search_spaces.cell_ops import DARTS_PRIMITIVES
 
 SPACE = get_space("nasnet", variant="darts", channels=4, cells=1, num_classes=4, resolution=16)

@@ -19,7 +19,7 @@ from nas.data import (
     make_loader,
     num_classes,
 )
-from nas.errors import UsageError
+from nas.core.errors import UsageError
 
 
 def denorm(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

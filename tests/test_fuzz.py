@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from latency.table import FORMAT, LatencyTable  # noqa: E402
-from nas.errors import ArchError, LatencyError  # noqa: E402
-from search_spaces import SPACES, get_space  # noqa: E402
+from nas.core.errors import ArchError, LatencyError  # noqa: E402
+from search_spaces.catalog import SPACES, get_space  # noqa: E402
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 JUNK = ["", "|", "||", ":", "(", ")", "+", "-", ".", ",", "0", "-1", "1e309", "nan", "NaN", "inf", "k0e0", "k3e3e3",

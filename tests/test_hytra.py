@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
-from search_spaces import get_space
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
+from search_spaces.catalog import get_space
 from search_spaces.hytra import TOKENS
 from search_spaces.ops import build_layer, layer_macs
 
@@ -187,7 +187,7 @@ def test_bossnet_t0_forward_at_224() -> None:
 
 
 def test_onnx_export_matches_torch(tmp_path, rng: np.random.Generator) -> None:
-    from nas.onnx_io import export_onnx, run, session
+    from latency.onnx_io import export_onnx, run, session
     s = get_space("hytra", **SMALL, act="swish", se=True)
     a = s.parse("conv conv.down conv att.down att conv.down att conv att conv att conv att conv att att")
     model = s.build(a).eval()

@@ -11,8 +11,8 @@ from latency.model import LUTModel
 from latency.profile import ProfileSettings, profile_space
 from latency.table import LatencyTable
 from latency.targets import load_table, lut_model, table_path, target_names
-from nas.errors import LatencyError, MissingEntryError, UnknownNameError, UsageError
-from search_spaces import get_space
+from nas.core.errors import LatencyError, MissingEntryError, UnknownNameError, UsageError
+from search_spaces.catalog import get_space
 
 TINY = {"resolution": 32, "width_mult": 0.25, "num_classes": 10}
 FAST = ProfileSettings(warmup=1, repeats=3)

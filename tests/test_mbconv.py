@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas.errors import ArchError, UsageError
-from search_spaces import get_space
+from nas.core.errors import ArchError, UsageError
+from search_spaces.catalog import get_space
 
 
 def test_structure_and_size() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.errors import UsageError
+from nas.core.errors import UsageError
 from nas.runner import run_search
-from nas.strategies import STRATEGIES
+from nas.strategies.catalog import STRATEGIES
 from nas.strategies.base import parse_objectives
 from nas.strategies.nsga2 import (
     crowding_distance,
@@ -19,7 +19,7 @@ from nas.strategies.nsga2 import (
     select_population,
 )
 from nas.trial import FAILED, Trial
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
 OBJ = (("score", True), ("latency_ms", False))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
-from search_spaces import get_space
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
+from search_spaces.catalog import get_space
 from search_spaces.cell_ops import DARTS_OPS, DARTS_PRIMITIVES, NASNET_OPS, build_cell_op
 from search_spaces.nasnet import DARTS_PRESETS, NASNetSpace, canonical_cell
 from search_spaces.ops import build_layer, layer_macs
@@ -272,8 +272,8 @@ def test_cell_ops_supernet_builder() -> None:
 
 
 def test_onnx_export_matches_torch(tmp_path, rng: np.random.Generator, caplog: pytest.LogCaptureFixture) -> None:
-    from nas.onnx_io import export_onnx, run, session
-    with caplog.at_level(logging.INFO, logger="nas.onnx_io"):
+    from latency.onnx_io import export_onnx, run, session
+    with caplog.at_level(logging.INFO, logger="latency.onnx_io"):
         for space in (small(), small(variant="darts")):
             arch = space.sample(rng)
             model = space.build(arch).eval()
@@ -286,11 +286,11 @@ def test_onnx_export_matches_torch(tmp_path, rng: np.random.Generator, caplog: p
 
 
 def test_each_kind_of_layer_exports_for_profiling(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
-    from nas.onnx_io import export_onnx, run, session
+    from latency.onnx_io import export_onnx, run, session
     kinds: dict[tuple, object] = {}
     for spec in small(resolution=16).all_layers():   # one spec per (op, op token, stride)
         kinds.setdefault((spec.op, spec.kwargs.get("op"), spec.kwargs.get("s")), spec)
-    with caplog.at_level(logging.INFO, logger="nas.onnx_io"):
+    with caplog.at_level(logging.INFO, logger="latency.onnx_io"):
         for i, spec in enumerate(kinds.values()):
             module = build_layer(spec).eval()   # type: ignore[arg-type]
             x = torch.randn(1, *spec.input_shape)  # type: ignore[attr-defined]

@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 
 from latency.devices import pixel1 as P
-from latency.devices import reference_nets as R
+from latency.devices import primitives as M
+from nas import pixel1_calibration as C
+from search_spaces import reference_nets as R
 from latency.model import LUTModel
 from latency.table import LatencyTable
 from latency.targets import load_table, table_path
-from nas.errors import LatencyError
-from nas.layer import LayerSpec
-from search_spaces import get_space
+from nas.core.errors import LatencyError
+from nas.core.layer import LayerSpec
+from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs
 
 #: documented bounds (PIXEL1.md): calibration within 5%, held-out within 15%
@@ -27,7 +29,7 @@ def table() -> LatencyTable:
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    return P.report()
+    return C.report()
 
 
 def test_shipped_table_covers_exactly_the_mbconv_layers(table: LatencyTable) -> None:
@@ -81,7 +83,7 @@ def test_lut_model_predicts_single_path_nas(table: LatencyTable) -> None:
 
 
 def test_fit_reproduces_the_written_constants() -> None:
-    fitted = P.fit()
+    fitted = C.fit()
     assert {k: getattr(fitted, k) for k in P.FIT_NAMES} == P.FITTED
     c = P.CONSTANTS  # physically plausible: fractions of the nominal peak, below LPDDR4 peak 29.8 GB/s
     assert 0 < c.eff_dw < c.eff_pw <= 1.0 and 1.0 < c.bandwidth_gbs < 29.8
@@ -130,31 +132,31 @@ def test_unknown_op_raises_naming_it_and_the_known_ones() -> None:
 
 def test_register_op_extends_the_model() -> None:
     spec = LayerSpec.make("pw_only", {"cin": 16, "cout": 32}, (16, 8, 8), (32, 8, 8))
-    P.register_op("pw_only", lambda s: [P.conv2d(16, 32, 1, 1, 8, 8)])
+    M.register_op("pw_only", lambda s: [M.conv2d(16, 32, 1, 1, 8, 8)])
     try:
-        assert P.layer_ms(spec) == pytest.approx(P.primitive_ms(P.conv2d(16, 32, 1, 1, 8, 8)))
+        assert P.layer_ms(spec) == pytest.approx(P.primitive_ms(M.conv2d(16, 32, 1, 1, 8, 8)))
         with pytest.raises(ValueError, match="pw_only"):
-            P.register_op("pw_only", lambda s: [])
+            M.register_op("pw_only", lambda s: [])
     finally:
-        del P.DECOMPOSE["pw_only"]
+        del M.DECOMPOSE["pw_only"]
 
 
 def test_primitive_costs_grow_with_work() -> None:
-    small, big = P.conv2d(32, 32, 1, 1, 14, 14), P.conv2d(32, 64, 1, 1, 14, 14)
+    small, big = M.conv2d(32, 32, 1, 1, 14, 14), M.conv2d(32, 64, 1, 1, 14, 14)
     assert 0 < P.primitive_ms(small) < P.primitive_ms(big)
-    dw3, dw5 = P.conv2d(96, 96, 3, 1, 28, 28, groups=96), P.conv2d(96, 96, 5, 1, 28, 28, groups=96)
+    dw3, dw5 = M.conv2d(96, 96, 3, 1, 28, 28, groups=96), M.conv2d(96, 96, 5, 1, 28, 28, groups=96)
     assert dw3.kind == "dw" and P.primitive_ms(dw3) < P.primitive_ms(dw5)
 
 
 def test_cli_table_and_errors(tmp_path: Path) -> None:
     out = tmp_path / "t.json"
-    assert P.main(["table", "--space", "mbconv", "--options", '{"resolution": 160}', "--out", str(out)]) == 0
+    assert C.main(["table", "--space", "mbconv", "--options", '{"resolution": 160}', "--out", str(out)]) == 0
     t = LatencyTable.load(out)
     space = get_space("mbconv", resolution=160)
     t.check_space("mbconv", space.options())
     assert set(t.entries) == {s.key for s in space.all_layers()}
-    assert P.main(["table", "--space", "mbconv", "--options", "{bad", "--out", str(out)]) == 2
-    assert P.main(["table", "--space", "no_such_space", "--out", str(out)]) == 2
+    assert C.main(["table", "--space", "mbconv", "--options", "{bad", "--out", str(out)]) == 2
+    assert C.main(["table", "--space", "no_such_space", "--out", str(out)]) == 2
 
 
 # ---- the ops of the nasnet / hytra / vit_resnas spaces (pixel1_ops.py) ----------------------------
@@ -202,7 +204,7 @@ def test_lut_model_on_new_tables_equals_the_model() -> None:
 ])
 def test_compute_primitives_carry_exactly_the_ops_macs(name: str, options: dict) -> None:
     for spec in get_space(name, **options).all_layers():
-        prims = P.decompose(spec)
+        prims = M.decompose(spec)
         macs = sum(p.macs for p in prims if p.kind in ("conv", "pw", "dw", "fc"))
         if _window_pools(spec):
             assert macs > layer_macs(spec), spec.key
@@ -223,8 +225,8 @@ def test_cell_ops_order_by_work() -> None:
 
 def test_attention_scales_quadratically_with_tokens() -> None:
     from search_spaces.vit_ops import block_spec
-    qk = [p for p in P.decompose(block_spec(197, 192, 3, 64, 768)) if p.kind == "pw"]
-    qk2 = [p for p in P.decompose(block_spec(2 * 197, 192, 3, 64, 768)) if p.kind == "pw"]
+    qk = [p for p in M.decompose(block_spec(197, 192, 3, 64, 768)) if p.kind == "pw"]
+    qk2 = [p for p in M.decompose(block_spec(2 * 197, 192, 3, 64, 768)) if p.kind == "pw"]
     # QKV, q.k, attn.v, proj, fc1, fc2: token GEMMs double, the two token x token products quadruple
     assert [b.macs / a.macs for a, b in zip(qk, qk2)] == [2, 4, 4, 2, 2, 2]
     base = P.layer_ms(block_spec(197, 192, 3, 64, 768))
@@ -240,7 +242,7 @@ def test_hytra_swish_costs_more_than_relu() -> None:
 
 def test_nasnet_a_mobile_is_the_released_net_and_within_documented_error(report: dict) -> None:
     from search_spaces.ops import build_layer
-    specs = O.nasnet_a_mobile()
+    specs = R.nasnet_a_mobile()
     outputs = {specs[0].output_shape}          # the stem conv, then every cell's concat
     for s in specs:
         if s.op in ("cell_pre", "head"):           # cell inputs are earlier cell outputs
@@ -258,7 +260,7 @@ def test_nasnet_a_mobile_is_the_released_net_and_within_documented_error(report:
 
 def test_nasnet_a_cells_match_the_space_preset() -> None:
     space = get_space("nasnet")
-    genes = [g for tok, x in O.NASNET_A_NORMAL + O.NASNET_A_REDUCE for g in (x, tok)]
+    genes = [g for tok, x in R.NASNET_A_NORMAL + R.NASNET_A_REDUCE for g in (x, tok)]
     assert space.canonicalize(genes) == space.parse(space.presets["nasnet-a"])
 
 
@@ -268,7 +270,7 @@ def test_module_cli_registers_the_new_ops(tmp_path: Path) -> None:
     import sys
     out = tmp_path / "h.json"
     opts = '{"width": 16, "depth": 4, "min_scales": [0], "resolution": 64}'
-    res = subprocess.run([sys.executable, "-m", "latency.devices.pixel1", "table", "--space", "hytra",
+    res = subprocess.run([sys.executable, "-m", "nas.pixel1_calibration", "table", "--space", "hytra",
                           "--options", opts, "--out", str(out)], check=False, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr

@@ -9,18 +9,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nas.errors import UsageError
-from nas.evaluators import EVALUATORS, make_evaluator
+from nas.core.errors import UsageError
+from nas.evaluators.catalog import EVALUATORS, make_evaluator
 from nas.evaluators.proxies import PROXIES, fisher, grad_norm, jacob_cov, snip, synflow
 from nas.evaluators.zero_cost import (
     ENSEMBLE,
     ZeroCostEvaluator,
-    count_macs,
     proxy_names,
 )
 from nas.runner import run_search
-from nas.strategies import STRATEGIES
-from search_spaces import SPACES, get_space
+from nas.strategies.catalog import STRATEGIES
+from search_spaces.catalog import SPACES, get_space
 
 #: per space, options that make nets tiny (spaces not listed use their test-contract options)
 TINY: dict[str, dict] = {
@@ -126,7 +125,7 @@ def test_every_proxy_scores_every_space(name: str) -> None:
     assert set(values) == set(PROXIES.names())
     for proxy, v in values.items():
         assert isinstance(v, float) and math.isfinite(v), (name, proxy, v)
-    assert values["flops"] == count_macs(space, arch)
+    assert values["flops"] == space.macs(arch)
     assert values["params"] == sum(p.numel() for p in ev.build(arch).parameters())
     again = ev.proxies(arch, MODEL_PROXIES)
     for proxy in MODEL_PROXIES:  # same seed, same batch: identical scores
@@ -148,7 +147,7 @@ def test_evaluator_reports_the_chosen_proxy_as_score() -> None:
     arch = space.sample(np.random.default_rng(1))
     out = make_evaluator("zero-cost", space, seed=0, proxy="snip", batch=4)(arch)
     assert out["score"] == out["snip"]
-    assert out["macs_m"] == pytest.approx(count_macs(space, arch) / 1e6)
+    assert out["macs_m"] == pytest.approx(space.macs(arch) / 1e6)
     assert out["params_m"] > 0
 
 

@@ -15,12 +15,12 @@ ray = pytest.importorskip("ray")
 
 from latency.table import LatencyTable  # noqa: E402
 from nas.cli import main  # noqa: E402
-from nas.errors import UsageError  # noqa: E402
+from nas.core.errors import UsageError  # noqa: E402
 from nas.ray_runner import RayExecutor, run_ray_search  # noqa: E402
 from nas.runner import run_search, trial_seed  # noqa: E402
 from nas.store import open_store  # noqa: E402
-from nas.strategies import STRATEGIES  # noqa: E402
-from search_spaces import get_space  # noqa: E402
+from nas.strategies.catalog import STRATEGIES  # noqa: E402
+from search_spaces.catalog import get_space  # noqa: E402
 
 pytestmark = pytest.mark.ray
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)

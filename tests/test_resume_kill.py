@@ -14,7 +14,7 @@ import pytest
 
 from latency.table import LatencyTable
 from nas.store import open_store
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)

@@ -16,8 +16,8 @@ from nas.differentiable.single_path import (
     repair,
     train_single_path,
 )
-from nas.errors import UsageError
-from search_spaces import get_space
+from nas.core.errors import UsageError
+from search_spaces.catalog import get_space
 
 FULL = get_space("mbconv")
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=4)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas.arch import Arch
-from nas.errors import ArchError
-from search_spaces import SPACES, get_space
+from nas.core.arch import Arch
+from nas.core.errors import ArchError
+from search_spaces.catalog import SPACES, get_space
 
 #: per space, options that make nets small enough for fast tests
 SMALL: dict[str, dict] = {

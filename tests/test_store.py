@@ -14,13 +14,13 @@ import pytest
 
 from latency.table import LatencyTable
 from nas.cli import main
-from nas.errors import UsageError
+from nas.core.errors import UsageError
 from nas.report import load_search, pareto_front
 from nas.runner import run_search
 from nas.store import OptunaStore, StoreError, make_storage, open_store
-from nas.strategies import STRATEGIES
+from nas.strategies.catalog import STRATEGIES
 from nas.trial import COMPLETE, FAILED, Trial
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
@@ -135,7 +135,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
     open_store(url, "s", space=SPACE)
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from nas.store import open_store\nfrom nas.trial import Trial\nfrom search_spaces import get_space\n"
+            "from nas.store import open_store\nfrom nas.trial import Trial\nfrom search_spaces.catalog import get_space\n"
             "import numpy as np\n"
             "sp = get_space('mbconv', resolution=32, width_mult=0.25, num_classes=10)\n"
             f"st = open_store({url!r}, 's', space=sp)\n"

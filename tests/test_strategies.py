@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas.errors import SearchError
+from nas.core.errors import SearchError
 from nas.runner import run_search
-from nas.strategies import STRATEGIES
+from nas.strategies.catalog import STRATEGIES
 from nas.trial import MemoryStore
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nas.errors import UsageError
-from nas.evaluators import EVALUATORS
+from nas.core.errors import UsageError
+from nas.evaluators.catalog import EVALUATORS
 from nas.supernet import build_supernet, training_space
 from nas.supernet.mbconv import MBConvSupernet
 from nas.supernet.trainer import (
@@ -20,7 +20,7 @@ from nas.supernet.trainer import (
     sandwich_step,
     train_supernet,
 )
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=4)

@@ -10,12 +10,12 @@ import torch
 import torch.nn as nn
 
 from nas.data import load_dataset
-from nas.errors import UsageError
-from nas.evaluators import EVALUATORS, make_evaluator
+from nas.core.errors import UsageError
+from nas.evaluators.catalog import EVALUATORS, make_evaluator
 from nas.runner import run_search
-from nas.strategies import STRATEGIES
+from nas.strategies.catalog import STRATEGIES
 from nas.train import TrainingError, recalibrate_bn, train_eval
-from search_spaces import get_space
+from search_spaces.catalog import get_space
 
 TRAIN = load_dataset("synthetic:200", split="train", seed=0, resolution=8)
 VAL = load_dataset("synthetic:200", split="val", seed=0, resolution=8)

@@ -21,8 +21,8 @@ from latency.validate import (
     with_correction,
 )
 from nas.cli import main
-from nas.errors import LatencyError, UsageError
-from search_spaces import get_space
+from nas.core.errors import LatencyError, UsageError
+from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs
 
 TINY = {"resolution": 32, "width_mult": 0.25, "num_classes": 10}

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
-from search_spaces import get_space
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
+from search_spaces.catalog import get_space
 from search_spaces.ops import build_layer, layer_macs
 from search_spaces.vit_resnas import DEIT_TINY, DEIT_TINY_OPTIONS
 
@@ -214,7 +214,7 @@ def test_reduction_shortcut_is_pool_plus_zero_pad() -> None:
 
 @pytest.mark.parametrize("stem", ["conv", "linear"])
 def test_onnx_export_matches_torch(stem: str, tmp_path, rng: np.random.Generator) -> None:
-    from nas.onnx_io import export_onnx, run, session
+    from latency.onnx_io import export_onnx, run, session
     s = get_space("vit_resnas", **{**TOY, "stem": stem})
     a = s.sample(rng)
     model = s.build(a).eval()

@@ -2,5 +2,5 @@
 
 `pixel1` - Google Pixel 1 (Snapdragon 821, one big Kryo core, TFLite float32): a per-op roofline
 model calibrated on published end-to-end latencies (see `PIXEL1.md`). Build its tables with
-``python -m latency.devices.pixel1 table --space mbconv --out latency/tables/pixel1/mbconv.json``.
+``python -m nas.pixel1_calibration table --space mbconv --out latency/tables/pixel1/mbconv.json``.
 """

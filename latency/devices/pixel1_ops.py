@@ -1,11 +1,11 @@
 """Pixel 1 decompositions of the ops of the nasnet, hytra and vit_resnas spaces (see PIXEL1.md).
 
-Imported at the end of `pixel1.py`; registers every entry of `EXTRA_OPS` through its `register_op`
-extension point (whichever of the two modules is imported first). Nothing here changes the
+Imported by `pixel1.py`; registers every entry of `EXTRA_OPS` through the `register_op` extension
+point of `primitives.py`. Nothing here changes the
 calibrated constants: each op is written as primitives of the calibrated model (dense / pointwise /
 depthwise conv, FC, pool, elementwise), priced with the constants fitted on MBConv CNNs. The cell
 ops (separable, dilated, factorized convs, pooling) are close to that calibration set and are
-checked against NASNet-A mobile's published Pixel 1 latency (`cell_held_out`, never fitted on). The attention, LayerNorm, softmax and GELU
+checked against NASNet-A mobile's published Pixel 1 latency (`search_spaces.reference_nets.cell_held_out`, never fitted on). The attention, LayerNorm, softmax and GELU
 terms are extrapolations: there is no published Pixel 1 latency of a transformer to check them.
 
 Lowering assumptions (TFLite float32, batch 1, NHWC), shared by all ops:
@@ -26,13 +26,10 @@ Lowering assumptions (TFLite float32, batch 1, NHWC), shared by all ops:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from latency.devices.pixel1 import DECOMPOSE, F32, Primitive, conv2d, eltwise, global_pool, linear, register_op
-from nas.layer import LayerSpec
-
-if TYPE_CHECKING:
-    from latency.devices.reference_nets import ReferenceNet
+from latency.devices.primitives import DECOMPOSE, F32, Primitive, conv2d, eltwise, global_pool, linear, register_op
+from nas.core.layer import LayerSpec
 
 Decomposition = Callable[[LayerSpec], list[Primitive]]
 
@@ -265,67 +262,3 @@ TRUST: dict[str, str] = {
                   "fitted on CNNs only; no published Pixel 1 latency of a vision transformer checks them. "
                   "Trust rankings more than absolute milliseconds.",
 }
-
-
-# ---- held-out check: NASNet-A mobile ----------------------------------------------------------------
-#: NASNet-A cells (Zoph et al. 2018, Fig. 4; TF-slim nasnet_utils.py NasNetANormalCell /
-#: NasNetAReductionCell) as (op, input) pairs, two per block, in this repo's indexing: 0 = h[i-2],
-#: 1 = h[i-1], 2 + k = block k (TF-slim's hidden-state indices 0 and 1 are the other way round).
-NASNET_A_NORMAL = (("sep5x5", 1), ("sep3x3", 0), ("sep5x5", 0), ("sep3x3", 0), ("avg3x3", 1), ("id", 0),
-                   ("avg3x3", 0), ("avg3x3", 0), ("sep3x3", 1), ("id", 1))
-NASNET_A_REDUCE = (("sep5x5", 1), ("sep7x7", 0), ("max3x3", 1), ("sep7x7", 0), ("avg3x3", 1), ("sep5x5", 0),
-                   ("id", 3), ("avg3x3", 2), ("sep3x3", 2), ("max3x3", 1))
-
-
-def _sep_from(cin: int, c: int, k: int, hw: int) -> list[LayerSpec]:
-    """A stride-2 separable op whose input has cin != c channels (the first stem cell reads the raw
-    stem conv): (dw k/2 on cin, pw cin->c), (dw k, pw c->c), as plain convs."""
-    def conv(a: int, b: int, kk: int, s: int, g: int, r: int) -> LayerSpec:
-        ro = (r - 1) // s + 1
-        return LayerSpec.make("conv_bn_act", {"cin": a, "cout": b, "k": kk, "s": s, "groups": g, "act": "none"},
-                              (a, r, r), (b, ro, ro))
-    r = (hw - 1) // 2 + 1
-    return [conv(cin, cin, k, 2, cin, hw), conv(cin, c, 1, 1, 1, r), conv(c, c, k, 1, c, r), conv(c, c, 1, 1, 1, r)]
-
-
-def nasnet_a_mobile(res: int = 224, filters: int = 44, classes: int = 1001) -> list[LayerSpec]:
-    """NASNet-A (4 @ 1056) mobile, TF-slim `build_nasnet_mobile` (the released checkpoint the MnasNet
-    and MobileNetV2 papers timed): conv 3x3/2 VALID (32) -> 2 reduction 'stem' cells (filters/4,
-    filters/2) -> 3 x 4 normal cells with reduction cells before the 2nd and 3rd group -> ReLU, pool,
-    FC. Normal cells concat h[i-2] and their 5 blocks (6C), reduction cells blocks 1-4 (4C). An
-    input is brought to C by ReLU-1x1 conv-BN when its width differs, by a factorized reduce when its
-    resolution does (`_reduce_prev_layer`); the first stem cell uses the raw stem output as h[i-2]."""
-    from search_spaces.cell_ops import combine_spec, op_spec, pre_spec
-    from search_spaces.ops import head_spec
-    r0 = (res - 3) // 2 + 1                            # VALID 3x3/2: 111 at 224
-    # the 'same' conv_bn_act on a (2*r0)-pixel input has r0 outputs and the same MACs as VALID on res
-    specs = [LayerSpec.make("conv_bn_act", {"cin": 3, "cout": 32, "k": 3, "s": 2, "act": "none"},
-                            (3, 2 * r0, 2 * r0), (32, r0, r0))]
-    outs: list[tuple[int, int]] = [(32, r0)]           # (channels, size) of each cell output
-    plan = [(filters // 4, True), (filters // 2, True)]
-    for group in range(3):
-        plan += ([(filters * 2 ** group, True)] if group else []) + [(filters * 2 ** group, False)] * 4
-    for i, (c, reduce) in enumerate(plan):
-        (cp, hp), (cpp, hpp) = outs[-1], outs[-2] if len(outs) > 1 else outs[-1]
-        raw_pp = i == 0                                # first stem cell: h[i-2] is the stem conv, unchanged
-        if not raw_pp and hpp != hp:
-            specs.append(pre_spec(cpp, c, (hpp, hpp), 2))
-        elif not raw_pp and cpp != c:
-            specs.append(pre_spec(cpp, c, (hp, hp), 1))
-        specs.append(pre_spec(cp, c, (hp, hp), 1))
-        ho = (hp - 1) // 2 + 1 if reduce else hp
-        for tok, x in (NASNET_A_REDUCE if reduce else NASNET_A_NORMAL):
-            s = 2 if reduce and x < 2 else 1
-            if raw_pp and x == 0:
-                specs += _sep_from(cpp, c, int(tok[3]), hp)
-            elif tok != "id" or s != 1:
-                specs.append(op_spec(tok, c, (hp, hp) if x < 2 else (ho, ho), s))
-        concat = 4 if reduce else 6
-        specs.append(combine_spec(c, 5, concat, (ho, ho)))
-        outs.append((concat * c, ho))
-    return specs + [head_spec(outs[-1][0], 0, classes, (outs[-1][1], outs[-1][1]))]
-
-
-def cell_held_out() -> tuple["ReferenceNet", ...]:
-    from latency.devices.reference_nets import ReferenceNet
-    return (ReferenceNet("NASNet-A mobile", 183.0, "[MBV2] Table 4 / [MNAS] Table 1", nasnet_a_mobile, 5.3, 564),)

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.arch import Arch
-from nas.errors import UsageError
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_PRIMITIVES, build_cell_op, build_preprocess, out_size
 from search_spaces.nasnet import STEM_MULTIPLIER, NASNetSpace

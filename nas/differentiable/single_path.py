@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.arch import Arch
-from nas.errors import SearchError, UsageError
+from nas.core.arch import Arch
+from nas.core.errors import SearchError, UsageError
 from nas.supernet.mbconv import MBConvSupernet, SuperMBConv
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
 from search_spaces.mbconv import SKIP, MBConvSpace

@@ -21,14 +21,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from nas.registry import Registry
+from nas.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-    from nas.arch import Arch
-    from nas.space import SearchSpace
+    from nas.core.arch import Arch
+    from nas.core.space import SearchSpace
 
 ModelProxy = Callable[["nn.Module", "torch.Tensor", "torch.Tensor"], float]
 ArchProxy = Callable[["SearchSpace", "Arch"], float]
@@ -217,8 +217,7 @@ def params_proxy(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> fl
 
 def flops_proxy(space: "SearchSpace", arch: "Arch") -> float:
     """Multiply-accumulates of the full-resolution net (from the space's layer specs)."""
-    from nas.evaluators.zero_cost import count_macs
-    return float(count_macs(space, arch))
+    return float(space.macs(arch))
 
 
 PROXIES.register("synflow", ProxyDef("synflow", model_fn=synflow, doc="log SynFlow (Tanaka et al. 2020)"))

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import UsageError
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
 from nas.evaluators.proxies import PROXIES, ProxyDef
-from nas.space import SearchSpace
+from nas.core.space import SearchSpace
 
 if TYPE_CHECKING:
     import torch
@@ -42,12 +42,7 @@ ENSEMBLE = "ensemble"
 #: training seeds rank the same archs no better than chance, so no proxy ranking is measurable there.
 DEFAULT_MEMBERS: tuple[str, ...] = ("synflow", "jacob_cov", "snip")
 
-__all__ = ["PROXIES", "ENSEMBLE", "DEFAULT_MEMBERS", "ZeroCostEvaluator", "count_macs", "proxy_names"]
-
-
-def count_macs(space: SearchSpace, arch: Arch) -> int:
-    from search_spaces.ops import layer_macs
-    return int(sum(layer_macs(s) for s in space.layers(arch)))
+__all__ = ["PROXIES", "ENSEMBLE", "DEFAULT_MEMBERS", "ZeroCostEvaluator", "proxy_names"]
 
 
 def proxy_names() -> list[str]:
@@ -185,11 +180,11 @@ class ZeroCostEvaluator:
         if self.proxy_name == ENSEMBLE:
             out[ENSEMBLE] = float(score)
         out["params_m"] = params / 1e6
-        out["macs_m"] = count_macs(self.space, arch) / 1e6
+        out["macs_m"] = self.space.macs(arch) / 1e6
         return out
 
 
-def _factory(space: SearchSpace, seed: int = 0, **options: Any) -> ZeroCostEvaluator:
+def make_zero_cost(space: SearchSpace, seed: int = 0, **options: Any) -> ZeroCostEvaluator:
     import inspect
     valid = [p for p in inspect.signature(ZeroCostEvaluator.__init__).parameters if p not in ("self", "space", "seed")]
     bad = sorted(set(options) - set(valid))
@@ -198,18 +193,10 @@ def _factory(space: SearchSpace, seed: int = 0, **options: Any) -> ZeroCostEvalu
     return ZeroCostEvaluator(space, seed=seed, **options)
 
 
-def _register() -> None:
-    from nas.evaluators import EVALUATORS
-    EVALUATORS.register("zero-cost", _factory)
-
-
-_register()
-
-
 def _proxy_space(space: SearchSpace, resolution: int) -> SearchSpace:
     """The space rebuilt at the smallest resolution >= `resolution` that it accepts (a ViT needs a
     whole patch grid, for example); the space itself if none up to its own resolution is accepted."""
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
     opts = space.options()
     for r in range(resolution, max(resolution, int(opts["resolution"])) + 1):
         try:

@@ -1,24 +1,28 @@
-"""Strategy interface (ask/tell) and the strategy registry.
+"""Strategy interface (ask/tell) and the context of the optional training phase.
 
 A strategy proposes archs (`ask`) and learns from finished trials (`tell`). Its state must be a
 function of the trials told so far, so `rebuild(trials)` restores it after a crash and the same
-strategy can run serially or with parallel workers.
+strategy can run serially or with parallel workers. A weight-sharing strategy trains first:
+`prepare(ctx)` returns the evaluator its trials use (ordinary strategies return None and the search's
+evaluator is used). The registry of named strategies is `nas.strategies.catalog`.
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar, Sequence, Union
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import SearchError, UsageError
-from nas.registry import Registry
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import SearchError, UsageError
+from nas.core.space import SearchSpace
 from nas.trial import Trial
 
 Feasible = Callable[[Arch], bool]
+Evaluator = Callable[[Arch], dict[str, float]]
 Objectives = tuple[tuple[str, bool], ...]
 ObjectivesSpec = Union[Objectives, Sequence[Sequence[object]], str, None]
 _DIRECTIONS = {"max": True, "maximize": True, "min": False, "minimize": False}
@@ -53,8 +57,37 @@ def parse_objectives(spec: ObjectivesSpec) -> Objectives:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class TrainContext:
+    """What a weight-sharing strategy needs to train: the searched space, its latency models and
+    bounds (target -> LUTModel / ms), the dataset and run settings."""
+
+    space: SearchSpace
+    latency: Mapping[str, Any] = field(default_factory=dict)
+    bounds: Mapping[str, float] = field(default_factory=dict)
+    dataset: str = "digits"
+    epochs: int | None = None
+    batch_size: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    out: Path | None = None
+    progress: bool = True
+
+    def load(self, split: str, resolution: int) -> tuple[Any, Any]:
+        from nas.data import load_dataset
+        return load_dataset(self.dataset, split=split, seed=self.seed, resolution=resolution)
+
+    def num_classes(self) -> int:
+        from nas.data import num_classes
+        return num_classes(self.dataset)
+
+
 class Strategy(ABC):
     name: ClassVar[str]
+    #: trains shared weights in `prepare` (one process: --runner local only)
+    weight_sharing: ClassVar[bool] = False
+    #: every target must have a latency model for the space (else only bounded targets need one)
+    needs_latency: ClassVar[bool] = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, metric: str = "score", maximize: bool = True,
                  feasible: Feasible | None = None, objectives: ObjectivesSpec = None) -> None:
@@ -71,10 +104,24 @@ class Strategy(ABC):
         self.history: list[Trial] = []
         self.seen: set[Arch] = set()       # archs told (evaluated)
         self.pending: set[Arch] = set()    # archs handed out and not told yet (in flight on a runner)
+        self.info: dict[str, Any] = {}     # what a training phase reports (best.json's `training`)
 
     @abstractmethod
     def ask(self) -> Arch:
         ...
+
+    # ---- the search pipeline's hooks (ordinary strategies: no training phase) -----------------
+    def prepare(self, ctx: TrainContext) -> Evaluator | None:
+        """Train on ctx's data and return the evaluator of the trials; None: use the search's evaluator."""
+        return None
+
+    def trials(self, requested: int) -> int:
+        """How many trials the run makes when `requested` are asked for."""
+        return requested
+
+    def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
+        """(training space, state dict for training_space.build(arch)) of a scored arch, if any."""
+        return None
 
     def tell(self, trial: Trial) -> None:
         self.history.append(trial)
@@ -126,6 +173,3 @@ class Strategy(ABC):
             return fallback
         raise SearchError(f"no {self.space.name} arch out of {tries} random samples meets the constraints; "
                           f"loosen the latency bound")
-
-
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

@@ -7,9 +7,9 @@ feasible and new.
 """
 from __future__ import annotations
 
-from nas.arch import Arch
-from nas.errors import UsageError
-from nas.strategies.base import STRATEGIES, Strategy
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
+from nas.strategies.base import Strategy
 
 
 class RegularizedEvolution(Strategy):
@@ -35,6 +35,3 @@ class RegularizedEvolution(Strategy):
             if self.feasible(child) and self.rng.random() < 0.05:
                 parent = child  # wander through evaluated neighbours to escape a fully explored region
         return self.sample_feasible()
-
-
-STRATEGIES.register(RegularizedEvolution.name, RegularizedEvolution)

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
-from nas.strategies.base import STRATEGIES, Objectives, Strategy
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
+from nas.strategies.base import Objectives, Strategy
 from nas.trial import Trial
 
 DEFAULT_SECOND_OBJECTIVE = ("latency_ms", False)
@@ -192,6 +192,3 @@ class NSGA2(Strategy):
             arch = self.sample_feasible()
         self.mark_asked(arch)   # also when called without a runner
         return arch
-
-
-STRATEGIES.register(NSGA2.name, NSGA2)

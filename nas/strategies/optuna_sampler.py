@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
-from nas.strategies.base import STRATEGIES, Strategy
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
+from nas.strategies.base import Strategy
 from nas.strategies.nsga2 import DEFAULT_SECOND_OBJECTIVE
 from nas.trial import Trial
 
@@ -197,7 +197,3 @@ class OptunaNSGA2(OptunaStrategy):
     def make_sampler(self, seed: int) -> "optuna.samplers.BaseSampler":
         import optuna
         return optuna.samplers.NSGAIISampler(population_size=self.population, seed=seed)
-
-
-STRATEGIES.register(TPE.name, TPE)
-STRATEGIES.register(OptunaNSGA2.name, OptunaNSGA2)

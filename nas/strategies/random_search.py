@@ -1,8 +1,8 @@
 """Random search: uniform samples of the space that meet the constraints (the baseline)."""
 from __future__ import annotations
 
-from nas.arch import Arch
-from nas.strategies.base import STRATEGIES, Strategy
+from nas.core.arch import Arch
+from nas.strategies.base import Strategy
 
 
 class RandomSearch(Strategy):
@@ -10,6 +10,3 @@ class RandomSearch(Strategy):
 
     def ask(self) -> Arch:
         return self.sample_feasible()
-
-
-STRATEGIES.register(RandomSearch.name, RandomSearch)

@@ -1,7 +1,7 @@
 """Weight-sharing strategies: `supernet` (one-shot + evolution), `single-path` and `darts`.
 
 These are trainers first: `prepare(ctx)` trains on the context's dataset and returns the evaluator
-the trials use (`nas.weight_sharing_search` runs that flow for `nas search`). After that they are
+the trials use (the optional training phase of `nas.search`). After that they are
 ordinary ask/tell strategies - regularized evolution, whose state is rebuilt from the trials -
 so the runner, stores and resume work unchanged:
 
@@ -23,43 +23,17 @@ from __future__ import annotations
 import json
 import logging
 from abc import abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
-from nas.arch import Arch
-from nas.errors import UsageError
-from nas.space import SearchSpace
-from nas.strategies.base import STRATEGIES
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
+from nas.core.space import SearchSpace
+from nas.strategies.base import Evaluator, TrainContext
 from nas.strategies.evolution import RegularizedEvolution
 
 log = logging.getLogger(__name__)
-Evaluator = Callable[[Arch], dict[str, float]]
-
-
-@dataclass(frozen=True)
-class TrainContext:
-    """What a weight-sharing strategy needs to train: the searched space, its latency models and
-    bounds (target -> LUTModel / ms), the dataset and run settings."""
-
-    space: SearchSpace
-    latency: Mapping[str, Any] = field(default_factory=dict)
-    bounds: Mapping[str, float] = field(default_factory=dict)
-    dataset: str = "digits"
-    epochs: int | None = None
-    batch_size: int | None = None
-    device: str = "cpu"
-    seed: int = 0
-    out: Path | None = None
-    progress: bool = True
-
-    def load(self, split: str, resolution: int) -> tuple[Any, Any]:
-        from nas.data import load_dataset
-        return load_dataset(self.dataset, split=split, seed=self.seed, resolution=resolution)
-
-    def num_classes(self) -> int:
-        from nas.data import num_classes
-        return num_classes(self.dataset)
 
 
 class WeightSharingStrategy(RegularizedEvolution):
@@ -84,7 +58,6 @@ class WeightSharingStrategy(RegularizedEvolution):
         #: further options of the training space, e.g. {"patch": 4} for vit_resnas at 32x32
         self.train_options = dict(train_options or {})
         self.seeds: list[Arch] = []
-        self.info: dict[str, Any] = {}
 
     # ---- flow hooks --------------------------------------------------------------------------
     def trials(self, requested: int) -> int:
@@ -100,10 +73,6 @@ class WeightSharingStrategy(RegularizedEvolution):
     @abstractmethod
     def prepare(self, ctx: TrainContext) -> Evaluator:
         """Train (or load a checkpoint from ctx.out) and return the evaluator of the trials."""
-
-    def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
-        """(training space, state dict for training_space.build(arch)) of a scored arch, if any."""
-        return None
 
     def ask(self) -> Arch:
         for arch in self.seeds:
@@ -345,7 +314,3 @@ class DartsStrategy(WeightSharingStrategy):
     def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
         state = self.states.get(arch)
         return (self.small, state) if state is not None and self.small is not None else None
-
-
-for _cls in (SupernetStrategy, SinglePathStrategy, DartsStrategy):
-    STRATEGIES.register(_cls.name, _cls)

@@ -19,9 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
-from nas.errors import UsageError
-from nas.strategies.base import STRATEGIES
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
 from nas.strategies.evolution import RegularizedEvolution
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,3 @@ class ZeroCostWarmup(RegularizedEvolution):
         arch = arch or super().ask()
         self.mark_asked(arch)   # also when called without a runner
         return arch
-
-
-STRATEGIES.register(ZeroCostWarmup.name, ZeroCostWarmup)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from nas.arch import Arch
-from nas.errors import UsageError
-from nas.registry import Registry
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
+from nas.core.registry import Registry
+from nas.core.space import SearchSpace
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +85,7 @@ def training_space(space: SearchSpace, **overrides: Any) -> SearchSpace:
     overrides to every space). The result must have the same decisions as `space`, so that an
     arch found while training on the cheaper space is an arch of `space` too (its latency is then
     predicted with the tables of `space`)."""
-    from search_spaces import get_space
+    from search_spaces.catalog import get_space
     opts = space.options()
     changed = {k: v for k, v in overrides.items() if k in opts and v is not None and opts[k] != v}
     if not changed:
@@ -96,18 +96,5 @@ def training_space(space: SearchSpace, **overrides: Any) -> SearchSpace:
                          f"there are not archs of the searched space; change other options")
     return small
 
-
-def _supernet_evaluator(space: SearchSpace, seed: int = 0, **options: Any) -> Any:
-    from nas.supernet.trainer import supernet_evaluator_from_checkpoint
-    return supernet_evaluator_from_checkpoint(space, seed=seed, **options)
-
-
-def _register_evaluator() -> None:
-    from nas.evaluators import EVALUATORS
-    if "supernet" not in EVALUATORS:
-        EVALUATORS.register("supernet", _supernet_evaluator)
-
-
-_register_evaluator()
 
 __all__ = ["SUPERNETS", "Supernet", "build_supernet", "training_space"]

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas.arch import Arch
-from nas.errors import NasError, UsageError
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import NasError, UsageError
+from nas.core.space import SearchSpace
 from search_spaces.ops import build_layer, layer_macs
 
 

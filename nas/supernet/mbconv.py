@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.arch import Arch
-from nas.errors import ArchError, UsageError
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
 from search_spaces.mbconv import SKIP, MBConvSpace
 from search_spaces.ops import build_layer
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.arch import Arch
-from nas.errors import UsageError
-from nas.space import SearchSpace
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
+from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -227,13 +227,12 @@ class SupernetEvaluator:
             raise UsageError(f"calib_batches must be >= 1, got {calib_batches}")
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        from nas.evaluators.zero_cost import count_macs
         net = self.supernet
         net.set_arch(net.space.validate(Arch(net.space.name, arch.genes)))
         recalibrate_bn(net, self.calib, self.calib_batches, self.batch_size)
         acc = accuracy(net, *self.val)
         return {"score": acc, "accuracy": acc, "params_m": count_params(self.report_space, arch) / 1e6,
-                "macs_m": count_macs(self.report_space, arch) / 1e6}
+                "macs_m": self.report_space.macs(arch) / 1e6}
 
 
 def calibration_set(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -313,7 +312,6 @@ class RetrainEvaluator:
         self.progress = progress
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        from nas.evaluators.zero_cost import count_macs
         from nas.train import train_eval
         sub = self.train_space.validate(Arch(self.train_space.name, arch.genes))
         with torch.random.fork_rng(devices=[]):
@@ -325,4 +323,4 @@ class RetrainEvaluator:
         self.keep[arch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return {"score": out["accuracy"], "accuracy": out["accuracy"], "val_loss": out["loss"],
                 "train_seconds": out["train_seconds"], "params_m": count_params(self.report_space, arch) / 1e6,
-                "macs_m": count_macs(self.report_space, arch) / 1e6}
+                "macs_m": self.report_space.macs(arch) / 1e6}

@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.arch import Arch
-from nas.errors import UsageError
+from nas.core.arch import Arch
+from nas.core.errors import UsageError
 from search_spaces.ops import build_layer
 from search_spaces.vit_ops import LN_EPS, block_spec, embed_spec, head_spec, reduce_spec
 from search_spaces.vit_resnas import Stage, VitResNASSpace

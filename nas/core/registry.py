@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from nas.errors import UnknownNameError
+from nas.core.errors import UnknownNameError
 
 T = TypeVar("T")
 

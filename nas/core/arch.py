@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nas.errors import ArchError
+from nas.core.errors import ArchError
 
 Gene = Any  # str | int | float | tuple[Gene, ...]
 

@@ -1,7 +1,7 @@
 """Published networks with published Pixel 1 latencies, written as LayerSpec lists.
 
-These calibrate (CALIBRATION) and check (HELD_OUT, FAMILIES) the Pixel 1 device model in
-`pixel1.py`. Every latency is the single-thread TFLite float latency on the big core of a Google
+These calibrate (CALIBRATION) and check (HELD_OUT, FAMILIES, `cell_held_out`) the Pixel 1 device
+model of `latency/devices/pixel1.py` (through `nas.pixel1_calibration`). Every latency is the single-thread TFLite float latency on the big core of a Google
 Pixel 1 as the cited source reports it; where the source is a repository README rather than the
 paper, that is said. Architectures follow the authors' released definitions (cited per builder);
 `published_params_m` / `published_macs_m` let tests check that the specs are the right nets.
@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from nas.layer import LayerSpec
+from nas.core.layer import LayerSpec
+from search_spaces.cell_ops import combine_spec, op_spec, pre_spec
 from search_spaces.ops import conv_out, conv_spec, head_spec, make_divisible, mbconv_spec
 from search_spaces.ops_extra import dwsep_spec
 
@@ -211,3 +212,64 @@ PROXYLESS_PER_OP_MS: tuple[float, ...] = (
     0.865, 0.602, 0.858, 0.846, 0.602, 0.853, 0.856, 0.586, 0.856, 1.961, 0.685, 1.155,
     2.416, 1.000, 2.186, 1.351, 0.496, 1.134, 1.332, 0.519, 1.146, 2.444, 1.107, 3.813,
     4.738, 1.479)
+
+
+# ---- held-out check: NASNet-A mobile ----------------------------------------------------------------
+#: NASNet-A cells (Zoph et al. 2018, Fig. 4; TF-slim nasnet_utils.py NasNetANormalCell /
+#: NasNetAReductionCell) as (op, input) pairs, two per block, in this repo's indexing: 0 = h[i-2],
+#: 1 = h[i-1], 2 + k = block k (TF-slim's hidden-state indices 0 and 1 are the other way round).
+NASNET_A_NORMAL = (("sep5x5", 1), ("sep3x3", 0), ("sep5x5", 0), ("sep3x3", 0), ("avg3x3", 1), ("id", 0),
+                   ("avg3x3", 0), ("avg3x3", 0), ("sep3x3", 1), ("id", 1))
+NASNET_A_REDUCE = (("sep5x5", 1), ("sep7x7", 0), ("max3x3", 1), ("sep7x7", 0), ("avg3x3", 1), ("sep5x5", 0),
+                   ("id", 3), ("avg3x3", 2), ("sep3x3", 2), ("max3x3", 1))
+
+
+def _sep_from(cin: int, c: int, k: int, hw: int) -> list[LayerSpec]:
+    """A stride-2 separable op whose input has cin != c channels (the first stem cell reads the raw
+    stem conv): (dw k/2 on cin, pw cin->c), (dw k, pw c->c), as plain convs."""
+    def conv(a: int, b: int, kk: int, s: int, g: int, r: int) -> LayerSpec:
+        ro = (r - 1) // s + 1
+        return LayerSpec.make("conv_bn_act", {"cin": a, "cout": b, "k": kk, "s": s, "groups": g, "act": "none"},
+                              (a, r, r), (b, ro, ro))
+    r = (hw - 1) // 2 + 1
+    return [conv(cin, cin, k, 2, cin, hw), conv(cin, c, 1, 1, 1, r), conv(c, c, k, 1, c, r), conv(c, c, 1, 1, 1, r)]
+
+
+def nasnet_a_mobile(res: int = 224, filters: int = 44, classes: int = 1001) -> list[LayerSpec]:
+    """NASNet-A (4 @ 1056) mobile, TF-slim `build_nasnet_mobile` (the released checkpoint the MnasNet
+    and MobileNetV2 papers timed): conv 3x3/2 VALID (32) -> 2 reduction 'stem' cells (filters/4,
+    filters/2) -> 3 x 4 normal cells with reduction cells before the 2nd and 3rd group -> ReLU, pool,
+    FC. Normal cells concat h[i-2] and their 5 blocks (6C), reduction cells blocks 1-4 (4C). An
+    input is brought to C by ReLU-1x1 conv-BN when its width differs, by a factorized reduce when its
+    resolution does (`_reduce_prev_layer`); the first stem cell uses the raw stem output as h[i-2]."""
+    r0 = (res - 3) // 2 + 1                            # VALID 3x3/2: 111 at 224
+    # the 'same' conv_bn_act on a (2*r0)-pixel input has r0 outputs and the same MACs as VALID on res
+    specs = [LayerSpec.make("conv_bn_act", {"cin": 3, "cout": 32, "k": 3, "s": 2, "act": "none"},
+                            (3, 2 * r0, 2 * r0), (32, r0, r0))]
+    outs: list[tuple[int, int]] = [(32, r0)]           # (channels, size) of each cell output
+    plan = [(filters // 4, True), (filters // 2, True)]
+    for group in range(3):
+        plan += ([(filters * 2 ** group, True)] if group else []) + [(filters * 2 ** group, False)] * 4
+    for i, (c, reduce) in enumerate(plan):
+        (cp, hp), (cpp, hpp) = outs[-1], outs[-2] if len(outs) > 1 else outs[-1]
+        raw_pp = i == 0                                # first stem cell: h[i-2] is the stem conv, unchanged
+        if not raw_pp and hpp != hp:
+            specs.append(pre_spec(cpp, c, (hpp, hpp), 2))
+        elif not raw_pp and cpp != c:
+            specs.append(pre_spec(cpp, c, (hp, hp), 1))
+        specs.append(pre_spec(cp, c, (hp, hp), 1))
+        ho = (hp - 1) // 2 + 1 if reduce else hp
+        for tok, x in (NASNET_A_REDUCE if reduce else NASNET_A_NORMAL):
+            s = 2 if reduce and x < 2 else 1
+            if raw_pp and x == 0:
+                specs += _sep_from(cpp, c, int(tok[3]), hp)
+            elif tok != "id" or s != 1:
+                specs.append(op_spec(tok, c, (hp, hp) if x < 2 else (ho, ho), s))
+        concat = 4 if reduce else 6
+        specs.append(combine_spec(c, 5, concat, (ho, ho)))
+        outs.append((concat * c, ho))
+    return specs + [head_spec(outs[-1][0], 0, classes, (outs[-1][1], outs[-1][1]))]
+
+
+def cell_held_out() -> tuple["ReferenceNet", ...]:
+    return (ReferenceNet("NASNet-A mobile", 183.0, "[MBV2] Table 4 / [MNAS] Table 1", nasnet_a_mobile, 5.3, 564),)

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from nas.arch import Arch, Gene
-from nas.errors import ArchError, choices_text
-from nas.layer import LayerSpec
+from nas.core.arch import Arch, Gene
+from nas.core.errors import ArchError, choices_text
+from nas.core.layer import LayerSpec
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -150,6 +150,11 @@ class SearchSpace(ABC):
     @abstractmethod
     def all_layers(self) -> list[LayerSpec]:
         """Every distinct LayerSpec any arch of this space can contain (what profiling measures)."""
+
+    def macs(self, arch: Arch) -> int:
+        """Multiply-accumulates of the net at batch 1, from its layer specs (no torch module built)."""
+        from nas.core.ops import layer_macs
+        return int(sum(layer_macs(s) for s in self.layers(arch)))
 
     def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]] | None:
         """If each decision's layers depend on that decision alone: (fixed layers, per decision

@@ -51,7 +51,7 @@ def session(path: str | Path, provider: str = "CPUExecutionProvider", threads: i
     """An onnxruntime session with fixed threads and graph optimisation level."""
     import onnxruntime as ort
 
-    from nas.errors import UsageError
+    from nas.core.errors import UsageError
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

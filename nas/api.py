@@ -1,0 +1,109 @@
+"""The Python API: one function per `nas` subcommand, with the CLI's defaults and thread handling.
+
+The CLI (nas/cli.py) only parses arguments, calls one of these and prints what it returns, so
+
+    from nas import SearchConfig, search
+    result = search(SearchConfig(space="mbconv", targets=("pixel1",), latency_ms=(80.0,), trials=50))
+
+runs exactly what `nas search --space mbconv --target pixel1 --latency-ms 80` runs. Latency
+functions are in `nas.api_latency`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from nas.core.errors import UsageError
+from nas.search import SearchResult
+from nas.search_config import SearchConfig, resume_config
+from nas.torch_threads import set_torch_threads
+
+__all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "report",
+           "list_catalogue", "predict_latency", "profile_latency", "set_torch_threads"]
+
+
+def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult:
+    """Run a search (see nas.search for the pipeline). Fixes torch's CPU threads first, as the CLI
+    does (`torch_threads`; default half the cores, at most 4)."""
+    from nas.search import search as run_pipeline
+    set_torch_threads(torch_threads)
+    return run_pipeline(cfg, progress=progress)
+
+
+def list_catalogue(what: str) -> list[Any]:
+    """Rows describing the registered spaces, targets, strategies or evaluators."""
+    if what == "spaces":
+        from search_spaces.catalog import SPACES, get_space
+        rows = []
+        for name in SPACES.names():
+            sp = get_space(name)
+            rows.append({"name": name, "decisions": len(sp.decisions), "log10_size": round(_log10(sp.size()), 1),
+                         "presets": sorted(sp.presets), "options": sp.options()})
+        return rows
+    if what == "targets":
+        from latency.targets import load_table, target_names, target_spaces
+        rows = []
+        for t in target_names():
+            for sp in target_spaces(t):
+                m = load_table(t, sp).metadata
+                rows.append({"target": t, "space": sp, "device": m.get("device"), "source": m.get("source"),
+                             "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
+                             "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date")})
+        return rows
+    if what == "strategies":
+        from nas.strategies.catalog import STRATEGIES
+        return STRATEGIES.names()
+    if what == "evaluators":
+        from nas.evaluators.catalog import EVALUATORS
+        return EVALUATORS.names()
+    raise UsageError(f"cannot list {what!r}; valid: spaces, targets, strategies, evaluators")
+
+
+def _log10(x: float) -> float:
+    return math.log10(x) if x > 0 else 0.0
+
+
+def show(space: str, arch: str, targets: Sequence[str] = (), space_options: Mapping[str, Any] | None = None
+         ) -> dict[str, Any]:
+    """Params, MACs, layer count and predicted latency on each target of one arch."""
+    from latency.targets import lut_model
+    from search_spaces.catalog import get_space
+    sp = get_space(space, **dict(space_options or {}))
+    a = sp.parse_any(arch)
+    set_torch_threads(None)
+    model = sp.build(a)
+    params = sum(p.numel() for p in model.parameters())
+    return {"space": sp.name, "arch": sp.format(a), "key": a.key, "params_m": params / 1e6,
+            "macs_m": sp.macs(a) / 1e6, "layers": len(sp.layers(a)),
+            "latency_ms": {t: lut_model(t, sp).predict(a) for t in targets}}
+
+
+def export(result: str, fmt: str, out: str, seed: int = 0) -> dict[str, Any]:
+    """Write a search result (best.json) as ONNX, torch or JSON."""
+    from nas.export import export as write
+    set_torch_threads(None)
+    return write(result, fmt, out, seed)
+
+
+def report(folder: str | None, storage: str | None = None, study: str | None = None, out: str | None = None,
+           x: str = "latency_ms", y: str = "score") -> tuple[dict[str, Any], Any]:
+    """Pareto plot, HTML report and CSV of a search's trials; returns (info, the loaded search)."""
+    from nas.report import load_search, write_report
+    if folder is None and storage is None:
+        raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
+    record = load_search(folder, storage, study)
+    where = out or folder
+    if where is None:
+        raise UsageError("--storage without a search folder needs --out FOLDER for the report files")
+    return write_report(where, record, x=x, y=y), record
+
+
+def predict_latency(space: str, arch: str, targets: Sequence[str], breakdown: bool = False,
+                    space_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    from nas.api_latency import predict
+    return predict(space, arch, targets, breakdown, space_options)
+
+
+def profile_latency(space: str, out: str, space_options: Mapping[str, Any] | None = None, **settings: Any) -> Any:
+    from nas.api_latency import profile
+    return profile(space, out, space_options, **settings)

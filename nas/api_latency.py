@@ -1,0 +1,101 @@
+"""The Python API of `nas latency ...`: profile, predict, show, validate, bundle, import.
+
+Each function is what one subcommand calls (nas/cli_latency.py prints what it returns). Spaces are
+given by name and options, as on the command line.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from nas.core.errors import UsageError
+from nas.torch_threads import set_torch_threads
+
+if TYPE_CHECKING:
+    from latency.table import LatencyTable
+    from latency.validate import Validation
+
+
+def _space(name: str, options: Mapping[str, Any] | None) -> Any:
+    from search_spaces.catalog import get_space
+    return get_space(name, **dict(options or {}))
+
+
+def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None, *, device: str | None = None,
+            progress: bool = True, **settings: Any) -> "LatencyTable":
+    """Time every distinct layer of a space with onnxruntime on this machine; `settings` are
+    ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats)."""
+    from latency.profile import ProfileSettings, profile_space
+    set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses its own threads
+    return profile_space(_space(space, space_options), out, ProfileSettings(**settings), device=device,
+                         progress=progress)
+
+
+def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = False,
+            space_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Predicted latency of one arch on each target (and the per-layer entries with `breakdown`)."""
+    from latency.targets import lut_model
+    sp = _space(space, space_options)
+    a = sp.parse_any(arch)
+    rows: dict[str, Any] = {}
+    for t in targets:
+        model = lut_model(t, sp)
+        rows[t] = {"latency_ms": model.predict(a)}
+        if breakdown:
+            rows[t]["layers"] = model.breakdown(a)
+    return {"arch": sp.format(a), "targets": rows}
+
+
+def show_target(target: str, space: str | None = None) -> list[dict[str, Any]]:
+    """A target's tables (one per space, or the one of `space`) with their measurement metadata."""
+    from latency.targets import load_table, target_spaces
+    spaces = [space] if space else target_spaces(target) if not target.endswith(".json") else []
+    tables = [load_table(target, s) for s in spaces] if spaces else [load_table(target, "")]
+    return [{"space": t.space, "entries": len(t.entries), "metadata": t.metadata, "source": t.source}
+            for t in tables]
+
+
+def validate(space: str, table: str | None = None, target: str | None = None,
+             space_options: Mapping[str, Any] | None = None, *, save_correction: str | None = None,
+             fit_correction: bool = False, plot: str | None = None, **options: Any) -> "Validation":
+    """Measure sampled whole nets against a table's predictions (latency.validate.validate options);
+    `plot`: predicted vs measured as a PNG; `save_correction`: also write the table with a
+    correction fitted on all archs."""
+    from latency.table import LatencyTable
+    from latency.targets import load_table
+    from latency.validate import plot as plot_report
+    from latency.validate import validate as run_validation
+    from latency.validate import with_correction
+    if save_correction and not fit_correction:
+        raise UsageError("--save-correction needs --fit-correction")
+    if (table is None) == (target is None):
+        raise UsageError("give exactly one of --table FILE and --target NAME")
+    set_torch_threads(None)
+    sp = _space(space, space_options)
+    lut = LatencyTable.load(table) if table else load_table(str(target), sp.name)
+    result = run_validation(sp, lut, fit=fit_correction, **options)
+    if plot:
+        result.report["plot"] = str(plot_report(result.report, plot))
+    if save_correction and result.correction is not None:
+        with_correction(lut, result.correction).save(save_correction)
+        result.report["saved"] = save_correction
+    return result
+
+
+def bundle(space: str, out: str, space_options: Mapping[str, Any] | None = None, *, progress: bool = True,
+           **settings: Any) -> dict[str, Any]:
+    """Export every distinct layer of a space as ONNX + manifest + the standalone profiling script."""
+    from latency.bundle import export_bundle
+    from latency.profile import ProfileSettings
+    set_torch_threads(None)
+    return export_bundle(_space(space, space_options), out, ProfileSettings(**settings), progress=progress)
+
+
+def import_bundle(bundle_dir: str, out: str, results: str | None = None, device: str | None = None,
+                  allow_missing: bool = False) -> tuple["LatencyTable", dict[str, Any]]:
+    """Turn a bundle's results into a latency table written to `out` (checked against the space as
+    defined now)."""
+    from latency.bundle import import_results
+    table, rep = import_results(bundle_dir, results, device, allow_missing,
+                                space_lookup=lambda name, options: _space(name, options))
+    table.save(out)
+    return table, rep

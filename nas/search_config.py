@@ -1,0 +1,123 @@
+"""`SearchConfig`: every setting of a search as data, its checks, and how a stored search is resumed.
+
+The CLI builds one from its flags; Python users build one directly (`nas.SearchConfig(...)`). A search
+stores the settings that define it (`config_dict`) beside its trials; resuming reloads them
+(`resume_config`) and only RUN_SETTINGS may differ.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from nas.core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str = "mbconv"
+    space_options: dict[str, Any] = field(default_factory=dict)
+    targets: tuple[str, ...] = ("pixel1",)
+    latency_ms: tuple[float, ...] = ()       # bounds, matched to targets in order
+    strategy: str = "evolution"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    evaluator: str = "zero-cost"
+    evaluator_options: dict[str, Any] = field(default_factory=dict)
+    trials: int = 50
+    seed: int = 0
+    out: str | None = None
+    resume: bool = True
+    storage: str | None = None               # Optuna storage URL / journal:PATH / jsonl:PATH (default DIR/trials.db)
+    study: str | None = None                 # study name (default: the --out folder's name)
+    runner: str = "local"                    # local | ray
+    workers: int | None = None               # Ray: evaluations in flight (default: the cluster's CPUs)
+    address: str | None = None               # Ray: cluster address (default: start an embedded Ray)
+    max_retries: int = 2                     # re-evaluations of a trial whose worker/process died
+    store_params: bool = True                # decisions as Optuna params (dashboard plots; slower writes)
+    dataset: str | None = None               # data of training-based steps / data-aware proxies (default digits)
+    epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
+    batch_size: int | None = None
+    device: str | None = None                # torch device for training and proxies: cpu (default) or cuda
+
+
+def training_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """The search-wide training settings given (not None)."""
+    return {k: v for k, v in (("dataset", cfg.dataset), ("epochs", cfg.epochs), ("batch_size", cfg.batch_size),
+                              ("device", cfg.device)) if v is not None}
+
+
+#: settings that may change when a search is resumed (the rest must match the stored config)
+RUN_SETTINGS = ("trials", "out", "resume", "storage", "study", "runner", "workers", "address", "max_retries",
+                "store_params", "device")
+RUNNERS = ("local", "ray")
+
+
+def check_config(cfg: SearchConfig) -> None:
+    """Usage errors in the settings themselves (before anything is loaded)."""
+    if cfg.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {cfg.trials}")
+    if not cfg.targets:
+        raise UsageError("at least one --target is needed")
+    if cfg.runner not in RUNNERS:
+        raise UsageError(f"unknown runner {cfg.runner!r}; valid runners: {', '.join(RUNNERS)}")
+    if cfg.runner == "local" and (cfg.workers is not None or cfg.address):
+        raise UsageError("--workers and --address are for --runner ray")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.max_retries < 0:
+        raise UsageError(f"--max-retries must be at least 0, got {cfg.max_retries}")
+    for name in ("epochs", "batch_size"):
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"--device {cfg.device!r} unknown; valid: cpu, cuda, cuda:N")
+    if len(cfg.latency_ms) > len(cfg.targets):
+        raise UsageError(f"{len(cfg.latency_ms)} latency bounds given for {len(cfg.targets)} targets")
+
+
+def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """The config of the search in `folder` (its config.json), to continue it; `overrides` replace
+    stored values (settings other than RUN_SETTINGS must still match, see `_check_resume`)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume {folder}: no config.json there; give the --out folder of a 'nas search'")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--resume {folder}: cannot read {path} ({exc})") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume {folder}: {path} is not a search config (a JSON object)")
+    names = {f.name for f in fields(SearchConfig)}
+    data = {k: v for k, v in saved.items() if k in names}
+    data.update(overrides or {})
+    for key in ("targets", "latency_ms"):
+        if key in data:
+            data[key] = tuple(data[key])
+    data.update(out=str(folder), resume=True)
+    try:
+        return SearchConfig(**data)
+    except TypeError as exc:
+        raise UsageError(f"--resume {folder}: {path} is not a search config ({exc})") from None
+
+
+def config_dict(cfg: SearchConfig) -> dict[str, Any]:
+    """The settings that define a search (JSON types), without the ones a resume may change."""
+    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_SETTINGS}))
+
+
+def study_name(cfg: SearchConfig) -> str:
+    """--study, else the one recorded in DIR/config.json (survives renaming DIR), else DIR's name."""
+    from nas.store import default_study
+    if cfg.study:
+        return cfg.study
+    path = Path(cfg.out) / "config.json" if cfg.out else None
+    if path is not None and path.exists():
+        try:
+            recorded = json.loads(path.read_text()).get("study")
+        except (json.JSONDecodeError, AttributeError):
+            recorded = None
+        if isinstance(recorded, str) and recorded:
+            return recorded
+    return default_study(cfg.out)
