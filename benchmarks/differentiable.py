@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from nas.search import SearchConfig, search
+from nas import SearchConfig, search
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "single-path": {"space": "mbconv", "space_options": {}, "trials": 1},

@@ -14,7 +14,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from nas.core.errors import UsageError
-from nas.search import SearchResult
+from nas.pipeline import SearchResult
 from nas.search_config import SearchConfig, resume_config
 from nas.torch_threads import set_torch_threads
 
@@ -23,9 +23,9 @@ __all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "e
 
 
 def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult:
-    """Run a search (see nas.search for the pipeline). Fixes torch's CPU threads first, as the CLI
+    """Run a search (see nas.pipeline). Fixes torch's CPU threads first, as the CLI
     does (`torch_threads`; default half the cores, at most 4)."""
-    from nas.search import search as run_pipeline
+    from nas.pipeline import search as run_pipeline
     set_torch_threads(torch_threads)
     return run_pipeline(cfg, progress=progress)
 

@@ -96,7 +96,7 @@ def test_second_order_gradient_restores_weights() -> None:
 
 
 def test_darts_search_flow_returns_valid_arch(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from nas.search import SearchConfig, search
+    from nas import SearchConfig, search
     opts = {"epochs": 1, "dataset": "synthetic:24", "batch_size": 12, "channels": 4, "resolution": 16,
             "retrain_epochs": 1}
     cfg = SearchConfig(space="nasnet", space_options={"variant": "darts"}, targets=("pixel1",), strategy="darts",

@@ -151,7 +151,7 @@ def test_config_and_space_errors() -> None:
 
 
 def test_single_path_search_meets_latency_bound(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from nas.search import SearchConfig, search
+    from nas import SearchConfig, search
     opts = {"epochs": 1, "dataset": "synthetic:24", "batch_size": 12, "calib_batches": 1}
     cfg = SearchConfig(space="mbconv", targets=("pixel1",), latency_ms=(45.0,), strategy="single-path",
                        strategy_options=opts, trials=50, seed=0, out=str(tmp_path))

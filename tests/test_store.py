@@ -224,7 +224,7 @@ def test_pareto_front() -> None:
 
 
 def test_local_search_does_not_import_ray() -> None:
-    code = ("import sys; import nas.cli, nas.search, nas.runner, nas.store, nas.report\n"
+    code = ("import sys; import nas.cli, nas.pipeline, nas.runner, nas.store, nas.report\n"
             "sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 

@@ -157,7 +157,7 @@ def test_training_space_keeps_decisions_and_registry_errors() -> None:
 
 
 def test_supernet_search_end_to_end_with_resume(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from nas.search import SearchConfig, search
+    from nas import SearchConfig, search
     opts = {"epochs": 1, "dataset": "synthetic:24", "batch_size": 16, "random_paths": 1, "calib_batches": 1,
             "population": 3, "sample_size": 2}
     cfg = SearchConfig(space="mbconv", targets=("pixel1",), latency_ms=(60.0,), strategy="supernet",
@@ -255,7 +255,7 @@ def test_hytra_fabric_paths_equal_standalone_nets() -> None:
 
 
 def test_hytra_supernet_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from nas.search import SearchConfig, search
+    from nas import SearchConfig, search
     opts = {"random_paths": 1, "calib_batches": 1, "population": 3, "sample_size": 2}
     space_opts = {k: v for k, v in HYTRA.options().items() if k not in ("resolution", "num_classes")}
     cfg = SearchConfig(space="hytra", space_options=space_opts, targets=("pixel1",), latency_ms=(), strategy="supernet",

@@ -1,7 +1,7 @@
 """Weight-sharing strategies: `supernet` (one-shot + evolution), `single-path` and `darts`.
 
 These are trainers first: `prepare(ctx)` trains on the context's dataset and returns the evaluator
-the trials use (the optional training phase of `nas.search`). After that they are
+the trials use (the optional training phase of `nas.pipeline`). After that they are
 ordinary ask/tell strategies - regularized evolution, whose state is rebuilt from the trials -
 so the runner, stores and resume work unchanged:
 

@@ -1,14 +1,14 @@
-"""`search()`: the one search pipeline, for every strategy.
+"""The one search pipeline, for every strategy (`search()`).
 
     plan(cfg)       space, targets and their latency models (loaded once), constraints, strategy,
-                    store (settings checked against a resumed search and written beside it)
+                    evaluator (`--evaluator`), store (settings checked against a resumed search
+                    and written beside it); nothing is written before every setting is checked
     train(plan)     optional training phase: a weight-sharing strategy (supernet, single-path,
-                    darts) trains and returns the evaluator of its trials; otherwise the search's
-                    evaluator (`--evaluator`) is built
+                    darts) trains and returns the evaluator of its trials
     run(plan, ev)   the ordinary ask/tell loop (local or Ray runner), trials into the store
     finish(...)     best trial under the constraints, summary, exports, best.json
 
-This is what `nas search` calls; it is also the Python entry point (`from nas import search`).
+This is what `nas search` calls; from Python use `nas.search` (nas/api.py: same thread handling).
 """
 from __future__ import annotations
 
