@@ -14,7 +14,7 @@ from typing import Any
 
 from nas.core import __version__
 
-__all__ = ["__version__", "SearchConfig", "SearchResult", "search", "resume_config", "show", "export",
+__all__ = ["__version__", "SearchConfig", "SearchResult", "search", "resume_config", "show",
            "predict_latency", "profile_latency", "list_catalogue"]
 
 
