@@ -39,7 +39,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _search_config(args: argparse.Namespace) -> Any:
     from nas.search_config import SearchConfig, resume_config
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
-           "device": args.device}
+           "device": args.device, "heartbeat_s": args.heartbeat}
     if args.resume is None:
         return SearchConfig(space=args.space, space_options=space_options(args.space_option),
                             targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="ray: address of a running cluster (default: start Ray here)")
     s.add_argument("--max-retries", type=int, default=2, metavar="N",
                    help="evaluate a trial again up to N times when its worker or the search dies (default 2)")
+    s.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
+                   help="shared --storage: refresh this search's claims every S seconds; a claim silent for "
+                        "3*S+5 s is retried by another search (default 10)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_search)

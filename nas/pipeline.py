@@ -61,10 +61,15 @@ class SearchPlan:
 
 
 def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
-    p = plan(cfg)
-    evaluator = train(p, progress)
-    trials = run(p, evaluator, progress)
-    return finish(p, trials)
+    """Run the whole pipeline, holding the run lock of a local store (nas/run_lock.py): a second
+    search on the same --out is refused while this one runs."""
+    from nas.run_lock import run_lock
+    check_config(cfg)
+    with run_lock(cfg.storage, cfg.out):
+        p = plan(cfg)
+        evaluator = train(p, progress)
+        trials = run(p, evaluator, progress)
+        return finish(p, trials)
 
 
 # ---- plan ----------------------------------------------------------------------------------------
@@ -165,14 +170,15 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
 
 def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None) -> TrialStore:
     """The search's store: --storage, else DIR/trials.db for --out, else memory."""
-    from nas.store import default_spec, open_store
+    from nas.cooperative import open_any_store   # shared studies for RDB servers and journals
+    from nas.store import default_spec
     spec = cfg.storage or default_spec(cfg.out)
     if spec is None:
         return MemoryStore()
     objectives = getattr(strategy, "objectives", None) or (
         ((strategy.metric, strategy.maximize),) if strategy is not None else (("score", True),))
-    return open_store(spec, study_name(cfg), space=space, objectives=objectives, fresh=not cfg.resume,
-                      params=cfg.store_params)
+    return open_any_store(spec, study_name(cfg), space=space, objectives=objectives, fresh=not cfg.resume,
+                          params=cfg.store_params, heartbeat_s=cfg.heartbeat_s)
 
 
 def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> None:
@@ -189,7 +195,9 @@ def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> Non
     for old in olds:
         diff = sorted(k for k in set(old) | set(mine) if k not in RUN_SETTINGS and old.get(k) != mine.get(k))
         if diff:
-            where = str(out) if out is not None else f"study {cfg.study!r}"
+            from nas.storage_errors import mask
+            where = (f"study {study_name(cfg)!r} in {mask(cfg.storage)}" if cfg.storage else
+                     str(out) if out is not None else f"study {cfg.study!r}")
             raise UsageError(f"{where} holds a search with other settings ({', '.join(diff)}); "
                              f"use another --out/--study, the same settings, or --no-resume")
     saved = {**mine, "trials": cfg.trials, "storage": cfg.storage, "study": study_name(cfg)}
@@ -227,6 +235,10 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
         from nas.ray_runner import run_ray_search
         return run_ray_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
                               workers=cfg.workers, address=cfg.address, max_retries=cfg.max_retries)
+    if getattr(p.store, "shared", False):   # several searches on one study: nas/cooperative.py
+        from nas.cooperative import run_cooperative
+        return run_cooperative(p.strategy, evaluator, n, p.store, progress=progress,
+                               max_retries=cfg.max_retries, heartbeat_s=cfg.heartbeat_s)
     return run_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
                       max_retries=cfg.max_retries)
 

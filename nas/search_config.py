@@ -34,6 +34,7 @@ class SearchConfig:
     workers: int | None = None               # Ray: evaluations in flight (default: the cluster's CPUs)
     address: str | None = None               # Ray: cluster address (default: start an embedded Ray)
     max_retries: int = 2                     # re-evaluations of a trial whose worker/process died
+    heartbeat_s: float = 10.0                # shared studies: claim refresh period (dead after 3 missed + 5 s)
     store_params: bool = True                # decisions as Optuna params (dashboard plots; slower writes)
     dataset: str | None = None               # data of training-based steps / data-aware proxies (default digits)
     epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
@@ -49,7 +50,7 @@ def training_settings(cfg: SearchConfig) -> dict[str, Any]:
 
 #: settings that may change when a search is resumed (the rest must match the stored config)
 RUN_SETTINGS = ("trials", "out", "resume", "storage", "study", "runner", "workers", "address", "max_retries",
-                "store_params", "device")
+                "store_params", "device", "heartbeat_s")
 RUNNERS = ("local", "ray")
 
 
@@ -65,6 +66,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError("--workers and --address are for --runner ray")
     if cfg.workers is not None and cfg.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
+    if not cfg.heartbeat_s > 0:
+        raise UsageError(f"--heartbeat must be a positive number of seconds, got {cfg.heartbeat_s:g}")
     if cfg.max_retries < 0:
         raise UsageError(f"--max-retries must be at least 0, got {cfg.max_retries}")
     for name in ("epochs", "batch_size"):

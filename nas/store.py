@@ -95,13 +95,14 @@ def make_storage(spec: str) -> "optuna.storages.BaseStorage":
             raise UsageError(f"storage {spec!r} is not a storage URL; valid forms: {SPEC_FORMS}")
         if spec.startswith("sqlite:///"):
             return _sqlite_storage(spec)
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=None)
+        kwargs = {"connect_args": {"connect_timeout": 10}} if spec.startswith("postgresql") else {}
+        return optuna.storages.RDBStorage(spec, heartbeat_interval=None, engine_kwargs=kwargs)
     except NasError:
         raise
-    except ImportError as exc:
-        raise StoreError(f"storage {spec!r} needs a database driver that is not installed ({exc})") from None
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError, OperationalError, OSError ...
-        raise StoreError(f"cannot open storage {spec!r}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # ImportError (driver), sqlalchemy ArgumentError/OperationalError, OSError ...
+        from nas.storage_errors import describe   # one line, password masked, with the fix
+        message, usage = describe(spec, exc)
+        raise (UsageError if usage else StoreError)(message) from None
 
 
 def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":

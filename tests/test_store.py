@@ -152,7 +152,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec,error,needle", [
     ("trials.db", UsageError, "valid forms"),
     ("journal:", UsageError, "names no file"),
-    ("nosuchdb://x/y", StoreError, "cannot open storage"),
+    ("nosuchdb://x/y", UsageError, "not a storage URL SQLAlchemy knows.*valid forms"),
 ])
 def test_bad_storage_specs(spec: str, error: type, needle: str) -> None:
     with pytest.raises(error, match=needle):
