@@ -4,7 +4,7 @@
                                        [--json out.json]
 
 Samples `--archs` archs of a space (mbconv at small options by default: 32x32, width 0.35), trains
-each `--train-seeds` times with the same recipe (`nas.train.train_eval`: SGD + cosine, `--epochs`
+each `--train-seeds` times with the same recipe (`nas.evaluators.training.train_eval`: SGD + cosine, `--epochs`
 on `--dataset`; the seeds change init and shuffling, not the data split) and
 scores each with every proxy on one batch of the same dataset (the `zero-cost` evaluator at the
 training resolution, plus the `ensemble`). Prints, per proxy, the rank correlations with the
@@ -30,7 +30,7 @@ def train_accuracies(trainer: Any, arch: Any, seeds: int, base_seed: int) -> lis
     """Accuracy of `arch` trained `seeds` times (other init and shuffling, same data split)."""
     import torch
 
-    from nas.train import train_eval
+    from nas.evaluators.training import train_eval
     accs = []
     for k in range(seeds):
         with torch.random.fork_rng(devices=[]):
@@ -49,7 +49,7 @@ def run(space_name: str, space_options: dict[str, Any], archs: int, epochs: int,
 
     from nas.evaluators.proxies import PROXIES
     from nas.evaluators.zero_cost import ENSEMBLE, ZeroCostEvaluator
-    from nas.train import TrainEvaluator
+    from nas.evaluators.training import TrainEvaluator
     from search_spaces.catalog import get_space
 
     space = get_space(space_name, **space_options)

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | Path) -> Path:
-    """Export `module` (put in eval mode) for input `example` to `path`, atomically; return the path."""
+def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | Path, *, opset: int = OPSET,
+                dynamic_batch: bool = False) -> Path:
+    """Export `module` (put in eval mode) for input `example` to `path`, atomically; return the path.
+    `dynamic_batch`: the first axis of input and output is symbolic ("batch") instead of fixed."""
     import torch
 
     path = Path(path)
@@ -33,12 +35,14 @@ def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=OPSET,
-                                  input_names=["input"], output_names=["output"])
+                torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None)
             except Exception as exc:  # pragma: no cover - exercised only by ops the old exporter lacks
                 log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
                 torch.onnx.export(module, (example,), tmp, dynamo=True, input_names=["input"],
-                                  output_names=["output"])
+                                  output_names=["output"], opset_version=opset,
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -14,8 +14,8 @@ from typing import Any
 
 from nas.core import __version__
 
-__all__ = ["__version__", "SearchConfig", "SearchResult", "search", "resume_config", "show",
-           "predict_latency", "profile_latency", "list_catalogue"]
+__all__ = ["__version__", "SearchConfig", "SearchResult", "search", "resume_config", "show", "export",
+           "load_model", "train", "report", "predict_latency", "profile_latency", "list_catalogue"]
 
 
 def __getattr__(name: str) -> Any:

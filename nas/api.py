@@ -18,8 +18,8 @@ from nas.pipeline import SearchResult
 from nas.search_config import SearchConfig, resume_config
 from nas.torch_threads import set_torch_threads
 
-__all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "report",
-           "list_catalogue", "predict_latency", "profile_latency", "set_torch_threads"]
+__all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "load_model", "train",
+           "report", "list_catalogue", "predict_latency", "profile_latency", "set_torch_threads"]
 
 
 def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult:
@@ -78,11 +78,40 @@ def show(space: str, arch: str, targets: Sequence[str] = (), space_options: Mapp
             "latency_ms": {t: lut_model(t, sp).predict(a) for t in targets}}
 
 
-def export(result: str, fmt: str, out: str, seed: int = 0) -> dict[str, Any]:
-    """Write a search result (best.json) as ONNX, torch or JSON."""
-    from nas.export import export as write
+def export(result: str, fmt: str, out: str, seed: int = 0, batch: int | None = None,
+           opset: int | None = None) -> dict[str, Any]:
+    """Write a search result (best.json, random weights) or a trained model.pt (its weights) as ONNX
+    (dynamic batch axis unless `batch`), torch, TorchScript or JSON."""
+    from nas.deploy import export as write
     set_torch_threads(None)
-    return write(result, fmt, out, seed)
+    return write(result, fmt, out, seed, batch=batch, opset=opset)
+
+
+def load_model(path: str) -> Any:
+    """The torch module (eval mode, trained weights) of a .pt written by `nas train` or `nas export`."""
+    from nas.deploy import load_model as load
+    return load(path)
+
+
+def train(result: str | None = None, *, space: str | None = None, arch: str | None = None,
+          space_options: Mapping[str, Any] | None = None, out: str | None = None, resume: bool = False,
+          progress: bool = True, torch_threads: int | None = None, **config: Any) -> Any:
+    """Train an arch from scratch (a best.json, a .pt to fine-tune, or `space` + `arch`) with the
+    standard recipe (`config`: nas.retrain.TrainConfig fields); exports model.pt / model.onnx to `out`.
+    Under torchrun, data parallel; returns the TrainResult on rank 0 and None on the others."""
+    import nas.distributed as D
+    from nas.retrain import TrainConfig, load_target, train_arch
+    sp, a, overrides, init = load_target(result, space, arch, dict(space_options or {}))
+    cfg = TrainConfig(**config)
+    D.check_device(cfg.device)
+    set_torch_threads(torch_threads)
+    ctx = D.setup(cfg.device)
+    try:
+        res = train_arch(sp, a, cfg, out=out, overrides=overrides, resume=resume, progress=progress, ctx=ctx,
+                         init=init)
+    finally:
+        D.teardown(ctx)
+    return res if ctx.is_main else None
 
 
 def report(folder: str | None, storage: str | None = None, study: str | None = None, out: str | None = None,

@@ -117,9 +117,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nas.api import export
-    info = export(args.result, args.format, args.out, args.seed)
-    extra = f" (max |onnx - torch| = {info['max_abs_diff_vs_torch']:.2e})" if "max_abs_diff_vs_torch" in info else ""
-    emit(args, info, f"wrote {args.out}{extra}")
+    info = export(args.result, args.format, args.out, args.seed, batch=args.batch, opset=args.opset)
+    extra = f" (max |{args.format} - torch| = {info['max_abs_diff_vs_torch']:.2e})" if "max_abs_diff_vs_torch" in info else ""
+    emit(args, info, f"wrote {info['out']}{extra}; weights {info['weights']}")
     return 0
 
 
@@ -127,6 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from nas import __version__
     from nas.cli_latency import add_latency_parser
+    from nas.cli_train import add_train_parser
     p = argparse.ArgumentParser(prog="nas", description="Neural architecture search with hardware-latency models.")
     p.add_argument("--version", action="version", version=f"nas {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -182,11 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
-    s = sub.add_parser("export", help="export a search result (best.json) as ONNX, torch or JSON")
-    s.add_argument("result", help="best.json written by 'nas search'")
-    s.add_argument("--format", required=True, help="onnx | torch | json")
-    s.add_argument("--out", required=True, help="output file")
+    s = sub.add_parser("export", help="export a search result (best.json) or trained .pt as ONNX, torch, "
+                                      "TorchScript or JSON")
+    s.add_argument("result", help="best.json written by 'nas search' (random weights), or model.pt written by "
+                                  "'nas train' / 'nas export --format torch' (its weights)")
+    s.add_argument("--format", required=True, help="onnx | torch | torchscript | json")
+    s.add_argument("--out", required=True, help="output file, or an existing folder to write model.<ext> into")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    s.add_argument("--batch", type=int, help="onnx: fix the batch size to N (default: a dynamic batch axis)")
+    s.add_argument("--opset", type=int, help="onnx: opset version (default 17)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_export)
 
@@ -201,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     add_latency_parser(sub)
+    add_train_parser(sub)
     return p
 
 

@@ -132,6 +132,8 @@ def _split_indices(labels: np.ndarray, split: str, seed: int) -> np.ndarray:
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         val.append(idx[:max(1, int(round(len(idx) * VAL_FRACTION)))])
+    if not val:  # no samples at all (e.g. class folders without images): empty splits
+        return np.zeros(0, dtype=np.int64)
     val_idx = np.sort(np.concatenate(val))
     if split == "val":
         return val_idx

@@ -282,7 +282,7 @@ def export_inherited(strategy: Strategy, arch: Arch, out: Path) -> dict[str, Any
     got = strategy.inherited(arch)
     if got is None:
         return {}
-    from nas.export import export_onnx, export_torch
+    from nas.deploy import export_onnx, export_torch
     small, state = got
     sub = small.validate(type(arch)(small.name, arch.genes))
     info: dict[str, Any] = {"space_options": small.options(), "torch": str(export_torch(small, sub, out / "subnet.pt",

@@ -7,8 +7,10 @@ from nas.core.errors import UsageError
 
 
 def default_threads() -> int:
-    """Half the cores, 1 to 4."""
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    """Half the cores, 1 to 4, shared among the processes torchrun started on this node."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    procs = int(local) if local.isdigit() and int(local) > 0 else 1
+    return max(1, min(4, (os.cpu_count() or 1) // 2) // procs)
 
 
 def set_torch_threads(n: int | None = None) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.export import load_torch
+from nas.deploy import load_torch
 from latency.onnx_io import run, session
 from nas.report import load_search
 

@@ -14,7 +14,7 @@ from nas.core.errors import UsageError
 from nas.evaluators.catalog import EVALUATORS, make_evaluator
 from nas.runner import run_search
 from nas.strategies.catalog import STRATEGIES
-from nas.train import TrainingError, recalibrate_bn, train_eval
+from nas.evaluators.training import TrainingError, recalibrate_bn, train_eval
 from search_spaces.catalog import get_space
 
 TRAIN = load_dataset("synthetic:200", split="train", seed=0, resolution=8)

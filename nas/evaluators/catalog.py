@@ -20,7 +20,7 @@ def _zero_cost(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
 
 
 def _train(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
-    from nas.train import make_train_evaluator
+    from nas.evaluators.training import make_train_evaluator
     return make_train_evaluator(space, seed=seed, **options)
 
 

@@ -7,7 +7,7 @@ al. 2020) is a torch module with three extra methods:
 * ``largest()`` / ``smallest()`` - the two extreme archs the sandwich rule trains every step;
 * ``extract(arch)`` - a state dict for ``space.build(arch)``: the standalone net computes exactly
   what the supernet computes on that path (inherited weights, exportable with
-  ``nas.export.export_onnx(space, arch, out, state=...)``).
+  ``nas.deploy.export_onnx(space, arch, out, state=...)``).
 
 A space provides its supernet either with a ``supernet()`` method or by registering a factory in
 `SUPERNETS` under its name; `build_supernet` looks for both. Supernets are trained on a *training

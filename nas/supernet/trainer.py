@@ -298,7 +298,7 @@ def supernet_evaluator_from_checkpoint(space: SearchSpace, seed: int = 0, *, che
 
 
 class RetrainEvaluator:
-    """Scores an arch by training it from scratch on `train_space` (`nas.train.train_eval`) - how
+    """Scores an arch by training it from scratch on `train_space` (`nas.evaluators.training.train_eval`) - how
     DARTS evaluates a derived cell. The trained state of each scored arch is kept in `keep` (for
     export). Metrics: accuracy (= score), val loss, params_m and macs_m in `report_space`."""
 
@@ -312,7 +312,7 @@ class RetrainEvaluator:
         self.progress = progress
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        from nas.train import train_eval
+        from nas.evaluators.training import train_eval
         sub = self.train_space.validate(Arch(self.train_space.name, arch.genes))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

@@ -1,0 +1,77 @@
+"""`nas train`: train a found arch from scratch (nas.retrain.train_arch), alone or under torchrun.
+
+    nas train runs/p1/best.json --dataset digits -o resolution=32 -o width_mult=0.35 --out runs/t
+    nas train --space mbconv --arch single-path-nas -o resolution=32 --epochs 5 --out runs/t
+    torchrun --nproc_per_node=2 $(which nas) train runs/p1/best.json --out runs/t2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from nas.cli_args import space_options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nas.api import train
+    given = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "weight_decay",
+                                            "label_smoothing", "warmup_epochs", "augment", "seed")
+             if getattr(args, k) is not None}
+    try:
+        result = train(args.result, space=args.space, arch=args.arch, space_options=space_options(args.space_option),
+                       out=args.out, resume=args.resume, progress=not args.quiet, torch_threads=args.torch_threads,
+                       device=args.device, amp=args.amp, **given)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            where = (f"the last finished epoch is in {args.out}/checkpoint.pt - add --resume to continue"
+                     if args.out else "nothing was saved (no --out)")
+            print(f"nas: interrupted; {where}", file=sys.stderr)
+        return 130
+    if result is None:   # a torchrun rank other than 0: rank 0 prints
+        return 0
+    diff = "".join(f"\n  trained at {k}={t} (searched {s})" for k, (s, t) in result.differs.items())
+    onnx = ", ".join(f"batch {b}: {d:.1e}" for b, d in result.onnx_max_abs_diff.items())
+    text = (f"trained {result.arch}\n  {result.epochs} epochs on {result.config.dataset} in "
+            f"{result.seconds:.1f} s ({result.world_size} process{'es' if result.world_size > 1 else ''}), "
+            f"{result.params_m:.3f} M params\n  held-out accuracy {result.accuracy:.4f} (loss {result.val_loss:.4f}){diff}")
+    if result.init_tensors is not None:
+        text += f"\n  started from {args.result}: {result.init_tensors[0]} of {result.init_tensors[1]} tensors"
+    if result.files:
+        text += (f"\n  wrote {', '.join(result.files.values())}"
+                 f"\n  max |onnx - torch|: {onnx}")
+    print(json.dumps(result.to_dict(), indent=1, default=str) if args.json else text)
+    return 0
+
+
+def add_train_parser(sub: Any) -> None:
+    """Register `nas train` on the CLI's subparsers."""
+    s = sub.add_parser("train", help="train a found arch from scratch; export .pt and ONNX (torchrun for DDP)")
+    s.add_argument("result", nargs="?", help="best.json written by 'nas search' (or give --space and --arch), or a "
+                                             ".pt of 'nas train' / 'nas export' / a supernet's subnet.pt to fine-tune")
+    s.add_argument("--space", help="search space (with --arch; see 'nas list spaces')")
+    s.add_argument("-o", "--space-option", action="append", metavar="KEY=VALUE",
+                   help="space option to train at, repeatable; with a result file it overrides the searched "
+                        "value (e.g. -o resolution=32 -o width_mult=0.35 on a CPU); the result says so")
+    s.add_argument("--arch", help="block string, preset name or arch JSON (with --space)")
+    s.add_argument("--dataset", metavar="SPEC", help="digits (default, embedded), synthetic, cifar10:PATH or "
+                                                     "imagefolder:PATH; accuracy is measured on its held-out split")
+    s.add_argument("--epochs", type=int, help="epochs (default 30)")
+    s.add_argument("--batch-size", type=int, help="global batch size, split over torchrun processes (default 64)")
+    s.add_argument("--lr", type=float, help="peak learning rate of SGD (default 0.05)")
+    s.add_argument("--weight-decay", type=float, help="on weights, not norms or biases (default 5e-4)")
+    s.add_argument("--label-smoothing", type=float, help="default 0.1")
+    s.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 1)")
+    s.add_argument("--augment", choices=["auto", "none", "crop", "crop-flip"],
+                   help="auto (default): crop+flip for cifar10/imagefolder, crop for digits, none for synthetic")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (torchrun: each rank its GPU)")
+    s.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    s.add_argument("--seed", type=int, help="seed of weights, shuffling and augmentation (default 0)")
+    s.add_argument("--torch-threads", type=int, metavar="N", help="torch CPU threads per process")
+    s.add_argument("--out", help="folder for checkpoint.pt (each epoch), model.pt, model.onnx and result.json")
+    s.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.set_defaults(func=cmd_train)

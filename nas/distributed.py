@@ -1,0 +1,153 @@
+"""Data-parallel context for `nas train` under torchrun: ranks, process group, sharding, reductions.
+
+    torchrun --nproc_per_node=2 $(which nas) train best.json --dataset digits --out runs/t
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `setup` then joins the process group (NCCL on CUDA,
+gloo on CPU) and pins each rank to its GPU. Without those variables everything here is a no-op
+single process, so the same training code runs both ways. Sharding follows DistributedSampler: one
+seeded permutation per epoch, the same on every rank, cut into `world_size` interleaved shards; the
+last `n % world_size` samples of the permutation are left out that epoch (different ones each
+epoch), so every rank runs the same number of steps and no sample is seen twice in an epoch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from nas.core.errors import NasError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: `rank` of `world_size`, its `device`, and whether it joined a group."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank writes files and shows progress."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.backend is not None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"environment variable {name}={raw!r} must be a whole number (set by torchrun)") from None
+
+
+def check_device(device: str) -> str:
+    """`cpu`, `cuda` or `cuda:N`, and CUDA only when this machine has it."""
+    import torch
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UsageError(f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine "
+                         f"(torch {torch.__version__}, torch.cuda.is_available() is False); use --device cpu")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices "
+                         f"(valid: cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+def setup(device: str = "cpu") -> DistContext:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL for CUDA, gloo for CPU)."""
+    import torch
+    import torch.distributed as dist
+    device = check_device(device)
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistContext(device=device)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    cuda = device.startswith("cuda")
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
+                             f"start at most that many processes per node")
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    backend = "nccl" if cuda else "gloo"
+    if not dist.is_available():
+        raise NasError("this torch build has no torch.distributed; run with one process")
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    log.info("rank %d of %d on %s (%s)", rank, world, device, backend)
+    return DistContext(rank, world, local, device, backend)
+
+
+def teardown(ctx: DistContext) -> None:
+    import torch.distributed as dist
+    if ctx.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    import torch.distributed as dist
+    if ctx.active:
+        dist.barrier()
+
+
+def shard_indices(n: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """This rank's sample indices for `epoch`, in visiting order (DistributedSampler-style, drop-tail)."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UsageError(f"rank {rank} is not in a world of {world_size}")
+    if n < world_size:
+        raise UsageError(f"{n} training samples cannot be shared by {world_size} processes")
+    perm = np.random.default_rng([seed, epoch, 0xDA7A]).permutation(n)
+    usable = n - n % world_size
+    return perm[:usable][rank::world_size]
+
+
+def all_sum(ctx: DistContext, values: Sequence[float]) -> list[float]:
+    """Sum `values` over all ranks (float64); the identity on one process."""
+    import torch
+    import torch.distributed as dist
+    if not ctx.active:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64,
+                     device=ctx.device if ctx.backend == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return [float(v) for v in t.cpu()]
+
+
+def gather_indices(ctx: DistContext, idx: np.ndarray) -> np.ndarray:
+    """Every rank's `idx` concatenated (equal lengths); `idx` itself on one process."""
+    import torch
+    import torch.distributed as dist
+    if not ctx.active:
+        return idx
+    dev = ctx.device if ctx.backend == "nccl" else "cpu"
+    mine = torch.as_tensor(idx, dtype=torch.int64, device=dev)
+    parts = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, mine)
+    return torch.cat(parts).cpu().numpy()
+
+
+def sync_buffers(ctx: DistContext, model: "torch.nn.Module") -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank before evaluating."""
+    import torch.distributed as dist
+    if ctx.active:
+        for b in model.buffers():
+            dist.broadcast(b, 0)
