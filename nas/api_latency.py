@@ -101,7 +101,7 @@ def validate(space: str, table: str | None = None, target: str | None = None,
         raise UsageError("give exactly one of --table FILE and --target NAME")
     set_torch_threads(None)
     sp = _space(space, space_options)
-    lut = LatencyTable.load(table) if table else load_table(str(target), sp.name)
+    lut = LatencyTable.load(table) if table else load_table(str(target), sp, progress=bool(options.get("progress", True)))
     result = run_validation(sp, lut, fit=fit_correction, **options)
     if plot:
         result.report["plot"] = str(plot_report(result.report, plot))
