@@ -1,7 +1,8 @@
 """Cost any ONNX graph with a device model (pixel1): decompose its nodes into the model's primitives.
 
-No converter and no onnxruntime: the graph is read with `onnx`, its tensor shapes come from ONNX
-shape inference (with `--input-shape` fixing dynamic input dimensions), and every node is mapped to
+No converter: the graph is read with `onnx`, its tensor shapes come from ONNX shape inference (with
+`--input-shape` fixing dynamic input dimensions; sizes computed at run time, which inference leaves
+unknown, come from one onnxruntime run on zeros when onnxruntime is installed), and every node is mapped to
 the primitives of `latency/devices/primitives.py` (dense / pointwise / depthwise conv, FC, pool,
 elementwise), which the device model prices (`pixel1.primitive_ms`).
 
@@ -11,6 +12,8 @@ priced like its LayerSpecs, see tests/test_onnx_cost.py):
 - Relu / Clip (ReLU6) / LeakyRelu right after a Conv, Gemm, MatMul, Add or folded BN are fused (free).
 - HardSwish and Swish cost two passes, Sigmoid / Tanh / Gelu / Erf / HardSigmoid one; Softmax reads
   its input twice; LayerNormalization is five passes and two tiny ops (pixel1_ops.layernorm).
+- An Add of a constant to a MatMul / Gemm / Conv output is its bias (free); exact GELU exported as
+  Div, Erf, Add, Mul, Mul is one pass.
 - Gemm and MatMul with a weight operand are GEMMs; MatMul of two activations (attention) is a batch
   of products; kxk Max / Average pooling is a depthwise-shaped reduction; global pooling reads once.
 - Reshape / Flatten / Squeeze / Unsqueeze / Identity / Dropout and nodes computing constants only
@@ -124,9 +127,53 @@ def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "o
             raise UsageError(f"input {first.name!r} of {str(path)!r} has dynamic dimensions ({shown}); "
                              f"give --input-shape, e.g. --input-shape 1,3,224,224")
     try:
-        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise UsageError(f"ONNX shape inference failed on {str(path)!r}: {exc}".splitlines()[0]) from None
+    _shapes_by_running(inferred)
+    return inferred
+
+
+def _unknown_tensors(model: "onnx.ModelProto") -> list[str]:
+    known = {vi.name for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]
+             if vi.type.tensor_type.HasField("shape")
+             and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)}
+    known |= {t.name for t in model.graph.initializer}
+    return [o for n in model.graph.node for o in n.output if o and o not in known]
+
+
+def _shapes_by_running(model: "onnx.ModelProto") -> None:
+    """Fill the shapes ONNX inference leaves unknown (computed Reshape / Pad / Concat sizes) from one
+    onnxruntime run on zeros, when onnxruntime is installed; otherwise leave them (costing then names them)."""
+    missing = _unknown_tensors(model)
+    if not missing:
+        return
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        from onnx import helper
+    except ImportError:
+        return
+    probe = type(model)()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in missing)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        feed = {}
+        for i in sess.get_inputs():
+            vi = next(v for v in model.graph.input if v.name == i.name)
+            shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            feed[i.name] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        values = sess.run(missing, feed)
+    except Exception:   # leave the shapes unknown: costing names the first tensor it cannot size
+        return
+    for name, value in zip(missing, values):
+        arr = np.asarray(value)
+        elem = helper.np_dtype_to_tensor_dtype(arr.dtype) if arr.dtype != object else 0
+        model.graph.value_info.append(helper.make_tensor_value_info(name, elem, list(arr.shape)))
 
 
 # ---- costing -------------------------------------------------------------------------------------
@@ -139,7 +186,8 @@ class _Graph:
         for vi in [*g.input, *g.value_info, *g.output]:
             dims = vi.type.tensor_type.shape.dim
             known = vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims)
-            self.shapes[vi.name] = tuple(d.dim_value for d in dims) if known else None
+            if known or vi.name not in self.shapes:   # a graph output's dynamic dims never hide an inferred shape
+                self.shapes[vi.name] = tuple(d.dim_value for d in dims) if known else None
         self.const: set[str] = set()
         for t in g.initializer:
             self.shapes[t.name] = tuple(t.dims)
@@ -206,6 +254,10 @@ def _elementwise(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]
     op = node.op_type
     if op in FUSED_ACTS and g.fused(node):
         return []
+    if op == "Add" and len(node.input) == 2 and any(
+            g.producer.get(a) in ("MatMul", "Gemm", "Conv") and g.consumers.get(a, 0) == 1 and b in g.const
+            for a, b in (node.input, node.input[::-1])):
+        return []   # a bias added to a GEMM / conv output: part of TFLite's FULLY_CONNECTED / CONV_2D
     if op == "BatchNormalization":
         if g.fused(node):
             return []
@@ -248,6 +300,32 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _gelu_glue(model: "onnx.ModelProto", g: _Graph) -> set[str]:
+    """The Div / Add / Mul nodes around each Erf of an exported exact GELU (x * 0.5 * (1 + erf(x / sqrt 2))):
+    one GELU pass (priced on the Erf), as TFLite's builtin GELU; returns the free nodes' first outputs."""
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    users: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    free: set[int] = set()
+    for erf in (n for n in model.graph.node if n.op_type == "Erf"):
+        div = by_output.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not (div.input[1] in g.const or getattr(
+                by_output.get(div.input[1]), "op_type", "") == "Constant"):
+            continue
+        chain, cur = [], erf
+        while len(chain) < 3:
+            nxt = users.get(cur.output[0], [])
+            if len(nxt) != 1 or nxt[0].op_type not in ("Add", "Mul"):
+                break
+            chain.append(nxt[0])
+            cur = nxt[0]
+        if [n.op_type for n in chain] in (["Add", "Mul", "Mul"], ["Add", "Mul"]):
+            free |= {div.output[0], *(n.output[0] for n in chain)}
+    return free
+
+
 def cost_graph(model: "onnx.ModelProto", price: Callable[[Primitive], float], device: str = "pixel1") -> GraphCost:
     """Decompose every node of an inferred graph into primitives and price them with `price`."""
     g = _Graph(model)
@@ -255,6 +333,7 @@ def cost_graph(model: "onnx.ModelProto", price: Callable[[Primitive], float], de
     if unknown:
         raise UsageError(f"the {device} model cannot cost ONNX op type(s) {', '.join(unknown)}; "
                          f"it costs: {', '.join(supported_ops())}")
+    free = _gelu_glue(model, g)
     # BatchNorm folded into a conv makes a following activation fused too
     for node in model.graph.node:
         if node.op_type == "BatchNormalization" and g.fused(node):
@@ -263,7 +342,7 @@ def cost_graph(model: "onnx.ModelProto", price: Callable[[Primitive], float], de
     for i, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{i}"
         data_inputs = [x for x in node.input if x]
-        if node.op_type in FREE or (data_inputs and all(x in g.const for x in data_inputs)):
+        if node.op_type in FREE or (node.output and node.output[0] in free) or (data_inputs and all(x in g.const for x in data_inputs)):
             if node.op_type in CONST_MAKERS or all(x in g.const for x in data_inputs):
                 g.const.update(node.output)
             out.append(NodeCost(name, node.op_type, (), 0.0))

@@ -15,7 +15,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from latency.devices.pixel1 import primitive_ms
-from latency.devices.pixel1_ops import gemm, layernorm, matmul
+from latency.devices.pixel1_ops import copy, gemm, layernorm, matmul
 from latency.devices.primitives import conv2d, eltwise, global_pool, linear
 from latency.onnx_cost import load_graph, parse_shape, predict_onnx
 from latency.onnx_io import export_onnx
@@ -159,3 +159,38 @@ def test_cli_json_holds_latency_ms(tmp_path: Path, capsys: pytest.CaptureFixture
     out = json.loads(capsys.readouterr().out)["targets"]["pixel1"]
     assert out["latency_ms"] == pytest.approx(predict_onnx(path).latency_ms)
     assert [r["op"] for r in out["breakdown"]] == ["Conv", "Conv", "HardSwish", "GlobalAveragePool", "Gemm"]
+
+
+def test_linear_bias_and_exact_gelu_lower_like_tflite(tmp_path: Path) -> None:
+    """torch's Linear on tokens (MatMul + bias Add) is one GEMM; exact GELU (Div, Erf, Add, Mul, Mul) one pass."""
+    half = numpy_helper.from_array(np.float32(0.5), "half")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]),
+             helper.make_node("Add", ["b", "mm"], ["h"]),
+             helper.make_node("Constant", [], ["sqrt2"], value=numpy_helper.from_array(np.float32(2 ** 0.5))),
+             helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]),
+             helper.make_node("Mul", ["h", "e1"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    inits = [_init("w", 32, 64), _init("b", 64), numpy_helper.from_array(np.float32(1), "one"), half]
+    cost = predict_onnx(_save(tmp_path, "gelu", nodes, inits, [1, 16, 32]))
+    expected = [gemm(16, 32, 64), eltwise(16 * 64, 1)]
+    assert cost.latency_ms == pytest.approx(sum(primitive_ms(p) for p in expected), rel=1e-9)
+    assert [r["op"] for r in cost.breakdown()] == ["MatMul", "Erf"]
+
+
+def test_computed_shapes_are_filled_by_one_onnxruntime_run(tmp_path: Path) -> None:
+    """Pad by sizes computed at run time (ONNX shape inference leaves its output unknown) still costs."""
+    nodes = [helper.make_node("ConstantOfShape", ["eight"], ["pads"],
+                              value=numpy_helper.from_array(np.array([1], np.int64))),
+             helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("Relu", ["p"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([8], np.int64), "eight")]
+    path = _save(tmp_path, "pad", nodes, inits, [1, 2, 4, 4])
+    from onnx import shape_inference
+
+    from latency.onnx_cost import _unknown_tensors
+    assert "p" in _unknown_tensors(shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True))
+    cost = predict_onnx(path)   # Pad: one copy of its 3 x 2 x 6 x 6 output; the ReLU after a Pad: one pass
+    expected = [copy(3 * 2 * 6 * 6), eltwise(3 * 2 * 6 * 6, 1)]
+    assert cost.latency_ms == pytest.approx(sum(primitive_ms(p) for p in expected), rel=1e-9)
