@@ -191,6 +191,6 @@ def test_computed_shapes_are_filled_by_one_onnxruntime_run(tmp_path: Path) -> No
 
     from latency.onnx_cost import _unknown_tensors
     assert "p" in _unknown_tensors(shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True))
-    cost = predict_onnx(path)   # Pad: one copy of its 3 x 2 x 6 x 6 output; the ReLU after a Pad: one pass
-    expected = [copy(3 * 2 * 6 * 6), eltwise(3 * 2 * 6 * 6, 1)]
+    cost = predict_onnx(path)   # Pad: one copy of its 3 x 4 x 6 x 6 output; the ReLU after a Pad: one pass
+    expected = [copy(3 * 4 * 6 * 6), eltwise(3 * 4 * 6 * 6, 1)]
     assert cost.latency_ms == pytest.approx(sum(primitive_ms(p) for p in expected), rel=1e-9)
