@@ -45,7 +45,7 @@ def table_path(target: str, space: str) -> Path:
     if target == HOST:
         path = host_tables.host_dir() / f"{space}.json"
         if not path.exists():
-            raise UsageError(f"no cpu latency table of space {space!r} for this machine "
+            raise UsageError(f"no cpu latency table{' of space ' + repr(space) if space else 's'} for this machine "
                              f"({host_tables.host_cpu()}) yet; make it with: nas latency profile --space "
                              f"{space or 'SPACE'} --out {path} (a search or predict on --target cpu does it for mbconv)")
         return path

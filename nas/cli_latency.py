@@ -168,8 +168,10 @@ def add_latency_parser(sub: Any) -> None:
                    help="time the nets' layers interleaved with the nets in the same run (default on)")
     s.add_argument("--rounds", type=int, default=10, help="round-robin passes of the interleaved timing")
     s.add_argument("--chunk", type=int, default=8, help="nets timed together per group (0: all at once)")
-    s.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall time, or this thread's CPU time (threads=1; robust to other busy processes)")
+    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="wall",
+                   help="wall time, or this thread's CPU time (threads=1; robust to other busy processes), or "
+                        "auto: cpu when the load average leaves fewer free cores than threads (default wall; "
+                        "a busy machine is reported either way)")
     s.add_argument("--fit-correction", action="store_true", help="fit a learned correction, report held-out error")
     s.add_argument("--holdout", type=float, default=0.5, help="share of archs held out from the fit")
     s.add_argument("--save-correction", metavar="OUT.json", help="write the table with the correction (fit on all)")
