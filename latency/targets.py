@@ -1,29 +1,40 @@
-"""Shipped latency targets: `latency/tables/<target>/<space>.json`, readable offline.
+"""Latency targets: shipped tables `latency/tables/<target>/<space>.json` (readable offline), and `cpu`.
 
+`cpu` is this machine (latency.host_tables): a table measured on this CPU model with this
+onnxruntime, from the per-user cache, a matching shipped table, or profiled on first use. The
+shipped cpu tables are the named target of the CPU they were measured on (`xeon-2.8ghz`).
 A target may also be given as a path to a table file (one the user profiled on their device).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from latency import host_tables
 from latency.model import LUTModel
 from latency.table import LatencyTable
 from nas.core.errors import UnknownNameError, UsageError
 from nas.core.space import SearchSpace
 
 TABLES = Path(__file__).parent / "tables"
+HOST = host_tables.TARGET
 
 
-def target_names() -> list[str]:
+def shipped_names() -> list[str]:
     return sorted(p.name for p in TABLES.iterdir() if p.is_dir() and any(p.glob("*.json")))
 
 
+def target_names() -> list[str]:
+    return sorted([*shipped_names(), HOST])
+
+
 def target_spaces(target: str) -> list[str]:
+    if target == HOST:
+        return host_tables.cached_spaces()
     return sorted(p.stem for p in (TABLES / target).glob("*.json"))
 
 
 def table_path(target: str, space: str) -> Path:
-    """Path of the shipped table of `target` for `space`, or of the user's table file `target`."""
+    """Path of the shipped (or, for cpu, cached) table of `target` for `space`, or the user's table file."""
     if target.endswith(".json"):
         path = Path(target)
         if not path.exists():
@@ -31,6 +42,13 @@ def table_path(target: str, space: str) -> Path:
         return path
     if target not in target_names():
         raise UnknownNameError("target", target, target_names())
+    if target == HOST:
+        path = host_tables.host_dir() / f"{space}.json"
+        if not path.exists():
+            raise UsageError(f"no cpu latency table{' of space ' + repr(space) if space else 's'} for this machine "
+                             f"({host_tables.host_cpu()}) yet; make it with: nas latency profile --space "
+                             f"{space or 'SPACE'} --out {path} (a search or predict on --target cpu does it for mbconv)")
+        return path
     path = TABLES / target / f"{space}.json"
     if not path.exists():
         raise UsageError(f"target {target!r} has no table for space {space!r}; it has tables for: "
@@ -38,9 +56,24 @@ def table_path(target: str, space: str) -> Path:
     return path
 
 
-def load_table(target: str, space: str) -> LatencyTable:
-    return LatencyTable.load(table_path(target, space))
+def shipped_measured(space: str) -> list[LatencyTable]:
+    """The shipped tables of `space` that were measured (not modelled), any target."""
+    tables = [LatencyTable.load(TABLES / t / f"{space}.json") for t in shipped_names()
+              if (TABLES / t / f"{space}.json").exists()]
+    return [t for t in tables if t.metadata.get("source") == "measured"]
 
 
-def lut_model(target: str, space: SearchSpace) -> LUTModel:
-    return LUTModel(space, load_table(target, space.name), name=target)
+def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> LatencyTable:
+    """The table of `target` for `space`; with a SearchSpace, `cpu` may profile this machine's table."""
+    if target == HOST:
+        if isinstance(space, SearchSpace):
+            return host_tables.resolve(space, shipped_measured(space.name), progress)
+        for table in shipped_measured(space):
+            if host_tables.matches_host(table.metadata):
+                return table
+    name = space.name if isinstance(space, SearchSpace) else space
+    return LatencyTable.load(table_path(target, name))
+
+
+def lut_model(target: str, space: SearchSpace, progress: bool = True) -> LUTModel:
+    return LUTModel(space, load_table(target, space, progress), name=target)

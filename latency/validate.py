@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from latency.contention import NOISY_SPREAD, choose_clock, current_load, halves, spread
 from latency.correction import Correction, LayerTimes, fit_correction, table_correction
 from latency.profile import ProfileSettings, cpu_model, stats, time_interleaved
 from latency.table import LatencyTable
@@ -121,6 +122,7 @@ class Measured:
     overhead_ms: np.ndarray | None              # joint: empty-call time of each net's group
     seconds: float
     groups: int
+    net_halves: np.ndarray | None = None        # per net: medians of the first and second half of its rounds
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -151,6 +153,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     net_ms, net_iqr = np.zeros(len(archs)), np.zeros(len(archs))
     layers: list[list[tuple[LayerSpec, float]]] = [[] for _ in archs]
     overhead = np.zeros(len(archs))
+    net_halves = np.zeros((len(archs), 2))
     rng = np.random.default_rng(0)
 
     def feed(shape: Sequence[int]) -> np.ndarray:
@@ -188,6 +191,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             meds = [stats(t) for t in times]
             for j, i in enumerate(idx):
                 net_ms[i], net_iqr[i] = meds[len(paths) + j]
+                net_halves[i] = halves(times[len(paths) + j])
             if joint:
                 ovh = meds[0][0]
                 local = {k: max(0.0, meds[1 + j][0] - ovh) for j, k in enumerate(specs)}
@@ -195,7 +199,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                     overhead[i] = ovh
                     layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
     return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
-                    time.perf_counter() - t0, n_groups)
+                    time.perf_counter() - t0, n_groups, net_halves)
 
 
 @dataclass
@@ -216,8 +220,12 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         raise UsageError(f"--fit-correction needs at least 3 archs to fit on: --samples {samples} with --holdout "
                          f"{holdout} leaves {samples - max(1, int(round(samples * holdout)))}")
     check_provider(settings.provider)
+    if clock not in (*CLOCKS, "auto"):
+        raise UsageError(f"unknown clock {clock!r}; valid: {', '.join([*CLOCKS, 'auto'])}")
+    load = current_load(settings.threads)
+    clock, load_note = choose_clock(clock, load, settings.threads)
     check_clock(clock, settings)
-    warnings = runtime_warnings(table)
+    warnings = runtime_warnings(table) + ([load_note] if load_note else [])
     if clock != table.metadata.get("clock", "wall"):
         warnings.append(f"nets are timed with the {clock} clock, the table with {table.metadata.get('clock', 'wall')}: "
                         f"the table LUT rows compare different clocks (the joint rows do not)")
@@ -228,6 +236,11 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
     old = table_correction(table.metadata, table.source)
     meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock)
     y = meas.net_ms
+    noise = spread(meas.net_ms, meas.net_iqr_ms)
+    if noise > NOISY_SPREAD:
+        msg = (f"noisy timings: the repeats of a net spread {100 * noise:.0f}% (median IQR / median)")
+        warnings.append(msg + ("; rerun with --clock cpu" if clock == "wall" and settings.threads == 1 else ""))
+        log.warning(warnings[-1])
     table_layers: list[LayerTimes] = [[(s, table.ms(s.key)) for s in space.layers(a)] for a in archs]
     pred: dict[str, np.ndarray] = {"table_lut": plain.predict_many(archs)}
     if old is not None:
@@ -238,7 +251,11 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         "space": space.name, "space_options": space.options(), "table": table.source,
         "settings": asdict(settings), "clock": clock, "samples": len(archs), "seed": seed, "joint": joint, "rounds": rounds,
         "chunk": chunk, "groups": meas.groups, "seconds": round(meas.seconds, 1), "warnings": warnings,
-        "metrics": {name: agreement(p, y) for name, p in pred.items()}}
+        "metrics": {name: agreement(p, y) for name, p in pred.items()},
+        "load": None if load is None else {"load1": load.load1, "cores": load.cores, "busy": load.busy},
+        "repeat_spread_pct": round(100 * noise, 2)}
+    if meas.net_halves is not None and rounds >= 2:   # the measurement against itself: the ceiling
+        report["repeatability"] = agreement(meas.net_halves[:, 1], meas.net_halves[:, 0])
     correction = None
     if fit:
         src_layers = meas.layers if meas.layers is not None else table_layers
@@ -295,6 +312,9 @@ def format_report(r: dict[str, Any]) -> str:
         return (f"{label:28}{m['n']:>4}{m['spearman']:>10.3f}{m['kendall']:>9.3f}{m['rmse_ms']:>9.3f}"
                 f"{m['mape_pct']:>8.2f}{m['within_5_pct']:>6.0f}%{m['within_10_pct']:>6.0f}%{m['bias_pct']:>8.2f}")
     lines = [head, cols] + [row(LABELS.get(k, k), m) for k, m in r["metrics"].items()]
+    if "repeatability" in r:
+        lines.append(row("measured vs itself (ceiling)", r["repeatability"]))
+        lines.append(f"(two halves of the rounds of the same nets; repeats spread {r['repeat_spread_pct']:.1f}%)")
     if "holdout" in r:
         h = r["holdout"]
         lines.append(f"held-out archs (correction fitted on {h['n_fit']}, kept feature set "

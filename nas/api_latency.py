@@ -45,6 +45,36 @@ def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = Fal
     return {"arch": sp.format(a), "targets": rows}
 
 
+def predict_onnx(onnx: str, targets: Sequence[str], breakdown: bool = False,
+                 input_shape: Sequence[int] | str | None = None, *, repeats: int = 50) -> dict[str, Any]:
+    """Latency of any ONNX model: costed node by node on device-model targets (pixel1), timed with
+    onnxruntime on `cpu` (this machine, one thread). `breakdown`: the per-node costs (device models)."""
+    from latency.onnx_cost import DEVICE_MODELS, parse_shape
+    from latency.onnx_cost import predict_onnx as cost_onnx
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    valid = sorted(DEVICE_MODELS) + ["cpu"]
+    for t in targets:
+        if t not in valid:
+            raise UsageError(f"--onnx needs a device-model target or cpu, not {t!r}; valid: {', '.join(valid)}")
+    rows: dict[str, Any] = {}
+    for t in targets:
+        if t == "cpu":
+            from latency.onnx_time import time_onnx
+            from latency.profile import cpu_model
+            set_torch_threads(None)
+            tm = time_onnx(onnx, shape, repeats=repeats)
+            rows[t] = {"latency_ms": tm.latency_ms, "iqr_ms": tm.iqr_ms, "input_shape": list(tm.input_shape),
+                       "method": f"onnxruntime, {tm.threads} thread, median of {tm.repeats} runs",
+                       "cpu": cpu_model()}
+            continue
+        cost = cost_onnx(onnx, t, shape)
+        rows[t] = {"latency_ms": cost.latency_ms, "input_shape": list(cost.input_shape),
+                   "nodes": len(cost.nodes), "method": f"{t} device model, per-node primitives"}
+        if breakdown:
+            rows[t]["breakdown"] = cost.breakdown()
+    return {"onnx": str(onnx), "targets": rows}
+
+
 def show_target(target: str, space: str | None = None) -> list[dict[str, Any]]:
     """A target's tables (one per space, or the one of `space`) with their measurement metadata."""
     from latency.targets import load_table, target_spaces
@@ -71,7 +101,7 @@ def validate(space: str, table: str | None = None, target: str | None = None,
         raise UsageError("give exactly one of --table FILE and --target NAME")
     set_torch_threads(None)
     sp = _space(space, space_options)
-    lut = LatencyTable.load(table) if table else load_table(str(target), sp.name)
+    lut = LatencyTable.load(table) if table else load_table(str(target), sp, progress=bool(options.get("progress", True)))
     result = run_validation(sp, lut, fit=fit_correction, **options)
     if plot:
         result.report["plot"] = str(plot_report(result.report, plot))

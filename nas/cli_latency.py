@@ -28,8 +28,29 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_onnx(args: argparse.Namespace) -> int:
+    from nas.api_latency import predict_onnx
+    out = predict_onnx(args.onnx, args.target, args.breakdown, args.input_shape)
+    text = []
+    for t, r in out["targets"].items():
+        text.append(f"{t}: {r['latency_ms']:.3f} ms ({r['method']}, input {'x'.join(map(str, r['input_shape']))})")
+        for row in r.get("breakdown", []):
+            text.append(f"  {row['ms']:8.4f}  {row['op']:<20} {row['node']}  [{' '.join(row['primitives'])}]")
+    emit(args, out, "\n".join(text))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from nas.api_latency import predict
+    from nas.core.errors import UsageError
+    if args.onnx:
+        if args.arch or args.space_option:
+            raise UsageError("give either --onnx MODEL.onnx or --space/--arch, not both")
+        return _predict_onnx(args)
+    if args.input_shape:
+        raise UsageError("--input-shape only applies with --onnx")
+    if not args.arch:
+        raise UsageError("give --arch (with --space) or --onnx MODEL.onnx")
     out = predict(args.space, args.arch, args.target, args.breakdown, space_options(args.space_option))
     text = []
     for t, r in out["targets"].items():
@@ -119,11 +140,14 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile)
 
-    s = lsub.add_parser("predict", help="predict an arch's latency from a target's table")
-    add_space_args(s)
+    s = lsub.add_parser("predict", help="predict an arch's (or any ONNX model's) latency on a target")
+    add_space_args(s, required=False)
     s.add_argument("--target", action="append", required=True, help="target name or table file, repeatable")
-    s.add_argument("--arch", required=True, help="block string, preset name or arch JSON")
-    s.add_argument("--breakdown", action="store_true", help="per-layer entries")
+    s.add_argument("--arch", help="block string, preset name or arch JSON")
+    s.add_argument("--onnx", metavar="MODEL.onnx",
+                   help="any ONNX model: costed per node on device models (pixel1), timed here on cpu")
+    s.add_argument("--input-shape", metavar="N,C,H,W", help="the ONNX input's shape (needed if it is dynamic)")
+    s.add_argument("--breakdown", action="store_true", help="per-layer (per-node with --onnx) entries")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 
@@ -144,8 +168,10 @@ def add_latency_parser(sub: Any) -> None:
                    help="time the nets' layers interleaved with the nets in the same run (default on)")
     s.add_argument("--rounds", type=int, default=10, help="round-robin passes of the interleaved timing")
     s.add_argument("--chunk", type=int, default=8, help="nets timed together per group (0: all at once)")
-    s.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall time, or this thread's CPU time (threads=1; robust to other busy processes)")
+    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="wall",
+                   help="wall time, or this thread's CPU time (threads=1; robust to other busy processes), or "
+                        "auto: cpu when the load average leaves fewer free cores than threads (default wall; "
+                        "a busy machine is reported either way)")
     s.add_argument("--fit-correction", action="store_true", help="fit a learned correction, report held-out error")
     s.add_argument("--holdout", type=float, default=0.5, help="share of archs held out from the fit")
     s.add_argument("--save-correction", metavar="OUT.json", help="write the table with the correction (fit on all)")

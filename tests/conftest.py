@@ -1,6 +1,11 @@
 """Shared fixtures: one torch thread (CI has 2 cores), seeded generators."""
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
 import numpy as np
 import pytest
 
@@ -16,3 +21,22 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nas_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never touch the user's cache and never profile implicitly; `--target cpu` (this machine)
+    finds an mbconv table at once: the shipped Xeon one stands in for this machine's."""
+    from latency import host_tables
+    from latency.targets import TABLES
+    root = tmp_path_factory.mktemp("nas_cache")
+    old = {k: os.environ.get(k) for k in ("NAS_CACHE_DIR", "NAS_AUTO_PROFILE")}
+    os.environ.update(NAS_CACHE_DIR=str(root), NAS_AUTO_PROFILE="0")
+    host_tables.host_dir().mkdir(parents=True)
+    shutil.copy(TABLES / "xeon-2.8ghz" / "mbconv.json", host_tables.host_dir() / "mbconv.json")
+    yield root
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -1,0 +1,130 @@
+"""`--target cpu` means this machine: tables measured on this CPU model with this onnxruntime.
+
+The shipped cpu tables were measured on one machine (named target `xeon-2.8ghz`, after its CPU);
+using them on another CPU would be silently wrong. `resolve` finds the table for this machine:
+
+1. a table profiled here before, in the per-user cache
+   (`$NAS_CACHE_DIR` or the platform cache folder, e.g. ~/.cache/nas/tables/<cpu-slug>_ort-<version>/);
+2. a shipped measured table whose metadata names this CPU model and onnxruntime version;
+3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`, e.g. mbconv), profile one now
+   (progress bar) into the cache; for the others, refuse with the one command that makes it.
+   `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from nas.core.errors import UsageError
+from nas.core.space import SearchSpace
+
+if TYPE_CHECKING:
+    from latency.table import LatencyTable
+
+log = logging.getLogger(__name__)
+
+TARGET = "cpu"
+#: spaces whose full table profiles in seconds: profiled automatically on first use
+AUTO_PROFILE = frozenset({"mbconv"})
+
+
+def cache_root() -> Path:
+    """`$NAS_CACHE_DIR/tables`, else the platform's per-user cache folder + nas/tables."""
+    env = os.environ.get("NAS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / "tables"
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "nas" / "tables"
+
+
+def runtime_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("onnxruntime")
+    except PackageNotFoundError:
+        return "none"
+
+
+def host_cpu() -> str:
+    from latency.profile import cpu_model
+    return cpu_model()
+
+
+def cpu_slug(cpu: str) -> str:
+    """'Intel(R) Xeon(R) Processor @ 2.80GHz' -> 'intel-xeon-2.80ghz'."""
+    text = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@", " ", cpu.lower())
+    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.") or "unknown-cpu"
+
+
+def host_dir() -> Path:
+    return cache_root() / f"{cpu_slug(host_cpu())}_ort-{runtime_version()}"
+
+
+def _options_suffix(space: SearchSpace, shipped_options: dict[str, Any] | None) -> str:
+    """'' for the shipped (default) options, else a short hash of the options."""
+    opts = json.dumps(space.options(), sort_keys=True, default=list)
+    if shipped_options is not None and json.dumps(shipped_options, sort_keys=True, default=list) == opts:
+        return ""
+    return "-" + hashlib.sha1(opts.encode()).hexdigest()[:8]
+
+
+def host_table_path(space: SearchSpace, shipped_options: dict[str, Any] | None = None) -> Path:
+    return host_dir() / f"{space.name}{_options_suffix(space, shipped_options)}.json"
+
+
+def cached_spaces() -> list[str]:
+    d = host_dir()
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def matches_host(metadata: dict[str, Any]) -> bool:
+    """Was this table measured on this CPU model with this onnxruntime version?"""
+    return (metadata.get("source") == "measured" and metadata.get("cpu") == host_cpu()
+            and str(metadata.get("runtime_version")) == runtime_version())
+
+
+def profile_command(space: SearchSpace, path: Path) -> str:
+    opts = "".join(f" -o {k}={json.dumps(v)}" for k, v in space.options().items()) if path.stem != space.name else ""
+    return f"nas latency profile --space {space.name}{opts} --out {path}"
+
+
+def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = True,
+            profile: Callable[[SearchSpace, Path, bool], "LatencyTable"] | None = None) -> "LatencyTable":
+    """The cpu table of `space` for this machine: cached, shipped for this CPU, profiled now, or refused.
+
+    `shipped`: the shipped measured tables of the space (any target); `profile` (tests) replaces
+    the onnxruntime profiling."""
+    from latency.table import LatencyTable
+    options = next((t.space_options for t in shipped), None)
+    path = host_table_path(space, options)
+    if path.exists():
+        return LatencyTable.load(path)
+    for table in shipped:
+        if matches_host(table.metadata) and json.dumps(table.space_options, sort_keys=True, default=list) == \
+                json.dumps(space.options(), sort_keys=True, default=list):
+            return table
+    cpu, ort = host_cpu(), runtime_version()
+    if space.name not in AUTO_PROFILE or os.environ.get("NAS_AUTO_PROFILE", "1").lower() in ("0", "false", "no"):
+        raise UsageError(f"no cpu latency table of space {space.name!r} for this machine ({cpu}, onnxruntime {ort}); "
+                         f"make it with: {profile_command(space, path)}")
+    log.warning("no cpu latency table of %s for this machine (%s, onnxruntime %s): profiling one into %s",
+                space.name, cpu, ort, path)
+    return (profile or _profile)(space, path, progress)
+
+
+def _profile(space: SearchSpace, path: Path, progress: bool) -> "LatencyTable":
+    from latency.profile import ProfileSettings, profile_space
+    table = profile_space(space, None, ProfileSettings(), progress=progress)
+    table.save(path)   # atomic: a concurrent run sees either no table or a whole one
+    return table

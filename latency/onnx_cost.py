@@ -1,0 +1,372 @@
+"""Cost any ONNX graph with a device model (pixel1): decompose its nodes into the model's primitives.
+
+No converter: the graph is read with `onnx`, its tensor shapes come from ONNX shape inference (with
+`--input-shape` fixing dynamic input dimensions; sizes computed at run time, which inference leaves
+unknown, come from one onnxruntime run on zeros when onnxruntime is installed), and every node is mapped to
+the primitives of `latency/devices/primitives.py` (dense / pointwise / depthwise conv, FC, pool,
+elementwise), which the device model prices (`pixel1.primitive_ms`).
+
+Lowering rules, the same as the LUT decompositions use (so a net of our spaces exported to ONNX is
+priced like its LayerSpecs, see tests/test_onnx_cost.py):
+- BatchNormalization right after a Conv / Gemm is folded (free); elsewhere it is MUL + ADD (two passes).
+- Relu / Clip (ReLU6) / LeakyRelu right after a Conv, Gemm, MatMul, Add or folded BN are fused (free).
+- HardSwish and Swish cost two passes, Sigmoid / Tanh / Gelu / Erf / HardSigmoid one; Softmax reads
+  its input twice; LayerNormalization is five passes and two tiny ops (pixel1_ops.layernorm).
+- An Add of a constant to a MatMul / Gemm / Conv output is its bias (free); exact GELU exported as
+  Div, Erf, Add, Mul, Mul is one pass.
+- Gemm and MatMul with a weight operand are GEMMs; MatMul of two activations (attention) is a batch
+  of products; kxk Max / Average pooling is a depthwise-shaped reduction; global pooling reads once.
+- Reshape / Flatten / Squeeze / Unsqueeze / Identity / Dropout and nodes computing constants only
+  (shape arithmetic) are free; Transpose / Concat / Slice / Split / Pad / Expand are one copy.
+A node type outside these rules raises one `UsageError` naming every such type in the graph.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from latency.devices.pixel1_ops import act_passes, bcast, copy, layernorm
+from latency.devices.primitives import F32, Primitive, eltwise
+from nas.core.errors import UsageError
+
+if TYPE_CHECKING:
+    import onnx
+
+Shape = tuple[int, ...]
+
+#: node types that never cost anything (views, no-ops) once shapes are static
+FREE = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Constant", "Shape",
+                  "ConstantOfShape", "Size", "Cast", "CastLike"})
+#: node types whose outputs are constants when shapes are static
+CONST_MAKERS = frozenset({"Constant", "Shape", "Size", "ConstantOfShape"})
+#: producers an activation / BatchNorm can be fused into
+FUSES_INTO = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"})
+FUSED_ACTS = frozenset({"Relu", "Clip", "LeakyRelu"})
+ONE_PASS = frozenset({"Sigmoid", "Tanh", "Gelu", "Erf", "HardSigmoid", "Relu", "Clip", "LeakyRelu", "Elu",
+                      "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Softplus", "Not", "Floor", "Ceil",
+                      "Round", "Sign", "Selu", "PRelu"})
+TWO_OPERAND = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "And",
+                         "Or", "Where", "Mod"})
+COPIES = frozenset({"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Tile", "Gather", "Resize",
+                    "Upsample", "DepthToSpace", "SpaceToDepth"})
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """One ONNX node's primitives and their price on the device."""
+    name: str
+    op_type: str
+    primitives: tuple[Primitive, ...]
+    ms: float
+
+
+@dataclass(frozen=True)
+class GraphCost:
+    nodes: tuple[NodeCost, ...]
+    input_shape: Shape
+
+    @property
+    def latency_ms(self) -> float:
+        return sum(n.ms for n in self.nodes)
+
+    def breakdown(self) -> list[dict[str, Any]]:
+        return [{"node": n.name, "op": n.op_type, "ms": n.ms, "primitives": [p.kind for p in n.primitives]}
+                for n in self.nodes if n.primitives]
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def parse_shape(text: str) -> Shape:
+    """'1,3,224,224' -> (1, 3, 224, 224); one clear UsageError otherwise."""
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise UsageError(f"--input-shape {text!r} must be positive integers separated by commas, e.g. 1,3,224,224")
+    return dims
+
+
+def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "onnx.ModelProto":
+    """Read an ONNX file, fix the first input's shape and run shape inference (UsageError on bad input)."""
+    import onnx
+    from onnx import shape_inference
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"ONNX file {str(path)!r} does not exist")
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
+        raise UsageError(f"{str(path)!r} is not an ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise UsageError(f"{str(path)!r} is not an ONNX model (no graph nodes)")
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if not inputs:
+        raise UsageError(f"ONNX model {str(path)!r} has no graph input")
+    first = inputs[0]
+    dims = first.type.tensor_type.shape.dim
+    if input_shape is not None:
+        if len(input_shape) != len(dims):
+            raise UsageError(f"--input-shape {','.join(map(str, input_shape))} has {len(input_shape)} dims; "
+                             f"input {first.name!r} has {len(dims)}")
+        for d, v in zip(dims, input_shape):
+            d.Clear()
+            d.dim_value = int(v)
+    else:
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                continue
+            if i == 0:   # a dynamic batch: cost batch 1
+                d.Clear()
+                d.dim_value = 1
+                continue
+            shown = ",".join(str(x.dim_value) if x.HasField("dim_value") else (x.dim_param or "?") for x in dims)
+            raise UsageError(f"input {first.name!r} of {str(path)!r} has dynamic dimensions ({shown}); "
+                             f"give --input-shape, e.g. --input-shape 1,3,224,224")
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise UsageError(f"ONNX shape inference failed on {str(path)!r}: {exc}".splitlines()[0]) from None
+    _shapes_by_running(inferred)
+    return inferred
+
+
+def _unknown_tensors(model: "onnx.ModelProto") -> list[str]:
+    known = {vi.name for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]
+             if vi.type.tensor_type.HasField("shape")
+             and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)}
+    known |= {t.name for t in model.graph.initializer}
+    return [o for n in model.graph.node for o in n.output if o and o not in known]
+
+
+def _shapes_by_running(model: "onnx.ModelProto") -> None:
+    """Fill the shapes ONNX inference leaves unknown (computed Reshape / Pad / Concat sizes) from one
+    onnxruntime run on zeros, when onnxruntime is installed; otherwise leave them (costing then names them)."""
+    missing = _unknown_tensors(model)
+    if not missing:
+        return
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        from onnx import helper
+    except ImportError:
+        return
+    probe = type(model)()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in missing)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        feed = {}
+        for i in sess.get_inputs():
+            vi = next(v for v in model.graph.input if v.name == i.name)
+            shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            feed[i.name] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        values = sess.run(missing, feed)
+    except Exception:   # leave the shapes unknown: costing names the first tensor it cannot size
+        return
+    for name, value in zip(missing, values):
+        arr = np.asarray(value)
+        elem = helper.np_dtype_to_tensor_dtype(arr.dtype) if arr.dtype != object else 0
+        model.graph.value_info.append(helper.make_tensor_value_info(name, elem, list(arr.shape)))
+
+
+# ---- costing -------------------------------------------------------------------------------------
+class _Graph:
+    """Shapes, constant-ness and producers of the tensors of an inferred graph."""
+
+    def __init__(self, model: "onnx.ModelProto") -> None:
+        g = model.graph
+        self.shapes: dict[str, Shape | None] = {}
+        for vi in [*g.input, *g.value_info, *g.output]:
+            dims = vi.type.tensor_type.shape.dim
+            known = vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims)
+            if known or vi.name not in self.shapes:   # a graph output's dynamic dims never hide an inferred shape
+                self.shapes[vi.name] = tuple(d.dim_value for d in dims) if known else None
+        self.const: set[str] = set()
+        for t in g.initializer:
+            self.shapes[t.name] = tuple(t.dims)
+            self.const.add(t.name)
+        self.producer: dict[str, str] = {}
+        self.consumers: dict[str, int] = {}
+        for node in g.node:
+            for o in node.output:
+                self.producer[o] = node.op_type
+            for i in node.input:
+                self.consumers[i] = self.consumers.get(i, 0) + 1
+
+    def shape(self, name: str, node: Any) -> Shape:
+        s = self.shapes.get(name)
+        if s is None:
+            raise UsageError(f"ONNX node {node.name or node.op_type!r} ({node.op_type}): the shape of tensor "
+                             f"{name!r} is unknown after shape inference; give --input-shape or simplify the graph")
+        return s
+
+    def fused(self, node: Any) -> bool:
+        """Is `node` (an activation or BN) folded into the op that produced its input?"""
+        src = node.input[0]
+        return self.producer.get(src) in FUSES_INTO and self.consumers.get(src, 0) == 1
+
+
+def _numel(shape: Shape) -> int:
+    return int(math.prod(shape))
+
+
+def _conv(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
+    x, w, y = g.shape(node.input[0], node), g.shape(node.input[1], node), g.shape(node.output[0], node)
+    groups = int(attrs.get("group", 1))
+    cin, cout = x[1], y[1]
+    kernel = _numel(w[2:])
+    if node.op_type == "ConvTranspose":
+        macs = _numel(x[2:]) * cin * (cout // groups) * kernel
+    else:
+        macs = _numel(y[2:]) * cout * (cin // groups) * kernel
+    nbytes = F32 * (_numel(x) + _numel(y) + _numel(w))
+    kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if kernel == 1 else "conv")
+    return [Primitive(kind, macs * x[0], nbytes)]
+
+
+def _gemm(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
+    a, b, y = g.shape(node.input[0], node), g.shape(node.input[1], node), g.shape(node.output[0], node)
+    k = a[0] if node.op_type == "Gemm" and attrs.get("transA", 0) else a[-1]
+    macs = _numel(y) * k
+    kind = "fc" if _numel(y[:-1]) == 1 else "pw"
+    return [Primitive(kind, macs, F32 * (_numel(a) + _numel(b) + _numel(y)))]
+
+
+def _pool(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
+    """Windowed pools at the depthwise rate (k*k ops per output); global pools and reductions read once."""
+    x, y = g.shape(node.input[0], node), g.shape(node.output[0], node)
+    traffic = F32 * (_numel(x) + _numel(y))
+    if node.op_type in ("AveragePool", "MaxPool"):
+        kernel = tuple(int(v) for v in attrs.get("kernel_shape", [1]))
+        return [Primitive("dw", _numel(y) * _numel(kernel), traffic)]
+    return [Primitive("pool" if node.op_type.startswith("Global") else "eltwise", _numel(x), traffic)]
+
+
+def _elementwise(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
+    n = _numel(g.shape(node.output[0], node))
+    op = node.op_type
+    if op in FUSED_ACTS and g.fused(node):
+        return []
+    if op == "Add" and len(node.input) == 2 and any(
+            g.producer.get(a) in ("MatMul", "Gemm", "Conv") and g.consumers.get(a, 0) == 1 and b in g.const
+            for a, b in (node.input, node.input[::-1])):
+        return []   # a bias added to a GEMM / conv output: part of TFLite's FULLY_CONNECTED / CONV_2D
+    if op == "BatchNormalization":
+        if g.fused(node):
+            return []
+        c = g.shape(node.input[0], node)[1]
+        return [bcast(n, c), bcast(n, c)]
+    if op == "HardSwish":
+        return act_passes("hswish", n)
+    if op in ONE_PASS:
+        return [eltwise(n, 1)]
+    if op == "Softmax" or op == "LogSoftmax":
+        return [eltwise(n, 2)]
+    if op in TWO_OPERAND:
+        return [eltwise(n, 2)]
+    return [copy(n)]   # COPIES
+
+
+def _layernorm(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
+    x = g.shape(node.input[0], node)
+    axis = int(attrs.get("axis", -1)) % len(x)
+    return layernorm(_numel(x[:axis]), _numel(x[axis:]))
+
+
+Rule = Callable[[_Graph, Any, dict[str, Any]], list[Primitive]]
+RULES: dict[str, Rule] = {
+    "Conv": _conv, "ConvTranspose": _conv, "Gemm": _gemm, "MatMul": _gemm,
+    "LayerNormalization": _layernorm,
+    **{op: _pool for op in ("GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "ReduceMean",
+                            "ReduceMax", "ReduceSum", "ReduceL2")},
+    **{op: _elementwise for op in (ONE_PASS | TWO_OPERAND | COPIES
+                                   | {"BatchNormalization", "HardSwish", "Softmax", "LogSoftmax"})},
+}
+
+
+def supported_ops() -> list[str]:
+    return sorted(set(RULES) | FREE)
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _gelu_glue(model: "onnx.ModelProto", g: _Graph) -> set[str]:
+    """The Div / Add / Mul nodes around each Erf of an exported exact GELU (x * 0.5 * (1 + erf(x / sqrt 2))):
+    one GELU pass (priced on the Erf), as TFLite's builtin GELU; returns the free nodes' first outputs."""
+    by_output = {o: n for n in model.graph.node for o in n.output}
+    users: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    free: set[int] = set()
+    for erf in (n for n in model.graph.node if n.op_type == "Erf"):
+        div = by_output.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not (div.input[1] in g.const or getattr(
+                by_output.get(div.input[1]), "op_type", "") == "Constant"):
+            continue
+        chain, cur = [], erf
+        while len(chain) < 3:
+            nxt = users.get(cur.output[0], [])
+            if len(nxt) != 1 or nxt[0].op_type not in ("Add", "Mul"):
+                break
+            chain.append(nxt[0])
+            cur = nxt[0]
+        if [n.op_type for n in chain] in (["Add", "Mul", "Mul"], ["Add", "Mul"]):
+            free |= {div.output[0], *(n.output[0] for n in chain)}
+    return free
+
+
+def cost_graph(model: "onnx.ModelProto", price: Callable[[Primitive], float], device: str = "pixel1") -> GraphCost:
+    """Decompose every node of an inferred graph into primitives and price them with `price`."""
+    g = _Graph(model)
+    unknown = sorted({n.op_type for n in model.graph.node if n.op_type not in RULES and n.op_type not in FREE})
+    if unknown:
+        raise UsageError(f"the {device} model cannot cost ONNX op type(s) {', '.join(unknown)}; "
+                         f"it costs: {', '.join(supported_ops())}")
+    free = _gelu_glue(model, g)
+    # BatchNorm folded into a conv makes a following activation fused too
+    for node in model.graph.node:
+        if node.op_type == "BatchNormalization" and g.fused(node):
+            g.producer[node.output[0]] = "Conv"
+    out: list[NodeCost] = []
+    for i, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        data_inputs = [x for x in node.input if x]
+        if node.op_type in FREE or (node.output and node.output[0] in free) or (data_inputs and all(x in g.const for x in data_inputs)):
+            if node.op_type in CONST_MAKERS or all(x in g.const for x in data_inputs):
+                g.const.update(node.output)
+            out.append(NodeCost(name, node.op_type, (), 0.0))
+            continue
+        prims = tuple(RULES[node.op_type](g, node, _attrs(node)))
+        out.append(NodeCost(name, node.op_type, prims, sum(price(p) for p in prims)))
+    first = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
+    return GraphCost(tuple(out), g.shapes.get(first.name) or ())
+
+
+# ---- device models -------------------------------------------------------------------------------
+def _pixel1_price() -> Callable[[Primitive], float]:
+    from latency.devices.pixel1 import primitive_ms
+    return primitive_ms
+
+
+#: device-model targets that can cost an ONNX graph: name -> the primitive pricer's factory
+DEVICE_MODELS: dict[str, Callable[[], Callable[[Primitive], float]]] = {"pixel1": _pixel1_price}
+
+
+def predict_onnx(path: str | Path, device: str = "pixel1", input_shape: Sequence[int] | None = None) -> GraphCost:
+    """Cost an ONNX model on a device-model target (UsageError on a bad file, shape, op or device)."""
+    if device not in DEVICE_MODELS:
+        raise UsageError(f"target {device!r} is not a device model and cannot cost an ONNX graph; "
+                         f"device models: {', '.join(sorted(DEVICE_MODELS))} (or --target cpu to time it here)")
+    model = load_graph(path, input_shape)
+    return cost_graph(model, DEVICE_MODELS[device](), device)
