@@ -66,14 +66,15 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
     from nas.run_lock import run_lock
     check_config(cfg)
     with run_lock(cfg.storage, cfg.out):
-        p = plan(cfg)
+        p = plan(cfg, progress)
         evaluator = train(p, progress)
         trials = run(p, evaluator, progress)
         return finish(p, trials)
 
 
 # ---- plan ----------------------------------------------------------------------------------------
-def plan(cfg: SearchConfig) -> SearchPlan:
+def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
+    """Load and check everything; `progress`: bars for slow loading (profiling this machine's cpu table)."""
     from nas.strategies.catalog import STRATEGIES
     from search_spaces.catalog import get_space
 
@@ -84,7 +85,7 @@ def plan(cfg: SearchConfig) -> SearchPlan:
     if strategy_cls.weight_sharing and cfg.runner != "local":
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")
-    models = _latency_models(cfg, space, strategy_cls.needs_latency)
+    models = _latency_models(cfg, space, strategy_cls.needs_latency, progress)
     constraints, bounds, feasible = latency_constraints(cfg, models)
     options = _check_options(strategy_cls, cfg.strategy_options)
     try:
@@ -110,14 +111,15 @@ def _make_evaluator(cfg: SearchConfig, space: SearchSpace) -> Evaluator:
         raise UsageError(f"evaluator {cfg.evaluator!r} cannot take the options given ({given}): {exc}") from None
 
 
-def _latency_models(cfg: SearchConfig, space: SearchSpace, needs_latency: bool) -> dict[str, Any]:
+def _latency_models(cfg: SearchConfig, space: SearchSpace, needs_latency: bool,
+                    progress: bool = True) -> dict[str, Any]:
     """One latency model per target. A target without a table for this space is an error, unless
     the strategy does without latency (darts) and no bound is given for that target."""
     from latency.targets import lut_model
     models: dict[str, Any] = {}
     for i, target in enumerate(cfg.targets):
         try:
-            models[target] = lut_model(target, space)
+            models[target] = lut_model(target, space, progress)
         except (UsageError, LatencyError) as exc:
             if needs_latency or i < len(cfg.latency_ms):
                 raise
