@@ -143,7 +143,7 @@ def test_study_of_another_space_is_refused(postgres_url: str, study_name: str, t
                                            capsys: pytest.CaptureFixture[str]) -> None:
     table = tiny_table(tmp_path / "t.json")
     assert cli(capsys, *search_args(table, "--trials", "2", "--storage", postgres_url, "--study", study_name))[0] == 0
-    proc = run_cli("search", "--space", "nasnet", "--target", "cpu", "--trials", "3", "--quiet",
+    proc = run_cli("search", "--space", "nasnet", "--target", "xeon-2.8ghz", "--trials", "3", "--quiet",
                    "--storage", postgres_url, "--study", study_name)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and study_name in proc.stderr
