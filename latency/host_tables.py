@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 TARGET = "cpu"
 #: spaces whose full table profiles in seconds: profiled automatically on first use
-AUTO_PROFILE = frozenset({"mbconv"})
+AUTO_PROFILE = frozenset({"mbconv", "nb201"})
 
 
 def cache_root() -> Path:

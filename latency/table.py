@@ -18,6 +18,7 @@ from typing import Any
 
 from nas.core.files import atomic_write_text
 from nas.core.errors import LatencyError, MissingEntryError
+from nas.core.space import NET_NEUTRAL_OPTIONS
 
 FORMAT = "nas-latency-table/1"
 
@@ -96,6 +97,7 @@ class LatencyTable:
 
 
 def _norm(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True, default=list)
+    """Options as comparable text, without the ones that do not change the nets (a candidate list)."""
+    return json.dumps({k: v for k, v in options.items() if k not in NET_NEUTRAL_OPTIONS}, sort_keys=True, default=list)
 
 

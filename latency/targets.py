@@ -2,7 +2,9 @@
 
 `cpu` is this machine (latency.host_tables): a table measured on this CPU model with this
 onnxruntime, from the per-user cache, a matching shipped table, or profiled on first use. The
-shipped cpu tables are the named target of the CPU they were measured on (`xeon-2.8ghz`).
+shipped cpu tables are the named target of the CPU they were measured on (`xeon-2.8ghz`, `amd-epyc`).
+The measured devices of NAS-Bench-201 (`pixel3`, `raspi4`, ...: latency/measured.py) are whole-net
+targets of the `nb201` space: an exact lookup per arch instead of a sum of layers.
 A target may also be given as a path to a table file (one the user profiled on their device).
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latency import host_tables
+from latency.measured import MeasuredModel, MeasuredTable, is_measured_file, measured_targets, shipped_table
 from latency.model import LUTModel
 from latency.table import LatencyTable
 from nas.core.errors import UnknownNameError, UsageError
@@ -24,12 +27,14 @@ def shipped_names() -> list[str]:
 
 
 def target_names() -> list[str]:
-    return sorted([*shipped_names(), HOST])
+    return sorted({*shipped_names(), HOST, *measured_targets()})
 
 
 def target_spaces(target: str) -> list[str]:
     if target == HOST:
         return host_tables.cached_spaces()
+    if target in measured_targets() and not (TABLES / target).is_dir():
+        return measured_targets()[target]
     return sorted(p.stem for p in (TABLES / target).glob("*.json"))
 
 
@@ -50,7 +55,7 @@ def table_path(target: str, space: str) -> Path:
                              f"{space or 'SPACE'} --out {path} (a search or predict on --target cpu does it for mbconv)")
         return path
     path = TABLES / target / f"{space}.json"
-    if not path.exists():
+    if not path.exists() or target in measured_targets():
         raise UsageError(f"target {target!r} has no table for space {space!r}; it has tables for: "
                          f"{', '.join(target_spaces(target))} (profile one with 'nas latency profile --space {space}')")
     return path
@@ -63,8 +68,9 @@ def shipped_measured(space: str) -> list[LatencyTable]:
     return [t for t in tables if t.metadata.get("source") == "measured"]
 
 
-def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> LatencyTable:
-    """The table of `target` for `space`; with a SearchSpace, `cpu` may profile this machine's table."""
+def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> LatencyTable | MeasuredTable:
+    """The table of `target` for `space` (a per-layer table, or a measured whole-net table for measured
+    targets and files); with a SearchSpace, `cpu` may profile this machine's table."""
     if target == HOST:
         if isinstance(space, SearchSpace):
             return host_tables.resolve(space, shipped_measured(space.name), progress)
@@ -72,8 +78,15 @@ def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> 
             if host_tables.matches_host(table.metadata):
                 return table
     name = space.name if isinstance(space, SearchSpace) else space
-    return LatencyTable.load(table_path(target, name))
+    if target in measured_targets() and name in measured_targets()[target]:
+        return shipped_table(target)
+    path = table_path(target, name)
+    return MeasuredTable.load(path) if is_measured_file(path) else LatencyTable.load(path)
 
 
-def lut_model(target: str, space: SearchSpace, progress: bool = True) -> LUTModel:
-    return LUTModel(space, load_table(target, space, progress), name=target)
+def lut_model(target: str, space: SearchSpace, progress: bool = True) -> LUTModel | MeasuredModel:
+    """The latency model of `target` for `space`: a LUT, or an exact lookup for measured tables."""
+    table = load_table(target, space, progress)
+    if isinstance(table, MeasuredTable):
+        return MeasuredModel(space, table, name=target)
+    return LUTModel(space, table, name=target)

@@ -48,7 +48,8 @@ def list_catalogue(what: str) -> list[Any]:
                 m = load_table(t, sp).metadata
                 rows.append({"target": t, "space": sp, "device": m.get("device"), "source": m.get("source"),
                              "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
-                             "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date")})
+                             "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date"),
+                             "units": m.get("units", "ms"), "batch": m.get("batch")})
         return rows
     if what == "strategies":
         from nas.strategies.catalog import STRATEGIES

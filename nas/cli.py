@@ -27,8 +27,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         text = "\n".join(f"{r['name']:<12} {r['decisions']:>3} decisions, ~10^{r['log10_size']} archs, "
                          f"presets: {', '.join(r['presets']) or '-'}" for r in rows)
     elif args.what == "targets":
-        text = "\n".join(f"{r['target']:<8} {r['space']:<11} {r['source'] or '':<9} {r['device']} | "
-                         f"{r['runtime']} {r['provider'] or ''} threads={r['threads']} {r['date'] or ''}" for r in rows)
+        text = "\n".join(f"{r['target']:<14} {r['space']:<11} {r['source'] or '':<9} {r['device']} | {r['units']}, "
+                         f"batch {r['batch']} | {r['runtime']} {r['provider'] or ''} threads={r['threads']} "
+                         f"{r['date'] or ''}" for r in rows)
     else:
         text = "\n".join(rows)
     emit(args, rows, text)
@@ -127,6 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from nas import __version__
     from nas.cli_latency import add_latency_parser
+    from nas.cli_bench import add_bench_parser
     from nas.cli_train import add_train_parser
     p = argparse.ArgumentParser(prog="nas", description="Neural architecture search with hardware-latency models.")
     p.add_argument("--version", action="version", version=f"nas {__version__}")
@@ -207,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_latency_parser(sub)
     add_train_parser(sub)
+    add_bench_parser(sub)
     return p
 
 

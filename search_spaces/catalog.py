@@ -16,11 +16,13 @@ import search_spaces.ops_extra  # noqa: F401  (adds the dwsep op to the op vocab
 from search_spaces.hytra import HyTraSpace
 from search_spaces.mbconv import MBConvSpace
 from search_spaces.nasnet import NASNetSpace
+from search_spaces.nats_sss import NATSSizeSpace
+from search_spaces.nb201 import NB201Space
 from search_spaces.vit_resnas import VitResNASSpace
 
 #: the shipped spaces: this explicit list is the registry (space modules do not register themselves)
 SPACES: Registry[type[SearchSpace]] = Registry("space")
-for _cls in (MBConvSpace, NASNetSpace, HyTraSpace, VitResNASSpace):
+for _cls in (MBConvSpace, NASNetSpace, HyTraSpace, VitResNASSpace, NB201Space, NATSSizeSpace):
     SPACES.register(_cls.name, _cls)
 
 

@@ -18,6 +18,7 @@ SMALL: dict[str, dict] = {
     "nasnet": {"resolution": 32, "channels": 8, "cells": 1, "num_classes": 10},
     "hytra": {"resolution": 32, "num_classes": 10, "width": 16},
     "vit_resnas": {"resolution": 32, "num_classes": 10, "patch": 4},
+    "nb201": {"channels": 8, "cells": 1},
 }
 NAMES = SPACES.names()
 

@@ -239,12 +239,46 @@ def _vit_head(spec: LayerSpec) -> list[Primitive]:
     return [copy(dim), *layernorm(1, dim), linear(dim, int(p["classes"]))]
 
 
+# ---- NAS-Bench-201 / NATS size space (search_spaces/nb201_ops.py) ----------------------------------
+def _nb201_edge(spec: LayerSpec) -> list[Primitive]:
+    """ReLU-conv-BN edges: a ReLU pass on the input (BN folded); avg pool: a 3x3 window pool; a
+    width-changing skip: 1x1 conv (BN folded); a width-changing avg pool: ReLU, 1x1 conv, then pool."""
+    p = spec.kwargs
+    op, cin, cout = str(p["op"]), int(p["cin"]), int(p["cout"])
+    _, h, w = spec.input_shape
+    relu = eltwise(cin * h * w, 1)
+    if op in ("nor_conv_1x1", "nor_conv_3x3"):
+        return [relu, conv2d(cin, cout, 1 if op == "nor_conv_1x1" else 3, 1, h, w)]
+    if op == "skip_connect":
+        return [conv2d(cin, cout, 1, 1, h, w)]
+    if op == "avg_pool_3x3":
+        pre = [relu, conv2d(cin, cout, 1, 1, h, w)] if cin != cout else []
+        return pre + [window_pool(cout, 3, 1, h, w)]
+    raise ValueError(f"nb201_edge op {op!r} has no Pixel 1 decomposition")
+
+
+def _nb201_resblock(spec: LayerSpec) -> list[Primitive]:
+    """ReLU, 3x3/2 conv, (ReLU fused) 3x3 conv; shortcut 2x2/2 average pool + 1x1 conv; residual add."""
+    cin, h, w = spec.input_shape
+    cout, ho, wo = spec.output_shape
+    return [eltwise(cin * h * w, 1), conv2d(cin, cout, 3, 2, h, w), conv2d(cout, cout, 3, 1, ho, wo),
+            window_pool(cin, 2, 2, h, w), conv2d(cin, cout, 1, 1, ho, wo), eltwise(cout * ho * wo, 2)]
+
+
+def _nb201_head(spec: LayerSpec) -> list[Primitive]:
+    """BatchNorm after an add (MUL + ADD, ReLU fused), global pool, linear."""
+    cin, h, w = spec.input_shape
+    return [eltwise(cin * h * w, 1), eltwise(cin * h * w, 1), global_pool(cin, h, w),
+            linear(cin, int(spec.kwargs["classes"]))]
+
+
 #: LayerSpec op -> decomposition; `pixel1.py` registers all of them.
 EXTRA_OPS: dict[str, Decomposition] = {
     "cell_op": _cell_op, "cell_pre": _cell_pre, "cell_combine": _cell_combine,
     "hytra_stem": _hytra_stem, "hytra_resconv": _hytra_resconv, "hytra_resatt": _hytra_resatt,
     "vit_patch_embed": _vit_patch_embed, "vit_conv_embed": _vit_conv_embed, "vit_block": _vit_block,
-    "vit_reduce": _vit_reduce, "vit_head": _vit_head}
+    "vit_reduce": _vit_reduce, "vit_head": _vit_head,
+    "nb201_edge": _nb201_edge, "nb201_resblock": _nb201_resblock, "nb201_head": _nb201_head}
 
 for _op, _fn in EXTRA_OPS.items():
     if _op not in DECOMPOSE:
@@ -261,4 +295,9 @@ TRUST: dict[str, str] = {
     "vit_resnas": "extrapolated: LayerNorm, attention, softmax, GELU and token GEMMs are priced with constants "
                   "fitted on CNNs only; no published Pixel 1 latency of a vision transformer checks them. "
                   "Trust rankings more than absolute milliseconds.",
+    "nb201": "close to the calibration: dense 3x3 / 1x1 convs, pooling and ReLU passes of small CIFAR nets (32x32 "
+             "input), priced with the CNN constants; the node sums of a cell are not timed. Not checked on a "
+             "published Pixel 1 latency; the measured nb201 targets (pixel2, pixel3, ...) are ground truth.",
+    "nats_sss": "close to the calibration: the nb201 ops at other widths (see nb201); not checked on a published "
+                "Pixel 1 latency.",
 }

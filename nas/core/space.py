@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 
+#: space options that select which archs are searched without changing any net (a candidate list):
+#: latency tables ignore them when checking that a table fits a space
+NET_NEUTRAL_OPTIONS: tuple[str, ...] = ("candidates",)
+
+
 @dataclass(frozen=True)
 class Decision:
     """One thing that can vary: `name` and its ordered `choices`."""

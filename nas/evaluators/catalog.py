@@ -24,13 +24,18 @@ def _train(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
     return make_train_evaluator(space, seed=seed, **options)
 
 
+def _tabular(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
+    from nas.evaluators.tabular import make_tabular
+    return make_tabular(space, seed=seed, **options)
+
+
 def _supernet(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
     from nas.supernet.trainer import supernet_evaluator_from_checkpoint
     return supernet_evaluator_from_checkpoint(space, seed=seed, **options)
 
 
 EVALUATORS: Registry[EvaluatorFactory] = Registry("evaluator")
-for _name, _factory in (("zero-cost", _zero_cost), ("train", _train), ("supernet", _supernet)):
+for _name, _factory in (("zero-cost", _zero_cost), ("train", _train), ("supernet", _supernet), ("tabular", _tabular)):
     EVALUATORS.register(_name, _factory)
 
 

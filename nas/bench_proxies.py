@@ -1,0 +1,136 @@
+"""`nas bench proxies`: how well each zero-cost proxy ranks archs against benchmark ground truth.
+
+    nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
+
+Scores archs that have ground truth (nb201: NASLib's 725-arch subset of `--truth`; nats_sss: a
+seeded sample of the 32,768 archs, CIFAR-10) with every proxy of `nas.evaluators.proxies` (and the
+`ensemble` of the zero-cost evaluator when all its members are scored), on one seeded batch of
+`--dataset` (default: the embedded `digits`, upscaled - no CIFAR images ship; pass `cifar10:PATH`
+when you have them; `synthetic` means Gaussian noise). Reports per proxy the Spearman and Kendall
+correlation with the ground-truth accuracy; for nb201 also NASLib's own scores against the same truth
+and, for the data-free proxies (synflow, params, flops), the per-arch Spearman between our value
+and NASLib's (do we compute the same thing?).
+
+Published anchors (Abdelfattah et al., ICLR 2021, Table 1; all 15,625 NB201 archs, CIFAR-10):
+synflow 0.74, jacob_cov 0.73, snip 0.60, grad_norm 0.59, fisher 0.36, vote 0.82.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from nas.core.errors import UsageError
+
+log = logging.getLogger(__name__)
+#: Abdelfattah et al. 2021, Table 1 (NAS-Bench-201, CIFAR-10, Spearman over all 15,625 archs)
+PUBLISHED_SPEARMAN: dict[str, float] = {"synflow": 0.74, "jacob_cov": 0.73, "snip": 0.60, "grad_norm": 0.59,
+                                        "fisher": 0.36, "ensemble": 0.82}
+#: our proxy -> NASLib's score name for the same idea (NASLib's `jacov` and `nwot` are other variants)
+NASLIB_NAMES: dict[str, str] = {"synflow": "synflow", "params": "params", "flops": "flops", "snip": "snip",
+                                "grad_norm": "grad_norm", "fisher": "fisher", "jacob_cov": "jacov", "naswot": "nwot"}
+DATA_FREE: tuple[str, ...] = ("synflow", "params", "flops")
+#: benchmark dataset -> (classes, resolution) of its nets
+NB201_NETS: dict[str, tuple[int, int]] = {"cifar10": (10, 32), "cifar100": (100, 32), "ImageNet16-120": (120, 16)}
+
+
+def _rank_stats(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
+    from scipy import stats
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return {"spearman": math.nan, "kendall": math.nan, "n": int(ok.sum())}
+    return {"spearman": float(stats.spearmanr(a[ok], b[ok])[0]), "kendall": float(stats.kendalltau(a[ok], b[ok])[0]),
+            "n": int(ok.sum())}
+
+
+def _truth(space_name: str, truth: str, archs: int | None, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Block string -> accuracy for the archs to score, and NASLib's records (nb201) or {}."""
+    from nas.evaluators.tabular import truth_table
+    table = truth_table(space_name, truth)
+    records: dict[str, Any] = {}
+    if space_name == "nb201":
+        from search_spaces.bench_data import nb201_records
+        records = nb201_records(truth)
+    blocks = sorted(table)
+    if archs is not None:
+        if archs < 3:
+            raise UsageError(f"--archs must be at least 3, got {archs}")
+        rng = np.random.default_rng(seed)
+        blocks = sorted(rng.choice(blocks, size=min(archs, len(blocks)), replace=False).tolist())
+    elif space_name == "nats_sss":
+        raise UsageError("nats_sss has 32,768 archs: give --archs N to score a seeded sample")
+    return {b: table[b] for b in blocks}, records
+
+
+def proxy_ranking(space_name: str, truth: str = "cifar10", dataset: str | None = "digits", archs: int | None = None,
+                  proxies: Sequence[str] | None = None, batch: int = 16, seed: int = 0,
+                  progress: bool = False) -> dict[str, Any]:
+    """Rank correlations of zero-cost proxies with ground truth (see the module docstring)."""
+    from nas.evaluators.proxies import PROXIES
+    from nas.evaluators.zero_cost import DEFAULT_MEMBERS, ENSEMBLE, ZeroCostEvaluator
+    from search_spaces.catalog import get_space
+
+    if space_name not in ("nb201", "nats_sss"):
+        raise UsageError(f"no ground truth for space {space_name!r}; valid spaces: nats_sss, nb201")
+    names = list(proxies) if proxies else PROXIES.names()
+    for n in names:
+        if n not in PROXIES:
+            raise UsageError(f"unknown zero-cost proxy {n!r}; valid proxies: {', '.join(PROXIES.names())}")
+    table, records = _truth(space_name, truth, archs, seed)
+    classes, res = NB201_NETS.get(truth, (10, 32))
+    space = get_space(space_name, num_classes=classes, resolution=res)
+    data = dataset if dataset and dataset != "synthetic" else None
+    ev = ZeroCostEvaluator(space, seed=seed, proxy=ENSEMBLE, batch=batch, resolution=None, dataset=data)
+    with_ensemble = set(DEFAULT_MEMBERS) <= set(names)
+    values: dict[str, list[float]] = {n: [] for n in names + ([ENSEMBLE] if with_ensemble else [])}
+    seconds = {n: 0.0 for n in names}
+    blocks = list(table)
+    it: Any = blocks
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(blocks, desc=f"proxies on {space_name}", unit="arch")
+    for block in it:
+        arch = space.parse(block)
+        row: dict[str, float] = {}
+        for n in names:
+            t0 = time.perf_counter()
+            row.update(ev.proxies(arch, [n]))
+            seconds[n] += time.perf_counter() - t0
+        for n in names:
+            values[n].append(row[n])
+        if with_ensemble:
+            values[ENSEMBLE].append(ev.ensemble_score(row))
+    acc = [table[b] for b in blocks]
+    out: dict[str, Any] = {
+        "space": space_name, "truth": truth, "archs": len(blocks), "seed": seed, "batch": batch,
+        "data": (f"{dataset} (real images)" if data and not data.startswith("digits") else
+                 "digits (embedded 8x8 grayscale digits, upscaled; not CIFAR)" if data else
+                 "synthetic (Gaussian noise, random labels)"),
+        "proxies": {}, "naslib": {}, "published_spearman": PUBLISHED_SPEARMAN if (space_name, truth) == ("nb201", "cifar10") else {}}
+    for n, v in values.items():
+        entry = _rank_stats(v, acc)
+        if n in seconds:
+            entry["seconds_per_arch"] = seconds[n] / max(1, len(blocks))
+        if records and n in DATA_FREE:
+            theirs = [records[b].scores.get(NASLIB_NAMES[n], math.nan) for b in blocks]
+            entry["spearman_vs_naslib_score"] = _rank_stats(v, theirs)["spearman"]
+        out["proxies"][n] = entry
+    if records:
+        for ours, theirs in NASLIB_NAMES.items():
+            out["naslib"][theirs] = _rank_stats([records[b].scores.get(theirs, math.nan) for b in blocks], acc)
+    return out
+
+
+def format_ranking(result: dict[str, Any]) -> str:
+    lines = [f"{result['space']} vs {result['truth']} ground truth, {result['archs']} archs; data: {result['data']}",
+             f"{'proxy':<10} {'spearman':>9} {'kendall':>8} {'NASLib':>8} {'publ.':>6} {'ours~NASLib':>11} {'s/arch':>7}"]
+    for n, e in result["proxies"].items():
+        nl = result["naslib"].get(NASLIB_NAMES.get(n, ""), {}).get("spearman", math.nan)
+        pub = result["published_spearman"].get(n, math.nan)
+        lines.append(f"{n:<10} {e['spearman']:>9.3f} {e['kendall']:>8.3f} {nl:>8.3f} {pub:>6.2f} "
+                     f"{e.get('spearman_vs_naslib_score', math.nan):>11.3f} {e.get('seconds_per_arch', 0.0):>7.3f}")
+    return "\n".join(lines)

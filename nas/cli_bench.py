@@ -1,0 +1,45 @@
+"""`nas bench ...`: benchmark commands against shipped ground truth (thin: parse, call, print).
+
+    nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def cmd_bench_proxies(args: argparse.Namespace) -> int:
+    from nas.bench_proxies import format_ranking, proxy_ranking
+    from nas.torch_threads import set_torch_threads
+    set_torch_threads(args.torch_threads or 1)   # small nets: one thread per process is fastest on shared cores
+    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()] if args.proxies else None
+    result: dict[str, Any] = proxy_ranking(args.space, truth=args.truth, dataset=args.dataset, archs=args.archs,
+                                           proxies=proxies, batch=args.batch, seed=args.seed,
+                                           progress=not args.quiet)
+    if args.out:
+        from nas.core.files import atomic_write_text
+        atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1) if args.json else format_ranking(result))
+    return 0
+
+
+def add_bench_parser(sub: Any) -> None:
+    b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
+    bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    s = bsub.add_parser("proxies", help="Spearman / Kendall of every zero-cost proxy vs ground-truth accuracy")
+    s.add_argument("--space", required=True, help="nb201 or nats_sss")
+    s.add_argument("--truth", default="cifar10", help="ground-truth column: cifar10 | cifar100 | ImageNet16-120 "
+                                                     "(nb201), cifar10 (nats_sss)")
+    s.add_argument("--dataset", default="digits", metavar="SPEC",
+                   help="batch for data-dependent proxies: digits (default, embedded), synthetic, cifar10:PATH")
+    s.add_argument("--archs", type=int, metavar="N", help="score a seeded sample of N archs (default: all with truth)")
+    s.add_argument("--proxies", metavar="A,B", help="only these proxies (default: all)")
+    s.add_argument("--batch", type=int, default=16, help="images per proxy batch (default 16)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--torch-threads", type=int, metavar="N", help="torch CPU threads (default 1)")
+    s.add_argument("--out", help="also write the JSON result to this file")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print JSON: per proxy spearman and kendall")
+    s.set_defaults(func=cmd_bench_proxies)

@@ -1,0 +1,77 @@
+"""A candidate list: search only a given set of archs of a space (e.g. the archs a benchmark has
+ground truth for).
+
+`CandidateSet` holds the block strings; `sample` draws uniformly from them and `mutate` moves to a
+candidate that differs in the fewest genes (ties broken by the generator), so every strategy that
+samples and mutates stays inside the list. A space opts in through a `candidates` option; the
+option restricts the search, not the nets, so latency tables ignore it (`NET_NEUTRAL_OPTIONS`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nas.core.arch import Arch
+from nas.core.errors import ArchError, UsageError
+
+if TYPE_CHECKING:
+    from nas.core.space import SearchSpace
+
+from nas.core.space import NET_NEUTRAL_OPTIONS  # noqa: E402,F401  (`candidates` restricts archs, not nets)
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    archs: tuple[Arch, ...]
+    source: str
+    _index: dict[Arch, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.archs:
+            raise UsageError(f"candidate list {self.source} is empty")
+        self._index.update({a: i for i, a in enumerate(self.archs)})
+
+    def __contains__(self, arch: object) -> bool:
+        return arch in self._index
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        return self.archs[int(rng.integers(len(self.archs)))]
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """A candidate other than `arch` at the smallest gene (Hamming) distance from it."""
+        if len(self.archs) < 2:
+            raise ArchError(f"candidate list {self.source} holds one arch; there is nothing to mutate to")
+        dist = np.array([sum(a != b for a, b in zip(c.genes, arch.genes)) for c in self.archs])
+        dist[dist == 0] = len(arch.genes) + 1
+        nearest = np.flatnonzero(dist == dist.min())
+        return self.archs[int(nearest[rng.integers(len(nearest))])]
+
+
+def read_candidates(space: "SearchSpace", path: str | Path) -> CandidateSet:
+    """A candidate file: one block string (or arch JSON) per line; '#' comments and blank lines skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read candidate file {path}: {exc.strerror}") from None
+    archs: list[Arch] = []
+    seen: set[Arch] = set()
+    for n, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip() if not line.lstrip().startswith("{") else line.strip()
+        if not text:
+            continue
+        try:
+            arch = space.parse_any(text)
+        except ArchError as exc:
+            raise UsageError(f"candidate file {path}, line {n}: {exc}") from None
+        if arch in seen:
+            raise UsageError(f"candidate file {path}, line {n}: arch {text!r} is listed twice")
+        seen.add(arch)
+        archs.append(arch)
+    return CandidateSet(tuple(archs), str(path))
