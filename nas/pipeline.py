@@ -75,6 +75,7 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
 # ---- plan ----------------------------------------------------------------------------------------
 def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     """Load and check everything; `progress`: bars for slow loading (profiling this machine's cpu table)."""
+    from nas.problem import problem_options
     from nas.strategies.catalog import STRATEGIES
     from search_spaces.catalog import get_space
 
@@ -88,8 +89,10 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     models = _latency_models(cfg, space, strategy_cls.needs_latency, progress)
     constraints, bounds, feasible = latency_constraints(cfg, models)
     options = _check_options(strategy_cls, cfg.strategy_options)
+    # strategies that take the problem (exact, evolution's repair) see the tables, bounds and score
+    problem = problem_options(strategy_cls, space, models, bounds, cfg.evaluator, cfg.evaluator_options)
     try:
-        strategy = strategy_cls(space, seed=cfg.seed, feasible=feasible, **options)
+        strategy = strategy_cls(space, seed=cfg.seed, feasible=feasible, **problem, **options)
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
@@ -162,7 +165,7 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
         if init is not None and klass is not object:
             valid |= {n for n, p in inspect.signature(init).parameters.items()
                       if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and n not in ("self", "space"))}
-    valid -= {"seed", "feasible"}
+    valid -= {"seed", "feasible", "problem"}
     bad = sorted(set(options) - valid)
     if bad:
         raise UsageError(f"strategy {strategy_cls.name!r} has no option {bad[0]!r}; valid options: "

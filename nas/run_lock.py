@@ -62,6 +62,7 @@ def run_lock(storage: str | None, out: str | Path | None) -> Iterator[Path | Non
         yield None
         return
     path = lock_path(store_file.resolve())
+    created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -69,8 +70,23 @@ def run_lock(storage: str | None, out: str | Path | None) -> Iterator[Path | Non
     fd = _acquire(path)
     try:
         yield path
+    except BaseException:
+        if created:   # a search that failed before writing anything leaves nothing behind
+            _remove_if_only_locks(path.parent)
+        raise
     finally:
         os.close(fd)   # releases the flock; the file stays (removing it would race a new holder)
+
+
+def _remove_if_only_locks(folder: Path) -> None:
+    try:
+        names = os.listdir(folder)
+        if all(n.endswith((".lock", ".lock.guard")) for n in names):
+            for n in names:
+                (folder / n).unlink()
+            folder.rmdir()
+    except OSError:
+        pass
 
 
 def holder_info(path: Path) -> dict[str, object]:

@@ -195,6 +195,11 @@ class OptunaStore:
         self.name = study
         self._study_id = storage.get_study_id_from_name(study)
         self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
+        from nas.store_fastpath import supported
+        #: finish trials in one transaction (nas/store_fastpath.py); their params are then written at
+        #: the end, with the rest, instead of with 6 queries each when the trial starts
+        self._fast = supported(storage)
+        self._deferred: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}   # trial id -> params, dists
 
     # -- study attributes -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any] | None:
@@ -216,6 +221,13 @@ class OptunaStore:
                 pass
         if attempt:
             attrs["attempt"] = attempt
+        if self._fast:   # one transaction; params are written when the trial finishes
+            from nas.store_fastpath import start_trial
+            tid, number = _retry(lambda: start_trial(self.storage, self._study_id, attrs), "creating a trial")
+            if params:
+                self._deferred[tid] = (params, dists)
+            self._ids[number] = tid
+            return number
         template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, values=None,
                                datetime_start=_dt.datetime.now(), datetime_complete=None, params=params,
                                distributions=dists, user_attrs=attrs, system_attrs={}, intermediate_values={},
@@ -240,9 +252,15 @@ class OptunaStore:
 
     def _finish(self, tid: int, attrs: dict[str, Any], values: list[float] | None) -> None:
         from optuna.trial import TrialState
+
+        from nas.store_fastpath import finish_trial
+        state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+        if self._fast:   # RDB storages: params, attributes and state in one transaction
+            params, dists = self._deferred.pop(tid, ({}, {}))
+            _retry(lambda: finish_trial(self.storage, tid, attrs, state, values, params, dists), "finishing a trial")
+            return
         for key, value in attrs.items():
             _retry(functools.partial(self.storage.set_trial_user_attr, tid, key, value), f"saving {key}")
-        state = TrialState.COMPLETE if values is not None else TrialState.FAIL
         _retry(lambda: self.storage.set_trial_state_values(tid, state, values), "finishing a trial")
 
     def _values(self, trial: Trial) -> list[float] | None:

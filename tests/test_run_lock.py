@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def search_cmd(out: Path, table: Path, trials: int) -> list[str]:
+def search_cmd(out: Path, table: Path, trials: int, proxy: str = "params") -> list[str]:
     return [sys.executable, "-m", "nas.cli", "search", "--space", "mbconv", "-o", "width_mult=0.25",
             "-o", "resolution=32", "-o", "num_classes=10", "--target", str(table), "--evaluator-option",
-            "proxy=params", "--trials", str(trials), "--seed", "1", "--out", str(out), "--quiet"]
+            f"proxy={proxy}", "--trials", str(trials), "--seed", "1", "--out", str(out), "--quiet"]
 
 
 def hold(path: Path, extra: str = "") -> subprocess.Popen[str]:
@@ -92,14 +92,14 @@ def test_search_on_a_running_search_is_refused_and_the_first_finishes(tmp_path: 
     from tests.test_resume_kill import tiny_table
     table = tiny_table(tmp_path / "t.json")
     out = tmp_path / "run"
-    trials = 60
-    first = subprocess.Popen(search_cmd(out, table, trials), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    trials = 60   # naswot builds and scores a net per trial: seconds in all (params needs no net: too quick)
+    first = subprocess.Popen(search_cmd(out, table, trials, "naswot"), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (out / "trials.db.lock").exists() or not holder_info(out / "trials.db.lock"):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
-    second = subprocess.run(search_cmd(out, table, trials), cwd=ROOT, env=ENV, capture_output=True, text=True,
+    second = subprocess.run(search_cmd(out, table, trials, "naswot"), cwd=ROOT, env=ENV, capture_output=True, text=True,
                             timeout=120)
     assert second.returncode == 1, second.stderr
     assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
@@ -114,7 +114,7 @@ def test_two_searches_started_together_one_runs_one_refuses(tmp_path: Path) -> N
     from tests.test_resume_kill import tiny_table
     table = tiny_table(tmp_path / "t.json")
     out = tmp_path / "run"
-    procs = [subprocess.Popen(search_cmd(out, table, 20), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(search_cmd(out, table, 20, "naswot"), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     codes = sorted(rc for rc, _ in results)

@@ -211,8 +211,10 @@ def naswot(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
 
 
 # ---- size baselines ------------------------------------------------------------------------------
-def params_proxy(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
-    return float(sum(p.numel() for p in model.parameters()))
+def params_proxy(space: "SearchSpace", arch: "Arch") -> float:
+    """Trainable parameters of the full net (from the space's layer specs; nothing is built)."""
+    from search_spaces.op_params import arch_params
+    return float(arch_params(space, arch))
 
 
 def flops_proxy(space: "SearchSpace", arch: "Arch") -> float:
@@ -226,5 +228,5 @@ PROXIES.register("grad_norm", ProxyDef("grad_norm", model_fn=grad_norm, log_scal
 PROXIES.register("fisher", ProxyDef("fisher", model_fn=fisher, log_scale=True, doc="Fisher (Theis et al. 2018)"))
 PROXIES.register("jacob_cov", ProxyDef("jacob_cov", model_fn=jacob_cov, doc="Jacobian covariance (Mellor et al. 2020)"))
 PROXIES.register("naswot", ProxyDef("naswot", model_fn=naswot, doc="NASWOT log-det (Mellor et al. 2021)"))
-PROXIES.register("params", ProxyDef("params", model_fn=params_proxy, log_scale=True, doc="parameter count"))
+PROXIES.register("params", ProxyDef("params", arch_fn=params_proxy, log_scale=True, doc="parameters of the full net"))
 PROXIES.register("flops", ProxyDef("flops", arch_fn=flops_proxy, log_scale=True, doc="MACs at full resolution"))

@@ -7,7 +7,9 @@ The arch is built at a reduced proxy `resolution` (cheap; proxies are computed o
 input for every arch, so their ranking stays comparable) with weights initialised from the
 evaluator's seed, and scored on one batch: `batch` seeded Gaussian images with random labels, or
 `batch` training images of `dataset` (a seeded random subset; see nas.data). The result holds `score` (the chosen
-proxy), the proxy under its own name, `params_m` of the proxy net and `macs_m` of the full net.
+proxy), the proxy under its own name, and `params_m` and `macs_m` of the full net (counted from the
+space's layer specs). Nothing is built when every proxy asked for is counted from the arch
+(`params`, `flops`): then an evaluation costs microseconds, not a torch net.
 Proxies (nas.evaluators.proxies, `PROXIES`): synflow, snip, grad_norm, fisher, jacob_cov,
 naswot, and the size baselines params and flops.
 
@@ -98,7 +100,12 @@ class ZeroCostEvaluator:
             self.proxy_space = _proxy_space(space, int(resolution))
         self.dataset = dataset
         self.num_classes = int(num_classes or getattr(space, "num_classes", None) or 10)
-        self._x, self._y = self._make_batch()
+        #: some member needs a built net and a batch (arch-only proxies such as params and flops do not)
+        self.needs_model = any(PROXIES.get(m).model_fn is not None for m in self.members)
+        self._x: "torch.Tensor | None" = None
+        self._y: "torch.Tensor | None" = None
+        if self.needs_model or self.dataset:   # a --dataset is checked up front even when unused
+            self._x, self._y = self._make_batch()
 
     def _make_batch(self) -> tuple["torch.Tensor", "torch.Tensor"]:
         import torch
@@ -140,6 +147,8 @@ class ZeroCostEvaluator:
                 # cheaper than deepcopy)
                 net = model if model is not None else self.build(arch)
                 model = None
+                if self._x is None or self._y is None:
+                    self._x, self._y = self._make_batch()
                 out[d.name] = float(d.model_fn(net, self._x, self._y))
         return out
 
@@ -172,15 +181,16 @@ class ZeroCostEvaluator:
         return float(np.mean(zs))
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        model = self.build(arch)
-        params = sum(p.numel() for p in model.parameters())
+        from search_spaces.op_params import arch_size
+        model = self.build(arch) if self.needs_model else None
         values = self.proxies(arch, self.members, model)
+        params, macs = arch_size(self.space, arch)
         score = self.ensemble_score(values) if self.proxy_name == ENSEMBLE else values[self.proxy_name]
         out = {"score": float(score), **values}
         if self.proxy_name == ENSEMBLE:
             out[ENSEMBLE] = float(score)
         out["params_m"] = params / 1e6
-        out["macs_m"] = self.space.macs(arch) / 1e6
+        out["macs_m"] = macs / 1e6
         return out
 
 

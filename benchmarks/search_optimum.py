@@ -1,0 +1,152 @@
+"""How close each strategy gets to the exact optimum of a constrained search, at equal budget.
+
+    python benchmarks/search_optimum.py [--seeds 20] [--trials 100,500] [--strategies evolution,random,nsga2]
+                                        [--optuna-seeds 5] [--problems xeon-2.8ghz:8,xeon-2.8ghz:7,pixel1:80,pixel1:70]
+
+Problem: the mbconv space, score = MACs (`--evaluator zero-cost --evaluator-option proxy=flops`),
+latency predicted by a shipped LUT (`xeon-2.8ghz`, the cpu table the issue measured on; `pixel1`) and bounded. That problem is separable, so
+`--strategy exact` (nas/strategies/exact.py) solves it exactly; each strategy's result is the best
+feasible score among its first N trials as a percentage of that optimum (100 = found it), per
+seed, reported as mean, standard deviation and worst seed. Every run uses the product path - the
+same evaluator (latency + zero-cost flops), constraints and `run_search` loop that `nas search`
+uses - with an in-memory store, so trials/s here is the strategy + evaluator cost alone.
+
+The Optuna strategies (`tpe`, `optuna-nsga2`) are slower per trial, so they run `--optuna-seeds`
+seeds. Peers outside nas (NNI, pymoo) are run only where installed; otherwise a note says so.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("search_optimum")
+OPTUNA = ("tpe", "optuna-nsga2")
+
+
+@dataclass(frozen=True)
+class Problem:
+    target: str
+    bound_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} <= {self.bound_ms:g} ms"
+
+
+@dataclass
+class Setup:
+    """Everything a run of one problem shares: space, models, evaluator, feasibility and the optimum."""
+
+    space: Any
+    models: dict[str, Any]
+    bounds: dict[str, float]
+    evaluator: Any
+    feasible: Any
+    optimum: float
+    optimum_arch: str
+
+
+def setup(problem: Problem) -> Setup:
+    from latency.targets import lut_model
+    from nas.evaluators.base import Compose, LatencyEvaluator
+    from nas.evaluators.catalog import make_evaluator
+    from nas.problem import SearchProblem
+    from nas.strategies.exact import ExactStrategy
+    from search_spaces.catalog import get_space
+
+    space = get_space("mbconv")
+    models = {problem.target: lut_model(problem.target, space)}
+    bounds = {problem.target: problem.bound_ms}
+    options = {"proxy": "flops"}
+    evaluator = Compose([LatencyEvaluator(models), make_evaluator("zero-cost", space, seed=0, **options)])
+
+    def feasible(arch: Any) -> bool:
+        return all(models[t].predict(arch) <= b for t, b in bounds.items())
+
+    exact = ExactStrategy(space, seed=0, feasible=feasible,
+                          problem=SearchProblem(space, models, bounds, "zero-cost", options))
+    best = exact.solve()
+    if best is None:
+        raise SystemExit(f"{problem.label}: no arch meets the bound")
+    return Setup(space, models, bounds, evaluator, feasible, float(evaluator(best)["score"]), space.format(best))
+
+
+def run(name: str, s: Setup, seed: int, trials: int) -> tuple[np.ndarray, float]:
+    """Best feasible score after each trial (as % of the optimum; 0 before the first feasible one)
+    and the run's trials/s."""
+    from nas.problem import problem_options
+    from nas.runner import run_search
+    from nas.strategies.catalog import STRATEGIES
+    cls = STRATEGIES.get(name)
+    strategy = cls(s.space, seed=seed, feasible=s.feasible,
+                   **problem_options(cls, s.space, s.models, s.bounds, "zero-cost", {"proxy": "flops"}))
+    t0 = time.perf_counter()
+    done = run_search(strategy, s.evaluator, trials, progress=False)
+    rate = trials / (time.perf_counter() - t0)
+    (target, bound), = s.bounds.items()
+    scores = np.array([t.metrics["score"] if t.ok and t.metrics[f"latency_ms.{target}"] <= bound else 0.0
+                       for t in done])
+    return 100.0 * np.maximum.accumulate(scores) / s.optimum, rate
+
+
+def peers_note() -> list[str]:
+    notes = []
+    for module, what in (("nni", "NNI regularized evolution"), ("pymoo", "pymoo GA")):
+        if importlib.util.find_spec(module) is None:
+            notes.append(f"skipped {what}: '{module}' is not installed (pip install {module} to compare)")
+        else:
+            notes.append(f"{what}: installed, but no adapter in this benchmark yet")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", default="xeon-2.8ghz:8,xeon-2.8ghz:7,pixel1:80,pixel1:70", help="target:bound_ms, comma-separated")
+    ap.add_argument("--strategies", default="evolution,random,nsga2,tpe,optuna-nsga2")
+    ap.add_argument("--trials", default="100,500", help="checkpoints; the runs last as long as the largest")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--optuna-seeds", type=int, default=5, help="seeds of the slower Optuna strategies")
+    ap.add_argument("--json", help="also write the per-seed figures to this file")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    checkpoints = sorted(int(x) for x in args.trials.split(","))
+    problems = [Problem(p.split(":")[0], float(p.split(":")[1])) for p in args.problems.split(",")]
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    rows: list[dict[str, Any]] = []
+    for problem in problems:
+        s = setup(problem)
+        print(f"\n{problem.label}: exact optimum {s.optimum / 1e6:.2f} M MACs  ({s.optimum_arch})")
+        print(f"  {'strategy':<13} {'seeds':>5} " + " ".join(f"{f'@{c}: mean  sd   worst':>24}" for c in checkpoints)
+              + f" {'trials/s':>9}")
+        for name in strategies:
+            n = args.optuna_seeds if name in OPTUNA else args.seeds
+            curves, rates = [], []
+            for seed in range(n):
+                curve, rate = run(name, s, seed, checkpoints[-1])
+                curves.append(curve)
+                rates.append(rate)
+            at = {c: np.array([cv[c - 1] for cv in curves]) for c in checkpoints}
+            print(f"  {name:<13} {n:>5} " + " ".join(
+                f"{at[c].mean():>12.2f} {at[c].std():>5.2f} {at[c].min():>5.2f}" for c in checkpoints)
+                  + f" {np.median(rates):>9.0f}")
+            rows.append({"problem": problem.label, "optimum": s.optimum, "strategy": name, "seeds": n,
+                         "trials_per_s": float(np.median(rates)),
+                         **{f"pct_at_{c}": at[c].tolist() for c in checkpoints}})
+    print()
+    for note in peers_note():
+        print(note)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
