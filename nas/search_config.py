@@ -77,6 +77,36 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"{len(cfg.latency_ms)} latency bounds given for {len(cfg.targets)} targets")
 
 
+#: JSON types of each stored setting (None allowed where the field's default is None)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "space": (str,), "space_options": (dict,), "targets": (list, tuple), "latency_ms": (list, tuple),
+    "strategy": (str,), "strategy_options": (dict,), "evaluator": (str,), "evaluator_options": (dict,),
+    "trials": (int,), "seed": (int,), "out": (str,), "resume": (bool,), "storage": (str,), "study": (str,),
+    "runner": (str,), "workers": (int,), "address": (str,), "max_retries": (int,), "store_params": (bool,),
+    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "device": (str,)}
+_ITEM_TYPES: dict[str, tuple[type, ...]] = {"targets": (str,), "latency_ms": (int, float)}
+
+
+def _type_problem(key: str, value: Any) -> str | None:
+    """Why `value` cannot be setting `key` (None when it can)."""
+    default = {f.name: f.default for f in fields(SearchConfig)}.get(key)
+    if value is None and default is None:
+        return None
+    kinds = _TYPES.get(key, (object,))
+    want = " or ".join(k.__name__ for k in kinds)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        return f"{key!r} must be {want}, got {_short(value)}"
+    items = _ITEM_TYPES.get(key)
+    if items and any(not isinstance(v, items) or isinstance(v, bool) for v in value):
+        return f"{key!r} must hold {' or '.join(k.__name__ for k in items)} values, got {_short(value)}"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
     """The config of the search in `folder` (its config.json), to continue it; `overrides` replace
     stored values (settings other than RUN_SETTINGS must still match, see `_check_resume`)."""
@@ -85,12 +115,20 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
         raise UsageError(f"--resume {folder}: no config.json there; give the --out folder of a 'nas search'")
     try:
         saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--resume {folder}: cannot read {path} ({exc})") from None
+    except (OSError, json.JSONDecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--resume {folder}: cannot read {path} ({_short(str(exc), 120)})") from None
     if not isinstance(saved, dict):
         raise UsageError(f"--resume {folder}: {path} is not a search config (a JSON object)")
     names = {f.name for f in fields(SearchConfig)}
     data = {k: v for k, v in saved.items() if k in names}
+    for key, value in data.items():
+        problem = _type_problem(key, value)
+        if problem:
+            raise UsageError(f"--resume {folder}: {path} is not a valid search config ({problem})")
+    recorded, asked = saved.get("study"), (overrides or {}).get("study")
+    if asked is not None and recorded is not None and asked != recorded:
+        raise UsageError(f"--resume {folder} continues study {recorded!r}; --study {asked!r} names another "
+                         f"(drop --study, or start a new search with another --out)")
     data.update(overrides or {})
     for key in ("targets", "latency_ms"):
         if key in data:
