@@ -24,7 +24,7 @@ def target_spaces(target: str) -> list[str]:
 
 def table_path(target: str, space: str) -> Path:
     """Path of the shipped table of `target` for `space`, or of the user's table file `target`."""
-    if target.endswith(".json"):
+    if target.endswith(".json") or Path(target).is_file():
         path = Path(target)
         if not path.exists():
             raise UsageError(f"latency table file {target!r} does not exist")

@@ -92,6 +92,11 @@ def report(folder: str | None, storage: str | None = None, study: str | None = N
     if folder is None and storage is None:
         raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
     record = load_search(folder, storage, study)
+    present = sorted({k for t in record.trials if t.ok for k, v in t.metrics.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for flag, metric in (("--x", x), ("--y", y)):
+        if present and metric not in present:
+            raise UsageError(f"{flag} {metric!r}: no trial has that metric; metrics present: {', '.join(present)}")
     where = out or folder
     if where is None:
         raise UsageError("--storage without a search folder needs --out FOLDER for the report files")

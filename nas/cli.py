@@ -220,6 +220,26 @@ def _stop_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
+#: longest error message printed whole (a 1 MB arch string is not echoed back)
+MAX_MESSAGE = 400
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message` cut to `limit` characters, saying how long it was."""
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message)} characters in all)"
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader went away (`nas ... | head -1`): send what is left to /dev/null so that the
+    interpreter's final flush raises nothing."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -227,16 +247,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     restore = _stop_on_sigterm()
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141   # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except UsageError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+        print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 2
     except NasError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+        print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as exc:
-        print("nas: interrupted; finished trials are saved - run the same command again to resume",
-              file=sys.stderr)
+        what = getattr(args, "interrupted", "finished trials are saved - run the same command again to resume")
+        print(f"nas: interrupted; {what}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         restore()

@@ -117,7 +117,8 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--device", help="device name to record (default: host name)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_profile)
+    s.set_defaults(func=cmd_profile, interrupted="the layers measured so far are kept in the table - "
+                                                "run the same command again to resume")
 
     s = lsub.add_parser("predict", help="predict an arch's latency from a target's table")
     add_space_args(s)

@@ -55,6 +55,8 @@ RUNNERS = ("local", "ray")
 
 def check_config(cfg: SearchConfig) -> None:
     """Usage errors in the settings themselves (before anything is loaded)."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2 ** 32:
+        raise UsageError(f"--seed must be an integer in [0, {2 ** 32 - 1}], got {str(cfg.seed)[:40]}")
     if cfg.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {cfg.trials}")
     if not cfg.targets:
@@ -73,6 +75,11 @@ def check_config(cfg: SearchConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device {cfg.device!r} unknown; valid: cpu, cuda, cuda:N")
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise UsageError(f"--out {cfg.out} is a file; --out names the folder for best.json, trials.db and "
+                         f"config.json")
+    if cfg.storage is not None:
+        check_storage(cfg.storage)
     if len(cfg.latency_ms) > len(cfg.targets):
         raise UsageError(f"{len(cfg.latency_ms)} latency bounds given for {len(cfg.targets)} targets")
 
@@ -105,6 +112,22 @@ def _type_problem(key: str, value: Any) -> str | None:
 def _short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+#: the storage forms --storage takes (SQLAlchemy database URLs of these kinds, or files)
+STORAGE_FORMS = ("sqlite:///PATH", "postgresql://USER@HOST/DB", "mysql://USER@HOST/DB", "journal:PATH", "jsonl:PATH")
+_DIALECTS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def check_storage(spec: str) -> None:
+    """Usage error unless `spec` has one of the STORAGE_FORMS (it is not opened here)."""
+    scheme, sep, rest = spec.partition("://")
+    if spec.startswith(("journal:", "jsonl:")) and spec.partition(":")[2]:
+        return
+    if sep and rest and scheme.split("+")[0] in _DIALECTS:
+        return
+    raise UsageError(f"--storage {spec[:80]!r} is not a storage this tool knows; valid forms: "
+                     f"{', '.join(STORAGE_FORMS)}")
 
 
 def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
