@@ -53,8 +53,19 @@ def show_target(target: str, space: str | None = None) -> list[dict[str, Any]]:
     from latency.targets import load_table, target_spaces
     spaces = [space] if space else target_spaces(target) if not target.endswith(".json") else []
     tables = [load_table(target, s) for s in spaces] if spaces else [load_table(target, "")]
-    return [{"space": t.space, "entries": len(t.entries), "metadata": t.metadata, "source": t.source}
-            for t in tables]
+    return [{"space": t.space, "entries": len(t.entries), "missing": _missing_layers(t), "metadata": t.metadata,
+             "source": t.source} for t in tables]
+
+
+def _missing_layers(table: "LatencyTable") -> int | None:
+    """How many layers of the table's space it lacks (a half-profiled table); None when the space
+    cannot be rebuilt from the table's options."""
+    from nas.core.errors import NasError
+    try:
+        keys = {s.key for s in _space(table.space, table.space_options).all_layers()}
+    except (NasError, TypeError, ValueError):
+        return None
+    return len(keys - set(table.entries))
 
 
 def validate(space: str, table: str | None = None, target: str | None = None,

@@ -45,7 +45,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = show_target(args.target, args.space)
     text = []
     for info in out:
-        text.append(f"{args.target} / {info['space']}: {info['entries']} layers ({info['source']})")
+        missing = info.get("missing")
+        state = (f" - INCOMPLETE: {missing} of {info['entries'] + missing} layers missing (run the same "
+                 f"'nas latency profile' again to finish it)" if missing else "")
+        text.append(f"{args.target} / {info['space']}: {info['entries']} layers ({info['source']}){state}")
         text += [f"  {k}: {v}" for k, v in info["metadata"].items() if not isinstance(v, (dict, list))]
     emit(args, out, "\n".join(text))
     return 0

@@ -152,6 +152,12 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
     if asked is not None and recorded is not None and asked != recorded:
         raise UsageError(f"--resume {folder} continues study {recorded!r}; --study {asked!r} names another "
                          f"(drop --study, or start a new search with another --out)")
+    changed = sorted(k for k, v in (overrides or {}).items() if k not in RUN_SETTINGS and k in data
+                     and json.loads(json.dumps(v)) != json.loads(json.dumps(data[k])))
+    if changed:
+        raise UsageError(f"--resume {folder} holds a search with other settings "
+                         f"({', '.join(f'{k}: stored {_short(data[k], 40)}, given {_short(overrides[k], 40)}' for k in changed)}); "
+                         f"resume with the same settings, or start a new search with another --out")
     data.update(overrides or {})
     for key in ("targets", "latency_ms"):
         if key in data:

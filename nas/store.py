@@ -111,6 +111,7 @@ def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
     import sqlalchemy
     path = Path(url[len("sqlite:///"):])
     if str(path) not in ("", ":memory:"):
+        _check_sqlite_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, timeout=60)
         try:  # WAL: readers (the dashboard) never block the writer; persistent in the file
@@ -126,6 +127,31 @@ def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
 
     storage.engine.dispose()  # reconnect so pooled connections get the pragma
     return storage
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """An existing file must be a SQLite database with an Optuna schema (or none yet): a zero-byte
+    or foreign file is an error, never silently made into a fresh store."""
+    import sqlite3
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"storage file {path} is a folder")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head != b"SQLite format 3\x00":
+        what = "empty (zero bytes)" if not head else "not a SQLite database"
+        raise StoreError(f"storage file {path} is {what}, not a trial store; move it away or give another --out")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"storage file {path} is a corrupt SQLite database ({exc})") from None
+    finally:
+        con.close()
+    if tables and "studies" not in tables:
+        raise StoreError(f"storage file {path} is a SQLite database of something else (tables: "
+                         f"{', '.join(sorted(tables)[:5])}), not an Optuna trial store; give another --out")
 
 
 def _quiet_optuna() -> None:
