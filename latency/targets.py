@@ -4,11 +4,12 @@ A target may also be given as a path to a table file (one the user profiled on t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from latency.model import LUTModel
 from latency.table import LatencyTable
-from nas.core.errors import UnknownNameError, UsageError
+from nas.core.errors import LatencyError, UnknownNameError, UsageError
 from nas.core.space import SearchSpace
 
 TABLES = Path(__file__).parent / "tables"
@@ -43,4 +44,19 @@ def load_table(target: str, space: str) -> LatencyTable:
 
 
 def lut_model(target: str, space: SearchSpace) -> LUTModel:
-    return LUTModel(space, load_table(target, space.name), name=target)
+    """The LUT model of `target` for `space`; a table made for other options of the space is an
+    error naming the command that makes the right one."""
+    table = load_table(target, space.name)
+    try:
+        return LUTModel(space, table, name=target)
+    except LatencyError as exc:
+        if table.space != space.name:
+            raise
+        options = space.options()
+        changed = [k for k, v in options.items() if table.space_options.get(k) != v]
+        diff = "; ".join(f"{k}: {table.space_options.get(k)} there, {options[k]} here" for k in changed)
+        given = " ".join(f"-o {k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                         for k, v in options.items() if k in changed)
+        raise LatencyError(f"latency table {table.source} was made for other {space.name} options ({diff or exc}); "
+                           f"make one for these with 'nas latency profile --space {space.name} {given} "
+                           f"--out TABLE.json' and pass --target TABLE.json") from None

@@ -122,7 +122,7 @@ _DIALECTS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "
 def check_storage(spec: str) -> None:
     """Usage error unless `spec` has one of the STORAGE_FORMS (it is not opened here)."""
     scheme, sep, rest = spec.partition("://")
-    if spec.startswith(("journal:", "jsonl:")) and spec.partition(":")[2]:
+    if spec.startswith(("journal:", "jsonl:")):   # the store checks the path (e.g. that one is given)
         return
     if sep and rest and scheme.split("+")[0] in _DIALECTS:
         return
@@ -155,8 +155,8 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
     changed = sorted(k for k, v in (overrides or {}).items() if k not in RUN_SETTINGS and k in data
                      and json.loads(json.dumps(v)) != json.loads(json.dumps(data[k])))
     if changed:
-        raise UsageError(f"--resume {folder} holds a search with other settings "
-                         f"({', '.join(f'{k}: stored {_short(data[k], 40)}, given {_short(overrides[k], 40)}' for k in changed)}); "
+        diff = "; ".join(f"{k}: stored {_short(data[k], 40)}, given {_short(overrides[k], 40)}" for k in changed)
+        raise UsageError(f"--resume {folder} holds a search with other settings ({', '.join(changed)}): {diff}; "
                          f"resume with the same settings, or start a new search with another --out")
     data.update(overrides or {})
     for key in ("targets", "latency_ms"):

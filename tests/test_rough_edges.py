@@ -109,6 +109,11 @@ CASES = {
                      ["search", "--out", "{tmp}/run", "--trials", "1", "--quiet"], 1, "is empty (zero bytes)"),
     "foreign-db": ({"run/trials.db": lambda p: _write(p, "PK\x03\x04 a zip file, not SQLite")},
                    ["search", "--out", "{tmp}/run", "--trials", "1", "--quiet"], 1, "not a SQLite database"),
+    "darts-target-without-table": ({}, ["search", "--space", "nasnet", "-o", "variant=darts", "--strategy", "darts",
+                                        "--target", "cpu", "--out", "{tmp}/d", "--quiet"], 1,
+                                   "make one for these with 'nas latency profile --space nasnet -o variant=darts"),
+    "other-width-without-table": ({}, ["search", "-o", "width_mult=0.5", "--target", "cpu", "--quiet"], 1,
+                                  "(width_mult: 1.0 there, 0.5 here)"),
 }
 
 
@@ -165,10 +170,11 @@ def test_long_arch_is_not_echoed_back(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2 and len(err) < 1000 and "characters in all" in err
 
 
-def test_report_of_a_missing_metric_names_the_present_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_names_the_proxy_and_report_names_present_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "s"
-    assert nas(capsys, "search", "--space", "mbconv", "--target", "cpu", "--trials", "2", "--out", str(out),
-               "--quiet")[0] == 0
+    code, text, _ = nas(capsys, "search", "--space", "mbconv", "--target", "cpu", "--trials", "2", "--out", str(out),
+                        "--quiet")
+    assert code == 0 and "(naswot proxy)" in text   # the summary names what "score" is
     code, _, err = nas(capsys, "report", str(out), "--x", "bogus")
     assert code == 2 and "--x 'bogus'" in err and "metrics present: latency_ms" in err
     assert not (out / "pareto.png").exists()
@@ -223,3 +229,25 @@ def test_closed_pipe_gives_no_traceback() -> None:
     proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert proc.returncode in (0, 141)
+
+
+def test_list_is_a_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.strategies.catalog import STRATEGIES
+    code, out, _ = nas(capsys, "list", "strategies")
+    lines = out.strip().splitlines()
+    assert code == 0 and [line.split()[0] for line in lines] == STRATEGIES.names()
+    evolution = next(line for line in lines if line.startswith("evolution"))
+    assert "[default]" in evolution and "population=20, sample_size=5" in evolution
+    code, out, _ = nas(capsys, "list")
+    assert code == 0 and all(f"{s}:" in out for s in ("spaces", "strategies", "evaluators", "targets"))
+    assert "proxy=naswot" in out and "single-path-nas" in out
+    code, out, _ = nas(capsys, "list", "evaluators", "--verbose", "--json")
+    zero_cost = next(r for r in json.loads(out) if r["name"] == "zero-cost")
+    assert zero_cost["default"] and zero_cost["options"]["proxy"] == "naswot"
+
+
+def test_search_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: evolution" in text and "(default: zero-cost, the naswot proxy" in text
