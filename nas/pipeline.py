@@ -91,6 +91,8 @@ def plan(cfg: SearchConfig) -> SearchPlan:
     out = Path(cfg.out) if cfg.out else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy)
     record_config(out, store, cfg)
+    if hasattr(store, "set_constraints"):   # feasible vs infeasible in optuna-dashboard
+        store.set_constraints([(c.metric, c.bound, c.upper) for c in constraints])
     return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
 
 

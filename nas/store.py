@@ -218,6 +218,7 @@ class OptunaStore:
                 if self.study.metric_names is None:
                     self.study.set_metric_names([m for m, _ in self.objectives])
         self.name = study
+        self.constraints: tuple[tuple[str, float, bool], ...] = ()   # (metric, bound, upper), see set_constraints
         self._study_id = storage.get_study_id_from_name(study)
         self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
 
@@ -258,10 +259,32 @@ class OptunaStore:
         attrs: dict[str, Any] = {"metrics": trial.metrics, "seed": trial.seed, "seconds": trial.seconds}
         if trial.error is not None:
             attrs["error"] = trial.error
+        attrs.update(self._numeric_attrs(trial))
         values = self._values(trial)
         if trial.ok and values is None:
             attrs["status"] = COMPLETE   # complete for us, but Optuna needs the objective values
+        violations = self._violations(trial)
+        if violations is not None:
+            _retry(functools.partial(self.storage.set_trial_system_attr, tid, "constraints", violations),
+                   "saving constraints")
         self._finish(tid, attrs, values)
+
+    def set_constraints(self, constraints: Sequence[tuple[str, float, bool]]) -> None:
+        """Bounds (metric, bound, upper) recorded on each finished trial the way Optuna's samplers and
+        optuna-dashboard read them: system attr `constraints`, values <= 0 feasible."""
+        self.constraints = tuple((str(m), float(b), bool(up)) for m, b, up in constraints)
+
+    def _numeric_attrs(self, trial: Trial) -> dict[str, float]:
+        """Latency metrics as plain numeric user attributes (sortable and filterable in the dashboard;
+        `metrics` alone is one JSON value)."""
+        return {k: float(v) for k, v in trial.metrics.items() if k.startswith("latency_ms")
+                and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+    def _violations(self, trial: Trial) -> list[float] | None:
+        values = [trial.metrics.get(m) for m, _, _ in self.constraints]
+        if not self.constraints or not trial.ok or any(not isinstance(v, (int, float)) for v in values):
+            return None
+        return [float(v) - b if up else b - float(v) for v, (_, b, up) in zip(values, self.constraints)]
 
     def _finish(self, tid: int, attrs: dict[str, Any], values: list[float] | None) -> None:
         from optuna.trial import TrialState

@@ -251,3 +251,65 @@ def test_search_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> 
         main(["search", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: evolution" in text and "(default: zero-cost, the naswot proxy" in text
+
+
+def test_optuna_trials_carry_numeric_latency_and_constraints(tmp_path: Path) -> None:
+    """optuna-dashboard sorts numeric user attrs and marks trials feasible from system attr
+    `constraints` (<= 0 feasible), as Optuna's samplers record it."""
+    import optuna
+
+    from nas.core.arch import Arch
+    from nas.store import open_store
+    from nas.trial import Trial
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    store = open_store(url, "s")
+    store.set_constraints([("latency_ms.cpu", 10.0, True)])
+    arch = Arch("mbconv", ("k3e3",) * 21)
+    for n, ms in enumerate((8.5, 12.0)):
+        store.append(Trial(n, arch, {"score": 1.0, "latency_ms": ms, "latency_ms.cpu": ms}, "complete", None, 0.0, 0))
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.user_attrs["latency_ms.cpu"] for t in trials] == [8.5, 12.0]
+    assert [t.system_attrs["constraints"] for t in trials] == [[-1.5], [2.0]]
+
+
+def test_ray_address_with_nothing_listening_fails_fast() -> None:
+    import socket
+    import time
+
+    from nas.core.errors import NasError
+    from nas.ray_runner import RayExecutor
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(NasError, match=f"cannot connect to the Ray cluster at --address 127.0.0.1:{port}"):
+        RayExecutor(lambda arch: {}, address=f"127.0.0.1:{port}")   # type: ignore[arg-type]
+    assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_sigterm_during_ray_search_exits_143(tmp_path: Path) -> None:
+    """ray.init installs a SIGTERM handler that dumped a stack and aborted (exit 134 here)."""
+    import os
+    import signal
+    import sqlite3
+    import time
+    pytest.importorskip("ray")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nas.cli import main; sys.exit(main())",
+                             "search", "--runner", "ray", "--workers", "2", "--trials", "400", "--quiet",
+                             "--out", str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db, deadline = tmp_path / "run" / "trials.db", time.time() + 240
+    while time.time() < deadline and proc.poll() is None:   # until a trial finished on Ray
+        try:
+            with sqlite3.connect(db, timeout=5) as con:
+                if con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert "SIGTERM received" not in err.decode()
