@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas.core.arch import Arch
-from nas.core.errors import LatencyError, NasError, SearchError, UsageError
+from nas.core.errors import NasError, SearchError, UsageError
 from nas.core.files import atomic_write_text
 from nas.core.space import SearchSpace
 from nas.evaluators.base import Compose, Evaluator, LatencyEvaluator
@@ -154,6 +154,14 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
     if bad:
         raise UsageError(f"strategy {strategy_cls.name!r} has no option {bad[0]!r}; valid options: "
                          f"{', '.join(sorted(valid))}")
+    from nas.catalogue import strategy_options
+    defaults = strategy_options(strategy_cls)
+    for key, value in options.items():   # a number option given a string, list, ... (not a raw TypeError)
+        default = defaults.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+            raise UsageError(f"strategy {strategy_cls.name!r} option {key} must be a number (default {default}), "
+                             f"got {str(value)[:60]!r}")
     return options
 
 

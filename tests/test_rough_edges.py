@@ -109,6 +109,8 @@ CASES = {
                      ["search", "--out", "{tmp}/run", "--trials", "1", "--quiet"], 1, "is empty (zero bytes)"),
     "foreign-db": ({"run/trials.db": lambda p: _write(p, "PK\x03\x04 a zip file, not SQLite")},
                    ["search", "--out", "{tmp}/run", "--trials", "1", "--quiet"], 1, "not a SQLite database"),
+    "strategy-option-type": ({}, ["search", "--strategy-option", "population=x", "--trials", "1", "--quiet"], 2,
+                             "option population must be a number (default 20), got 'x'"),
     "darts-target-without-table": ({}, ["search", "--space", "nasnet", "-o", "variant=darts", "--strategy", "darts",
                                         "--target", "cpu", "--out", "{tmp}/d", "--quiet"], 1,
                                    "make one for these with 'nas latency profile --space nasnet -o variant=darts"),
