@@ -160,8 +160,8 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
         default = defaults.get(key)
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
-            raise UsageError(f"strategy {strategy_cls.name!r} option {key} must be a number (default {default}), "
-                             f"got {str(value)[:60]!r}")
+            raise UsageError(f"strategy {strategy_cls.name!r} cannot take the options given ({key}="
+                             f"{str(value)[:60]!r}): {key} must be a number (default {default})")
     return options
 
 

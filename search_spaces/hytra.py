@@ -75,8 +75,8 @@ class HyTraSpace(SearchSpace):
         self.act, self.se = str(act), bool(se)
         self.min_scales = tuple(int(m) for m in min_scales)
         if not 32 <= self.resolution <= MAX_RESOLUTION or self.resolution % 32:
-            raise ValueError(f"resolution {resolution} must be a multiple of 32 (the 1/32 scale) in "
-                             f"[32, {MAX_RESOLUTION}]")
+            raise ValueError(f"resolution {resolution} must be a positive multiple of 32 (the 1/32 scale), "
+                             f"at most {MAX_RESOLUTION}")
         if not 1 <= self.num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes {num_classes} outside [1, {MAX_CLASSES}]")
         if not (1 <= self.width <= 1024 and 1 <= self.depth <= 64):

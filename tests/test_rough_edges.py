@@ -76,7 +76,7 @@ CASES = {
     "huge-resolution": ({}, ["show", "--space", "mbconv", "-o", "resolution=100000", "--arch", "single-path-nas"],
                         2, "resolution 100000 outside [32, 1024]"),
     "huge-hytra-resolution": ({}, ["show", "--space", "hytra", "-o", "resolution=100000", "--arch", "bossnet-t0"],
-                              2, "in [32, 1024]"),
+                              2, "multiple of 32 (the 1/32 scale), at most 1024"),
     "fractional-resolution": ({}, ["show", "--space", "mbconv", "-o", "resolution=224.5", "--arch", "single-path-nas"],
                               2, "resolution must be a whole number, got 224.5"),
     "export-null-options": ({"best.json": lambda p: _write(p, json.dumps(
@@ -110,7 +110,7 @@ CASES = {
     "foreign-db": ({"run/trials.db": lambda p: _write(p, "PK\x03\x04 a zip file, not SQLite")},
                    ["search", "--out", "{tmp}/run", "--trials", "1", "--quiet"], 1, "not a SQLite database"),
     "strategy-option-type": ({}, ["search", "--strategy-option", "population=x", "--trials", "1", "--quiet"], 2,
-                             "option population must be a number (default 20), got 'x'"),
+                             "(population='x'): population must be a number (default 20)"),
     "darts-target-without-table": ({}, ["search", "--space", "nasnet", "-o", "variant=darts", "--strategy", "darts",
                                         "--target", "cpu", "--out", "{tmp}/d", "--quiet"], 1,
                                    "make one for these with 'nas latency profile --space nasnet -o variant=darts"),
