@@ -131,22 +131,22 @@ def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
 
 def _check_sqlite_file(path: Path) -> None:
     """An existing file must be a SQLite database with an Optuna schema (or none yet): a zero-byte
-    or foreign file is an error, never silently made into a fresh store."""
+    or foreign file is an error, never silently made into a fresh store. The file is read through
+    SQLite only: a plain open() + close() here would drop this process's SQLite locks on it."""
     import sqlite3
     if not path.exists():
         return
     if path.is_dir():
         raise StoreError(f"storage file {path} is a folder")
-    with path.open("rb") as fh:
-        head = fh.read(16)
-    if head != b"SQLite format 3\x00":
-        what = "empty (zero bytes)" if not head else "not a SQLite database"
-        raise StoreError(f"storage file {path} is {what}, not a trial store; move it away or give another --out")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    if path.stat().st_size == 0:
+        raise StoreError(f"storage file {path} is empty (zero bytes), not a trial store; move it away or "
+                         f"give another --out")
+    con = sqlite3.connect(path, timeout=60)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"storage file {path} is a corrupt SQLite database ({exc})") from None
+        raise StoreError(f"storage file {path} is not a SQLite database ({exc}), not a trial store; move it "
+                         f"away or give another --out") from None
     finally:
         con.close()
     if tables and "studies" not in tables:
