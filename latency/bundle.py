@@ -120,6 +120,8 @@ def read_results(path: str | Path, manifest: dict[str, Any]) -> tuple[list[dict[
     except OSError as exc:
         raise LatencyError(f"cannot read results {path}: {exc.strerror} (run profile_onnx.py on the device "
                            f"and copy results.jsonl into the bundle, or pass --results)") from None
+    while lines and not lines[-1].strip():   # blank lines at the end (an editor's or a copy's)
+        lines.pop()
     keys = {lay["key"] for lay in manifest["layers"]}
     sessions: list[dict[str, Any]] = []
     times: dict[str, list[float]] = {}

@@ -9,6 +9,7 @@ path: a (decisions x choices) matrix, so predicting a batch of encoded archs is 
 """
 from __future__ import annotations
 
+import logging
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -18,6 +19,21 @@ from nas.core.arch import Arch
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import SearchSpace
+
+
+log = logging.getLogger(__name__)
+
+
+def _drop_foreign_entries(space: SearchSpace, table: LatencyTable) -> None:
+    """Entries that are no layer of `space` can never be read: drop them (with a warning) so the
+    model holds only the space's layers, however many junk keys the file had."""
+    keys = {s.key for s in space.all_layers()}
+    foreign = [k for k in table.entries if k not in keys]
+    if foreign:
+        log.warning("latency table %s: ignoring %d entries that are no layer of %s (e.g. %.80r)",
+                    table.source, len(foreign), space.describe(), foreign[0])
+        for k in foreign:
+            del table.entries[k]
 
 
 class LatencyModel(Protocol):
@@ -33,6 +49,7 @@ class LUTModel:
                  correct: bool = True) -> None:
         from latency.correction import table_correction
         table.check_space(space.name, space.options())
+        _drop_foreign_entries(space, table)
         self.space, self.table = space, table
         self.name = name or str(table.metadata.get("device", table.source))
         self.overhead = float(table.metadata.get("call_overhead_ms", 0.0))

@@ -21,6 +21,9 @@ from nas.core.errors import LatencyError, MissingEntryError
 from nas.core.space import NET_NEUTRAL_OPTIONS
 
 FORMAT = "nas-latency-table/1"
+#: refuse bigger table files before reading them (the largest shipped one is ~80 kB, ~500 layers;
+#: 32 MB is ~200,000 entries, more than any space here has layers)
+MAX_TABLE_BYTES = 32 * 2 ** 20
 
 
 @dataclass
@@ -41,7 +44,7 @@ class LatencyTable:
         return key in self.entries
 
     def add(self, key: str, ms: float, **stats: float) -> None:
-        if not (isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0):
+        if isinstance(ms, bool) or not (isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0):
             raise LatencyError(f"latency for {key!r} must be a finite non-negative number, got {ms!r}")
         self.entries[key] = {"ms": float(ms), **{k: float(v) for k, v in stats.items()}}
 
@@ -60,13 +63,22 @@ class LatencyTable:
     def load(cls, path: str | Path) -> "LatencyTable":
         path = Path(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_TABLE_BYTES:
+                raise LatencyError(f"latency table {path} is {size / 2 ** 20:.0f} MB, over the "
+                                   f"{MAX_TABLE_BYTES // 2 ** 20} MB limit of a table file; it is not a layer table")
             text = path.read_text()
-        except OSError as exc:
-            raise LatencyError(f"cannot read latency table {path}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LatencyError(f"cannot read latency table {path}: {getattr(exc, 'strerror', None) or exc}") from None
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as exc:
             raise LatencyError(f"latency table {path} is corrupt: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        except _DuplicateKey as exc:
+            raise LatencyError(f"latency table {path} is corrupt: key {_clip(exc.args[0])!r} appears twice "
+                               f"(which entry is meant is ambiguous)") from None
+        except RecursionError:
+            raise LatencyError(f"latency table {path} is corrupt: JSON nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -94,6 +106,24 @@ class LatencyTable:
         if _norm(self.space_options) != _norm(options):
             raise LatencyError(f"latency table {self.source} was made for {self.space} options "
                                f"{json.dumps(self.space_options, sort_keys=True)}, not {json.dumps(options, sort_keys=True)}")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice is an error (plain json.loads keeps the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _norm(options: dict[str, Any]) -> str:

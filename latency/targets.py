@@ -9,13 +9,14 @@ A target may also be given as a path to a table file (one the user profiled on t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from latency import host_tables
 from latency.measured import MeasuredModel, MeasuredTable, is_measured_file, measured_targets, shipped_table
 from latency.model import LUTModel
 from latency.table import LatencyTable
-from nas.core.errors import UnknownNameError, UsageError
+from nas.core.errors import LatencyError, UnknownNameError, UsageError
 from nas.core.space import SearchSpace
 
 TABLES = Path(__file__).parent / "tables"
@@ -40,7 +41,7 @@ def target_spaces(target: str) -> list[str]:
 
 def table_path(target: str, space: str) -> Path:
     """Path of the shipped (or, for cpu, cached) table of `target` for `space`, or the user's table file."""
-    if target.endswith(".json"):
+    if target.endswith(".json") or Path(target).is_file():
         path = Path(target)
         if not path.exists():
             raise UsageError(f"latency table file {target!r} does not exist")
@@ -85,8 +86,21 @@ def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> 
 
 
 def lut_model(target: str, space: SearchSpace, progress: bool = True) -> LUTModel | MeasuredModel:
-    """The latency model of `target` for `space`: a LUT, or an exact lookup for measured tables."""
+    """The latency model of `target` for `space`: a LUT, or an exact lookup for measured tables. A
+    table made for other options of the space is an error naming the command that makes the right one."""
     table = load_table(target, space, progress)
     if isinstance(table, MeasuredTable):
         return MeasuredModel(space, table, name=target)
-    return LUTModel(space, table, name=target)
+    try:
+        return LUTModel(space, table, name=target)
+    except LatencyError as exc:
+        if table.space != space.name:
+            raise
+        options = space.options()
+        changed = [k for k, v in options.items() if table.space_options.get(k) != v]
+        diff = "; ".join(f"{k}: {table.space_options.get(k)} there, {options[k]} here" for k in changed)
+        given = " ".join(f"-o {k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                         for k, v in options.items() if k in changed)
+        raise LatencyError(f"latency table {table.source} was made for other {space.name} options ({diff or exc}); "
+                           f"make one for these with 'nas latency profile --space {space.name} {given} "
+                           f"--out TABLE.json' and pass --target TABLE.json") from None

@@ -10,7 +10,6 @@ functions are in `nas.api_latency`.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 from nas.core.errors import UsageError
@@ -30,38 +29,18 @@ def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None =
     return run_pipeline(cfg, progress=progress)
 
 
-def list_catalogue(what: str) -> list[Any]:
-    """Rows describing the registered spaces, targets, strategies or evaluators."""
-    if what == "spaces":
-        from search_spaces.catalog import SPACES, get_space
-        rows = []
-        for name in SPACES.names():
-            sp = get_space(name)
-            rows.append({"name": name, "decisions": len(sp.decisions), "log10_size": round(_log10(sp.size()), 1),
-                         "presets": sorted(sp.presets), "options": sp.options()})
-        return rows
-    if what == "targets":
-        from latency.targets import load_table, target_names, target_spaces
-        rows = []
-        for t in target_names():
-            for sp in target_spaces(t):
-                m = load_table(t, sp).metadata
-                rows.append({"target": t, "space": sp, "device": m.get("device"), "source": m.get("source"),
-                             "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
-                             "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date"),
-                             "units": m.get("units", "ms"), "batch": m.get("batch")})
-        return rows
-    if what == "strategies":
-        from nas.strategies.catalog import STRATEGIES
-        return STRATEGIES.names()
+SECTIONS = ("spaces", "strategies", "evaluators", "targets")
+
+
+def list_catalogue(what: str, verbose: bool = False) -> list[dict[str, Any]]:
+    """Rows describing the registered spaces, targets, strategies or evaluators: name, what it is,
+    options and defaults (see nas.catalogue); evaluator options only with `verbose`."""
+    import nas.catalogue as catalogue
     if what == "evaluators":
-        from nas.evaluators.catalog import EVALUATORS
-        return EVALUATORS.names()
-    raise UsageError(f"cannot list {what!r}; valid: spaces, targets, strategies, evaluators")
-
-
-def _log10(x: float) -> float:
-    return math.log10(x) if x > 0 else 0.0
+        return catalogue.evaluators(verbose)
+    if what in SECTIONS:
+        return getattr(catalogue, what)()
+    raise UsageError(f"cannot list {what!r}; valid: {', '.join(SECTIONS)}")
 
 
 def show(space: str, arch: str, targets: Sequence[str] = (), space_options: Mapping[str, Any] | None = None
@@ -122,6 +101,11 @@ def report(folder: str | None, storage: str | None = None, study: str | None = N
     if folder is None and storage is None:
         raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
     record = load_search(folder, storage, study)
+    present = sorted({k for t in record.trials if t.ok for k, v in t.metrics.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for flag, metric in (("--x", x), ("--y", y)):
+        if present and metric not in present:
+            raise UsageError(f"{flag} {metric!r}: no trial has that metric; metrics present: {', '.join(present)}")
     where = out or folder
     if where is None:
         raise UsageError("--storage without a search folder needs --out FOLDER for the report files")

@@ -25,6 +25,9 @@ def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None
     """Time every distinct layer of a space with onnxruntime on this machine; `settings` are
     ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats)."""
     from latency.profile import ProfileSettings, profile_space
+    from nas.core.files import check_writable
+    if out is not None:
+        check_writable(out, "--out")
     set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses its own threads
     return profile_space(_space(space, space_options), out, ProfileSettings(**settings), device=device,
                          progress=progress)
@@ -80,8 +83,19 @@ def show_target(target: str, space: str | None = None) -> list[dict[str, Any]]:
     from latency.targets import load_table, target_spaces
     spaces = [space] if space else target_spaces(target) if not target.endswith(".json") else []
     tables = [load_table(target, s) for s in spaces] if spaces else [load_table(target, "")]
-    return [{"space": t.space, "entries": len(t.entries), "metadata": t.metadata, "source": t.source}
-            for t in tables]
+    return [{"space": t.space, "entries": len(t.entries), "missing": _missing_layers(t), "metadata": t.metadata,
+             "source": t.source} for t in tables]
+
+
+def _missing_layers(table: "LatencyTable") -> int | None:
+    """How many layers of the table's space it lacks (a half-profiled table); None when the space
+    cannot be rebuilt from the table's options."""
+    from nas.core.errors import NasError
+    try:
+        keys = {s.key for s in _space(table.space, table.space_options).all_layers()}
+    except (NasError, TypeError, ValueError):
+        return None
+    return len(keys - set(table.entries))
 
 
 def validate(space: str, table: str | None = None, target: str | None = None,
@@ -99,6 +113,9 @@ def validate(space: str, table: str | None = None, target: str | None = None,
         raise UsageError("--save-correction needs --fit-correction")
     if (table is None) == (target is None):
         raise UsageError("give exactly one of --table FILE and --target NAME")
+    if save_correction:
+        from nas.core.files import check_writable
+        check_writable(save_correction, "--save-correction")
     set_torch_threads(None)
     sp = _space(space, space_options)
     lut = LatencyTable.load(table) if table else load_table(str(target), sp, progress=bool(options.get("progress", True)))
@@ -125,6 +142,8 @@ def import_bundle(bundle_dir: str, out: str, results: str | None = None, device:
     """Turn a bundle's results into a latency table written to `out` (checked against the space as
     defined now)."""
     from latency.bundle import import_results
+    from nas.core.files import check_writable
+    check_writable(out, "--out")
     table, rep = import_results(bundle_dir, results, device, allow_missing,
                                 space_lookup=lambda name, options: _space(name, options))
     table.save(out)

@@ -21,18 +21,16 @@ Command = Callable[[argparse.Namespace], int]
 
 # ---- list ---------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from nas.api import list_catalogue
-    rows = list_catalogue(args.what)
-    if args.what == "spaces":
-        text = "\n".join(f"{r['name']:<12} {r['decisions']:>3} decisions, ~10^{r['log10_size']} archs, "
-                         f"presets: {', '.join(r['presets']) or '-'}" for r in rows)
-    elif args.what == "targets":
-        text = "\n".join(f"{r['target']:<14} {r['space']:<11} {r['source'] or '':<9} {r['device']} | {r['units']}, "
-                         f"batch {r['batch']} | {r['runtime']} {r['provider'] or ''} threads={r['threads']} "
-                         f"{r['date'] or ''}" for r in rows)
+    from nas.api import SECTIONS, list_catalogue
+    from nas.catalogue import lines
+    sections = [args.what] if args.what else list(SECTIONS)
+    rows = {what: list_catalogue(what, args.verbose_list) for what in sections}
+    if args.what:
+        emit(args, rows[args.what], "\n".join(lines(args.what, rows[args.what], args.verbose_list)))
     else:
-        text = "\n".join(rows)
-    emit(args, rows, text)
+        emit(args, rows, "\n\n".join(f"{what}:\n" + "\n".join("  " + line for line in
+                                                               lines(what, r, args.verbose_list))
+                                     for what, r in rows.items()))
     return 0
 
 
@@ -78,7 +76,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     lat = ", ".join(f"{t} {v:.2f} ms" for t, v in s["latency_ms_by_target"].items())
     text = (f"best of {s['trials']} trials ({s['strategy']}, {s['seconds']:.1f} s, {s['failed_trials']} failed)\n"
             f"  arch:    {s['arch']}\n  latency: {lat}\n"
-            f"  score:   {s['metrics'].get('score', float('nan')):.4g}   params: {s['metrics'].get('params_m', 0):.2f} M"
+            f"  score:   {s['metrics'].get('score', float('nan')):.4g} ({s.get('score_is', s['evaluator'])})"
+            f"   params: {s['metrics'].get('params_m', 0):.2f} M"
             f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
     if cfg.out or cfg.storage:
         from nas.store import default_spec
@@ -135,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("list", help="list spaces, targets, strategies or evaluators")
-    s.add_argument("what", choices=["spaces", "targets", "strategies", "evaluators"])
+    s = sub.add_parser("list", help="catalogue of spaces, strategies, evaluators and targets, with their options")
+    s.add_argument("what", nargs="?", choices=["spaces", "targets", "strategies", "evaluators"],
+                   help="one section only (default: all)")
+    s.add_argument("--verbose", dest="verbose_list", action="store_true",
+                   help="every option with its default, one per line")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_list)
 
@@ -145,10 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
     s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
                    help="latency bound, repeatable: the Nth bound applies to the Nth --target")
-    s.add_argument("--strategy", default="evolution", help="search strategy (see 'nas list strategies')")
+    s.add_argument("--strategy", default="evolution",
+                   help="search strategy (default: evolution, regularized evolution within the latency bounds; "
+                        "see 'nas list strategies')")
     s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
-    s.add_argument("--evaluator", default="zero-cost", help="how archs are scored (see 'nas list evaluators')")
-    s.add_argument("--evaluator-option", action="append", metavar="KEY=VALUE", help="e.g. proxy=naswot")
+    s.add_argument("--evaluator", default="zero-cost",
+                   help="how archs are scored (default: zero-cost, the naswot proxy at initialisation, no training; "
+                        "see 'nas list evaluators')")
+    s.add_argument("--evaluator-option", action="append", metavar="KEY=VALUE",
+                   help="e.g. proxy=synflow (zero-cost proxy; default naswot)")
     s.add_argument("--dataset", metavar="SPEC", help="data for training and data-aware proxies: digits (default, "
                                                      "embedded), synthetic, cifar10:PATH or imagefolder:PATH")
     s.add_argument("--epochs", type=int, help="training epochs (supernet, single-path, darts; --evaluator train)")
@@ -232,6 +239,26 @@ def _stop_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
+#: longest error message printed whole (a 1 MB arch string is not echoed back)
+MAX_MESSAGE = 600
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message` cut to `limit` characters, saying how long it was."""
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message)} characters in all)"
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader went away (`nas ... | head -1`): send what is left to /dev/null so that the
+    interpreter's final flush raises nothing."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -239,16 +266,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     restore = _stop_on_sigterm()
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141   # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except UsageError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+        print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 2
     except NasError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+        print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as exc:
-        print("nas: interrupted; finished trials are saved - run the same command again to resume",
-              file=sys.stderr)
+        what = getattr(args, "interrupted", "finished trials are saved - run the same command again to resume")
+        print(f"nas: interrupted; {what}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         restore()

@@ -66,7 +66,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = show_target(args.target, args.space)
     text = []
     for info in out:
-        text.append(f"{args.target} / {info['space']}: {info['entries']} layers ({info['source']})")
+        missing = info.get("missing")
+        state = (f" - INCOMPLETE: {missing} of {info['entries'] + missing} layers missing (run the same "
+                 f"'nas latency profile' again to finish it)" if missing else "")
+        text.append(f"{args.target} / {info['space']}: {info['entries']} layers ({info['source']}){state}")
         text += [f"  {k}: {v}" for k, v in info["metadata"].items() if not isinstance(v, (dict, list))]
     emit(args, out, "\n".join(text))
     return 0
@@ -138,7 +141,8 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--device", help="device name to record (default: host name)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_profile)
+    s.set_defaults(func=cmd_profile, interrupted="the layers measured so far are kept in the table - "
+                                                "run the same command again to resume")
 
     s = lsub.add_parser("predict", help="predict an arch's (or any ONNX model's) latency on a target")
     add_space_args(s, required=False)

@@ -49,7 +49,11 @@ def load_result(path: str | Path) -> tuple[SearchSpace, Arch, dict[str, Any]]:
         raise UsageError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("space"), str) or not data.get("arch"):
         raise UsageError(f"{path} has no 'space' and 'arch' fields; expected a best.json written by 'nas search'")
-    space = get_space(data["space"], **data.get("space_options", {}))
+    options = data.get("space_options", {})
+    if not isinstance(options, dict):
+        raise UsageError(f"{path}: 'space_options' must be a JSON object of space options, got "
+                         f"{json.dumps(options)[:60]}")
+    space = get_space(data["space"], **options)
     arch = space.arch_from_json(json.dumps(data["arch_json"])) if "arch_json" in data else space.parse(data["arch"])
     return space, arch, data
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas.core.arch import Arch
-from nas.core.errors import LatencyError, NasError, SearchError, UsageError
+from nas.core.errors import NasError, SearchError, UsageError
 from nas.core.files import atomic_write_text
 from nas.core.space import SearchSpace
 from nas.evaluators.base import Compose, Evaluator, LatencyEvaluator
@@ -86,7 +86,7 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     if strategy_cls.weight_sharing and cfg.runner != "local":
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")
-    models = _latency_models(cfg, space, strategy_cls.needs_latency, progress)
+    models = _latency_models(cfg, space, progress)
     constraints, bounds, feasible = latency_constraints(cfg, models)
     options = _check_options(strategy_cls, cfg.strategy_options)
     # strategies that take the problem (exact, evolution's repair) see the tables, bounds and score
@@ -100,6 +100,8 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     out = Path(cfg.out) if cfg.out else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy)
     record_config(out, store, cfg)
+    if hasattr(store, "set_constraints"):   # feasible vs infeasible in optuna-dashboard
+        store.set_constraints([(c.metric, c.bound, c.upper) for c in constraints])
     return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
 
 
@@ -114,20 +116,11 @@ def _make_evaluator(cfg: SearchConfig, space: SearchSpace) -> Evaluator:
         raise UsageError(f"evaluator {cfg.evaluator!r} cannot take the options given ({given}): {exc}") from None
 
 
-def _latency_models(cfg: SearchConfig, space: SearchSpace, needs_latency: bool,
-                    progress: bool = True) -> dict[str, Any]:
-    """One latency model per target. A target without a table for this space is an error, unless
-    the strategy does without latency (darts) and no bound is given for that target."""
+def _latency_models(cfg: SearchConfig, space: SearchSpace, progress: bool = True) -> dict[str, Any]:
+    """One latency model per target. A target without a table for this space and its options is an
+    error naming the command that makes one (never a blank latency), whatever the strategy."""
     from latency.targets import lut_model
-    models: dict[str, Any] = {}
-    for i, target in enumerate(cfg.targets):
-        try:
-            models[target] = lut_model(target, space, progress)
-        except (UsageError, LatencyError) as exc:
-            if needs_latency or i < len(cfg.latency_ms):
-                raise
-            log.warning("no latency on %s for this space (%s); searching without it", target, exc)
-    return models
+    return {target: lut_model(target, space, progress) for target in cfg.targets}
 
 
 def latency_constraints(cfg: SearchConfig, models: dict[str, Any]
@@ -170,6 +163,14 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
     if bad:
         raise UsageError(f"strategy {strategy_cls.name!r} has no option {bad[0]!r}; valid options: "
                          f"{', '.join(sorted(valid))}")
+    from nas.catalogue import strategy_options
+    defaults = strategy_options(strategy_cls)
+    for key, value in options.items():   # a number option given a string, list, ... (not a raw TypeError)
+        default = defaults.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+            raise UsageError(f"strategy {strategy_cls.name!r} cannot take the options given ({key}="
+                             f"{str(value)[:60]!r}): {key} must be a number (default {default})")
     return options
 
 
@@ -278,7 +279,19 @@ def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str
     return {**base, "arch": p.space.format(best.arch), "arch_json": best.arch.to_dict(), "arch_key": best.arch.key,
             "trial_number": best.number, "latency_ms": best.metrics.get("latency_ms"),
             "latency_ms_by_target": {t: best.metrics.get(f"latency_ms.{t}") for t in cfg.targets if t in p.models},
+            "score_is": score_name(best.metrics, cfg.evaluator if p.evaluator is not None else cfg.strategy),
             "metrics": best.metrics}
+
+
+def score_name(metrics: dict[str, Any], scorer: str) -> str:
+    """What the `score` metric is: the metric it copies (a proxy such as naswot, or an accuracy),
+    with the evaluator or strategy that produced it."""
+    score = metrics.get("score")
+    same = [k for k, v in metrics.items() if k != "score" and v == score and not k.startswith("latency_ms")
+            and k not in ("params_m", "macs_m")]
+    if not same:
+        return scorer
+    return f"{same[0]} proxy" if scorer == "zero-cost" else f"{same[0]}, {scorer}"
 
 
 def export_inherited(strategy: Strategy, arch: Arch, out: Path) -> dict[str, Any]:

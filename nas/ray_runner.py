@@ -15,11 +15,12 @@ Ray is imported only here; the local runner never imports it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from nas.core.arch import Arch
 from nas.core.errors import NasError, UsageError
@@ -65,6 +66,39 @@ def _package_dirs() -> list[str]:
     return dirs
 
 
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init installs its own SIGTERM handler (a C++ stack dump and exit 15); put back the one the
+    CLI set, so SIGTERM stops a Ray search like a local one (exit 143, resumable)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is not before and before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise NasError unless something listens at a `HOST:PORT` (or `ray://HOST:PORT`) address:
+    ray.init would otherwise retry "Failed to connect to GCS" for many minutes."""
+    import socket
+    host_port = address.removeprefix("ray://")
+    host, sep, port = host_port.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return   # "auto" and other forms: Ray resolves them
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise NasError(f"cannot connect to the Ray cluster at --address {address}: {exc.strerror or exc} "
+                       f"(is 'ray start --head' running there?)") from None
+
+
 class RayExecutor:
     """Run evaluations as Ray tasks; a context manager that starts/stops an embedded Ray if needed."""
 
@@ -74,6 +108,8 @@ class RayExecutor:
             raise UsageError(f"--workers must be at least 1, got {workers}")
         if max_retries < 0:
             raise UsageError(f"--max-retries must be at least 0, got {max_retries}")
+        if address:
+            check_reachable(address)
         self.ray = ray = _import_ray()
         self.max_retries = max_retries
         self.started = False
@@ -82,12 +118,14 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
                                       "logging_level": logging.INFO if verbose else logging.ERROR}
             try:
-                if address:
-                    ray.init(address=address, runtime_env={"py_modules": _package_dirs()}, **kwargs)
-                else:
-                    ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+                with _keep_sigterm_handler():
+                    if address:
+                        ray.init(address=address, runtime_env={"py_modules": _package_dirs()}, **kwargs)
+                    else:
+                        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise NasError(f"cannot start Ray{' at ' + address if address else ''}: {exc}") from None
+                what = f"cannot connect to the Ray cluster at {address}" if address else "cannot start Ray"
+                raise NasError(f"{what}: {exc}") from None
             self.started = True
         elif address:
             log.warning("Ray is already initialised in this process; --address %s is ignored", address)

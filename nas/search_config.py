@@ -56,6 +56,8 @@ RUNNERS = ("local", "ray")
 
 def check_config(cfg: SearchConfig) -> None:
     """Usage errors in the settings themselves (before anything is loaded)."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2 ** 32:
+        raise UsageError(f"--seed must be an integer in [0, {2 ** 32 - 1}], got {str(cfg.seed)[:40]}")
     if cfg.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {cfg.trials}")
     if not cfg.targets:
@@ -76,8 +78,59 @@ def check_config(cfg: SearchConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device {cfg.device!r} unknown; valid: cpu, cuda, cuda:N")
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise UsageError(f"--out {cfg.out} is a file; --out names the folder for best.json, trials.db and "
+                         f"config.json")
+    if cfg.storage is not None:
+        check_storage(cfg.storage)
     if len(cfg.latency_ms) > len(cfg.targets):
         raise UsageError(f"{len(cfg.latency_ms)} latency bounds given for {len(cfg.targets)} targets")
+
+
+#: JSON types of each stored setting (None allowed where the field's default is None)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "space": (str,), "space_options": (dict,), "targets": (list, tuple), "latency_ms": (list, tuple),
+    "strategy": (str,), "strategy_options": (dict,), "evaluator": (str,), "evaluator_options": (dict,),
+    "trials": (int,), "seed": (int,), "out": (str,), "resume": (bool,), "storage": (str,), "study": (str,),
+    "runner": (str,), "workers": (int,), "address": (str,), "max_retries": (int,), "store_params": (bool,),
+    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "device": (str,)}
+_ITEM_TYPES: dict[str, tuple[type, ...]] = {"targets": (str,), "latency_ms": (int, float)}
+
+
+def _type_problem(key: str, value: Any) -> str | None:
+    """Why `value` cannot be setting `key` (None when it can)."""
+    default = {f.name: f.default for f in fields(SearchConfig)}.get(key)
+    if value is None and default is None:
+        return None
+    kinds = _TYPES.get(key, (object,))
+    want = " or ".join(k.__name__ for k in kinds)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        return f"{key!r} must be {want}, got {_short(value)}"
+    items = _ITEM_TYPES.get(key)
+    if items and any(not isinstance(v, items) or isinstance(v, bool) for v in value):
+        return f"{key!r} must hold {' or '.join(k.__name__ for k in items)} values, got {_short(value)}"
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+#: the storage forms --storage takes (SQLAlchemy database URLs of these kinds, or files)
+STORAGE_FORMS = ("sqlite:///PATH", "postgresql://USER@HOST/DB", "mysql://USER@HOST/DB", "journal:PATH", "jsonl:PATH")
+_DIALECTS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def check_storage(spec: str) -> None:
+    """Usage error unless `spec` has one of the STORAGE_FORMS (it is not opened here)."""
+    scheme, sep, rest = spec.partition("://")
+    if spec.startswith(("journal:", "jsonl:")):   # the store checks the path (e.g. that one is given)
+        return
+    if sep and rest and scheme.split("+")[0] in _DIALECTS:
+        return
+    raise UsageError(f"--storage {spec[:80]!r} is not a storage this tool knows; valid forms: "
+                     f"{', '.join(STORAGE_FORMS)}")
 
 
 def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
@@ -88,12 +141,26 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
         raise UsageError(f"--resume {folder}: no config.json there; give the --out folder of a 'nas search'")
     try:
         saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--resume {folder}: cannot read {path} ({exc})") from None
+    except (OSError, json.JSONDecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--resume {folder}: cannot read {path} ({_short(str(exc), 120)})") from None
     if not isinstance(saved, dict):
         raise UsageError(f"--resume {folder}: {path} is not a search config (a JSON object)")
     names = {f.name for f in fields(SearchConfig)}
     data = {k: v for k, v in saved.items() if k in names}
+    for key, value in data.items():
+        problem = _type_problem(key, value)
+        if problem:
+            raise UsageError(f"--resume {folder}: {path} is not a valid search config ({problem})")
+    recorded, asked = saved.get("study"), (overrides or {}).get("study")
+    if asked is not None and recorded is not None and asked != recorded:
+        raise UsageError(f"--resume {folder} continues study {recorded!r}; --study {asked!r} names another "
+                         f"(drop --study, or start a new search with another --out)")
+    changed = sorted(k for k, v in (overrides or {}).items() if k not in RUN_SETTINGS and k in data
+                     and json.loads(json.dumps(v)) != json.loads(json.dumps(data[k])))
+    if changed:
+        diff = "; ".join(f"{k}: stored {_short(data[k], 40)}, given {_short(overrides[k], 40)}" for k in changed)
+        raise UsageError(f"--resume {folder} holds a search with other settings ({', '.join(changed)}): {diff}; "
+                         f"resume with the same settings, or start a new search with another --out")
     data.update(overrides or {})
     for key in ("targets", "latency_ms"):
         if key in data:

@@ -112,6 +112,7 @@ def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
     import sqlalchemy
     path = Path(url[len("sqlite:///"):])
     if str(path) not in ("", ":memory:"):
+        _check_sqlite_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, timeout=60)
         try:  # WAL: readers (the dashboard) never block the writer; persistent in the file
@@ -127,6 +128,31 @@ def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
 
     storage.engine.dispose()  # reconnect so pooled connections get the pragma
     return storage
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """An existing file must be a SQLite database with an Optuna schema (or none yet): a zero-byte
+    or foreign file is an error, never silently made into a fresh store. The file is read through
+    SQLite only: a plain open() + close() here would drop this process's SQLite locks on it."""
+    import sqlite3
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"storage file {path} is a folder")
+    if path.stat().st_size == 0:
+        raise StoreError(f"storage file {path} is empty (zero bytes), not a trial store; move it away or "
+                         f"give another --out")
+    con = sqlite3.connect(path, timeout=60)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"storage file {path} is not a SQLite database ({exc}), not a trial store; move it "
+                         f"away or give another --out") from None
+    finally:
+        con.close()
+    if tables and "studies" not in tables:
+        raise StoreError(f"storage file {path} is a SQLite database of something else (tables: "
+                         f"{', '.join(sorted(tables)[:5])}), not an Optuna trial store; give another --out")
 
 
 def _quiet_optuna() -> None:
@@ -193,6 +219,7 @@ class OptunaStore:
                 if self.study.metric_names is None:
                     self.study.set_metric_names([m for m, _ in self.objectives])
         self.name = study
+        self.constraints: tuple[tuple[str, float, bool], ...] = ()   # (metric, bound, upper), see set_constraints
         self._study_id = storage.get_study_id_from_name(study)
         self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
         from nas.store_fastpath import supported
@@ -245,10 +272,32 @@ class OptunaStore:
         attrs: dict[str, Any] = {"metrics": trial.metrics, "seed": trial.seed, "seconds": trial.seconds}
         if trial.error is not None:
             attrs["error"] = trial.error
+        attrs.update(self._numeric_attrs(trial))
         values = self._values(trial)
         if trial.ok and values is None:
             attrs["status"] = COMPLETE   # complete for us, but Optuna needs the objective values
+        violations = self._violations(trial)
+        if violations is not None:
+            _retry(functools.partial(self.storage.set_trial_system_attr, tid, "constraints", violations),
+                   "saving constraints")
         self._finish(tid, attrs, values)
+
+    def set_constraints(self, constraints: Sequence[tuple[str, float, bool]]) -> None:
+        """Bounds (metric, bound, upper) recorded on each finished trial the way Optuna's samplers and
+        optuna-dashboard read them: system attr `constraints`, values <= 0 feasible."""
+        self.constraints = tuple((str(m), float(b), bool(up)) for m, b, up in constraints)
+
+    def _numeric_attrs(self, trial: Trial) -> dict[str, float]:
+        """Latency metrics as plain numeric user attributes (sortable and filterable in the dashboard;
+        `metrics` alone is one JSON value)."""
+        return {k: float(v) for k, v in trial.metrics.items() if k.startswith("latency_ms")
+                and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+    def _violations(self, trial: Trial) -> list[float] | None:
+        values = [trial.metrics.get(m) for m, _, _ in self.constraints]
+        if not self.constraints or not trial.ok or any(not isinstance(v, (int, float)) for v in values):
+            return None
+        return [float(v) - b if up else b - float(v) for v, (_, b, up) in zip(values, self.constraints)]
 
     def _finish(self, tid: int, attrs: dict[str, Any], values: list[float] | None) -> None:
         from optuna.trial import TrialState

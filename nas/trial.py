@@ -5,6 +5,8 @@ seed. Strategies rebuild their state from a list of trials, so a search can resu
 """
 from __future__ import annotations
 
+import logging
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from typing import Any, Iterable, Protocol
 from nas.core.arch import Arch
 
 COMPLETE, FAILED = "complete", "failed"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,13 @@ class JsonlStore:
         if not self.path.exists():
             return []
         out = []
-        for line in self.path.read_text().splitlines():
+        lines = self.path.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
             try:
                 out.append(Trial.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError):
+                why = "cut short (a write stopped mid-line)" if n == len(lines) else "not a trial"
+                log.warning("%s line %d is %s; skipped: %.80r", self.path, n, why, line)
         return out

@@ -29,13 +29,32 @@ for _cls in (MBConvSpace, NASNetSpace, HyTraSpace, VitResNASSpace, NB201Space, N
 def get_space(name: str, **options: Any) -> SearchSpace:
     """Instantiate a registered space; unknown options raise naming the valid ones."""
     cls = SPACES.get(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    valid = list(params)
     bad = sorted(set(options) - set(valid))
     if bad:
         raise UsageError(f"space {name!r} has no option {bad[0]!r}; valid options: {', '.join(valid) or '(none)'}")
+    options = {k: _checked_number(name, k, v, params[k].default) for k, v in options.items()}
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad options for space {name!r}: {exc}") from None
 
 
+
+
+def _checked_number(space: str, key: str, value: Any, default: Any) -> Any:
+    """An option whose default is a number must be one: an int option takes whole numbers only
+    (224.0 becomes 224; 224.5 is refused, never truncated), and booleans are no numbers."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    kind = "an integer" if isinstance(default, int) else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"space {space!r} option {key} must be {kind}, got {str(value)[:60]!r}")
+    if isinstance(default, int) and not isinstance(value, int):
+        if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+            raise UsageError(f"space {space!r} option {key} must be a whole number, got {value!r}")
+        return int(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"space {space!r} option {key} must be a finite number, got {value!r}")
+    return value

@@ -32,7 +32,7 @@ from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
 from search_spaces.hytra_ops import block_spec, stem_spec
-from search_spaces.ops import build_layer, head_spec
+from search_spaces.ops import MAX_CLASSES, MAX_RESOLUTION, build_layer, head_spec
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -74,12 +74,13 @@ class HyTraSpace(SearchSpace):
         self.depth, self.head_dim, self.att_from = int(depth), int(head_dim), int(att_from)
         self.act, self.se = str(act), bool(se)
         self.min_scales = tuple(int(m) for m in min_scales)
-        if self.resolution < 32 or self.resolution % 32:
-            raise ValueError(f"resolution {resolution} must be a positive multiple of 32 (the 1/32 scale)")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes {num_classes} below 1")
-        if self.width < 1 or self.depth < 1:
-            raise ValueError(f"width {width} and depth {depth} must be positive")
+        if not 32 <= self.resolution <= MAX_RESOLUTION or self.resolution % 32:
+            raise ValueError(f"resolution {resolution} must be a positive multiple of 32 (the 1/32 scale), "
+                             f"at most {MAX_RESOLUTION}")
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes {num_classes} outside [1, {MAX_CLASSES}]")
+        if not (1 <= self.width <= 1024 and 1 <= self.depth <= 64):
+            raise ValueError(f"width {width} and depth {depth} must be in [1, 1024] and [1, 64]")
         if self.act not in ACTS:
             raise ValueError(f"act {act!r} unknown; valid: {', '.join(ACTS)}")
         if not 0 <= self.att_from <= NUM_SCALES:

@@ -17,7 +17,7 @@ from nas.core.arch import Arch
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
-from search_spaces.ops import build_layer, conv_out, conv_spec, head_spec, make_divisible, mbconv_spec
+from search_spaces.ops import MAX_CLASSES, MAX_RESOLUTION, build_layer, conv_out, conv_spec, head_spec, make_divisible, mbconv_spec
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -49,10 +49,10 @@ class MBConvSpace(SearchSpace):
                  kernels: Sequence[int] = (3, 5), expansions: Sequence[int] = (3, 6)) -> None:
         if not 0.1 <= float(width_mult) <= 4.0:
             raise ValueError(f"width_mult {width_mult} outside [0.1, 4.0]")
-        if int(resolution) < 32:
-            raise ValueError(f"resolution {resolution} below 32")
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes {num_classes} below 1")
+        if not 32 <= int(resolution) <= MAX_RESOLUTION:
+            raise ValueError(f"resolution {resolution} outside [32, {MAX_RESOLUTION}]")
+        if not 1 <= int(num_classes) <= MAX_CLASSES:
+            raise ValueError(f"num_classes {num_classes} outside [1, {MAX_CLASSES}]")
         if not kernels or any(int(k) % 2 == 0 or int(k) < 1 for k in kernels):
             raise ValueError(f"kernels {list(kernels)} must be odd positive sizes")
         if not expansions or any(int(e) < 1 for e in expansions):

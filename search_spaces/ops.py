@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from nas.core.layer import LayerSpec
 from nas.core.ops import OPS, OpDef, build_layer, layer_macs  # noqa: F401  (the vocabulary's registry)
 
+#: bounds of the image-size options of the ImageNet-style spaces: 1024 px is ~20x the pixels of 224
+#: (a 100,000 px input would try to allocate ~120 GB); 100,000 classes is ~5x ImageNet-21k
+MAX_RESOLUTION = 1024
+MAX_CLASSES = 100_000
+
 if TYPE_CHECKING:
     import torch.nn as nn
 

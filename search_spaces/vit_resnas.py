@@ -32,7 +32,7 @@ from nas.core.arch import Arch
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
-from search_spaces.ops import build_layer
+from search_spaces.ops import MAX_CLASSES, MAX_RESOLUTION, build_layer
 from search_spaces.vit_ops import block_spec, embed_spec, head_spec, reduce_spec
 
 if TYPE_CHECKING:
@@ -97,8 +97,10 @@ class VitResNASSpace(SearchSpace):
                  head_dims: Sequence[int] = PAPER_HEAD_DIMS, mlp: Sequence[Sequence[int]] = PAPER_MLP,
                  depths: Sequence[Sequence[int]] = PAPER_DEPTHS) -> None:
         self.resolution, self.patch, self.num_classes = int(resolution), int(patch), int(num_classes)
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes {num_classes} below 1")
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes {num_classes} outside [1, {MAX_CLASSES}]")
+        if not 1 <= self.resolution <= MAX_RESOLUTION:
+            raise ValueError(f"resolution {resolution} outside [1, {MAX_RESOLUTION}]")
         if stem not in STEMS:
             raise ValueError(f"stem {stem!r} unknown; valid: {', '.join(STEMS)}")
         self.stem = stem

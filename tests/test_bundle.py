@@ -119,6 +119,16 @@ def test_corrupt_or_duplicate_rows_rejected(bundle: Path, tmp_path: Path, edit, 
         import_results(b)
 
 
+def test_trailing_blank_line_is_accepted(bundle: Path, tmp_path: Path) -> None:
+    """An editor or a copy adds a blank last line: the same table as without it (issue 13)."""
+    b = copy(bundle, tmp_path)
+    plain, _ = import_results(b)
+    with (b / "results.jsonl").open("a") as fh:
+        fh.write("\n")
+    table, _ = import_results(b)
+    assert table.entries == plain.entries
+
+
 def test_missing_keys_reported(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = copy(bundle, tmp_path)
     gone = load_manifest(b)["layers"][5]["key"]

@@ -98,7 +98,7 @@ CASES = {
     "unwritable out": (lambda t, b: [str(b), "--out", _not_writable(t)], "is not writable"),
     "bad batch size": (lambda t, b: [str(b), "--batch-size", "0"], "batch_size must be a whole number >= 1"),
     "resume without checkpoint": (lambda t, b: [str(b), "--resume"], "no checkpoint.pt in"),
-    "bad space option": (lambda t, b: [str(b), "-o", "resolution=8"], "resolution 8 below 32"),
+    "bad space option": (lambda t, b: [str(b), "-o", "resolution=8"], "resolution 8 outside [32, 1024]"),
 }
 
 

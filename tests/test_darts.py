@@ -99,7 +99,9 @@ def test_darts_search_flow_returns_valid_arch(tmp_path) -> None:  # type: ignore
     from nas import SearchConfig, search
     opts = {"epochs": 1, "dataset": "synthetic:24", "batch_size": 12, "channels": 4, "resolution": 16,
             "retrain_epochs": 1}
-    cfg = SearchConfig(space="nasnet", space_options={"variant": "darts"}, targets=("pixel1",), strategy="darts",
+    from latency.devices.pixel1 import build_table
+    table = build_table(get_space("nasnet", variant="darts")).save(tmp_path / "darts-pixel1.json")
+    cfg = SearchConfig(space="nasnet", space_options={"variant": "darts"}, targets=(str(table),), strategy="darts",
                        strategy_options=opts, trials=20, seed=0, out=str(tmp_path))
     result = search(cfg, progress=False)
     s = result.summary

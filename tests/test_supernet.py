@@ -257,8 +257,11 @@ def test_hytra_fabric_paths_equal_standalone_nets() -> None:
 def test_hytra_supernet_search_end_to_end(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from nas import SearchConfig, search
     opts = {"random_paths": 1, "calib_batches": 1, "population": 3, "sample_size": 2}
+    from latency.devices.pixel1 import build_table
     space_opts = {k: v for k, v in HYTRA.options().items() if k not in ("resolution", "num_classes")}
-    cfg = SearchConfig(space="hytra", space_options=space_opts, targets=("pixel1",), latency_ms=(), strategy="supernet",
+    # a target needs a table for these options (no silent skip): the pixel1 device model makes one
+    table = build_table(get_space("hytra", **space_opts)).save(tmp_path / "hytra-pixel1.json")
+    cfg = SearchConfig(space="hytra", space_options=space_opts, targets=(str(table),), latency_ms=(), strategy="supernet",
                        strategy_options=opts, trials=4, seed=0, out=str(tmp_path), dataset="synthetic:24",
                        epochs=1, batch_size=12)
     result = search(cfg, progress=False)

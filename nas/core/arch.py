@@ -56,7 +56,12 @@ class Arch:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ArchError(f"arch JSON is not valid JSON ({exc.msg} at position {exc.pos})") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise ArchError("arch JSON is nested too deeply to be an architecture") from None
+        try:
+            return cls.from_dict(data)
+        except RecursionError:
+            raise ArchError("arch JSON is nested too deeply to be an architecture") from None
 
     @property
     def key(self) -> str:

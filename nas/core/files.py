@@ -21,3 +21,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """Raise NasError unless a file can be written at `path` (a folder is made where missing, a
+    probe file is created and removed): checked before long work, so that nothing measured is lost.
+    `what` names the option in the message (e.g. "--out")."""
+    from nas.core.errors import NasError
+    path = Path(path)
+    if path.is_dir():
+        raise NasError(f"{what} {path} is a folder; give a file path")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise NasError(f"{what} {path}: {above} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise NasError(f"{what} {path}: cannot write in {path.parent} ({exc.strerror or exc})") from None
+    return path

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 #: latency tables ignore them when checking that a table fits a space
 NET_NEUTRAL_OPTIONS: tuple[str, ...] = ("candidates",)
 
+def _looks_like_name(text: str) -> bool:
+    """A single word with a dash or underscore (`single-path-nas`, `darts_v2`): meant as a preset."""
+    return len(text) <= 60 and " " not in text and "|" not in text and any(c in text for c in "-_")
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -132,7 +136,14 @@ class SearchSpace(ABC):
             return self.arch_from_json(stripped)
         if stripped in self.presets:
             return self.parse(self.presets[stripped])
-        return self.parse(stripped)
+        try:
+            return self.parse(stripped)
+        except ArchError as exc:
+            if _looks_like_name(stripped):   # a misspelt preset or one of another space
+                names = ", ".join(sorted(self.presets)) or "(none)"
+                raise ArchError(f"{stripped[:60]!r} is no preset of {self.name} and no block string ({exc}); "
+                                f"{self.name} presets: {names}") from None
+            raise
 
     # -- human format --------------------------------------------------------------------------
     @abstractmethod

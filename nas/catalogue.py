@@ -1,0 +1,163 @@
+"""The catalogue behind `nas list`: what each space, strategy, evaluator and target is, with its
+options and their defaults, as rows of plain data.
+
+Descriptions of the shipped strategies and evaluators are kept here (one line each); a strategy
+added later without an entry is described by its class or module docstring. Listing strategies and
+spaces imports their modules; evaluator options are read only with `verbose` (they import torch).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from typing import Any, Callable
+
+#: what `nas search` uses when --strategy / --evaluator / proxy=... are not given
+DEFAULT_STRATEGY = "evolution"
+DEFAULT_EVALUATOR = "zero-cost"
+DEFAULT_PROXY = "naswot"
+
+STRATEGY_SUMMARIES = {
+    "evolution": "regularized evolution (Real et al. 2019) with multi-gene mutation, crossover, and repair / fill "
+                 "toward the latency bound",
+    "exact": "the exact optimum (MILP) of a separable space with an additive score (proxy=flops|params) and LUT latency",
+    "random": "uniform random samples within the latency bounds (the baseline)",
+    "nsga2": "NSGA-II Pareto fronts of score x latency (our implementation)",
+    "tpe": "Optuna's TPE sampler behind ask/tell (MOTPE with several objectives)",
+    "optuna-nsga2": "Optuna's NSGA-II sampler behind ask/tell",
+    "zero-cost": "evolution warmed up by ranking a pool of archs with a training-free proxy",
+    "supernet": "one-shot: trains a weight-sharing supernet (sandwich rule), then evolution on its accuracy",
+    "single-path": "Single-Path NAS: one superkernel net with a differentiable LUT latency term (mbconv)",
+    "darts": "DARTS cell search on nasnet -o variant=darts; the derived cell is retrained to score it",
+}
+EVALUATOR_SUMMARIES = {
+    "zero-cost": f"training-free proxy score at initialisation (proxy={DEFAULT_PROXY} unless "
+                 f"--evaluator-option proxy=NAME: synflow, naswot, snip, grad_norm, jacob_cov, fisher, params, "
+                 f"flops, ensemble)",
+    "train": "validation accuracy after a short training on --dataset (--epochs, --batch-size)",
+    "supernet": "accuracy of the arch's path in a trained supernet checkpoint (checkpoint=PATH)",
+    "tabular": "ground-truth accuracy from the shipped benchmark tables (nats_sss; nb201 with -o candidates=naslib)",
+}
+_HIDDEN = {"self", "space", "seed", "feasible", "kwargs", "args"}
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0].rstrip(".") if lines else ""
+
+
+def _defaults(*functions: Callable[..., Any]) -> dict[str, Any]:
+    """Keyword options and their defaults of `functions` (first one wins), hidden names left out."""
+    out: dict[str, Any] = {}
+    for fn in functions:
+        for name, p in inspect.signature(fn).parameters.items():
+            if name in _HIDDEN or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or name in out:
+                continue
+            out[name] = None if p.default is p.empty else p.default
+    return out
+
+
+def strategy_options(cls: type) -> dict[str, Any]:
+    """Every option the strategy's constructors take (its class first, then its bases)."""
+    inits = [k.__dict__["__init__"] for k in cls.__mro__ if k is not object and "__init__" in k.__dict__]
+    return _defaults(*inits)
+
+
+def _options_text(options: dict[str, Any], limit: int = 6) -> str:
+    items = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in options.items()]
+    more = f", ... ({len(items) - limit} more with --verbose)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more if items else "(none)"
+
+
+def spaces() -> list[dict[str, Any]]:
+    from search_spaces.catalog import SPACES, get_space
+    rows = []
+    for name in SPACES.names():
+        cls = SPACES.get(name)
+        sp = get_space(name)
+        size = sp.size()
+        rows.append({"name": name, "kind": "space", "about": _first_line(sys.modules[cls.__module__].__doc__),
+                     "decisions": len(sp.decisions), "log10_size": round(math.log10(size), 1) if size > 0 else 0.0,
+                     "presets": sorted(sp.presets), "options": sp.options()})
+    return rows
+
+
+def strategies() -> list[dict[str, Any]]:
+    from nas.strategies.catalog import STRATEGIES
+    rows = []
+    for name in STRATEGIES.names():
+        cls = STRATEGIES.get(name)
+        about = STRATEGY_SUMMARIES.get(name) or _first_line(cls.__doc__) or _first_line(
+            sys.modules[cls.__module__].__doc__)
+        rows.append({"name": name, "kind": "strategy", "about": about, "default": name == DEFAULT_STRATEGY,
+                     "weight_sharing": bool(getattr(cls, "weight_sharing", False)),
+                     "options": strategy_options(cls)})
+    return rows
+
+
+def evaluators(verbose: bool = False) -> list[dict[str, Any]]:
+    """Evaluator rows; their options only with `verbose` (reading them imports the evaluators)."""
+    from nas.evaluators.catalog import EVALUATORS
+    rows = []
+    for name in EVALUATORS.names():
+        row: dict[str, Any] = {"name": name, "kind": "evaluator", "default": name == DEFAULT_EVALUATOR,
+                               "about": EVALUATOR_SUMMARIES.get(name) or _first_line(EVALUATORS.get(name).__doc__)}
+        if verbose:
+            row["options"] = _evaluator_options(name)
+        rows.append(row)
+    return rows
+
+
+def _evaluator_options(name: str) -> dict[str, Any]:
+    if name == "zero-cost":
+        from nas.evaluators.zero_cost import ZeroCostEvaluator
+        return _defaults(ZeroCostEvaluator.__init__)
+    if name == "train":
+        from nas.evaluators.training import TrainEvaluator
+        return _defaults(TrainEvaluator.__init__)
+    if name == "supernet":
+        from nas.supernet.trainer import supernet_evaluator_from_checkpoint
+        return _defaults(supernet_evaluator_from_checkpoint)
+    if name == "tabular":
+        return {"dataset": "cifar10"}
+    from nas.evaluators.catalog import EVALUATORS
+    return _defaults(EVALUATORS.get(name))
+
+
+def targets() -> list[dict[str, Any]]:
+    from latency.targets import load_table, target_names, target_spaces
+    rows = []
+    for t in target_names():
+        for sp in target_spaces(t):
+            m = load_table(t, sp).metadata
+            rows.append({"target": t, "kind": "target", "space": sp, "device": m.get("device"),
+                         "source": m.get("source"),
+                         "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
+                         "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date"),
+                         "units": m.get("units", "ms"), "batch": m.get("batch")})
+    return rows
+
+
+def lines(what: str, rows: list[dict[str, Any]], verbose: bool = False) -> list[str]:
+    """Human lines of one section: one per entry (and one per option with `verbose`)."""
+    out = []
+    for r in rows:
+        if what == "targets":
+            out.append(f"{r['target']:<14} {r['space']:<11} {r['source'] or '':<9} {r['device']} | {r['units']}, "
+                       f"batch {r['batch']} | {r['runtime']} {r['provider'] or ''} threads={r['threads']} "
+                       f"{r['date'] or ''}")
+            continue
+        mark = " [default]" if r.get("default") else ""
+        head = f"{r['name']:<13}{r['about']}{mark}"
+        if what == "spaces":
+            head += (f"; {r['decisions']} decisions, ~10^{r['log10_size']} archs; presets: "
+                     f"{', '.join(r['presets']) or '-'}")
+        options = r.get("options")
+        if options is None:
+            out.append(head + "; options: see --verbose")
+        elif verbose:
+            out.append(head)
+            out += [f"{'':<13}  {k} = {v!r}" for k, v in options.items()] or [f"{'':<13}  (no options)"]
+        else:
+            out.append(f"{head}; options: {_options_text(options)}")
+    return out
