@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from nas.core.files import read_gzip_text
 from nas.core.errors import NasError, UnknownNameError
 
 NB201_LATENCY = Path(__file__).parent / "data" / "nb201" / "latency_ms.csv.gz"
@@ -68,11 +68,7 @@ def device(name: str) -> Device:
 
 
 def _text(path: Path) -> str:
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            return fh.read()
-    except OSError as exc:  # missing file, or not gzip
-        raise NasError(f"cannot read benchmark data {path}: {exc}") from None
+    return read_gzip_text(path, "benchmark data")
 
 
 @dataclass(frozen=True)

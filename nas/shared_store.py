@@ -136,14 +136,7 @@ class SharedStudyStore(OptunaStore):
 
     def _create(self, arch: Arch, attempt: int) -> int:
         from optuna.trial import FrozenTrial, TrialState
-        attrs: dict[str, Any] = {"arch": arch.to_dict()}
-        if self.space is not None:
-            try:
-                attrs["arch_str"] = self.space.format(arch)
-            except ArchError:
-                pass
-        if attempt:
-            attrs["attempt"] = attempt
+        attrs = self._start_attrs(arch, attempt)
         params, dists = self._params(arch)
         system = {KEY: arch.key, OWNER: self.owner, BEAT: time.time()}
         template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, values=None,

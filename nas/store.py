@@ -236,11 +236,9 @@ class OptunaStore:
         _retry(lambda: self.study.set_user_attr("nas_config", config), "saving the config")
 
     # -- writing ----------------------------------------------------------------------------------
-    def start(self, arch: Arch, attempt: int = 0) -> int:
-        """Record a RUNNING trial for `arch`; return its number."""
-        from optuna.trial import FrozenTrial, TrialState
+    def _start_attrs(self, arch: Arch, attempt: int) -> dict[str, Any]:
+        """User attributes of a new trial: the arch (JSON and block string) and its attempt number."""
         attrs: dict[str, Any] = {"arch": arch.to_dict()}
-        params, dists = self._params(arch)
         if self.space is not None:
             try:
                 attrs["arch_str"] = self.space.format(arch)
@@ -248,6 +246,13 @@ class OptunaStore:
                 pass
         if attempt:
             attrs["attempt"] = attempt
+        return attrs
+
+    def start(self, arch: Arch, attempt: int = 0) -> int:
+        """Record a RUNNING trial for `arch`; return its number."""
+        from optuna.trial import FrozenTrial, TrialState
+        attrs = self._start_attrs(arch, attempt)
+        params, dists = self._params(arch)
         if self._fast:   # one transaction; params are written when the trial finishes
             from nas.store_fastpath import start_trial
             tid, number = _retry(lambda: start_trial(self.storage, self._study_id, attrs), "creating a trial")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import gzip
 import io
 import json
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from nas.core.files import read_gzip_text
 from nas.core.errors import NasError, UnknownNameError
 
 DATA = Path(__file__).parent / "data"
@@ -32,11 +32,7 @@ ZC_PROXIES: tuple[str, ...] = ("flops", "params", "synflow", "grasp", "fisher", 
                                "nwot", "epe_nas", "jacov", "snip")
 
 def _text(path: Path) -> str:
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            return fh.read()
-    except OSError as exc:  # missing file, or not gzip
-        raise NasError(f"cannot read benchmark data {path}: {exc}") from None
+    return read_gzip_text(path, "benchmark data")
 
 
 def naslib_key_to_string(key: str) -> str:

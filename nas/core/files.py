@@ -6,6 +6,18 @@ import tempfile
 from pathlib import Path
 
 
+def read_gzip_text(path: str | Path, what: str = "data file") -> str:
+    """The text of a gzip file; a missing or non-gzip file raises NasError naming it."""
+    import gzip
+
+    from nas.core.errors import NasError
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:  # missing file, or not gzip
+        raise NasError(f"cannot read {what} {path}: {exc}") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
