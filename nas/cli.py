@@ -86,6 +86,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
         if "://" in spec or spec.startswith("journal:"):
             text += f"\n  view:    optuna-dashboard {where}" + (f"   |   nas report {cfg.out}" if cfg.out else "")
+    ex = s.get("exports") or {}
+    if ex.get("torch"):
+        files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
+        sizes = ", ".join(f"{k}={v['trained']} (searched {v['searched']})" for k, v in ex.get("trained_at", {}).items())
+        text += f"\n  weights: {files}" + (f"\n           trained at proxy size {sizes}; latency is for the searched "
+                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net" if sizes else "")
     if not getattr(args, "json", False):
         from nas.report import SearchRecord, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()

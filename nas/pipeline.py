@@ -259,6 +259,14 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
     if p.out is not None and best is not None:
         exports = export_inherited(p.strategy, best.arch, p.out)
         if exports:
+            # the inherited weights belong to the training (proxy) size; latency was predicted for the
+            # searched size: say so, so nobody deploys the proxy net believing the predicted latency
+            searched = p.space.options()
+            proxy = {k: v for k, v in exports["space_options"].items() if searched.get(k) != v}
+            exports["trained_at"] = {k: {"trained": v, "searched": searched.get(k)} for k, v in proxy.items()}
+            exports["note"] = ("subnet files hold the weights trained at the proxy size above; latency_ms is for "
+                               "the searched size: run 'nas train' on best.json (or fine-tune subnet.pt) for a "
+                               "deployable net") if proxy else "subnet files are at the searched size"
             summary["exports"] = exports
     seconds = time.perf_counter() - p.started
     summary["seconds"] = round(seconds, 2)

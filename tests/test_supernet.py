@@ -169,6 +169,10 @@ def test_supernet_search_end_to_end_with_resume(tmp_path) -> None:  # type: igno
     assert s["exports"]["max_abs_diff_vs_torch"] < 1e-4
     assert (tmp_path / "subnet.onnx").is_file() and (tmp_path / "subnet.pt").is_file()
     assert json.loads((tmp_path / "best.json").read_text())["arch"] == s["arch"]
+    # the subnet files hold proxy-size weights (32 px) while latency is for the searched 224 px net: said so
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["exports"]["trained_at"]["resolution"] == {"trained": 32, "searched": 224}
+    assert "proxy size" in best["exports"]["note"] and "nas train" in best["exports"]["note"]
     again = search(SearchConfig(**{**cfg.__dict__, "trials": 5}), progress=False)
     assert again.summary["training"]["reused"] is True and len(again.trials) == 5
     assert [t.arch for t in again.trials[:4]] == [t.arch for t in result.trials]
