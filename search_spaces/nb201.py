@@ -170,6 +170,16 @@ class NB201Space(SearchSpace):
         self.validate(arch)
         return [spec for _, spec, _ in self._plan(tuple(arch.genes)) if spec is not None]
 
+    def live_layers(self, arch: Arch) -> list[LayerSpec]:
+        """Only the edges on a live path (`live_edges`); a cell with none cuts its input off, so the
+        whole net's output is a constant and a pruning compiler folds it away: no layers at all."""
+        self.validate(arch)
+        live = live_edges(tuple(arch.genes))
+        if not any(live):
+            return []
+        return [spec for slot, spec, e in self._plan(tuple(arch.genes))
+                if spec is not None and (slot != "edge" or live[e])]
+
     def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
         fixed = [spec for slot, spec, _ in self._plan((NONE,) * 6) if slot in FIXED_SLOTS and spec is not None]
         per: list[list[list[LayerSpec]]] = [[] for _ in EDGES]
