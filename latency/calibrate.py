@@ -11,7 +11,8 @@ i.e. a linear model on per-arch features (MACs per compute kind, bytes moved by 
 memory-bound primitives, primitive count) with non-negative constants (a rate or a bandwidth is
 never negative). With ~10 nets the features are nearly collinear, so the fit is a ridge-regularised
 non-negative least squares on features scaled by their mean over the nets (each scaled weight is then
-"ms of an average net"); the ridge strength is chosen by leave-one-out error over a fixed grid.
+"ms of an average net"), shrunk toward a two-constant model (one rate for all MACs, one per-op cost,
+fitted first on the same nets); the ridge strength is chosen by leave-one-out error over a fixed grid.
 Features that do not vary over the nets are not identifiable from them: their cost is left to c0.
 
 The model is additive over layers, so the result is a normal LatencyTable: each layer of the space
@@ -127,14 +128,31 @@ class Fit:
         return out
 
 
+def _prior(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The two-constant model the ridge shrinks toward: one rate for all MACs and one per-op cost
+    (NNLS of y on 1, total MACs, op count), as weights of FEATURES. Shrinking toward it instead of
+    toward zero keeps a heavily regularised fit a MACs-and-ops ranking, never a near-constant one."""
+    macs = [FEATURES.index("macs_" + k) for k in COMPUTE_KINDS]
+    ops = FEATURES.index("ops")
+    a = np.column_stack([np.ones(len(y)), x[:, macs].sum(axis=1), x[:, ops]])
+    scale = np.where(np.abs(a).max(axis=0) > 0, np.abs(a).max(axis=0), 1.0)
+    sol, _ = nnls(a / scale, y)
+    sol = sol / scale
+    w0 = np.zeros(x.shape[1])
+    w0[macs], w0[ops] = sol[1], sol[2]
+    return w0
+
+
 def _solve(x: np.ndarray, y: np.ndarray, ridge: float, varying: np.ndarray) -> tuple[float, np.ndarray]:
-    """Ridge NNLS on mean-scaled varying features (the intercept unpenalised, also >= 0)."""
+    """NNLS on mean-scaled varying features with a ridge toward `_prior` (the intercept unpenalised,
+    also >= 0)."""
     z = x[:, varying]
     scale = np.where(z.mean(axis=0) > 0, z.mean(axis=0), 1.0)
     z = z / scale
     n, k = z.shape
+    prior = _prior(x, y)[varying] * scale if ridge > 0 else np.zeros(k)
     a = np.vstack([np.hstack([np.ones((n, 1)), z]), np.hstack([np.zeros((k, 1)), math.sqrt(ridge) * np.eye(k)])])
-    b = np.concatenate([y, np.zeros(k)])
+    b = np.concatenate([y, math.sqrt(ridge) * prior])
     sol, _ = nnls(a, b, maxiter=50 * (k + 1))
     w = np.zeros(x.shape[1])
     w[varying] = sol[1:] / scale
