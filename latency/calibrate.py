@@ -11,7 +11,8 @@ i.e. a linear model on per-arch features (MACs per compute kind, bytes moved by 
 memory-bound primitives, primitive count) with non-negative constants (a rate or a bandwidth is
 never negative). With ~10 nets the features are nearly collinear, so the fit is a ridge-regularised
 non-negative least squares on features scaled by their mean over the nets (each scaled weight is then
-"ms of an average net"), shrunk toward a two-constant model (one rate for all MACs, one per-op cost,
+"ms of an average net") and errors weighted as relative errors (timing noise is multiplicative:
+a 60 ms outlier must not outweigh ten 10 ms nets), shrunk toward a two-constant model (one rate for all MACs, one per-op cost,
 fitted first on the same nets); the ridge strength is chosen by leave-one-out error over a fixed grid.
 Features that do not vary over the nets are not identifiable from them: their cost is left to c0.
 
@@ -151,8 +152,9 @@ def _solve(x: np.ndarray, y: np.ndarray, ridge: float, varying: np.ndarray) -> t
     z = z / scale
     n, k = z.shape
     prior = _prior(x, y)[varying] * scale if ridge > 0 else np.zeros(k)
-    a = np.vstack([np.hstack([np.ones((n, 1)), z]), np.hstack([np.zeros((k, 1)), math.sqrt(ridge) * np.eye(k)])])
-    b = np.concatenate([y, math.sqrt(ridge) * prior])
+    rel = (y.mean() / np.maximum(y, 1e-3 * y.mean()))[:, None]   # relative errors: multiplicative noise
+    a = np.vstack([np.hstack([np.ones((n, 1)), z]) * rel, np.hstack([np.zeros((k, 1)), math.sqrt(ridge) * np.eye(k)])])
+    b = np.concatenate([y * rel[:, 0], math.sqrt(ridge) * prior])
     sol, _ = nnls(a, b, maxiter=50 * (k + 1))
     w = np.zeros(x.shape[1])
     w[varying] = sol[1:] / scale
