@@ -92,7 +92,8 @@ def format_benchmark(r: dict[str, Any]) -> str:
         lines.append(f"{d:<15} {cells} {row['macs']:>6.3f}")
     if r["help_six_mean"]:
         m = r["help_six_mean"]
-        lines.append(f"{'HELP six mean':<15} " + " ".join(f"{m[n]:>14.3f}" for n in sizes) + f" {m['macs']:>6.3f}")
+        label = "HELP six mean" if len(r["help_six"]) == len(HELP_TEST_DEVICES) else f"mean of {len(r['help_six'])}/6 HELP"
+        lines.append(f"{label:<15} " + " ".join(f"{m[n]:>14.3f}" for n in sizes) + f" {m['macs']:>6.3f}")
     lines.append("anchors: " + ", ".join(f"{k} {v}" for k, v in r["anchors"].items()))
     lines.append(f"time: {r['seconds']:.1f} s")
     return "\n".join(lines)
