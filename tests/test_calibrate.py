@@ -158,3 +158,22 @@ def test_cli_predict_archs_bad_line(tmp_path, capsys):
 def test_cli_bench_latency_unknown_device(capsys):
     assert main(["bench", "latency", "--devices", "pixel9"]) == 2
     assert "unknown benchmark device 'pixel9'" in capsys.readouterr().err
+
+
+def test_ten_nets_priced_by_the_pixel1_model_give_back_its_constants():
+    """The pixel1 roofline is a special case of the calibrated model: 10 mbconv nets priced by it
+    give back its fitted constants (latency/devices/pixel1.py) and price 100 other nets exactly."""
+    from latency.devices.pixel1 import CONSTANTS as P1
+    from latency.targets import lut_model
+    space = get_space("mbconv")
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(110)]
+    y = lut_model("pixel1", space).predict_many(archs)
+    fit = calibrate(space, list(zip(archs[:10], y[:10])))
+    c = fit.constants()
+    assert c["ms_per_gmac_pw"] == pytest.approx(1e3 / (P1.peak_gmacs * P1.eff_pw), rel=1e-3)
+    assert c["ms_per_gmac_dw"] == pytest.approx(1e3 / (P1.peak_gmacs * P1.eff_dw), rel=1e-3)
+    assert c["ms_per_mb_compute"] == pytest.approx(1.0 / P1.bandwidth_gbs, rel=1e-3)
+    assert c["us_per_op"] == pytest.approx(P1.overhead_us, rel=1e-3)
+    x = FeatureCache(space).matrix(archs[10:])
+    assert fit.predict(x) == pytest.approx(y[10:], rel=1e-6)
