@@ -57,7 +57,9 @@ class LUTModel:
         self._base = self.overhead + (self.correction.intercept_ms if self.correction else 0.0)
         self._matrix: np.ndarray | None = None
         self._const = 0.0
-        sep = space.separable_layers()
+        #: a table fitted on the effective graph (latency.calibrate, graph "live") prices live ops only
+        self._layers = space.live_layers if table.metadata.get("graph") == "live" else space.layers
+        sep = space.separable_layers() if self._layers == space.layers else None
         if sep is not None:
             fixed, per = sep
             width = max(len(c) for c in per) if per else 0
@@ -77,10 +79,10 @@ class LUTModel:
         return self._matrix is not None
 
     def predict(self, arch: Arch) -> float:
-        return self._base + sum(self._value(s) for s in self.space.layers(arch))
+        return self._base + sum(self._value(s) for s in self._layers(arch))
 
     def breakdown(self, arch: Arch) -> list[tuple[str, float]]:
-        return [(s.key, self.table.ms(s.key)) for s in self.space.layers(arch)]
+        return [(s.key, self.table.ms(s.key)) for s in self._layers(arch)]
 
     def predict_codes(self, codes: np.ndarray) -> np.ndarray:
         """Latency of a batch of encoded archs (N x decisions choice indices), vectorised."""

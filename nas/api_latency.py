@@ -148,3 +148,55 @@ def import_bundle(bundle_dir: str, out: str, results: str | None = None, device:
                                 space_lookup=lambda name, options: _space(name, options))
     table.save(out)
     return table, rep
+
+
+def calibrate(space: str, measurements: str, out: str, space_options: Mapping[str, Any] | None = None, *,
+              device: str | None = None) -> dict[str, Any]:
+    """Fit a device model to whole-net latencies (CSV `arch,ms`) and write it as a latency table."""
+    from latency.calibrate import build_table, calibrate as fit_model, check_measurements
+    from nas.core.files import check_writable
+    sp = _space(space, space_options)
+    rows = check_measurements(sp, measurements)   # bad input fails before anything is written
+    check_writable(out, "--out")
+    fit = fit_model(sp, rows)
+    table = build_table(sp, fit, device or f"calibrated from {measurements}", source=str(measurements))
+    table.save(out)
+    return {"out": str(out), "space": sp.name, "entries": len(table.entries), "archs": fit.archs,
+            "constants": fit.constants(), "ridge": fit.ridge, "fixed": list(fit.fixed),
+            "graph": fit.graph,
+            "cv_error": fit.cv_error, "cv_spearman": fit.cv_spearman, "train_error": fit.train_error}
+
+
+def read_archs(space: Any, path: str) -> list[Any]:
+    """One arch per line (block string, preset or JSON; blank lines and '#' comments skipped)."""
+    from pathlib import Path
+    from nas.core.errors import ArchError
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read archs file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    archs = []
+    for n, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            archs.append(space.parse_any(text))
+        except ArchError as exc:
+            raise UsageError(f"archs file {path} line {n}: {text!r:.100} is no {space.name} arch: {exc}") from None
+    if not archs:
+        raise UsageError(f"archs file {path} holds no arch (one block string per line)")
+    return archs
+
+
+def predict_archs(space: str, archs: str, targets: Sequence[str],
+                  space_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Bulk predictions: one object per arch of the file (and target) with `arch` and `latency_ms`."""
+    from latency.targets import lut_model
+    sp = _space(space, space_options)
+    parsed = read_archs(sp, archs)
+    rows: list[dict[str, Any]] = []
+    for t in targets:
+        ms = lut_model(t, sp).predict_many(parsed)
+        rows += [{"arch": sp.format(a), "target": t, "latency_ms": float(v)} for a, v in zip(parsed, ms)]
+    return rows

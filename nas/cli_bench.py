@@ -1,6 +1,7 @@
 """`nas bench ...`: benchmark commands against shipped ground truth (thin: parse, call, print).
 
     nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
+    nas bench latency [--devices a,b] [--sizes 10,100,900] [--repeats 5] [--seed 0] [--json]
 """
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from nas.bench_latency import calibration_benchmark, format_benchmark
+    from nas.core.errors import UsageError
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    try:
+        sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 10,100,900") from None
+    result = calibration_benchmark(devices, sizes, repeats=args.repeats, seed=args.seed)
+    if args.out:
+        from nas.core.files import atomic_write_text
+        atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1) if args.json else format_benchmark(result))
+    return 0
+
+
 def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -43,3 +60,12 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print JSON: per proxy spearman and kendall")
     s.set_defaults(func=cmd_bench_proxies)
+
+    s = bsub.add_parser("latency", help="nas latency calibrate on every measured NB201 device: Spearman vs all archs")
+    s.add_argument("--devices", metavar="A,B", help="measured devices (default: all 27; see 'nas list targets')")
+    s.add_argument("--sizes", default="10,100,900", help="measured archs to calibrate on (default 10,100,900)")
+    s.add_argument("--repeats", type=int, default=5, help="random samples per size <= 100 (default 5)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="also write the JSON result to this file")
+    s.add_argument("--json", action="store_true", help="print JSON: per device and size the Spearman")
+    s.set_defaults(func=cmd_bench_latency)

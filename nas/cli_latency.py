@@ -40,6 +40,24 @@ def _predict_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_archs(args: argparse.Namespace) -> int:
+    from nas.api_latency import predict_archs
+    rows = predict_archs(args.space, args.archs, args.target, space_options(args.space_option))
+    emit(args, rows, "\n".join(f"{r['latency_ms']:10.4f} ms  {r['target']}  {r['arch']}" for r in rows))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from nas.api_latency import calibrate
+    r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device)
+    consts = ", ".join(f"{k}={v:.4g}" for k, v in r["constants"].items())
+    rho = "n/a" if r["cv_spearman"] is None else f"{r['cv_spearman']:.3f}"
+    emit(args, r, f"wrote {r['out']}: {r['entries']} layers of {r['space']} priced by a model fitted on {r['archs']} "
+                  f"measured nets ({r['graph']} ops, ridge {r['ridge']:g}); leave-one-out error {100 * r['cv_error']:.1f}%, "
+                  f"Spearman {rho}; train error {100 * r['train_error']:.1f}%\nconstants: {consts}\nuse it with --target {r['out']}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from nas.api_latency import predict
     from nas.core.errors import UsageError
@@ -49,8 +67,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_onnx(args)
     if args.input_shape:
         raise UsageError("--input-shape only applies with --onnx")
+    if args.archs:
+        if args.arch or args.breakdown:
+            raise UsageError("--archs FILE predicts many archs: give it without --arch and --breakdown")
+        return _predict_archs(args)
     if not args.arch:
-        raise UsageError("give --arch (with --space) or --onnx MODEL.onnx")
+        raise UsageError("give --arch or --archs FILE (with --space), or --onnx MODEL.onnx")
     out = predict(args.space, args.arch, args.target, args.breakdown, space_options(args.space_option))
     text = []
     for t, r in out["targets"].items():
@@ -126,7 +148,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def add_latency_parser(sub: Any) -> None:
-    lat = sub.add_parser("latency", help="latency tables: profile, predict, show, validate, bundle, import")
+    lat = sub.add_parser("latency", help="latency tables: profile, predict, calibrate, show, validate, bundle, import")
     lsub = lat.add_subparsers(dest="latency_command", required=True, metavar="COMMAND")
 
     s = lsub.add_parser("profile", help="time every distinct layer of a space with onnxruntime on this machine")
@@ -148,12 +170,23 @@ def add_latency_parser(sub: Any) -> None:
     add_space_args(s, required=False)
     s.add_argument("--target", action="append", required=True, help="target name or table file, repeatable")
     s.add_argument("--arch", help="block string, preset name or arch JSON")
+    s.add_argument("--archs", metavar="FILE", help="bulk: one arch per line; prints one row (JSON: an object "
+                                                   "with arch and latency_ms) per arch and target")
     s.add_argument("--onnx", metavar="MODEL.onnx",
                    help="any ONNX model: costed per node on device models (pixel1), timed here on cpu")
     s.add_argument("--input-shape", metavar="N,C,H,W", help="the ONNX input's shape (needed if it is dynamic)")
     s.add_argument("--breakdown", action="store_true", help="per-layer (per-node with --onnx) entries")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
+
+    s = lsub.add_parser("calibrate", help="fit a device model to whole-net latencies of a few nets (CSV arch,ms)")
+    add_space_args(s)
+    s.add_argument("--measurements", required=True, metavar="FILE.csv",
+                   help="CSV with header 'arch,ms': block string and measured whole-net latency, >= 5 archs (10+ advised)")
+    s.add_argument("--out", required=True, metavar="DEVICE.json", help="table file to write (use as --target)")
+    s.add_argument("--device", help="device name to record (default: from the measurements file name)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_calibrate)
 
     s = lsub.add_parser("show", help="a target's tables and their measurement metadata")
     s.add_argument("target", help="target name (see 'nas list targets') or table file")

@@ -85,6 +85,15 @@ def live_edges(ops: tuple[str, ...]) -> tuple[bool, ...]:
     return tuple(op != NONE and a in fwd and b in back for (a, b), op in zip(EDGES, ops))
 
 
+def used_edges(ops: tuple[str, ...]) -> tuple[bool, ...]:
+    """Per edge, whether its result reaches the cell output through non-none edges."""
+    back = {3}
+    for a, b in sorted(EDGES, key=lambda e: -e[0]):
+        if b in back and ops[EDGES.index((a, b))] != NONE:
+            back.add(a)
+    return tuple(op != NONE and b in back for (_, b), op in zip(EDGES, ops))
+
+
 class NB201Space(SearchSpace):
     name = "nb201"
     presets = {
@@ -169,6 +178,19 @@ class NB201Space(SearchSpace):
     def layers(self, arch: Arch) -> list[LayerSpec]:
         self.validate(arch)
         return [spec for _, spec, _ in self._plan(tuple(arch.genes)) if spec is not None]
+
+    def live_layers(self, arch: Arch) -> list[LayerSpec]:
+        """The graph a dead-code-eliminating runtime runs: edges whose result never reaches the cell
+        output are dropped (edges fed only by `none` still run: their zero input is computed at run
+        time); a cell whose output no input reaches makes the whole net's output a constant, folded
+        away: no layers at all. (On raspi4's measured latencies this fits far better than all built
+        ops; see latency/calibrate.py.)"""
+        self.validate(arch)
+        ops = tuple(arch.genes)
+        if not any(live_edges(ops)):
+            return []
+        keep = used_edges(ops)
+        return [spec for slot, spec, e in self._plan(ops) if spec is not None and (slot != "edge" or keep[e])]
 
     def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
         fixed = [spec for slot, spec, _ in self._plan((NONE,) * 6) if slot in FIXED_SLOTS and spec is not None]

@@ -172,6 +172,11 @@ class SearchSpace(ABC):
         from nas.core.ops import layer_macs
         return int(sum(layer_macs(s) for s in self.layers(arch)))
 
+    def live_layers(self, arch: Arch) -> list[LayerSpec]:
+        """The layers of the effective graph: without ops whose output never reaches the net's output
+        (a compiler that prunes dead code runs only these). Default: every layer."""
+        return self.layers(arch)
+
     def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]] | None:
         """If each decision's layers depend on that decision alone: (fixed layers, per decision
         per choice layers). Lets the LUT model predict by a vectorised gather. None otherwise."""
