@@ -15,7 +15,7 @@ so the runner, stores and resume work unchanged:
 Training runs on a smaller copy of the searched space (`resolution`, `width_mult` / `channels`,
 `cells`, the dataset's classes, any `train_options`; same decisions) while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
-(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas). Checkpoints go to ``<out>/`` and are reused when a
+(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet). Checkpoints go to ``<out>/`` and are reused when a
 search resumes. Torch is imported only inside `prepare`, so registering these strategies stays cheap.
 """
 from __future__ import annotations
@@ -124,10 +124,12 @@ class SupernetStrategy(WeightSharingStrategy):
     default_epochs = 3
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, random_paths: int = 2, distill: bool = True,
-                 width_mult: float = 0.25, calib_batches: int = 4, **kwargs: Any) -> None:
+                 width_mult: float = 0.25, channels: int = 8, cells: int = 1, calib_batches: int = 4,
+                 **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.random_paths, self.distill = lr, random_paths, distill
-        self.width_mult, self.calib_batches = width_mult, calib_batches
+        # width_mult: mbconv's training width; channels / cells: the nasnet cell space's
+        self.width_mult, self.channels, self.cells, self.calib_batches = width_mult, channels, cells, calib_batches
         self.net: Any = None
         self.calib: Any = None
         self.calib_bs = 64
@@ -146,7 +148,8 @@ class SupernetStrategy(WeightSharingStrategy):
         )
         ctx = self.context(ctx)
         small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
-                                             "num_classes": ctx.num_classes(), **self.train_options})
+                                             "num_classes": ctx.num_classes(), **self._cell_options(ctx.space),
+                                             **self.train_options})
         cfg = SandwichConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
                              random_paths=self.random_paths, distill=self.distill, seed=ctx.seed)
         train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
@@ -168,6 +171,11 @@ class SupernetStrategy(WeightSharingStrategy):
         self.calib, self.calib_bs = calibration_set(train[0], ctx.seed), cfg.batch_size
         return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
                                  batch_size=cfg.batch_size, report_space=ctx.space)
+
+    def _cell_options(self, space: SearchSpace) -> dict[str, int]:
+        """channels / cells of the training space for the cell space (its supernet holds every op of
+        every edge of every cell: the searched 36 channels x 6 cells would not fit a CPU run)."""
+        return {"channels": self.channels, "cells": self.cells} if space.name == "nasnet" else {}
 
     def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
         return _inherit(self.net, self.calib, self.calib_batches, self.calib_bs, arch)
