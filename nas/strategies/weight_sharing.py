@@ -123,6 +123,15 @@ class SupernetStrategy(WeightSharingStrategy):
     name = "supernet"
     default_epochs = 3
 
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        from nas.supernet import SUPERNETS
+        return tuple(SUPERNETS.names())
+
+    @classmethod
+    def supports(cls, space: SearchSpace) -> bool:   # a space may bring its own supernet() too
+        return callable(getattr(space, "supernet", None)) or super().supports(space)
+
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, random_paths: int = 2, distill: bool = True,
                  width_mult: float = 0.25, channels: int = 8, cells: int = 1, calib_batches: int = 4,
                  **kwargs: Any) -> None:
@@ -188,6 +197,10 @@ class SinglePathStrategy(WeightSharingStrategy):
     needs_latency = True
     default_epochs = 3
     fixed_trials = 1
+
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        return ("mbconv",)
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, arch_lr: float = 0.2, lam: float = 1.0,
                  target_ms: float | None = None, tau: float = 0.25, t_init: float = 0.5, width_mult: float = 0.25,
@@ -265,6 +278,18 @@ class DartsStrategy(WeightSharingStrategy):
     name = "darts"
     default_epochs = 3
     fixed_trials = 1
+
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        return ("nasnet",)
+
+    @classmethod
+    def supports(cls, space: SearchSpace) -> bool:
+        return space.name == "nasnet" and getattr(space, "variant", None) == "darts"
+
+    @classmethod
+    def supported_text(cls) -> str:
+        return "nasnet with variant=darts (-o variant=darts)"
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.025, arch_lr: float = 3e-3, order: int = 1,
                  channels: int = 8, cells: int = 1, warmup_epochs: int = 1, retrain_epochs: int = 2,
