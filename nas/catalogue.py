@@ -26,7 +26,9 @@ STRATEGY_SUMMARIES = {
     "tpe": "Optuna's TPE sampler behind ask/tell (MOTPE with several objectives)",
     "optuna-nsga2": "Optuna's NSGA-II sampler behind ask/tell",
     "zero-cost": "evolution warmed up by ranking a pool of archs with a training-free proxy",
-    "supernet": "one-shot: trains a weight-sharing supernet (sandwich rule; uniform single paths on nasnet, as SPOS), then evolution on its accuracy",
+    "differentiable": "ProxylessNAS on any supernet: arch logits, sampled paths, REINFORCE + expected LUT latency",
+    "supernet": "one-shot: trains a weight-sharing supernet (sandwich rule; on nasnet uniform single paths, as "
+                "SPOS), then evolution on its accuracy",
     "single-path": "Single-Path NAS: one superkernel net with a differentiable LUT latency term (mbconv)",
     "darts": "DARTS cell search on nasnet -o variant=darts; the derived cell is retrained to score it",
 }

@@ -24,7 +24,7 @@ from nas.strategies.catalog import STRATEGIES
 from search_spaces.catalog import SPACES, get_space
 
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "differentiable": ("single-path", "darts"),
+    "differentiable": ("single-path", "darts", "differentiable"),
     "one-shot": ("supernet",),
     "evolutionary": ("evolution",),
     "training-free": ("zero-cost",),
@@ -46,20 +46,18 @@ SPACE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
 BENCHMARK_SPACES = {"nb201", "nats_sss"}
 
 #: (space case, family) pairs no strategy of the family searches yet (must be a clear UsageError)
-UNSUPPORTED = {("nasnet", "differentiable"), ("hytra", "differentiable"), ("vit_resnas", "differentiable"),
-               ("nb201", "differentiable"), ("nats_sss", "differentiable"),
+UNSUPPORTED = {("nb201", "differentiable"), ("nats_sss", "differentiable"),
                ("nb201", "one-shot"), ("nats_sss", "one-shot")}
 #: pairs that take longer than the default suite allows (measured on the 2-core CI machine)
-SLOW = {("mbconv", "one-shot"), ("hytra", "one-shot"), ("vit_resnas", "one-shot"), ("nasnet", "one-shot"),
-        ("nasnet-darts", "one-shot"), ("nasnet-darts", "differentiable"), ("mbconv", "differentiable"),
-        ("hytra", "training-free"), ("vit_resnas", "training-free")}
+SLOW = {("mbconv", "one-shot"), ("nasnet", "one-shot"), ("mbconv", "differentiable"), ("nasnet", "differentiable"),
+        ("nasnet-darts", "differentiable")}
 #: options every training-based strategy gets (tiny: one epoch on 48 synthetic images)
 TRAINING = {"dataset": "synthetic:48", "epochs": 1, "batch_size": 16}
 STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
     "single-path": {"width_mult": 0.25, "calib_batches": 1},
     "darts": {"channels": 4, "resolution": 16, "retrain_epochs": 1},
-    "supernet": {"random_paths": 1, "calib_batches": 1, "population": 3, "sample_size": 2, "channels": 4,
-                 "resolution": 16},
+    "differentiable": {"calib_batches": 1, "channels": 4},
+    "supernet": {"random_paths": 1, "calib_batches": 1, "population": 3, "sample_size": 2, "channels": 4},
     "evolution": {"population": 4, "sample_size": 2},
     "zero-cost": {"pool": 4, "population": 3, "sample_size": 2, "proxy_resolution": 16, "proxy_batch": 4},
 }
