@@ -151,7 +151,7 @@ def lines(what: str, rows: list[dict[str, Any]], verbose: bool = False) -> list[
                        f"{r['date'] or ''}")
             continue
         mark = " [default]" if r.get("default") else ""
-        head = f"{r['name']:<13}{r['about']}{mark}"
+        head = f"{r['name']:<12} {r['about']}{mark}"   # a space even after a long name
         if what == "spaces":
             head += (f"; {r['decisions']} decisions, ~10^{r['log10_size']} archs; presets: "
                      f"{', '.join(r['presets']) or '-'}")
