@@ -71,10 +71,12 @@ def strategy_for(case: str, family: str) -> str | None:
 
 
 def run_pair(case: str, family: str, out: Path, *, dataset: str | None = None, trials: int = 3,
-             bound_factor: float | None = None) -> dict[str, Any]:
+             bound_factor: float | None = None, bound_ms: float | None = None,
+             strategy: str | None = None) -> dict[str, Any]:
     """Run the tiny search of one (space case, family) pair into `out`; returns its summary plus
     `seconds` (wall time) and `strategy`. `bound_factor`: a latency bound of that factor times the
-    median latency of 20 seeded samples (None: unbounded)."""
+    median latency of 20 seeded samples; `bound_ms`: that bound (neither: unbounded); `strategy`:
+    this member of the family instead of the first that supports the space."""
     import numpy as np
 
     from latency.devices.pixel1 import build_table
@@ -82,7 +84,7 @@ def run_pair(case: str, family: str, out: Path, *, dataset: str | None = None, t
     from latency.table import LatencyTable
     from nas import SearchConfig, search
     name, opts = SPACE_CASES[case]
-    strategy = strategy_for(case, family)
+    strategy = strategy or strategy_for(case, family)
     if strategy is None:
         raise UsageError(f"no {family} strategy searches {case}")
     space = get_space(name, **opts)
@@ -93,6 +95,8 @@ def run_pair(case: str, family: str, out: Path, *, dataset: str | None = None, t
         model = LUTModel(space, LatencyTable.load(table))
         rng = np.random.default_rng(0)
         bounds = (float(np.median([model.predict(space.sample(rng)) for _ in range(20)])) * bound_factor,)
+    if bound_ms is not None:
+        bounds = (float(bound_ms),)
     weight_sharing = STRATEGIES.get(strategy).weight_sharing
     evaluator, ev_opts = ("tabular", {"dataset": "cifar10"}) if name in BENCHMARK_SPACES else ("zero-cost", {})
     strat_opts = dict(STRATEGY_OPTIONS[strategy])
