@@ -134,8 +134,8 @@ def penalty(latency: torch.Tensor | float, bound: float | None, lam: float) -> t
 
 
 def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Data, cfg: ProxylessConfig,
-                    predict: Callable[[Arch], float] | None, expected: ExpectedLatency | None,
-                    progress: bool = False) -> list[dict[str, float]]:
+                    predict: Callable[[Arch], float] | None, expected: ExpectedLatency | None
+                    ) -> list[dict[str, float]]:
     """Alternate weight steps and arch steps for `cfg.epochs`; returns one record per epoch."""
     rng = np.random.default_rng([cfg.seed, 0x9A7])
     device = next(supernet.parameters()).device

@@ -80,8 +80,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
         else:
             w_half, a_half = split_half(train, ctx.seed)
             history = train_proxyless(self.net, policy, w_half, a_half, cfg,
-                                      lambda a: float(lut.predict(ctx.space.make(a.genes))), expected,
-                                      progress=ctx.progress)
+                                      lambda a: float(lut.predict(ctx.space.make(a.genes))), expected)
             self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
             if path is not None:
                 save_checkpoint(path, holder, meta)
