@@ -104,7 +104,7 @@ class ArchPolicy(nn.Module):
             arch, idx = self.sample(rng)
             if feasible is not None and not feasible(arch):
                 continue
-            lp = float(self.log_prob(idx))
+            lp = float(self.log_prob(idx).detach())
             if best is None or lp > best[0]:
                 best = (lp, arch)
         if best is None:
