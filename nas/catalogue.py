@@ -26,7 +26,9 @@ STRATEGY_SUMMARIES = {
     "tpe": "Optuna's TPE sampler behind ask/tell (MOTPE with several objectives)",
     "optuna-nsga2": "Optuna's NSGA-II sampler behind ask/tell",
     "zero-cost": "evolution warmed up by ranking a pool of archs with a training-free proxy",
-    "supernet": "one-shot: trains a weight-sharing supernet (sandwich rule), then evolution on its accuracy",
+    "differentiable": "ProxylessNAS on any supernet: arch logits, sampled paths, REINFORCE + expected LUT latency",
+    "supernet": "one-shot: trains a weight-sharing supernet (sandwich rule; on nasnet uniform single paths, as "
+                "SPOS), then evolution on its accuracy",
     "single-path": "Single-Path NAS: one superkernel net with a differentiable LUT latency term (mbconv)",
     "darts": "DARTS cell search on nasnet -o variant=darts; the derived cell is retrained to score it",
 }
@@ -91,6 +93,7 @@ def strategies() -> list[dict[str, Any]]:
             sys.modules[cls.__module__].__doc__)
         rows.append({"name": name, "kind": "strategy", "about": about, "default": name == DEFAULT_STRATEGY,
                      "weight_sharing": bool(getattr(cls, "weight_sharing", False)),
+                     "spaces": cls.supported_text(),
                      "options": strategy_options(cls)})
     return rows
 
@@ -148,10 +151,12 @@ def lines(what: str, rows: list[dict[str, Any]], verbose: bool = False) -> list[
                        f"{r['date'] or ''}")
             continue
         mark = " [default]" if r.get("default") else ""
-        head = f"{r['name']:<13}{r['about']}{mark}"
+        head = f"{r['name']:<12} {r['about']}{mark}"   # a space even after a long name
         if what == "spaces":
             head += (f"; {r['decisions']} decisions, ~10^{r['log10_size']} archs; presets: "
                      f"{', '.join(r['presets']) or '-'}")
+        if what == "strategies":
+            head += f"; spaces: {r['spaces']}"
         options = r.get("options")
         if options is None:
             out.append(head + "; options: see --verbose")

@@ -83,6 +83,7 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     started = time.perf_counter()
     space = get_space(cfg.space, **cfg.space_options)
     strategy_cls = STRATEGIES.get(cfg.strategy)
+    strategy_cls.require(space)
     if strategy_cls.weight_sharing and cfg.runner != "local":
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")

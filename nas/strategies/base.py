@@ -110,6 +110,32 @@ class Strategy(ABC):
     def ask(self) -> Arch:
         ...
 
+    # ---- which spaces it searches -------------------------------------------------------------
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...] | None:
+        """Names of the spaces this strategy searches; None: every space."""
+        return None
+
+    @classmethod
+    def supports(cls, space: SearchSpace) -> bool:
+        names = cls.supported_spaces()
+        return names is None or space.name in names
+
+    @classmethod
+    def supported_text(cls) -> str:
+        """The supported spaces in words (`nas list strategies`, the unsupported-pair error)."""
+        names = cls.supported_spaces()
+        return "every space" if names is None else ", ".join(names)
+
+    @classmethod
+    def require(cls, space: SearchSpace) -> None:
+        """Raise UsageError naming the supported spaces when `space` is not one of them."""
+        if not cls.supports(space):
+            variant = getattr(space, "variant", None)
+            which = f"{space.name!r}" + (f" with variant={variant}" if variant else "")
+            raise UsageError(f"strategy {cls.name!r} cannot search space {which}; spaces it searches: "
+                             f"{cls.supported_text()}")
+
     # ---- the search pipeline's hooks (ordinary strategies: no training phase) -----------------
     def prepare(self, ctx: TrainContext) -> Evaluator | None:
         """Train on ctx's data and return the evaluator of the trials; None: use the search's evaluator."""

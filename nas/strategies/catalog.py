@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from nas.core.registry import Registry
 from nas.strategies.base import Strategy
+from nas.strategies.differentiable import DifferentiableStrategy
 from nas.strategies.evolution import RegularizedEvolution
 from nas.strategies.exact import ExactStrategy
 from nas.strategies.nsga2 import NSGA2
@@ -16,5 +17,5 @@ from nas.strategies.zero_cost import ZeroCostWarmup
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 for _cls in (RegularizedEvolution, RandomSearch, NSGA2, TPE, OptunaNSGA2, ZeroCostWarmup,
-             SupernetStrategy, SinglePathStrategy, DartsStrategy, ExactStrategy):
+             SupernetStrategy, SinglePathStrategy, DartsStrategy, DifferentiableStrategy, ExactStrategy):
     STRATEGIES.register(_cls.name, _cls)

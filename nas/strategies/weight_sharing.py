@@ -15,7 +15,7 @@ so the runner, stores and resume work unchanged:
 Training runs on a smaller copy of the searched space (`resolution`, `width_mult` / `channels`,
 `cells`, the dataset's classes, any `train_options`; same decisions) while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
-(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas). Checkpoints go to ``<out>/`` and are reused when a
+(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet). Checkpoints go to ``<out>/`` and are reused when a
 search resumes. Torch is imported only inside `prepare`, so registering these strategies stays cheap.
 """
 from __future__ import annotations
@@ -123,11 +123,22 @@ class SupernetStrategy(WeightSharingStrategy):
     name = "supernet"
     default_epochs = 3
 
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        from nas.supernet import SUPERNETS
+        return tuple(SUPERNETS.names())
+
+    @classmethod
+    def supports(cls, space: SearchSpace) -> bool:   # a space may bring its own supernet() too
+        return callable(getattr(space, "supernet", None)) or super().supports(space)
+
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, random_paths: int = 2, distill: bool = True,
-                 width_mult: float = 0.25, calib_batches: int = 4, **kwargs: Any) -> None:
+                 width_mult: float = 0.25, channels: int = 8, cells: int = 1, calib_batches: int = 4,
+                 **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.random_paths, self.distill = lr, random_paths, distill
-        self.width_mult, self.calib_batches = width_mult, calib_batches
+        # width_mult: mbconv's training width; channels / cells: the nasnet cell space's
+        self.width_mult, self.channels, self.cells, self.calib_batches = width_mult, channels, cells, calib_batches
         self.net: Any = None
         self.calib: Any = None
         self.calib_bs = 64
@@ -146,7 +157,8 @@ class SupernetStrategy(WeightSharingStrategy):
         )
         ctx = self.context(ctx)
         small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
-                                             "num_classes": ctx.num_classes(), **self.train_options})
+                                             "num_classes": ctx.num_classes(), **self._cell_options(ctx.space),
+                                             **self.train_options})
         cfg = SandwichConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
                              random_paths=self.random_paths, distill=self.distill, seed=ctx.seed)
         train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
@@ -169,6 +181,11 @@ class SupernetStrategy(WeightSharingStrategy):
         return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
                                  batch_size=cfg.batch_size, report_space=ctx.space)
 
+    def _cell_options(self, space: SearchSpace) -> dict[str, int]:
+        """channels / cells of the training space for the cell space (its supernet holds every op of
+        every edge of every cell: the searched 36 channels x 6 cells would not fit a CPU run)."""
+        return {"channels": self.channels, "cells": self.cells} if space.name == "nasnet" else {}
+
     def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
         return _inherit(self.net, self.calib, self.calib_batches, self.calib_bs, arch)
 
@@ -180,6 +197,10 @@ class SinglePathStrategy(WeightSharingStrategy):
     needs_latency = True
     default_epochs = 3
     fixed_trials = 1
+
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        return ("mbconv",)
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, arch_lr: float = 0.2, lam: float = 1.0,
                  target_ms: float | None = None, tau: float = 0.25, t_init: float = 0.5, width_mult: float = 0.25,
@@ -257,6 +278,18 @@ class DartsStrategy(WeightSharingStrategy):
     name = "darts"
     default_epochs = 3
     fixed_trials = 1
+
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        return ("nasnet",)
+
+    @classmethod
+    def supports(cls, space: SearchSpace) -> bool:
+        return space.name == "nasnet" and getattr(space, "variant", None) == "darts"
+
+    @classmethod
+    def supported_text(cls) -> str:
+        return "nasnet with variant=darts (-o variant=darts)"
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.025, arch_lr: float = 3e-3, order: int = 1,
                  channels: int = 8, cells: int = 1, warmup_epochs: int = 1, retrain_epochs: int = 2,

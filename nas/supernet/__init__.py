@@ -62,9 +62,15 @@ def _fabric_factory(space: SearchSpace) -> Supernet:
     return FabricSupernet(space)  # type: ignore[return-value]
 
 
+def _cell_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.cells import CellSupernet
+    return CellSupernet(space)  # type: ignore[arg-type, return-value]
+
+
 SUPERNETS.register("mbconv", _mbconv_factory)
 SUPERNETS.register("hytra", _fabric_factory)
 SUPERNETS.register("vit_resnas", _vit_resnas_factory)
+SUPERNETS.register("nasnet", _cell_factory)
 
 
 def build_supernet(space: SearchSpace) -> Supernet:

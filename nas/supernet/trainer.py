@@ -162,7 +162,8 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                    progress: bool = False, calib_batches: int = 4,
                    on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss and, with
-    `val`, BN-recalibrated accuracy of the largest and smallest paths)."""
+    `val`, BN-recalibrated accuracy of the largest and smallest paths). A supernet whose `sampling` is
+    "uniform" is trained on `max(1, random_paths)` uniform paths per step instead (no distillation)."""
     from tqdm import tqdm
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5A4D])
@@ -176,16 +177,21 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                           nesterov=True)
     steps = cfg.epochs * max(1, sum(1 for _ in batch_indices(len(y), cfg.batch_size, np.random.default_rng(0))))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    # a supernet with `sampling = "uniform"` (e.g. the cell space's) is trained SPOS-style
+    uniform = getattr(supernet, "sampling", "sandwich") == "uniform"
     history: list[dict[str, float]] = []
     bar = tqdm(total=steps, desc="supernet training", unit="step", disable=not progress)
     try:
         for epoch in range(cfg.epochs):
             t0, losses = time.perf_counter(), []
             for idx in batch_indices(len(y), cfg.batch_size, rng):
-                paths = [supernet.largest(), supernet.smallest()]
-                paths += [space.sample(rng) for _ in range(cfg.random_paths)]
+                if uniform:   # Single Path One-Shot: uniformly sampled paths only
+                    paths = [space.sample(rng) for _ in range(max(1, cfg.random_paths))]
+                else:
+                    paths = [supernet.largest(), supernet.smallest()]
+                    paths += [space.sample(rng) for _ in range(cfg.random_paths)]
                 xb, yb = x[idx].to(device), y[idx].to(device)
-                losses.append(sandwich_step(supernet, opt, xb, yb, paths, cfg.distill, cfg.grad_clip))
+                losses.append(sandwich_step(supernet, opt, xb, yb, paths, cfg.distill and not uniform, cfg.grad_clip))
                 sched.step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
