@@ -90,9 +90,14 @@ def reference(setup: BenchSetup) -> dict[str, Any]:
         raise UsageError(f"--latency-ms {setup.latency_ms:g} on {setup.target}: no {setup.space} arch is that fast "
                          f"(fastest {lat.min():.2f} ms)")
     ref = (float(acc.min()), float(setup.latency_ms))
+    front = _hypervolume(acc[ok], lat[ok], ref)
+    if not front > 0:
+        raise UsageError(f"--latency-ms {setup.latency_ms:g} on {setup.target}: only archs at the space's lowest "
+                         f"accuracy ({ref[0]:g}%) are that fast; loosen the bound (median arch "
+                         f"{float(np.median(lat)):.2f} ms)")
     return {"archs": int(len(acc)), "feasible": int(ok.sum()), "best_feasible_accuracy": float(acc[ok].max()),
             "best_accuracy": float(acc.max()), "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
-            "front_hypervolume": _hypervolume(acc[ok], lat[ok], ref)}
+            "front_hypervolume": front}
 
 
 def _hypervolume(acc: np.ndarray, lat: np.ndarray, ref: tuple[float, float]) -> float:
