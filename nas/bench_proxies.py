@@ -71,7 +71,7 @@ def proxy_ranking(space_name: str, truth: str = "cifar10", dataset: str | None =
                   progress: bool = False) -> dict[str, Any]:
     """Rank correlations of zero-cost proxies with ground truth (see the module docstring)."""
     from nas.evaluators.proxies import PROXIES
-    from nas.evaluators.zero_cost import DEFAULT_MEMBERS, ENSEMBLE, ZeroCostEvaluator
+    from nas.evaluators.zero_cost import DEFAULT_MEMBERS, ENSEMBLE, NOISE, ZeroCostEvaluator
     from search_spaces.catalog import get_space
 
     if space_name not in ("nb201", "nats_sss"):
@@ -83,8 +83,8 @@ def proxy_ranking(space_name: str, truth: str = "cifar10", dataset: str | None =
     table, records = _truth(space_name, truth, archs, seed)
     classes, res = NB201_NETS.get(truth, (10, 32))
     space = get_space(space_name, num_classes=classes, resolution=res)
-    data = dataset if dataset and dataset != "synthetic" else None
-    ev = ZeroCostEvaluator(space, seed=seed, proxy=ENSEMBLE, batch=batch, resolution=None, dataset=data)
+    data = dataset if dataset and dataset != "synthetic" else None   # None: Gaussian noise
+    ev = ZeroCostEvaluator(space, seed=seed, proxy=ENSEMBLE, batch=batch, resolution=None, dataset=data or NOISE)
     with_ensemble = set(DEFAULT_MEMBERS) <= set(names)
     values: dict[str, list[float]] = {n: [] for n in names + ([ENSEMBLE] if with_ensemble else [])}
     seconds = {n: 0.0 for n in names}

@@ -2,6 +2,7 @@
 
     nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
     nas bench latency [--devices a,b] [--sizes 10,100,900] [--repeats 5] [--seed 0] [--json]
+    nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
 """
 from __future__ import annotations
 
@@ -42,6 +43,30 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_strategies(args: argparse.Namespace) -> int:
+    from nas.bench_strategies import format_strategies, plot_strategies, strategy_benchmark
+    from nas.core.errors import UsageError
+    strategies = [p.strip() for p in args.strategies.split(",") if p.strip()] if args.strategies else None
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise UsageError(f"--budgets {args.budgets!r} must be comma-separated evaluation counts, e.g. 50,100,300") from None
+    for option, path in (("--out", args.out), ("--plot", args.plot)):
+        if path:   # checked before minutes of runs
+            from nas.core.files import check_writable
+            check_writable(path, option)
+    result = strategy_benchmark(args.space, strategies=strategies, seeds=args.seeds, budgets=budgets,
+                                target=args.target, latency_ms=args.latency_ms, seed=args.seed,
+                                progress=not args.quiet)
+    if args.plot:
+        result["plot"] = plot_strategies(result, args.plot)
+    if args.out:
+        from nas.core.files import atomic_write_text
+        atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1) if args.json else format_strategies(result))
+    return 0
+
+
 def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -69,3 +94,19 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--out", help="also write the JSON result to this file")
     s.add_argument("--json", action="store_true", help="print JSON: per device and size the Spearman")
     s.set_defaults(func=cmd_bench_latency)
+
+    t = bsub.add_parser("strategies", help="best ground-truth accuracy found vs evaluations: strategies vs random search")
+    t.add_argument("--space", required=True, help="nats_sss (pixel1 model, <= 10 ms) or nb201 (NASLib's 724 archs, "
+                                                 "measured pixel3, <= 14 ms)")
+    t.add_argument("--strategies", metavar="A,B",
+                   help="default: evolution,tpe,zero-cost,nsga2,optuna-nsga2 (random always runs)")
+    t.add_argument("--seeds", type=int, default=20, help="seeds per strategy (default 20)")
+    t.add_argument("--budgets", default="50,100,300", help="evaluation counts to report (default 50,100,300)")
+    t.add_argument("--target", help="latency target (default: pixel1 for nats_sss, pixel3 for nb201)")
+    t.add_argument("--latency-ms", type=float, help="latency bound (default: 10 for nats_sss, 14 for nb201)")
+    t.add_argument("--seed", type=int, default=0, help="first seed (seeds SEED ... SEED+seeds-1)")
+    t.add_argument("--plot", metavar="PNG", help="write best accuracy and hypervolume vs evaluations here")
+    t.add_argument("--out", help="also write the JSON result to this file")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--json", action="store_true", help="print JSON: per strategy and budget, mean/std, p-value")
+    t.set_defaults(func=cmd_bench_strategies)

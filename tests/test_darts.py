@@ -110,3 +110,26 @@ def test_darts_search_flow_returns_valid_arch(tmp_path) -> None:  # type: ignore
     assert s["training"]["derived"] == s["arch"] and len(s["training"]["genotype"]["normal"]) == 8
     assert s["training"]["train_space"]["channels"] == 4 and 0 <= s["metrics"]["accuracy"] <= 1
     assert s["exports"]["max_abs_diff_vs_torch"] < 1e-4 and (tmp_path / "subnet.pt").is_file()
+
+
+def test_search_cells_use_non_affine_batch_norm() -> None:
+    """As in DARTS' search model: no BN scale/shift inside the cells (they could undo the alphas); the
+    stem keeps its affine BN. Trained weights do not change that: in train mode every parametric op's
+    output stays normalised per channel, so its share of a mixed edge is set by the alphas alone."""
+    torch.manual_seed(0)
+    net = DartsNet(SPACE)
+    cell_bns = [m for m in net.cells.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert cell_bns and not any(m.affine for m in cell_bns)
+    assert any(m.affine for m in net.stem.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert [n for n, p in net.cells.named_parameters() if p.ndim == 1] == []   # only conv kernels in cells
+    w_half, a_half = split_half(tiny_data(32), seed=0)
+    train_darts(net, w_half, a_half, DartsConfig(epochs=1, batch_size=8, arch_lr=0.05))
+    net.train()
+    x = torch.randn(8, 4, 16, 16)
+    mixed = net.cells[0].edges[0]
+    for prim, op in zip(DARTS_PRIMITIVES, mixed.ops):
+        if prim in ("none", "skip_connect"):
+            continue
+        y = op(x)
+        torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(y.shape[1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(y.var((0, 2, 3), unbiased=False), torch.ones(y.shape[1]), atol=2e-3, rtol=0)

@@ -189,6 +189,28 @@ def test_real_batch_from_a_dataset() -> None:
     assert math.isfinite(ev(space.sample(np.random.default_rng(0)))["score"])
 
 
+def test_default_batch_is_real_digits_and_noise_stays_an_option() -> None:
+    """The default proxy batch is a seeded subset of the embedded digits (as the references score real
+    mini-batches); `dataset=noise` keeps seeded Gaussian images with random labels."""
+    import torch
+
+    from nas.data import load_dataset
+    from nas.evaluators.zero_cost import DEFAULT_DATASET, NOISE
+    space = tiny("mbconv")
+    ev = ZeroCostEvaluator(space, seed=3, proxy="naswot", batch=8, resolution=None)
+    assert ev.dataset == DEFAULT_DATASET == "digits"
+    x, y = load_dataset("digits", split="train", seed=3, resolution=32)
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))[:8]
+    torch.testing.assert_close(ev._x, x[idx])
+    assert torch.equal(ev._y, y[idx])
+    noise = ZeroCostEvaluator(space, seed=3, proxy="naswot", batch=8, resolution=None, dataset=NOISE)
+    g = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(noise._x, torch.randn(8, 3, 32, 32, generator=g))
+    assert math.isfinite(ev(space.sample(np.random.default_rng(0)))["score"])
+    size_only = ZeroCostEvaluator(space, seed=3, proxy="flops")   # nothing to load for arch-only proxies
+    assert size_only._x is None
+
+
 # ---- the zero-cost warm-up strategy --------------------------------------------------------------
 def test_zero_cost_strategy_evaluates_the_pool_best_first() -> None:
     space = tiny("mbconv")

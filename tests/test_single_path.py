@@ -70,6 +70,43 @@ def test_initial_thresholds_open_every_gate() -> None:
     assert net.derive() == net.smallest()
 
 
+#: thresholds (kernel ring, expansion, skip) in units of the initial norms: < 1 opens a gate of a fresh net
+TOKEN_THRESHOLDS = {"skip": (0.5, 0.5, 1.5), "k3e3": (1.5, 1.5, 0.5), "k3e6": (1.5, 0.5, 0.5),
+                    "k5e3": (0.5, 1.5, 0.5), "k5e6": (0.5, 0.5, 0.5)}
+
+
+@pytest.mark.parametrize("token", sorted(TOKEN_THRESHOLDS))
+def test_every_token_is_reachable_from_a_fresh_net(token: str) -> None:
+    """Each gate is independent: closing the 5x5 ring keeps e6 and the residual branch (k3e6 on every
+    layer, k3 on skippable ones), closing e6 keeps k5, and only the skip gate gives skip."""
+    torch.manual_seed(0)
+    net = SinglePathNet(SPACE)
+    tk, te, ts = TOKEN_THRESHOLDS[token]
+    with torch.no_grad():
+        for gates in net.gates:
+            gates.t_k.fill_(tk)
+            gates.t_e.fill_(te)
+            gates.t_s.fill_(ts)
+    genes = net.derive().genes
+    skippable = [i for i, d in enumerate(SPACE.decisions) if "skip" in d.choices]
+    layers = skippable if token == "skip" else range(len(genes))
+    assert {genes[i] for i in layers} == {token}
+    if token == "skip":   # the first layer of a stage cannot skip: its kernel and expansion stay open
+        assert {genes[i] for i in range(len(genes)) if i not in skippable} == {"k5e6"}
+
+
+def test_closing_a_ring_leaves_expansion_and_skip_norms_at_their_start() -> None:
+    torch.manual_seed(0)
+    net = SinglePathNet(SPACE)
+    with torch.no_grad():
+        for gates, block in zip(net.gates, net.blocks):
+            gates.t_k.fill_(1.5)
+            mk, me, ms = gates.margins(block.dw.weight, net.tau)
+            assert float(mk.max()) < 0                                  # ring closed
+            torch.testing.assert_close(me + gates.t_e, torch.ones_like(me))   # expansion norm = initial
+            torch.testing.assert_close(ms + gates.t_s, torch.ones_like(ms))   # skip norm = initial
+
+
 def test_latency_term_equals_lut_and_is_differentiable(lut) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     net = SinglePathNet(SPACE)

@@ -4,8 +4,11 @@ The search net has the macro structure of `search_spaces.nasnet` (stem conv 3C, 
 reduction cells at 1/3 and 2/3 of the depth, global pool + linear), but every edge of a cell
 (node j takes all of h[i-2], h[i-1] and nodes < j as inputs) is a mixed op: the softmax over the
 architecture weights alpha of the 8 DARTS primitives (`cell_ops.DARTS_PRIMITIVES`, `none`
-included), all built with `cell_ops.build_cell_op`; pools get a BatchNorm without affine
-parameters, as in DARTS. Normal and reduction cells each share one alpha matrix (edges x ops).
+included), all built with `cell_ops.build_cell_op`; pools get a BatchNorm too. Every BatchNorm inside
+the search cells (ops and preprocessing) is non-affine, as in DARTS' search model (`affine=False`):
+a learnable BN scale per op could grow or shrink that op's output and so undo (or fake) its alpha.
+The stem keeps its affine BN, as in DARTS. Normal and reduction cells each share one alpha matrix
+(edges x ops).
 
 Bilevel optimisation (Sec. 2.3): alternately one Adam step on alpha with the loss of a batch of
 the *architecture* half of the training data and one SGD step on the weights with the loss of a
@@ -104,6 +107,20 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+def non_affine_bn(module: nn.Module) -> int:
+    """Replace every affine BatchNorm2d under `module` by a non-affine one (same features, eps,
+    momentum); returns how many were replaced."""
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and child.affine:
+            setattr(module, name, nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum,
+                                                 affine=False))
+            count += 1
+        else:
+            count += non_affine_bn(child)
+    return count
+
+
 class DartsNet(nn.Module):
     """The relaxed (continuous) search net of a darts-variant `NASNetSpace`."""
 
@@ -126,6 +143,7 @@ class DartsNet(nn.Module):
                 cells.append(SearchCell(steps, cpp, cp, c, reduce, reduce_prev))
                 cpp, cp, reduce_prev = cp, steps * c, reduce
         self.cells = nn.ModuleList(cells)
+        non_affine_bn(self.cells)
         self.head = build_layer(head_spec(cp, 0, space.num_classes, (hw, hw)))
         n_edges = sum(2 + j for j in range(steps))
         # near-uniform start, drawn like the weights (seed the construction, e.g. with torch.random.fork_rng)

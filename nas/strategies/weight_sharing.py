@@ -320,7 +320,7 @@ class DartsStrategy(WeightSharingStrategy):
         train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
         net = to_device(_seeded(ctx.seed, DartsNet, small), ctx.device)
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
-                "config": asdict(cfg), "dataset": ctx.dataset}
+                "config": asdict(cfg), "dataset": ctx.dataset, "cell_bn": "non-affine"}   # older darts.pt: retrained
         path = ctx.out / "darts.pt" if ctx.out else None
         if _checkpoint_ok(path, meta):
             _, state = load_checkpoint(path)  # type: ignore[arg-type]

@@ -1,0 +1,279 @@
+"""`nas bench strategies`: search strategies against random search on benchmark ground truth.
+
+    nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
+
+Every strategy runs the ordinary in-process pipeline (`nas.pipeline.plan/train/run`, memory store) with
+the `tabular` evaluator (ground-truth CIFAR-10 accuracy) under one latency bound on one device:
+
+- `nats_sss`: all 32,768 NATS size-space archs, latency from the `pixel1` device model;
+- `nb201`: NASLib's 725 NB201 archs (`-o candidates=naslib`), latency measured on `pixel3` (HW-NAS-Bench).
+
+Each strategy and random search run `--seeds` seeds each (seed s of every strategy is one run of
+max(budgets) evaluations); the first n evaluations of a run are its result at budget n. Scores:
+
+- single-objective constrained strategies (evolution, random, tpe, zero-cost): the best ground-truth
+  accuracy among the feasible archs evaluated (latency <= bound);
+- multi-objective ones (nsga2, optuna-nsga2): the hypervolume of the evaluated (accuracy, latency)
+  points, both in the feasible box, w.r.t. the fixed reference (lowest accuracy of the space, the bound),
+  divided by the hypervolume of the space's true feasible Pareto front (1.0 = the whole true front).
+
+Both scores are computed for every strategy (random included); each strategy is compared with random
+search at the same budget on its own score by a two-sided Mann-Whitney U test over seeds. The exact
+optimum under the bound (every arch with truth enumerated) is reported as the reference.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from nas.core.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: strategies optimising one objective under the bound, and those searching the (accuracy, latency) front
+SINGLE_OBJECTIVE: tuple[str, ...] = ("evolution", "random", "tpe", "zero-cost")
+MULTI_OBJECTIVE: tuple[str, ...] = ("nsga2", "optuna-nsga2")
+STRATEGIES: tuple[str, ...] = ("evolution", "tpe", "zero-cost", "nsga2", "optuna-nsga2")
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    """The problem of one benchmark space: options, device, bound, ground-truth column."""
+
+    space: str
+    space_options: dict[str, Any] = field(default_factory=dict)
+    target: str = "pixel1"
+    latency_ms: float = 10.0
+    truth: str = "cifar10"
+
+
+#: the default problem per space: nats_sss near the 25th latency percentile on pixel1 (8,299 of 32,768 archs
+#: feasible); nb201 near the 75th on pixel3, since 300 evaluations would exhaust a tighter bound of 724 archs
+SETUPS: dict[str, BenchSetup] = {
+    "nats_sss": BenchSetup("nats_sss", {}, "pixel1", 10.0),
+    "nb201": BenchSetup("nb201", {"candidates": "naslib"}, "pixel3", 14.0),
+}
+#: zero-cost warm-up settings: a 64-arch synflow pool at 32x32 keeps 20 seeds within seconds per seed
+ZERO_COST_OPTIONS: dict[str, Any] = {"pool": 64, "proxy": "synflow", "proxy_resolution": 32}
+
+
+def setup_for(space: str, target: str | None = None, latency_ms: float | None = None) -> BenchSetup:
+    if space not in SETUPS:
+        raise UsageError(f"no strategy benchmark for space {space!r}; valid spaces: {', '.join(SETUPS)}")
+    base = SETUPS[space]
+    if latency_ms is not None and not latency_ms > 0:
+        raise UsageError(f"--latency-ms must be positive, got {latency_ms:g}")
+    return BenchSetup(base.space, dict(base.space_options), target or base.target,
+                      float(latency_ms) if latency_ms is not None else base.latency_ms, base.truth)
+
+
+# ---- the reference: every arch with truth ------------------------------------------------------------
+def reference(setup: BenchSetup) -> dict[str, Any]:
+    """Exact optimum under the bound, the true feasible front's hypervolume and the fixed reference point."""
+    from latency.targets import lut_model
+    from nas.evaluators.tabular import truth_table
+    from search_spaces.catalog import get_space
+    space = get_space(setup.space, **setup.space_options)
+    model = lut_model(setup.target, space, False)
+    truth = truth_table(setup.space, setup.truth)
+    candidates = getattr(space, "_candidates", None)   # nb201: the searchable list (archs with truth)
+    archs = list(candidates.archs) if candidates is not None else [space.parse(block) for block in truth]
+    acc = np.array([truth[space.format(a)] for a in archs], dtype=np.float64)
+    lat = np.array([model.predict(a) for a in archs], dtype=np.float64)
+    ok = lat <= setup.latency_ms
+    if not ok.any():
+        raise UsageError(f"--latency-ms {setup.latency_ms:g} on {setup.target}: no {setup.space} arch is that fast "
+                         f"(fastest {lat.min():.2f} ms)")
+    ref = (float(acc.min()), float(setup.latency_ms))
+    front = _hypervolume(acc[ok], lat[ok], ref)
+    if not front > 0:
+        raise UsageError(f"--latency-ms {setup.latency_ms:g} on {setup.target}: only archs at the space's lowest "
+                         f"accuracy ({ref[0]:g}%) are that fast; loosen the bound (median arch "
+                         f"{float(np.median(lat)):.2f} ms)")
+    return {"archs": int(len(acc)), "feasible": int(ok.sum()), "best_feasible_accuracy": float(acc[ok].max()),
+            "best_accuracy": float(acc.max()), "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
+            "front_hypervolume": front}
+
+
+def _hypervolume(acc: np.ndarray, lat: np.ndarray, ref: tuple[float, float]) -> float:
+    """Area dominated by (accuracy max, latency min) points inside the box of `ref`."""
+    from nas.strategies.nsga2 import hypervolume_2d
+    if len(acc) == 0:
+        return 0.0
+    return hypervolume_2d(np.stack([-np.asarray(acc, float), np.asarray(lat, float)], 1), (-ref[0], ref[1]))
+
+
+# ---- runs ----------------------------------------------------------------------------------------------
+def run_strategy(setup: BenchSetup, strategy: str, seed: int, evaluations: int) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, latency) of the first `evaluations` trials of one seeded search, in evaluation order."""
+    from nas.pipeline import plan, run, train
+    from nas.search_config import SearchConfig
+    options = dict(ZERO_COST_OPTIONS) if strategy == "zero-cost" else {}
+    if strategy == "zero-cost":
+        options["progress"] = False
+    cfg = SearchConfig(space=setup.space, space_options=dict(setup.space_options), targets=(setup.target,),
+                       latency_ms=(setup.latency_ms,), strategy=strategy, strategy_options=options,
+                       evaluator="tabular", evaluator_options={"dataset": setup.truth}, trials=evaluations, seed=seed)
+    p = plan(cfg, progress=False)
+    trials = run(p, train(p, False), progress=False)
+    key = f"latency_ms.{setup.target}"
+    acc = np.array([t.metrics["accuracy"] if t.ok else math.nan for t in trials], dtype=np.float64)
+    lat = np.array([t.metrics[key] if t.ok else math.inf for t in trials], dtype=np.float64)
+    return acc, lat
+
+
+def curves(acc: np.ndarray, lat: np.ndarray, bound: float, ref: tuple[float, float], front_hv: float,
+           budgets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Best feasible accuracy and normalised hypervolume after each budget's first n evaluations."""
+    ok = np.isfinite(acc) & (lat <= bound)
+    best = np.array([np.max(acc[:n][ok[:n]]) if ok[:n].any() else math.nan for n in budgets])
+    hv = np.array([_hypervolume(acc[:n][ok[:n]], lat[:n][ok[:n]], ref) / front_hv for n in budgets])
+    return best, hv
+
+
+def _compare(values: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
+    from scipy.stats import mannwhitneyu
+    a, b = values[np.isfinite(values)], baseline[np.isfinite(baseline)]
+    if len(a) < 2 or len(b) < 2:
+        return {"p_value": math.nan, "u": math.nan}
+    res = mannwhitneyu(a, b, alternative="two-sided")
+    return {"p_value": float(res.pvalue), "u": float(res.statistic)}
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return {"mean": math.nan, "std": math.nan, "median": math.nan, "min": math.nan, "max": math.nan}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
+
+
+def strategy_benchmark(space: str, strategies: Sequence[str] | None = None, seeds: int = 20,
+                       budgets: Sequence[int] = (50, 100, 300), target: str | None = None,
+                       latency_ms: float | None = None, seed: int = 0, progress: bool = True,
+                       curve_points: int = 30) -> dict[str, Any]:
+    """Run every strategy and random search over `seeds` seeds (seed, seed+1, ...); see the module doc."""
+    from tqdm import tqdm
+
+    from nas.strategies.catalog import STRATEGIES as REGISTRY
+    names = [s for s in (strategies or STRATEGIES) if s != "random"]
+    for name in names:
+        REGISTRY.get(name)   # unknown name: error listing the valid ones
+        if name not in SINGLE_OBJECTIVE + MULTI_OBJECTIVE:
+            raise UsageError(f"strategy {name!r} is not benchmarked here; valid: "
+                             f"{', '.join(SINGLE_OBJECTIVE + MULTI_OBJECTIVE)}")
+    if seeds < 2:
+        raise UsageError(f"--seeds must be at least 2 for a significance test, got {seeds}")
+    budgets = sorted({int(b) for b in budgets})
+    if not budgets or budgets[0] < 1:
+        raise UsageError(f"--budgets must be positive evaluation counts, got {budgets}")
+    setup = setup_for(space, target, latency_ms)
+    t0 = time.perf_counter()
+    ref_info = reference(setup)
+    ref = (ref_info["reference_point"]["accuracy"], setup.latency_ms)
+    horizon = budgets[-1]
+    grid = sorted(set(np.linspace(1, horizon, curve_points).round().astype(int).tolist()) | set(budgets))
+    runs: dict[str, dict[str, np.ndarray]] = {}
+    seconds: dict[str, float] = {}
+    bar = tqdm(total=seeds * (len(names) + 1), desc=f"strategies on {space}", unit="run", disable=not progress)
+    for name in ["random"] + names:
+        best_runs, hv_runs = [], []
+        started = time.perf_counter()
+        for s in range(seed, seed + seeds):
+            acc, lat = run_strategy(setup, name, s, horizon)
+            best, hv = curves(acc, lat, setup.latency_ms, ref, ref_info["front_hypervolume"], grid)
+            best_runs.append(best)
+            hv_runs.append(hv)
+            bar.update(1)
+        seconds[name] = time.perf_counter() - started
+        runs[name] = {"best": np.array(best_runs), "hv": np.array(hv_runs)}
+    bar.close()
+    at = [grid.index(b) for b in budgets]
+    table: dict[str, Any] = {}
+    for name in ["random"] + names:
+        score = "hypervolume" if name in MULTI_OBJECTIVE else "best_accuracy"
+        mine = runs[name]["hv" if score == "hypervolume" else "best"]
+        base = runs["random"]["hv" if score == "hypervolume" else "best"]
+        row: dict[str, Any] = {"score": score, "seconds": round(seconds[name], 2), "budgets": {}}
+        for b, i in zip(budgets, at):
+            entry = {score: _stats(mine[:, i]), "random": _stats(base[:, i]),
+                     "best_accuracy": _stats(runs[name]["best"][:, i]),
+                     "hypervolume": _stats(runs[name]["hv"][:, i])}
+            if name != "random":
+                entry.update(_compare(mine[:, i], base[:, i]))
+                entry["beats_random"] = bool(entry[score]["mean"] > entry["random"]["mean"]
+                                             and entry["p_value"] < 0.05)
+            row["budgets"][str(b)] = entry
+        table[name] = row
+    return {"space": setup.space, "space_options": setup.space_options, "target": setup.target,
+            "latency_ms": setup.latency_ms, "truth": setup.truth, "evaluator": "tabular", "seeds": seeds,
+            "first_seed": seed, "budgets": budgets, "reference": ref_info,
+            "zero_cost_options": ZERO_COST_OPTIONS, "test": "two-sided Mann-Whitney U vs random, same budget",
+            "strategies": table,
+            "curves": {"evaluations": grid,
+                       **{n: {"best_accuracy_mean": np.nanmean(r["best"], 0).tolist(),
+                              "best_accuracy_std": np.nanstd(r["best"], 0).tolist(),
+                              "hypervolume_mean": r["hv"].mean(0).tolist(),
+                              "hypervolume_std": r["hv"].std(0).tolist()} for n, r in runs.items()}},
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def format_strategies(result: dict[str, Any]) -> str:
+    """A plain-text table: per strategy and budget, mean +- std of its score, random's, and the p-value."""
+    ref = result["reference"]
+    lines = [f"{result['space']} {result['space_options'] or ''} on {result['target']} <= {result['latency_ms']:g} ms, "
+             f"tabular {result['truth']}, {result['seeds']} seeds; exact feasible optimum "
+             f"{ref['best_feasible_accuracy']:.2f}% ({ref['feasible']}/{ref['archs']} archs feasible)",
+             f"{'strategy':<13} {'score':<13} {'evals':>5} {'mean':>8} {'std':>6} {'random':>8} {'std':>6} "
+             f"{'p':>8}  verdict"]
+    for name, row in result["strategies"].items():
+        for b, e in row["budgets"].items():
+            s = e[row["score"]]
+            r = e["random"]
+            p = e.get("p_value", math.nan)
+            verdict = "-" if name == "random" else ("better" if e["beats_random"] else
+                                                    "worse" if s["mean"] < r["mean"] and p < 0.05 else "n.s.")
+            lines.append(f"{name:<13} {row['score']:<13} {b:>5} {s['mean']:>8.4g} {s['std']:>6.3g} {r['mean']:>8.4g} "
+                         f"{r['std']:>6.3g} {p:>8.2g}  {verdict}")
+    lines.append(f"({result['seconds']:.1f} s; hypervolume as a fraction of the true feasible front's)")
+    return "\n".join(lines)
+
+
+def plot_strategies(result: dict[str, Any], path: str) -> str:
+    """Two panels: mean best feasible accuracy and mean normalised hypervolume vs evaluations (+- std)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = result["curves"]
+    x = np.array(c["evaluations"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "best_accuracy", "best feasible accuracy (%)"),
+                           (axes[1], "hypervolume", "hypervolume / true front's")):
+        for name in result["strategies"]:
+            mean, std = np.array(c[name][f"{key}_mean"]), np.array(c[name][f"{key}_std"])
+            ax.plot(x, mean, label=name, lw=2 if name == "random" else 1.3, ls="--" if name == "random" else "-")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.12)
+        if key == "best_accuracy":
+            ax.axhline(result["reference"]["best_feasible_accuracy"], color="k", lw=0.8, ls=":", label="optimum")
+            ax.set_ylim(bottom=max(np.nanmin([np.nanmin(c[n]["best_accuracy_mean"][len(x) // 6:])
+                                              for n in result["strategies"]]) - 1.0, 0))
+        ax.set_xscale("log")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{result['space']} on {result['target']} <= {result['latency_ms']:g} ms "
+                 f"({result['seeds']} seeds, tabular {result['truth']})")
+    fig.tight_layout()
+    import os
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)   # atomic: a stopped run leaves no half-written plot
+    return path
