@@ -15,7 +15,7 @@ from nas.core.arch import Arch
 from nas.core.errors import UsageError
 from nas.core.space import SearchSpace
 from nas.strategies.base import Evaluator, TrainContext
-from nas.strategies.weight_sharing import SupernetStrategy, WeightSharingStrategy, _checkpoint_ok, _inherit, _seeded
+from nas.strategies.weight_sharing import SupernetStrategy, WeightSharingStrategy, _inherit, _seeded, reuse_or_train
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
         from nas.differentiable.darts import split_half
         from nas.differentiable.proxyless import ArchPolicy, ExpectedLatency, ProxylessConfig, train_proxyless
         from nas.supernet import build_supernet, training_space
-        from nas.supernet.trainer import SupernetEvaluator, calibration_set, load_checkpoint, save_checkpoint, to_device
+        from nas.supernet.trainer import SupernetEvaluator, calibration_set, to_device
         ctx = self.context(ctx)
         if not ctx.latency:
             raise UsageError("differentiable needs a latency table: give --target (e.g. pixel1)")
@@ -73,18 +73,9 @@ class DifferentiableStrategy(WeightSharingStrategy):
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "differentiable.pt" if ctx.out else None
         expected = ExpectedLatency(lut) if getattr(lut, "separable", False) else None
-        if _checkpoint_ok(path, meta):
-            _, state = load_checkpoint(path)  # type: ignore[arg-type]
-            holder.load_state_dict(state)
-            self.info = {"checkpoint": str(path), "reused": True}
-        else:
-            w_half, a_half = split_half(train, ctx.seed)
-            history = train_proxyless(self.net, policy, w_half, a_half, cfg,
-                                      lambda a: float(lut.predict(ctx.space.make(a.genes))), expected)
-            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
-            if path is not None:
-                save_checkpoint(path, holder, meta)
-                self.info["checkpoint"] = str(path)
+        self.info = reuse_or_train(path, meta, holder, lambda: train_proxyless(
+            self.net, policy, *split_half(train, ctx.seed), cfg, lambda a: float(lut.predict(ctx.space.make(a.genes))),
+            expected))
         rng = np.random.default_rng([ctx.seed, 0xDE])
         top = policy.derive(rng)
         bound = ctx.bounds.get(target)

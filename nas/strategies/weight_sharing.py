@@ -104,6 +104,24 @@ def _checkpoint_ok(path: Path | None, meta: dict[str, Any]) -> bool:
     return same
 
 
+def reuse_or_train(path: Path | None, meta: dict[str, Any], module: Any,
+                   train: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
+    """Load `module` from the checkpoint at `path` if it was written with exactly `meta`, else run
+    `train()` (its per-epoch history) and save the checkpoint. Returns the training info."""
+    from nas.supernet.trainer import load_checkpoint, save_checkpoint
+    if _checkpoint_ok(path, meta):
+        _, state = load_checkpoint(path)  # type: ignore[arg-type]
+        module.load_state_dict(state)
+        log.info("reusing %s", path)
+        return {"checkpoint": str(path), "reused": True}
+    history = train()
+    info: dict[str, Any] = {"history": history, "seconds": sum(h["seconds"] for h in history)}
+    if path is not None:
+        save_checkpoint(path, module, meta)
+        info["checkpoint"] = str(path)
+    return info
+
+
 def _inherit(net: Any, calib: Any, calib_batches: int, batch_size: int,
              arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
     """`arch`'s weights in a trained supernet, BN statistics recalibrated for its path."""
@@ -149,8 +167,6 @@ class SupernetStrategy(WeightSharingStrategy):
             SandwichConfig,
             SupernetEvaluator,
             calibration_set,
-            load_checkpoint,
-            save_checkpoint,
             supernet_meta,
             to_device,
             train_supernet,
@@ -165,17 +181,8 @@ class SupernetStrategy(WeightSharingStrategy):
         self.net = to_device(_seeded(ctx.seed, build_supernet, small), ctx.device)
         meta = supernet_meta(ctx.space, small, cfg, ctx.dataset)
         path = ctx.out / "supernet.pt" if ctx.out else None
-        if _checkpoint_ok(path, meta):
-            _, state = load_checkpoint(path)  # type: ignore[arg-type]
-            self.net.load_state_dict(state)
-            self.info = {"checkpoint": str(path), "reused": True}
-            log.info("supernet: reusing %s", path)
-        else:
-            history = train_supernet(self.net, train, cfg, val=val, progress=ctx.progress)
-            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
-            if path is not None:
-                save_checkpoint(path, self.net, meta)
-                self.info["checkpoint"] = str(path)
+        self.info = reuse_or_train(path, meta, self.net,
+                                   lambda: train_supernet(self.net, train, cfg, val=val, progress=ctx.progress))
         self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset)
         self.calib, self.calib_bs = calibration_set(train[0], ctx.seed), cfg.batch_size
         return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
@@ -221,7 +228,7 @@ class SinglePathStrategy(WeightSharingStrategy):
             train_single_path,
         )
         from nas.supernet import training_space
-        from nas.supernet.trainer import SupernetEvaluator, calibration_set, load_checkpoint, save_checkpoint, to_device
+        from nas.supernet.trainer import SupernetEvaluator, calibration_set, to_device
         ctx = self.context(ctx)
         if ctx.space.name != "mbconv":
             raise UsageError(f"single-path searches the mbconv space, not {ctx.space.name!r}")
@@ -240,17 +247,8 @@ class SinglePathStrategy(WeightSharingStrategy):
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "single_path.pt" if ctx.out else None
-        if _checkpoint_ok(path, meta):
-            _, state = load_checkpoint(path)  # type: ignore[arg-type]
-            self.net.load_state_dict(state)
-            self.info = {"checkpoint": str(path), "reused": True}
-        else:
-            term = LatencyTerm.from_lut(small, lut)
-            history = train_single_path(self.net, train, term, cfg, val=val, progress=ctx.progress)
-            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
-            if path is not None:
-                save_checkpoint(path, self.net, meta)
-                self.info["checkpoint"] = str(path)
+        self.info = reuse_or_train(path, meta, self.net, lambda: train_single_path(
+            self.net, train, LatencyTerm.from_lut(small, lut), cfg, val=val, progress=ctx.progress))
         derived = self.net.derive()
         arch = ctx.space.make(derived.genes)
         self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset, target=target,
@@ -306,7 +304,7 @@ class DartsStrategy(WeightSharingStrategy):
     def prepare(self, ctx: TrainContext) -> Evaluator:
         from nas.differentiable.darts import DartsConfig, DartsNet, split_half, train_darts
         from nas.supernet import training_space
-        from nas.supernet.trainer import RetrainEvaluator, load_checkpoint, save_checkpoint, to_device
+        from nas.supernet.trainer import RetrainEvaluator, to_device
         ctx = self.context(ctx)
         if getattr(ctx.space, "variant", None) != "darts":
             raise UsageError(f"darts searches the nasnet space with variant=darts (--space nasnet -o variant=darts); "
@@ -322,17 +320,8 @@ class DartsStrategy(WeightSharingStrategy):
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
                 "config": asdict(cfg), "dataset": ctx.dataset, "cell_bn": "non-affine"}   # older darts.pt: retrained
         path = ctx.out / "darts.pt" if ctx.out else None
-        if _checkpoint_ok(path, meta):
-            _, state = load_checkpoint(path)  # type: ignore[arg-type]
-            net.load_state_dict(state)
-            self.info = {"checkpoint": str(path), "reused": True}
-        else:
-            w_half, a_half = split_half(train, ctx.seed)
-            history = train_darts(net, w_half, a_half, cfg, val=val, progress=ctx.progress)
-            self.info = {"history": history, "seconds": sum(h["seconds"] for h in history)}
-            if path is not None:
-                save_checkpoint(path, net, meta)
-                self.info["checkpoint"] = str(path)
+        self.info = reuse_or_train(path, meta, net,
+                                   lambda: train_darts(net, *split_half(train, ctx.seed), cfg, val=val, progress=ctx.progress))
         normal, reduce = net.genotype()
         arch = net.derive(ctx.space)  # type: ignore[arg-type]
         self.seeds = [arch]
