@@ -18,7 +18,6 @@ from scipy import stats
 
 from latency.targets import lut_model
 from latency import bench_devices
-from search_spaces import bench_data
 from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs
 

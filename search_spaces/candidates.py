@@ -4,7 +4,7 @@ ground truth for).
 `CandidateSet` holds the block strings; `sample` draws uniformly from them and `mutate` moves to a
 candidate that differs in the fewest genes (ties broken by the generator), so every strategy that
 samples and mutates stays inside the list. A space opts in through a `candidates` option; the
-option restricts the search, not the nets, so latency tables ignore it (`NET_NEUTRAL_OPTIONS`).
+option restricts the search, not the nets, so latency tables ignore it (`nas.core.space.NET_NEUTRAL_OPTIONS`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from nas.core.errors import ArchError, UsageError
 if TYPE_CHECKING:
     from nas.core.space import SearchSpace
 
-from nas.core.space import NET_NEUTRAL_OPTIONS  # noqa: E402,F401  (`candidates` restricts archs, not nets)
 
 
 @dataclass(frozen=True)

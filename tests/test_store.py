@@ -17,7 +17,7 @@ from nas.cli import main
 from nas.core.errors import UsageError
 from nas.report import load_search, pareto_front
 from nas.runner import run_search
-from nas.store import OptunaStore, StoreError, make_storage, open_store
+from nas.store import OptunaStore, make_storage, open_store
 from nas.strategies.catalog import STRATEGIES
 from nas.trial import COMPLETE, FAILED, Trial
 from search_spaces.catalog import get_space

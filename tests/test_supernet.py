@@ -35,17 +35,22 @@ def tiny_data(n: int = 48, classes: int = 4, seed: int = 0) -> tuple[torch.Tenso
     return templates[y] + 0.5 * torch.randn(n, 3, 32, 32, generator=g), y
 
 
-def warmed_supernet(seed: int = 0) -> MBConvSupernet:
-    """A supernet whose shared BN statistics differ from their initial values."""
+def warmed(space, resolution: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    """The space's supernet with its shared BN statistics moved off their initial values (a few
+    training-mode passes on random paths), in eval mode."""
     torch.manual_seed(seed)
-    net = build_supernet(SPACE)
+    net = build_supernet(space)
     rng = np.random.default_rng(seed)
     net.train()
     with torch.no_grad():
         for _ in range(3):
-            net.set_arch(SPACE.sample(rng))
-            net(torch.randn(8, 3, 32, 32))
+            net.set_arch(space.sample(rng))
+            net(torch.randn(8, 3, resolution, resolution))
     return net.eval()
+
+
+def warmed_supernet(seed: int = 0) -> MBConvSupernet:
+    return warmed(SPACE, 32, seed)
 
 
 def test_extracted_subnet_equals_supernet_path() -> None:

@@ -10,29 +10,21 @@ from nas.supernet import SUPERNETS, build_supernet
 from nas.supernet.cells import CellSupernet, edge_key
 from nas.supernet.trainer import SandwichConfig, recalibrate_bn, train_supernet
 from search_spaces.catalog import get_space
+from tests.test_supernet import warmed
 
 
 def tiny_space(variant: str):  # type: ignore[no-untyped-def]
     return get_space("nasnet", variant=variant, channels=4, cells=1, resolution=16, num_classes=4)
 
 
-def warmed(space, seed: int = 0) -> CellSupernet:  # type: ignore[no-untyped-def]
-    """A supernet whose BN statistics moved off their initial values on a few random paths."""
-    torch.manual_seed(seed)
-    net = build_supernet(space)
-    rng = np.random.default_rng(seed)
-    net.train()
-    with torch.no_grad():
-        for _ in range(3):
-            net.set_arch(space.sample(rng))
-            net(torch.randn(8, 3, 16, 16))
-    return net.eval()
+def warmed_cells(space, seed: int = 0) -> CellSupernet:  # type: ignore[no-untyped-def]
+    return warmed(space, 16, seed)
 
 
 @pytest.mark.parametrize("variant", ["darts", "nasnet"])
 def test_extracted_net_equals_supernet_path(variant: str) -> None:
     space = tiny_space(variant)
-    net = warmed(space)
+    net = warmed_cells(space)
     assert isinstance(net, CellSupernet) and "nasnet" in SUPERNETS
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     rng = np.random.default_rng(7)
@@ -52,7 +44,7 @@ def test_extracted_net_equals_supernet_path(variant: str) -> None:
 
 def test_one_module_per_edge_and_op_shared_across_archs() -> None:
     space = tiny_space("darts")
-    net = warmed(space)
+    net = warmed_cells(space)
     # DARTS search cell: 2+3+4+5 = 14 edges x 7 ops per cell position (5 positions at cells=1)
     assert len(net.edges) == 5 and all(len(e) == 14 * 7 for e in net.edges)
     red = " || reduce: max3x3(0)+max3x3(1) max3x3(0)+id(2) max3x3(1)+id(2) max3x3(1)+id(2)"
@@ -74,7 +66,7 @@ def test_one_module_per_edge_and_op_shared_across_archs() -> None:
 
 def test_nasnet_variant_has_a_head_and_preprocessing_per_concat_width() -> None:
     space = tiny_space("nasnet")
-    net = warmed(space)
+    net = warmed_cells(space)
     assert sorted(int(k) for k in net.heads) == [4 * 4 * k for k in range(1, 6)]   # c=16 after two reductions
     dup = space.parse("normal: avg3x3(0)+avg3x3(0) sep3x3(1)+id(1) sep3x3(2)+sep3x3(3) conv1x1(4)+id(0) "
                       "sep5x5(5)+max3x3(1) || reduce: sep5x5(1)+sep7x7(0) max3x3(1)+sep7x7(0) avg3x3(1)+sep5x5(0) "
