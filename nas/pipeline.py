@@ -64,7 +64,7 @@ def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
     """Run the whole pipeline, holding the run lock of a local store (nas/run_lock.py): a second
     search on the same --out is refused while this one runs."""
     from nas.run_lock import run_lock
-    check_config(cfg)
+    check_config(cfg)   # before the lock: a bad --out/--storage must not create a folder (plan checks again, cheap)
     with run_lock(cfg.storage, cfg.out):
         p = plan(cfg, progress)
         evaluator = train(p, progress)

@@ -86,8 +86,6 @@ class Strategy(ABC):
     name: ClassVar[str]
     #: trains shared weights in `prepare` (one process: --runner local only)
     weight_sharing: ClassVar[bool] = False
-    #: every target must have a latency model for the space (else only bounded targets need one)
-    needs_latency: ClassVar[bool] = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, metric: str = "score", maximize: bool = True,
                  feasible: Feasible | None = None, objectives: ObjectivesSpec = None) -> None:

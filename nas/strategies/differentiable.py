@@ -24,7 +24,6 @@ class DifferentiableStrategy(WeightSharingStrategy):
     """ProxylessNAS on any supernet: sampled paths, REINFORCE + expected LUT latency."""
 
     name = "differentiable"
-    needs_latency = True
     default_epochs = 3
     fixed_trials = 1
 

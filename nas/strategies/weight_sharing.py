@@ -40,7 +40,6 @@ class WeightSharingStrategy(RegularizedEvolution):
     """Base: train in `prepare`, then evolution (asking `seeds` first: archs the training derived)."""
 
     weight_sharing: ClassVar[bool] = True
-    needs_latency: ClassVar[bool] = False
     default_epochs: ClassVar[int] = 2
     #: None: run the trials asked for; an int: that many (a differentiable search yields one arch)
     fixed_trials: ClassVar[int | None] = None
@@ -201,7 +200,6 @@ class SinglePathStrategy(WeightSharingStrategy):
     """Single-Path NAS on the MBConv space: thresholds + differentiable LUT latency."""
 
     name = "single-path"
-    needs_latency = True
     default_epochs = 3
     fixed_trials = 1
 
