@@ -184,8 +184,10 @@ def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None
         return MemoryStore()
     objectives = getattr(strategy, "objectives", None) or (
         ((strategy.metric, strategy.maximize),) if strategy is not None else (("score", True),))
+    # a local SQLite file has one writer (the run lock): quick trials are written in batches
+    local = {"batch": True} if spec.startswith("sqlite:///") else {}
     return open_any_store(spec, study_name(cfg), space=space, objectives=objectives, fresh=not cfg.resume,
-                          params=cfg.store_params, heartbeat_s=cfg.heartbeat_s)
+                          params=cfg.store_params, heartbeat_s=cfg.heartbeat_s, **local)
 
 
 def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> None:

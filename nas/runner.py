@@ -121,6 +121,7 @@ def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: Tri
                disable=not progress)
     best = max((strategy.fitness(t) for t in done), default=None)
     in_flight: dict[int, Arch] = {}
+    failed = sum(not t.ok for t in done)
     try:
         while len(done) < trials:
             while len(in_flight) < max(1, executor.capacity) and len(done) + len(in_flight) < trials:
@@ -135,15 +136,18 @@ def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: Tri
             store.append(trial)
             strategy.tell(trial)
             done.append(trial)
+            failed += not trial.ok
             if on_trial:
                 on_trial(trial)
             if trial.ok:
                 f = strategy.fitness(trial)
                 best = f if best is None else max(best, f)
             if best is not None and math.isfinite(best):
-                bar.set_postfix(best=f"{best if strategy.maximize else -best:.4g}",
-                                failed=sum(not t.ok for t in done), refresh=False)
+                bar.set_postfix(best=f"{best if strategy.maximize else -best:.4g}", failed=failed, refresh=False)
             bar.update(1)
     finally:
         bar.close()
+        flush = getattr(store, "flush", None)
+        if flush:   # stores that batch their writes: everything finished is stored when this returns
+            flush()
     return done

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, NasError, UsageError
+from nas.store_sqlite import StoreError
 from nas.trial import COMPLETE, FAILED, JsonlStore, Trial, TrialStore
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STORE_FILE = "trials.db"
 SPEC_FORMS = "sqlite:///PATH, postgresql://..., mysql://..., journal:PATH, jsonl:PATH"
-
-
-class StoreError(NasError):
-    """A trial store that cannot be opened or used (exit code 1)."""
 
 
 # ---- specs ----------------------------------------------------------------------------------------
@@ -65,8 +62,10 @@ def default_study(out: str | Path | None) -> str:
 
 def open_store(spec: str, study: str, *, space: "SearchSpace | None" = None,
                objectives: Sequence[tuple[str, bool]] = (("score", True),), fresh: bool = False,
-               create: bool = True, params: bool = True) -> TrialStore:
-    """Open (or create) the store a spec names; `fresh` discards the study's trials first."""
+               create: bool = True, params: bool = True, batch: bool = False) -> TrialStore:
+    """Open (or create) the store a spec names; `fresh` discards the study's trials first. `batch`:
+    this process is the study's only writer (a local SQLite file under the run lock), so quick
+    trials are written in batches (`nas.store_fastpath.WriteBatch`); call `flush()` at the end."""
     if spec.startswith("jsonl:"):
         path = Path(spec[len("jsonl:"):])
         if fresh and path.exists():
@@ -75,7 +74,8 @@ def open_store(spec: str, study: str, *, space: "SearchSpace | None" = None,
     storage = make_storage(spec)
     if fresh:
         _delete_study(storage, study)
-    return OptunaStore(storage, study, space=space, objectives=objectives, create=create, params=params)
+    return OptunaStore(storage, study, space=space, objectives=objectives, create=create, params=params,
+                       batch=batch)
 
 
 def make_storage(spec: str) -> "optuna.storages.BaseStorage":
@@ -94,7 +94,8 @@ def make_storage(spec: str) -> "optuna.storages.BaseStorage":
         if "://" not in spec:
             raise UsageError(f"storage {spec!r} is not a storage URL; valid forms: {SPEC_FORMS}")
         if spec.startswith("sqlite:///"):
-            return _sqlite_storage(spec)
+            from nas.store_sqlite import sqlite_storage
+            return sqlite_storage(spec)
         kwargs = {"connect_args": {"connect_timeout": 10}} if spec.startswith("postgresql") else {}
         return optuna.storages.RDBStorage(spec, heartbeat_interval=None, engine_kwargs=kwargs)
     except NasError:
@@ -103,56 +104,6 @@ def make_storage(spec: str) -> "optuna.storages.BaseStorage":
         from nas.storage_errors import describe   # one line, password masked, with the fix
         message, usage = describe(spec, exc)
         raise (UsageError if usage else StoreError)(message) from None
-
-
-def _sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
-    import sqlite3
-
-    import optuna
-    import sqlalchemy
-    path = Path(url[len("sqlite:///"):])
-    if str(path) not in ("", ":memory:"):
-        _check_sqlite_file(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, timeout=60)
-        try:  # WAL: readers (the dashboard) never block the writer; persistent in the file
-            con.execute("PRAGMA journal_mode=WAL")
-        finally:
-            con.close()
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-
-    @sqlalchemy.event.listens_for(storage.engine, "connect")
-    def _pragmas(dbapi_con: Any, _record: Any) -> None:
-        # NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync
-        dbapi_con.execute("PRAGMA synchronous=NORMAL")
-
-    storage.engine.dispose()  # reconnect so pooled connections get the pragma
-    return storage
-
-
-def _check_sqlite_file(path: Path) -> None:
-    """An existing file must be a SQLite database with an Optuna schema (or none yet): a zero-byte
-    or foreign file is an error, never silently made into a fresh store. The file is read through
-    SQLite only: a plain open() + close() here would drop this process's SQLite locks on it."""
-    import sqlite3
-    if not path.exists():
-        return
-    if path.is_dir():
-        raise StoreError(f"storage file {path} is a folder")
-    if path.stat().st_size == 0:
-        raise StoreError(f"storage file {path} is empty (zero bytes), not a trial store; move it away or "
-                         f"give another --out")
-    con = sqlite3.connect(path, timeout=60)
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"storage file {path} is not a SQLite database ({exc}), not a trial store; move it "
-                         f"away or give another --out") from None
-    finally:
-        con.close()
-    if tables and "studies" not in tables:
-        raise StoreError(f"storage file {path} is a SQLite database of something else (tables: "
-                         f"{', '.join(sorted(tables)[:5])}), not an Optuna trial store; give another --out")
 
 
 def _quiet_optuna() -> None:
@@ -194,7 +145,7 @@ class OptunaStore:
 
     def __init__(self, storage: "optuna.storages.BaseStorage", study: str, *, space: "SearchSpace | None" = None,
                  objectives: Sequence[tuple[str, bool]] = (("score", True),), create: bool = True,
-                 params: bool = True) -> None:
+                 params: bool = True, batch: bool = False) -> None:
         import optuna
         self.storage, self.space, self.params = storage, space, params
         self.objectives = tuple((str(m), bool(mx)) for m, mx in objectives)
@@ -227,6 +178,10 @@ class OptunaStore:
         #: the end, with the rest, instead of with 6 queries each when the trial starts
         self._fast = supported(storage)
         self._deferred: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}   # trial id -> params, dists
+        self._batch = None
+        if batch and self._fast:
+            from nas.store_fastpath import WriteBatch
+            self._batch = WriteBatch(storage, self._study_id, storage.get_n_trials(self._study_id))
 
     # -- study attributes -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any] | None:
@@ -253,9 +208,17 @@ class OptunaStore:
         from optuna.trial import FrozenTrial, TrialState
         attrs = self._start_attrs(arch, attempt)
         params, dists = self._params(arch)
+        if self._batch is not None and self._batch.can_defer():   # no row until its batch is written
+            number = self._batch.next_number
+            self._batch.next_number += 1
+            self._batch.add(number, attrs, params, dists)
+            return number
+        self.flush()   # rows go in number order
         if self._fast:   # one transaction; params are written when the trial finishes
             from nas.store_fastpath import start_trial
             tid, number = _retry(lambda: start_trial(self.storage, self._study_id, attrs), "creating a trial")
+            if self._batch is not None:
+                self._batch.next_number = number + 1
             if params:
                 self._deferred[tid] = (params, dists)
             self._ids[number] = tid
@@ -271,9 +234,12 @@ class OptunaStore:
 
     def append(self, trial: Trial) -> None:
         """Finish a trial begun with `start` (or add a finished one; it then gets the next number)."""
-        tid = self._ids.pop(trial.number, None)
-        if tid is None:
-            tid = self._ids.pop(self.start(trial.arch))
+        batched = self._batch is not None and trial.number in self._batch.pending
+        tid = None if batched else self._ids.pop(trial.number, None)
+        if tid is None and not batched:
+            number = self.start(trial.arch)
+            batched = self._batch is not None and number in self._batch.pending
+            tid = None if batched else self._ids.pop(number)
         attrs: dict[str, Any] = {"metrics": trial.metrics, "seed": trial.seed, "seconds": trial.seconds}
         if trial.error is not None:
             attrs["error"] = trial.error
@@ -282,10 +248,29 @@ class OptunaStore:
         if trial.ok and values is None:
             attrs["status"] = COMPLETE   # complete for us, but Optuna needs the objective values
         violations = self._violations(trial)
-        if violations is not None:
+        system = {} if violations is None else {"constraints": violations}
+        if self._batch is not None:
+            self._batch.last_eval_s = trial.seconds
+        if batched:
+            from optuna.trial import TrialState
+            state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+            self._batch.finish(trial.number, attrs, state, values, system)   # type: ignore[union-attr]
+            if self._batch.due():   # type: ignore[union-attr]
+                self.flush()
+            return
+        if violations is not None and not self._fast:
             _retry(functools.partial(self.storage.set_trial_system_attr, tid, "constraints", violations),
                    "saving constraints")
-        self._finish(tid, attrs, values)
+        self._finish(tid, attrs, values, system)   # type: ignore[arg-type]
+
+    def flush(self) -> None:
+        """Write the batched trials (no-op without batching); trials still running become RUNNING rows."""
+        if self._batch is None or not self._batch.pending:
+            return
+        for number, (tid, p) in _retry(self._batch.write, "writing trials").items():
+            self._ids[number] = tid
+            if p.params:
+                self._deferred[tid] = (p.params, p.distributions)
 
     def set_constraints(self, constraints: Sequence[tuple[str, float, bool]]) -> None:
         """Bounds (metric, bound, upper) recorded on each finished trial the way Optuna's samplers and
@@ -304,14 +289,16 @@ class OptunaStore:
             return None
         return [float(v) - b if up else b - float(v) for v, (_, b, up) in zip(values, self.constraints)]
 
-    def _finish(self, tid: int, attrs: dict[str, Any], values: list[float] | None) -> None:
+    def _finish(self, tid: int, attrs: dict[str, Any], values: list[float] | None,
+                system: dict[str, Any] | None = None) -> None:
         from optuna.trial import TrialState
 
         from nas.store_fastpath import finish_trial
         state = TrialState.COMPLETE if values is not None else TrialState.FAIL
         if self._fast:   # RDB storages: params, attributes and state in one transaction
             params, dists = self._deferred.pop(tid, ({}, {}))
-            _retry(lambda: finish_trial(self.storage, tid, attrs, state, values, params, dists), "finishing a trial")
+            _retry(lambda: finish_trial(self.storage, tid, attrs, state, values, params, dists, system),
+                   "finishing a trial")
             return
         for key, value in attrs.items():
             _retry(functools.partial(self.storage.set_trial_user_attr, tid, key, value), f"saving {key}")
@@ -338,6 +325,7 @@ class OptunaStore:
     def trials(self) -> list[Trial]:
         """Finished trials by number (interrupted ones, which were retried, left out)."""
         from optuna.trial import TrialState
+        self.flush()
         frozen = _retry(lambda: self.study.get_trials(deepcopy=False,
                                                       states=(TrialState.COMPLETE, TrialState.FAIL)),
                         "reading trials")

@@ -19,6 +19,7 @@ from search_spaces.catalog import get_space
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
 TRIALS = 40
+TINY_ARGS = ["-o", "width_mult=0.25", "-o", "resolution=32", "-o", "num_classes=10"]
 
 
 def tiny_table(path: Path) -> Path:
@@ -113,3 +114,37 @@ def test_sigint_and_sigkill_then_resume(tmp_path: Path) -> None:
     redone = {str(t.user_attrs["arch"]) for t in study.trials if t.user_attrs.get("attempt")}
     assert redone == {str(t.user_attrs["arch"]) for t in interrupted}                  # each retried once
     assert f"best of {TRIALS} trials" in stdout
+
+
+@pytest.mark.slow
+def test_sigkill_during_batched_writes_then_resume(tmp_path: Path) -> None:
+    """Quick evaluations (`proxy=flops`) are written in batches (nas/store_fastpath.py WriteBatch). A
+    SIGKILL loses only the unwritten batch: the resumed search ends with exactly --trials trials,
+    numbered 0..N-1 with no duplicates or gaps, none left running, and the SQLite file intact."""
+    out, trials = tmp_path / "fast", 1500
+    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "mbconv", *TINY_ARGS,
+           "--target", str(tiny_table(tmp_path / "t.json")), "--latency-ms", "1.6",
+           "--evaluator-option", "proxy=flops", "--trials", str(trials), "--seed", "5", "--out", str(out), "--quiet"]
+    db = out / "trials.db"
+    proc = start(cmd)
+    deadline = time.monotonic() + 120
+    while count(db, "COMPLETE") < 70:   # the first batch or two are written
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"search ended or stalled before the kill (rc {proc.returncode}): {proc.communicate()}")
+        time.sleep(0.02)
+    proc.kill()
+    proc.communicate(timeout=60)
+    killed = records(out)
+    assert 70 <= len(killed) < trials and sorted(killed) == list(range(len(killed)))   # whole batches only
+    done = start([sys.executable, "-m", "nas.cli", "search", "--resume", str(out)])
+    stdout, stderr = done.communicate(timeout=300)
+    assert done.returncode == 0, stderr
+    final = records(out)
+    assert sorted(final) == list(range(trials)) and all(t.ok for t in final.values())
+    assert all(final[n] == t for n, t in killed.items())                                # earlier records kept
+    assert len({t.arch.key for t in final.values()}) == trials                           # no arch twice
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert con.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone() == (0,)
+        assert con.execute("SELECT COUNT(DISTINCT number), COUNT(*) FROM trials").fetchone() == (trials, trials)

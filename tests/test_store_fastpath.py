@@ -79,3 +79,54 @@ def test_fast_path_is_cheaper(tmp_path: Path, n: int) -> None:
             st.append(Trial(st.start(a), a, {"score": 1.0}, COMPLETE, None, 0.0, 0))
             spent[m].append(time.perf_counter() - t0)
     assert np.median(spent["fast"]) < 0.6 * np.median(spent["public"])
+
+
+def _reader(path: Path) -> list[tuple[int, str]]:
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
+    return [(t.number, t.state.name) for t in study.get_trials(deepcopy=False)]
+
+
+def test_batched_store_writes_quick_trials_together(tmp_path: Path) -> None:
+    """`batch=True` (the local --out store): the first trial and every slow one are started as
+    RUNNING rows; quick ones wait for the batch (64 trials or 1 s) and then land in number order,
+    identical to what the unbatched store writes."""
+    path = tmp_path / "b.db"
+    batched = open_store(f"sqlite:///{path}", "s", space=SPACE, batch=True)
+    batched._batch.max_seconds = 600.0   # a loaded machine must not flush on time here
+    plain = open_store(f"sqlite:///{tmp_path / 'p.db'}", "s", space=SPACE)
+    batched.set_constraints([("latency_ms", 4.0, True)])
+    plain.set_constraints([("latency_ms", 4.0, True)])
+    archs = [SPACE.sample(np.random.default_rng(s)) for s in range(12)]
+    n0 = batched.start(archs[0])
+    assert _reader(path) == [(0, "RUNNING")]                       # first trial: a row at once
+    for i, a in enumerate(archs[:10]):
+        n = n0 if i == 0 else batched.start(a)
+        batched.append(Trial(n, a, {"score": float(i), "latency_ms": 1.0 + i}, COMPLETE, None, 0.001, i))
+        plain.append(Trial(plain.start(a), a, {"score": float(i), "latency_ms": 1.0 + i}, COMPLETE, None, 0.001, i))
+    assert _reader(path) == [(0, "COMPLETE")]                      # 9 quick trials not written yet
+    slow = batched.start(archs[10])                                # the last one was quick: deferred too
+    batched.append(Trial(slow, archs[10], {"score": 10.0, "latency_ms": 11.0}, COMPLETE, None, 0.5, 10))
+    plain.append(Trial(plain.start(archs[10]), archs[10], {"score": 10.0, "latency_ms": 11.0}, COMPLETE, None, 0.5, 10))
+    n = batched.start(archs[11])                                   # after a slow one: a RUNNING row, the rest flushed
+    assert _reader(path) == [(i, "COMPLETE") for i in range(11)] + [(11, "RUNNING")] and n == 11
+    batched.append(Trial(n, archs[11], {}, FAILED, "RuntimeError: boom", 0.01, 11))
+    plain.append(Trial(plain.start(archs[11]), archs[11], {}, FAILED, "RuntimeError: boom", 0.01, 11))
+    batched.flush()
+    got, want = (st.study.get_trials(deepcopy=False) for st in (batched, plain))
+    assert [(f.number, f.state, f.values, f.params, f.user_attrs, f.system_attrs) for f in got] == \
+        [(f.number, f.state, f.values, f.params, f.user_attrs, f.system_attrs) for f in want]
+    assert open_store(f"sqlite:///{path}", "s").trials() == plain.trials()
+
+
+def test_batched_store_refuses_a_second_writer(tmp_path: Path) -> None:
+    """Batched numbers assume one writer; a trial written behind its back is an error, not a renumbering."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    batched = open_store(url, "s", space=SPACE, batch=True)
+    archs = [SPACE.sample(np.random.default_rng(s)) for s in range(3)]
+    batched.append(Trial(batched.start(archs[0]), archs[0], {"score": 1.0}, COMPLETE, None, 0.001, 0))
+    n = batched.start(archs[1])                                    # deferred
+    other = open_store(url, "s", space=SPACE)
+    other.append(Trial(other.start(archs[2]), archs[2], {"score": 2.0}, COMPLETE, None, 0.001, 0))
+    batched.append(Trial(n, archs[1], {"score": 3.0}, COMPLETE, None, 0.001, 0))
+    with pytest.raises(RuntimeError, match="another process writes"):
+        batched.flush()

@@ -1,0 +1,65 @@
+"""The SQLite file behind a local search's store: WAL mode, a long busy timeout, and a check that an
+existing file is an Optuna trial store (never silently replaced)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.core.errors import NasError
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class StoreError(NasError):
+    """A trial store that cannot be opened or used (exit code 1)."""
+
+
+def sqlite_storage(url: str) -> "optuna.storages.RDBStorage":
+    import sqlite3
+
+    import optuna
+    import sqlalchemy
+    path = Path(url[len("sqlite:///"):])
+    if str(path) not in ("", ":memory:"):
+        check_sqlite_file(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=60)
+        try:  # WAL: readers (the dashboard) never block the writer; persistent in the file
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def _pragmas(dbapi_con: Any, _record: Any) -> None:
+        # NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync
+        dbapi_con.execute("PRAGMA synchronous=NORMAL")
+
+    storage.engine.dispose()  # reconnect so pooled connections get the pragma
+    return storage
+
+
+def check_sqlite_file(path: Path) -> None:
+    """An existing file must be a SQLite database with an Optuna schema (or none yet): a zero-byte
+    or foreign file is an error, never silently made into a fresh store. The file is read through
+    SQLite only: a plain open() + close() here would drop this process's SQLite locks on it."""
+    import sqlite3
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"storage file {path} is a folder")
+    if path.stat().st_size == 0:
+        raise StoreError(f"storage file {path} is empty (zero bytes), not a trial store; move it away or "
+                         f"give another --out")
+    con = sqlite3.connect(path, timeout=60)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"storage file {path} is not a SQLite database ({exc}), not a trial store; move it "
+                         f"away or give another --out") from None
+    finally:
+        con.close()
+    if tables and "studies" not in tables:
+        raise StoreError(f"storage file {path} is a SQLite database of something else (tables: "
+                         f"{', '.join(sorted(tables)[:5])}), not an Optuna trial store; give another --out")
