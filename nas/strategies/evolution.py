@@ -40,17 +40,28 @@ from nas.strategies.base import Strategy
 from nas.trial import Trial
 
 _CHILD_TRIES = 200
+LOCAL = 0.2
+GUIDE = 0.5
+
+
+def auto_population(budget: int | None) -> int:
+    """Population for a budget of trials: a fifth of it, 10 to 50 (50 when the budget is unknown).
+    At 100 trials a population of 50 would spend half the budget on random samples."""
+    return 50 if budget is None else int(np.clip(budget // 5, 10, 50))
 
 
 class RegularizedEvolution(Strategy):
     name = "evolution"
     takes_problem: ClassVar[bool] = True
 
-    def __init__(self, space: Any, *, population: int = 50, sample_size: int | None = None, crossover: float = 0.9,
-                 mutation_rate: float = 2.0, repair: bool = True, fill: float = 1.0,
-                 problem: SearchProblem | None = None,
+    def __init__(self, space: Any, *, population: int | None = None, sample_size: int | None = None,
+                 crossover: float = 0.9, mutation_rate: float = 2.0, repair: bool = True, fill: float = 1.0,
+                 local: float = LOCAL, guide: float = GUIDE, problem: SearchProblem | None = None,
                  **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
+        self._given = (population, sample_size)
+        if population is None:   # until the budget is known (`trials`): the size for 500 trials
+            population = auto_population(None)
         if sample_size is None:   # default tournament: half the population (25 of 50)
             sample_size = max(1, int(population) // 2)
         if population < 2 or not 1 <= sample_size <= population:
@@ -67,6 +78,16 @@ class RegularizedEvolution(Strategy):
         if not 0.0 <= float(fill) <= 1.0:
             raise UsageError(f"evolution fill must be a probability in [0, 1], got {fill}")
         self.crossover, self.mutation_rate, self.fill = float(crossover), float(mutation_rate), float(fill)
+        if not 0.0 <= float(local) < 1.0:
+            raise UsageError(f"evolution local (share of the budget spent improving the best arch) must be in "
+                             f"[0, 1), got {local}")
+        self.local = float(local)
+        if not 0.0 <= float(guide) <= 1.0:
+            raise UsageError(f"evolution guide must be a probability in [0, 1], got {guide}")
+        self.guide = float(guide)
+        self._codes: dict[Arch, np.ndarray] = {}
+        self._fit: tuple[int, np.ndarray | None] = (-1, None)
+        self.budget: int | None = None
         self.latency: dict[str, AdditiveTable] | None = None
         self.bounds: dict[str, float] = {}
         self._step_cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -75,16 +96,39 @@ class RegularizedEvolution(Strategy):
             self.latency = problem.latency_tables()
             self.bounds = dict(problem.bounds)
 
+    def trials(self, requested: int) -> int:
+        """The budget: sizes the population when none was given (`auto_population`) and starts the
+        local phase (the last `local` share of the trials) on time."""
+        self.budget = int(requested)
+        population, sample_size = self._given
+        if population is None:
+            self.population = auto_population(self.budget)
+            if sample_size is None:
+                self.sample_size = max(1, self.population // 2)
+        return requested
+
     # ---- ask ----------------------------------------------------------------------------------
     def ask(self) -> Arch:
         if len(self.history) < self.population:
             return self.sample()
         pop = self.history[-self.population:]
+        local = self.budget is not None and len(self.history) >= (1.0 - self.local) * self.budget
+        best = max(self.history, key=self.fitness) if local else None
         for _ in range(_CHILD_TRIES):
-            genes = self._tournament(pop).arch.genes
+            if best is not None:   # local phase: small steps around the best arch found
+                child = self._finish(self._mutate(best.arch.genes, rate=1.0))
+                if child is None:
+                    child = self._finish(self.space.mutate(best.arch, self.rng).genes)
+                if child is not None and self.is_new(child) and self.feasible(child):
+                    return child
+                continue
+            parent = self._tournament(pop).arch
+            genes = parent.genes
             if self.rng.random() < self.crossover:
                 genes = self._uniform_crossover(genes, self._tournament(pop).arch.genes)
             child = self._finish(self._mutate(genes))
+            if child is None:   # not an arch of the space (e.g. outside a candidate list): the space's own
+                child = self._finish(self.space.mutate(parent, self.rng).genes)   # nearest valid neighbour
             if child is not None and self.is_new(child) and self.feasible(child):
                 return child
         return self.sample()
@@ -107,10 +151,10 @@ class RegularizedEvolution(Strategy):
         take_b = self.rng.random(len(a)) < 0.5
         return tuple(gb if t else ga for ga, gb, t in zip(a, b, take_b))
 
-    def _mutate(self, genes: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _mutate(self, genes: tuple[Any, ...], rate: float | None = None) -> tuple[Any, ...]:
         decisions = self.space.decisions
         n = len(decisions)
-        hit = self.rng.random(n) < min(1.0, self.mutation_rate / n)
+        hit = self.rng.random(n) < min(1.0, (self.mutation_rate if rate is None else rate) / n)
         if not hit.any():
             hit[self.rng.integers(n)] = True
         out = list(genes)
@@ -128,36 +172,51 @@ class RegularizedEvolution(Strategy):
             return None
         if self.latency is None:
             return arch
-        codes = self._repair(self.space.encode(arch))
+        weights = self._surrogate() if self.guide and self.rng.random() < self.guide else None
+        codes = self._repair(self.space.encode(arch), weights)
         if self.fill and self.rng.random() < self.fill:
-            codes = self._grow(codes)
+            codes = self._grow(codes, weights)
         try:
             return self.space.decode(codes)
         except ArchError:
             return None
 
-    def _repair(self, codes: np.ndarray) -> np.ndarray:
-        """Step random decisions to their next cheaper choice until every bound holds."""
+    def _repair(self, codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Step random decisions to their next cheaper choice until every bound holds; with surrogate
+        `weights`, take the change that loses the least predicted fitness per ms saved instead."""
         steps = self._steps()
         codes = codes.copy()
         rows = np.arange(len(codes))
         for target, (value, down, _) in steps.items():
             excess = float(value[rows, codes].sum()) + self._const[target] - self.bounds[target]
             while excess > 0:
-                nxt = down[rows, codes]
-                movable = np.flatnonzero(nxt >= 0)
-                if not movable.size:
-                    break
-                i = int(movable[self.rng.integers(movable.size)])
-                excess += float(value[i, nxt[i]] - value[i, codes[i]])
-                codes[i] = nxt[i]
+                if weights is not None:
+                    saved = value[rows, codes][:, None] - value
+                    movable = np.isfinite(saved) & (saved > 0) & np.isfinite(weights)
+                    loss = np.where(movable, weights[rows, codes][:, None] - weights, 0.0)
+                    ratio = np.where(movable, loss / np.where(movable, saved, 1.0), np.inf)
+                    i, c = np.unravel_index(int(np.argmin(ratio)), ratio.shape)
+                    if not np.isfinite(ratio[i, c]):
+                        break
+                else:
+                    nxt = down[rows, codes]
+                    movable = np.flatnonzero(nxt >= 0)
+                    if not movable.size:
+                        break
+                    i = int(movable[self.rng.integers(movable.size)])
+                    c = nxt[i]
+                excess += float(value[i, c] - value[i, codes[i]])
+                codes[i] = c
         return codes
 
-    def _grow(self, codes: np.ndarray) -> np.ndarray:
-        """Step random decisions to their next costlier choice while every bound still holds."""
+    def _grow(self, codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Step random decisions to their next costlier choice while every bound still holds; with
+        surrogate `weights`, take the fitting change with the most predicted gain per ms instead."""
         steps = self._steps()
         codes = codes.copy()
         rows = np.arange(len(codes))
+        if weights is not None:   # best trades first, then any slack left is filled as below
+            codes = self._grow_guided(codes, weights, steps)
         up = next(iter(steps.values()))[2]   # "costlier" as the first target orders the choices
         slack = {t: self.bounds[t] - self._const[t] - float(v[rows, codes].sum()) for t, (v, _, _) in steps.items()}
         while True:
@@ -174,6 +233,54 @@ class RegularizedEvolution(Strategy):
             for t, d in deltas.items():
                 slack[t] -= float(d[i])
             codes[i] = nxt[i]
+
+    def _grow_guided(self, codes: np.ndarray, weights: np.ndarray,
+                     steps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        rows = np.arange(len(codes))
+        first = next(iter(steps))
+        while True:
+            ok = np.isfinite(weights) & (weights > weights[rows, codes][:, None])
+            for t, (value, _, _) in steps.items():
+                slack = self.bounds[t] - self._const[t] - float(value[rows, codes].sum())
+                ok &= np.isfinite(value) & (value - value[rows, codes][:, None] <= slack)
+            if not ok.any():
+                return codes
+            cost = np.where(ok, steps[first][0] - steps[first][0][rows, codes][:, None], 1.0)
+            gain = np.where(ok, weights - weights[rows, codes][:, None], 0.0)
+            ratio = np.where(ok, gain / np.maximum(cost, 1e-9), -np.inf)
+            i, c = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+            codes[i] = c
+
+    def _surrogate(self) -> np.ndarray | None:
+        """Predicted fitness per decision x choice (-inf where a decision has no such choice): ridge
+        regression of the history's fitness on one-hot codes, refit every 10 trials. A function of the
+        history, like the rest of the state; exact in the limit for a score that is a sum over layers."""
+        n = len(self.history)
+        if self.latency is None or n < self.population:
+            return None
+        if self._fit[0] == n // 10:
+            return self._fit[1]
+        value = next(iter(self._steps().values()))[0]
+        width = value.shape[1]
+        xs, ys = [], []
+        for t in self.history:
+            f = self.fitness(t)
+            if np.isfinite(f):
+                codes = self._codes.get(t.arch)
+                if codes is None:
+                    codes = self._codes[t.arch] = self.space.encode(t.arch)
+                xs.append(np.arange(len(codes)) * width + codes)
+                ys.append(f)
+        weights = None
+        if len(ys) >= 10:
+            x = np.zeros((len(ys), value.size))
+            x[np.repeat(np.arange(len(ys)), len(xs[0])), np.concatenate(xs)] = 1.0
+            y = np.asarray(ys)
+            y = (y - y.mean()) / (y.std() or 1.0)
+            w = np.linalg.solve(x.T @ x + np.eye(value.size), x.T @ y)
+            weights = np.where(np.isfinite(value), w.reshape(value.shape), -np.inf)
+        self._fit = (n // 10, weights)
+        return weights
 
     def _steps(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per bounded target: (decisions x choices latency matrix, next cheaper choice, next costlier
