@@ -11,8 +11,15 @@ seed, reported as mean, standard deviation and worst seed. Every run uses the pr
 same evaluator (latency + zero-cost flops), constraints and `run_search` loop that `nas search`
 uses - with an in-memory store, so trials/s here is the strategy + evaluator cost alone.
 
-The Optuna strategies (`tpe`, `optuna-nsga2`) are slower per trial, so they run `--optuna-seeds`
-seeds. Peers outside nas (NNI, pymoo) are run only where installed; otherwise a note says so.
+Every checkpoint (`--trials 100,500`) is a run of its own with that budget, as `nas search --trials`
+would be (evolution sizes its population and local phase by the budget). `--seed-offset` moves the
+seeds: tune on 100.. and report on 0.., so the figures are not those the defaults were picked on.
+
+The Optuna strategies (`tpe`, `optuna-nsga2`) and the peers are slower per trial, so they run
+`--optuna-seeds` seeds. Peers (benchmarks/search_optimum_peers.py: NNI regularized evolution, pymoo
+GA, Optuna TPE and NSGA-II driven directly) get the same evaluations and budget, and an infeasible
+arch counts toward the budget but never as a result; a peer whose tool does not import is skipped
+with a note.
 """
 from __future__ import annotations
 
@@ -80,30 +87,45 @@ def setup(problem: Problem) -> Setup:
 
 def run(name: str, s: Setup, seed: int, trials: int) -> tuple[np.ndarray, float]:
     """Best feasible score after each trial (as % of the optimum; 0 before the first feasible one)
-    and the run's trials/s."""
-    from nas.problem import problem_options
-    from nas.runner import run_search
-    from nas.strategies.catalog import STRATEGIES
-    cls = STRATEGIES.get(name)
-    strategy = cls(s.space, seed=seed, feasible=s.feasible,
-                   **problem_options(cls, s.space, s.models, s.bounds, "zero-cost", {"proxy": "flops"}))
-    t0 = time.perf_counter()
-    done = run_search(strategy, s.evaluator, trials, progress=False)
-    rate = trials / (time.perf_counter() - t0)
+    and the run's trials/s. Names in PEERS run that tool's optimiser on the same evaluations."""
+    if name in PEERS:
+        from search_optimum_peers import run_peer
+        t0 = time.perf_counter()
+        metrics = run_peer(name, s, seed, trials)
+        rate = trials / (time.perf_counter() - t0)
+    else:
+        from nas.problem import problem_options
+        from nas.runner import run_search
+        from nas.strategies.catalog import STRATEGIES
+        cls = STRATEGIES.get(name)
+        strategy = cls(s.space, seed=seed, feasible=s.feasible,
+                       **problem_options(cls, s.space, s.models, s.bounds, "zero-cost", {"proxy": "flops"}))
+        trials = strategy.trials(trials)   # the budget, as `nas search --trials` gives it
+        t0 = time.perf_counter()
+        metrics = [t.metrics if t.ok else None for t in run_search(strategy, s.evaluator, trials, progress=False)]
+        rate = trials / (time.perf_counter() - t0)
     (target, bound), = s.bounds.items()
-    scores = np.array([t.metrics["score"] if t.ok and t.metrics[f"latency_ms.{target}"] <= bound else 0.0
-                       for t in done])
+    scores = np.array([m["score"] if m is not None and m[f"latency_ms.{target}"] <= bound else 0.0 for m in metrics])
     return 100.0 * np.maximum.accumulate(scores) / s.optimum, rate
 
 
-def peers_note() -> list[str]:
-    notes = []
-    for module, what in (("nni", "NNI regularized evolution"), ("pymoo", "pymoo GA")):
-        if importlib.util.find_spec(module) is None:
-            notes.append(f"skipped {what}: '{module}' is not installed (pip install {module} to compare)")
+#: optimisers of other tools, driven through their own ask/tell on the same evaluations
+#: (benchmarks/search_optimum_peers.py): name -> module that must import
+PEERS = {"nni-evolution": "nni", "pymoo-ga": "pymoo", "optuna-tpe": "optuna", "optuna-nsga2-direct": "optuna"}
+
+
+def peers_available(names: list[str]) -> tuple[list[str], list[str]]:
+    """(the peers that can run here, a note for each one skipped and why)."""
+    from search_optimum_peers import why_not
+    keep, notes = [], []
+    for name in names:
+        why = why_not(name, PEERS[name]) if importlib.util.find_spec(PEERS[name]) else \
+            f"'{PEERS[name]}' is not installed (pip install {PEERS[name]} to compare)"
+        if why is None:
+            keep.append(name)
         else:
-            notes.append(f"{what}: installed, but no adapter in this benchmark yet")
-    return notes
+            notes.append(f"skipped {name}: {why}")
+    return keep, notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", default="evolution,random,nsga2,tpe,optuna-nsga2")
     ap.add_argument("--trials", default="100,500", help="checkpoints; the runs last as long as the largest")
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="first seed (tune on e.g. 100 so that the reported seeds 0..N-1 stay unseen)")
+    ap.add_argument("--peers", default=",".join(PEERS), help="peer optimisers to run where installed ('' for none)")
     ap.add_argument("--optuna-seeds", type=int, default=5, help="seeds of the slower Optuna strategies")
     ap.add_argument("--json", help="also write the per-seed figures to this file")
     args = ap.parse_args(argv)
@@ -119,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = sorted(int(x) for x in args.trials.split(","))
     problems = [Problem(p.split(":")[0], float(p.split(":")[1])) for p in args.problems.split(",")]
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [p for p in args.peers.split(",") if p.strip() and p.strip() not in PEERS]
+    if unknown:
+        ap.error(f"unknown peer(s) {', '.join(unknown)}; valid: {', '.join(PEERS)}")
+    peers, notes = peers_available([p.strip() for p in args.peers.split(",") if p.strip()])
+    strategies += peers
     rows: list[dict[str, Any]] = []
     for problem in problems:
         s = setup(problem)
@@ -126,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'strategy':<13} {'seeds':>5} " + " ".join(f"{f'@{c}: mean  sd   worst':>24}" for c in checkpoints)
               + f" {'trials/s':>9}")
         for name in strategies:
-            n = args.optuna_seeds if name in OPTUNA else args.seeds
-            curves, rates = [], []
-            for seed in range(n):
-                curve, rate = run(name, s, seed, checkpoints[-1])
-                curves.append(curve)
-                rates.append(rate)
-            at = {c: np.array([cv[c - 1] for cv in curves]) for c in checkpoints}
+            n = args.optuna_seeds if name in OPTUNA or name in PEERS else args.seeds
+            at = {c: [] for c in checkpoints}
+            rates = []
+            for seed in range(args.seed_offset, args.seed_offset + n):
+                # every checkpoint is a run with that budget (evolution plans for its --trials)
+                for c in checkpoints:
+                    curve, rate = run(name, s, seed, c)
+                    at[c].append(curve[c - 1])
+                    rates.append(rate)
+            at = {c: np.array(v) for c, v in at.items()}
             print(f"  {name:<13} {n:>5} " + " ".join(
                 f"{at[c].mean():>12.2f} {at[c].std():>5.2f} {at[c].min():>5.2f}" for c in checkpoints)
                   + f" {np.median(rates):>9.0f}")
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                          "trials_per_s": float(np.median(rates)),
                          **{f"pct_at_{c}": at[c].tolist() for c in checkpoints}})
     print()
-    for note in peers_note():
+    for note in notes:
         print(note)
     if args.json:
         with open(args.json, "w") as f:

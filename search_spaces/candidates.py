@@ -27,6 +27,7 @@ class CandidateSet:
     archs: tuple[Arch, ...]
     source: str
     _index: dict[Arch, int] = field(default_factory=dict, compare=False, repr=False)
+    _matrix: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.archs:
@@ -46,7 +47,9 @@ class CandidateSet:
         """A candidate other than `arch` at the smallest gene (Hamming) distance from it."""
         if len(self.archs) < 2:
             raise ArchError(f"candidate list {self.source} holds one arch; there is nothing to mutate to")
-        dist = np.array([sum(a != b for a, b in zip(c.genes, arch.genes)) for c in self.archs])
+        if "genes" not in self._matrix:   # one gene matrix, so a mutation is one vectorised comparison
+            self._matrix["genes"] = np.array([[str(g) for g in c.genes] for c in self.archs])
+        dist = (self._matrix["genes"] != np.array([str(g) for g in arch.genes])).sum(axis=1)
         dist[dist == 0] = len(arch.genes) + 1
         nearest = np.flatnonzero(dist == dist.min())
         return self.archs[int(nearest[rng.integers(len(nearest))])]
