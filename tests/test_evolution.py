@@ -93,10 +93,52 @@ def test_state_is_rebuilt_from_history() -> None:
 def test_default_reaches_99_percent_of_the_exact_optimum() -> None:
     found = []
     for seed in range(3):
-        trials = run_search(make(seed=seed), EVALUATOR, 500, MemoryStore(), progress=False)
+        s = make(seed=seed)
+        trials = run_search(s, EVALUATOR, s.trials(500), MemoryStore(), progress=False)
         found.append(max(t.metrics["score"] for t in trials if t.metrics["latency_ms"] <= BOUND))
     pct = 100 * np.array(found) / OPTIMUM
-    assert pct.max() <= 100.0 and pct.mean() >= 98.8, pct
+    assert pct.max() <= 100.0 and pct.min() >= 99.5, pct   # 98.8 mean before the surrogate and local phase
+
+
+def test_population_follows_the_budget() -> None:
+    sizes = {}
+    for budget in (30, 100, 250, 1000):
+        s = make()
+        s.trials(budget)
+        sizes[budget] = (s.population, s.sample_size)
+    assert sizes == {30: (10, 5), 100: (20, 10), 250: (50, 25), 1000: (50, 25)}
+    given = make(population=30, sample_size=3)
+    given.trials(100)
+    assert (given.population, given.sample_size) == (30, 3)
+
+
+def test_surrogate_guidance_finds_better_archs_at_equal_budget() -> None:
+    """Half the children repaired/filled along the surrogate's best score-per-ms trades beat random steps."""
+    def best(guide: float, seed: int) -> float:
+        s = make(seed=seed, guide=guide)
+        s.trials(150)
+        _fill(s, 150)
+        return max(t.metrics["score"] for t in s.history) / OPTIMUM
+
+    guided, plain = (np.mean([best(g, seed) for seed in (11, 12, 13)]) for g in (0.5, 0.0))
+    assert guided > plain + 0.01, (guided, plain)
+
+
+def test_candidate_list_children_are_mutations_inside_it() -> None:
+    """nb201 restricted to NASLib's 724 archs: children are neighbours inside the list, not random redraws."""
+    space = get_space("nb201", candidates="naslib")
+    s = RegularizedEvolution(space, seed=0)
+    s.trials(60)
+    redraws = []
+    sample = s.sample
+    s.sample = lambda: redraws.append(len(s.history)) or sample()   # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        a = s.ask()
+        s.mark_asked(a)
+        s.tell(Trial(i, a, {"score": float(rng.random())}, COMPLETE, None, 0.0, 0))
+    assert all(a in space._candidates for a in s.seen) and len(s.seen) == 60
+    assert len([n for n in redraws if n >= s.population]) <= 4   # of 48 children (all 48 neighbours seen: rare)
 
 
 def test_without_tables_it_still_searches_with_feasible_only() -> None:
@@ -108,7 +150,8 @@ def test_without_tables_it_still_searches_with_feasible_only() -> None:
 
 @pytest.mark.parametrize("opts,match", [({"crossover": 1.5}, "crossover"), ({"mutation_rate": 0}, "mutation_rate"),
                                         ({"fill": -1}, "fill"), ({"repair": "yes"}, "repair"),
-                                        ({"population": 1}, "population")])
+                                        ({"population": 1}, "population"), ({"local": 1.0}, "local"),
+                                        ({"guide": 2}, "guide")])
 def test_bad_options(opts: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         STRATEGIES.get("evolution")(SPACE, **opts)
