@@ -110,7 +110,7 @@ CASES = {
     "foreign-db": ({"run/trials.db": lambda p: _write(p, "PK\x03\x04 a zip file, not SQLite")},
                    ["search", "--out", "{tmp}/run", "--trials", "1", "--quiet"], 1, "not a SQLite database"),
     "strategy-option-type": ({}, ["search", "--strategy-option", "population=x", "--trials", "1", "--quiet"], 2,
-                             "(population='x'): population must be a number (default 50)"),
+                             "population must be a number (default auto: trials/5, 10 to 50), got 'x'"),
     "darts-target-without-table": ({}, ["search", "--space", "nasnet", "-o", "variant=darts", "--strategy", "darts",
                                         "--target", "xeon-2.8ghz", "--out", "{tmp}/d", "--quiet"], 1,
                                    "make one for these with 'nas latency profile --space nasnet -o variant=darts"),
@@ -239,7 +239,7 @@ def test_list_is_a_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     lines = out.strip().splitlines()
     assert code == 0 and [line.split()[0] for line in lines] == STRATEGIES.names()
     evolution = next(line for line in lines if line.startswith("evolution"))
-    assert "[default]" in evolution and "population=50" in evolution
+    assert "[default]" in evolution and "population='auto'" in evolution
     code, out, _ = nas(capsys, "list")
     assert code == 0 and all(f"{s}:" in out for s in ("spaces", "strategies", "evaluators", "targets"))
     assert "proxy=naswot" in out and "single-path-nas" in out

@@ -67,11 +67,17 @@ class RegularizedEvolution(Strategy):
     name = "evolution"
     takes_problem: ClassVar[bool] = True
 
-    def __init__(self, space: Any, *, population: int | None = None, sample_size: int | None = None,
+    def __init__(self, space: Any, *, population: int | str | None = "auto", sample_size: int | str | None = "auto",
                  crossover: float = 0.9, mutation_rate: float = 2.0, repair: bool = True, fill: float = 1.0,
                  local: float = LOCAL, guide: float = GUIDE, problem: SearchProblem | None = None,
                  **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
+        population = None if population == "auto" else population
+        sample_size = None if sample_size == "auto" else sample_size
+        for key, value, default in (("population", population, "auto: trials/5, 10 to 50"),
+                                    ("sample_size", sample_size, "auto: half the population")):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UsageError(f"{key} must be a number (default {default}), got {value!r}")
         self._given = (population, sample_size)
         if population is None:   # until the budget is known (`trials`): the size for 500 trials
             population = auto_population(None)
