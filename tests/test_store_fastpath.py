@@ -130,3 +130,24 @@ def test_batched_store_refuses_a_second_writer(tmp_path: Path) -> None:
     batched.append(Trial(n, archs[1], {"score": 3.0}, COMPLETE, None, 0.001, 0))
     with pytest.raises(RuntimeError, match="another process writes"):
         batched.flush()
+
+
+def test_batched_store_with_several_trials_in_flight(tmp_path: Path) -> None:
+    """A runner with several evaluations at once (Ray) finishes them out of order; each stored trial
+    keeps the number and arch it started with, and a slow start in between writes the others first."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    store = open_store(url, "s", space=SPACE, batch=True)
+    archs = [SPACE.sample(np.random.default_rng(s)) for s in range(5)]
+    store.append(Trial(store.start(archs[0]), archs[0], {"score": 0.0}, COMPLETE, None, 0.001, 0))
+    n1, n2 = store.start(archs[1]), store.start(archs[2])        # both deferred
+    store.append(Trial(n2, archs[2], {"score": 2.0}, COMPLETE, None, 0.001, 0))
+    store.append(Trial(n1, archs[1], {"score": 1.0}, COMPLETE, None, 0.5, 0))   # slow: next start is a row
+    n3 = store.start(archs[3])
+    n4 = store.start(archs[4])                                   # the last eval was slow: a row too
+    assert _reader(tmp_path / "f.db") == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE"), (3, "RUNNING"),
+                                          (4, "RUNNING")]
+    store.append(Trial(n4, archs[4], {"score": 4.0}, COMPLETE, None, 0.001, 0))
+    store.append(Trial(n3, archs[3], {"score": 3.0}, COMPLETE, None, 0.001, 0))
+    store.flush()
+    got = open_store(url, "s").trials()
+    assert [(t.number, t.arch, t.metrics["score"]) for t in got] == [(i, archs[i], float(i)) for i in range(5)]
