@@ -77,7 +77,8 @@ class RegularizedEvolution(Strategy):
         for key, value, default in (("population", population, "auto: trials/5, 10 to 50"),
                                     ("sample_size", sample_size, "auto: half the population")):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise UsageError(f"{key} must be a number (default {default}), got {value!r}")
+                raise ValueError(f"{key} must be a number (default {default}), got {value!r}")   # the pipeline
+                # names the strategy and options given
         self._given = (population, sample_size)
         if population is None:   # until the budget is known (`trials`): the size for 500 trials
             population = auto_population(None)
