@@ -125,6 +125,6 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
 
 def _profile(space: SearchSpace, path: Path, progress: bool) -> "LatencyTable":
     from latency.profile import ProfileSettings, profile_space
-    table = profile_space(space, None, ProfileSettings(), progress=progress)
+    table = profile_space(space, None, ProfileSettings(), progress=progress, clock="auto")
     table.save(path)   # atomic: a concurrent run sees either no table or a whole one
     return table

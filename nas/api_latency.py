@@ -21,16 +21,17 @@ def _space(name: str, options: Mapping[str, Any] | None) -> Any:
 
 
 def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None, *, device: str | None = None,
-            progress: bool = True, **settings: Any) -> "LatencyTable":
+            progress: bool = True, clock: str = "auto", **settings: Any) -> "LatencyTable":
     """Time every distinct layer of a space with onnxruntime on this machine; `settings` are
-    ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats)."""
+    ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats). `clock`: wall,
+    cpu (preemption-corrected thread CPU time) or auto (cpu when the machine is busy)."""
     from latency.profile import ProfileSettings, profile_space
     from nas.core.files import check_writable
     if out is not None:
         check_writable(out, "--out")
     set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses its own threads
     return profile_space(_space(space, space_options), out, ProfileSettings(**settings), device=device,
-                         progress=progress)
+                         progress=progress, clock=clock)
 
 
 def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = False,
