@@ -190,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     f = sub.add_parser("fit", help="fit the free constants on every source and print every error")
     f.add_argument("--write", action="store_true", help="write the fitted constants into pixel1.py")
     sub.add_parser("errors", help="print the errors of the current constants, with the leave-one-source-out table")
-    sub.add_parser("loso", help="print the leave-one-source-out table (fit on all sources but one)")
+    lo = sub.add_parser("loso", help="print the leave-one-source-out table (fit on all sources but one)")
+    lo.add_argument("--markdown", action="store_true", help="as the Markdown rows of PIXEL1.md's table")
     t = sub.add_parser("table", help="write a LatencyTable of a space's layers")
     t.add_argument("--space", default="mbconv")
     t.add_argument("--options", default="{}", help="space options as JSON, e.g. '{\"width_mult\": 0.75}'")
@@ -206,6 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(f"wrote the constants into {Path(pixel1.__file__)}\n")
         elif args.cmd == "errors":
             _print_report(report(CONSTANTS))
+        elif args.cmd == "loso" and args.markdown:
+            sys.stdout.write("| left-out source | kind | n | MAPE | bias | within ±10% | max | aim met |\n"
+                             "|---|---|---:|---:|---:|---:|---:|---|\n")
+            for r in loso():
+                sys.stdout.write(f"| `{r['source']}` | {r['kind']} | {r['n']} | {r['mape_pct']:.2f}% | "
+                                 f"{r['bias_pct']:+.2f}% | {r['within_10_pct']:.1f}% | {r['max_abs_pct']:.1f}% | "
+                                 f"{'yes' if r['meets_aim'] else 'no'} |\n")
         elif args.cmd == "loso":
             _print_stats(f"leave-one-source-out (aim: MAPE <= {AIM_MAPE}%, |bias| <= {AIM_BIAS}%):", loso())
         else:

@@ -60,7 +60,7 @@ class Constants:
 FIT_NAMES = ("eff_pw", "eff_dw", "eff_dw_large", "bandwidth_gbs", "l2_bandwidth_gbs", "overhead_us")
 
 # BEGIN FITTED (written by `python -m nas.pixel1_calibration fit --write`; do not edit by hand)
-FITTED: dict[str, float] = {"eff_pw": 0.6578, "eff_dw": 0.2511, "eff_dw_large": 0.3025, "bandwidth_gbs": 4.315, "l2_bandwidth_gbs": 6.598, "overhead_us": 2.025}
+FITTED: dict[str, float] = {"eff_pw": 0.6659, "eff_dw": 0.2496, "eff_dw_large": 0.3024, "bandwidth_gbs": 4.16, "l2_bandwidth_gbs": 6.661, "overhead_us": 2.033}
 # END FITTED
 
 CONSTANTS = replace(Constants(), **FITTED)
