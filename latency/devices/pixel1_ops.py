@@ -277,7 +277,7 @@ for _op, _fn in EXTRA_OPS.items():
 
 #: what the shipped table of each space can be trusted for (recorded in its metadata)
 TRUST: dict[str, str] = {
-    "mbconv": "calibrated: the op family of the calibration nets (MBConv CNNs); see calibration / held_out.",
+    "mbconv": "calibrated: the op family of the published sources (MBConv CNNs); see fit / loso (leave-one-source-out).",
     "nasnet": "close to the calibration: separable / dilated / factorized convs and pooling use the calibrated "
               "CNN constants; the cell glue (ReLU passes, adds, concats) is memory traffic. Checked on NASNet-A "
               "mobile's published Pixel 1 latency (cell_held_out); never fitted on a cell net.",
