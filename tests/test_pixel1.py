@@ -177,6 +177,25 @@ def test_activations_and_se_cost_time() -> None:
     assert P.layer_ms(relu) < P.layer_ms(hs) and P.layer_ms(relu) < P.layer_ms(se)
 
 
+def test_data_file_sources_are_cited_and_complete() -> None:
+    """Every source says what it is, how many points it has and where they come from; ids are unique."""
+    import json
+    data = json.loads(S.DATA.read_text())["sources"]
+    assert [s["id"] for s in data] == S.source_ids() and len(set(S.source_ids())) == len(data) == 7
+    assert {s["kind"] for s in data} == {"whole_net", "per_layer", "per_op"}
+    for src in data:
+        assert src["citation"] and src["what"] and src["points"]
+        assert all(float(p["ms"]) > 0 for p in src["points"])
+    assert sum(len(s["points"]) for s in data) == 194
+
+
+def test_unknown_reference_net_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown reference net 'mobilenet_v9'; valid: .*mobilenet_v3"):
+        R.build_net("mobilenet_v9")
+    with pytest.raises(ValueError, match="valid: large, small"):
+        R.mobilenet_v3("medium")
+
+
 def test_cli_loso_prints_every_source(capsys) -> None:
     assert C.main(["loso"]) == 0
     out = capsys.readouterr().out

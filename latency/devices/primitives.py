@@ -4,8 +4,10 @@ Each LayerSpec op decomposes into primitives (dense conv, 1x1 pointwise conv, de
 pool, fully connected, elementwise) with their multiply-accumulates and float32 bytes moved. A device
 model then prices each primitive kind with its own constants (latency/devices/pixel1.py).
 
-Extension point: `DECOMPOSE` maps an op name to a function returning its primitives. The base ops
-(conv_bn_act, mbconv, head, dwsep) are here; the cell, hybrid and ViT ops are registered by
+Activations other than ReLU / ReLU6 (which TFLite fuses into the conv) are elementwise passes
+(`act_passes`). Extension point: `DECOMPOSE` maps an op name to a function returning its primitives.
+The base ops (conv_bn_act, mbconv, head, dwsep, and ir_block / v3_head for the published MobileNetV3
+nets the model is fitted on) are here; the cell, hybrid and ViT ops are registered by
 `pixel1_ops.py` through `register_op`. An op without an entry raises `LatencyError` naming the op.
 """
 from __future__ import annotations
