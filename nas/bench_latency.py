@@ -82,11 +82,12 @@ def calibration_benchmark(devices: Sequence[str] | None = None, sizes: Sequence[
         ref = np.array([[data.ms[r][b] for r in refs] for b in blocks]) if basis else None
         row: dict[str, Any] = {"macs": _spearman(macs, y)}
         for n in sizes:
-            rhos, graphs, kinds = [], [], []
+            rhos, graphs, kinds, roof = [], [], [], []
             for _ in range(repeats if n <= 100 else 1):
                 idx = rng.choice(len(y), size=n, replace=False)
                 fit = fit_best({g: x[idx] for g, x in xs.items()}, y[idx])
                 pred, kind = fit.predict(xs[fit.graph]), "roofline"
+                roof.append(_spearman(pred, y))
                 if ref is not None:
                     pick = choose(fit, ref[idx], xs[fit.graph][idx], y[idx], refs, FEATURES)
                     pred, kind = pick.predict(ref, xs[fit.graph]), pick.kind
@@ -95,7 +96,8 @@ def calibration_benchmark(devices: Sequence[str] | None = None, sizes: Sequence[
                 kinds.append(kind)
             row[str(n)] = {"spearman": float(np.mean(rhos)), "min": float(np.min(rhos)), "max": float(np.max(rhos)),
                            "runs": len(rhos), "graphs": {g: graphs.count(g) for g in sorted(set(graphs))},
-                           "models": {k: kinds.count(k) for k in sorted(set(kinds))}}
+                           "models": {k: kinds.count(k) for k in sorted(set(kinds))},
+                           "roofline_only": float(np.mean(roof))}   # same samples, without the basis
         rows[d] = row
         if progress:
             log.info("%s: %s", d, ", ".join(f"{n}: {row[str(n)]['spearman']:.3f}" for n in sizes))
@@ -103,6 +105,9 @@ def calibration_benchmark(devices: Sequence[str] | None = None, sizes: Sequence[
     help_mean = {str(n): float(np.mean([rows[d][str(n)]["spearman"] for d in six])) for n in sizes} if six else {}
     if six:
         help_mean["macs"] = float(np.mean([rows[d]["macs"] for d in six]))
+        if basis:
+            help_mean.update({f"{n}_roofline_only": float(np.mean([rows[d][str(n)]["roofline_only"] for d in six]))
+                              for n in sizes})
     return {"space": "nb201", "archs": len(blocks), "sizes": list(sizes), "repeats": repeats, "seed": seed,
             "basis": "other devices except HELP's six test devices" if basis else None,
             "devices": rows, "help_six": six, "help_six_mean": help_mean, "anchors": ANCHORS,
@@ -118,12 +123,15 @@ def format_benchmark(r: dict[str, Any]) -> str:
         lines[0] += f"; basis: {r['basis']}; models kept at n={sizes[0]} in braces"
     for d, row in r["devices"].items():
         cells = " ".join(f"{row[n]['spearman']:>7.3f} [{row[n]['min']:.3f}]" for n in sizes)
-        kept = ", ".join(f"{k} {v}" for k, v in row[sizes[0]].get("models", {}).items()) if r.get("basis") else ""
+        kept = (", ".join(f"{k} {v}" for k, v in row[sizes[0]].get("models", {}).items())
+                + f"; roofline alone {row[sizes[0]]['roofline_only']:.3f}") if r.get("basis") else ""
         lines.append(f"{d:<15} {cells} {row['macs']:>6.3f}" + (f"  {{{kept}}}" if kept else ""))
     if r["help_six_mean"]:
         m = r["help_six_mean"]
         label = "HELP six mean" if len(r["help_six"]) == len(HELP_TEST_DEVICES) else f"mean of {len(r['help_six'])}/6 HELP"
         lines.append(f"{label:<15} " + " ".join(f"{m[n]:>14.3f}" for n in sizes) + f" {m['macs']:>6.3f}")
+        if r.get("basis"):
+            lines.append(f"{'  roofline alone':<15} " + " ".join(f"{m[n + '_roofline_only']:>14.3f}" for n in sizes))
     lines.append("anchors: " + ", ".join(f"{k} {v}" for k, v in r["anchors"].items()))
     lines.append(f"time: {r['seconds']:.1f} s")
     return "\n".join(lines)

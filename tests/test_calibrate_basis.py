@@ -63,3 +63,14 @@ def test_benchmark_basis_never_holds_the_target_or_a_test_device() -> None:
         refs = reference_devices(target)
         assert target not in refs and not set(refs) & set(HELP_TEST_DEVICES)
     assert len(reference_devices("pixel2")) == 21 and len(reference_devices("pixel3")) == 20
+
+
+@pytest.mark.slow   # ~11 s of CPU: features of all 15,625 archs and 2 x 3 leave-one-out fits
+def test_bench_latency_basis_reports_the_model_kept_and_the_roofline_alone() -> None:
+    """fpga latencies are a per-op roofline almost exactly (Spearman 1.000 from 10 archs)."""
+    from nas.bench_latency import calibration_benchmark
+    r = calibration_benchmark(["fpga"], [10], repeats=2, seed=0, basis=True)
+    row = r["devices"]["fpga"]["10"]
+    assert sum(row["models"].values()) == 2 and set(row["models"]) <= {"roofline", "basis", "basis+roofline"}
+    assert row["roofline_only"] > 0.99 and row["spearman"] > 0.99
+    assert r["basis"] and r["help_six_mean"]["10_roofline_only"] == row["roofline_only"]
