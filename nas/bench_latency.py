@@ -131,7 +131,8 @@ def format_benchmark(r: dict[str, Any]) -> str:
         label = "HELP six mean" if len(r["help_six"]) == len(HELP_TEST_DEVICES) else f"mean of {len(r['help_six'])}/6 HELP"
         lines.append(f"{label:<15} " + " ".join(f"{m[n]:>14.3f}" for n in sizes) + f" {m['macs']:>6.3f}")
         if r.get("basis"):
-            lines.append(f"{'  roofline alone':<15} " + " ".join(f"{m[n + '_roofline_only']:>14.3f}" for n in sizes))
+            alone = " ".join(f"{m[n + '_roofline_only']:>14.3f}" for n in sizes)
+            lines.append(f"{'  roofline alone':<15} {alone}")
     lines.append("anchors: " + ", ".join(f"{k} {v}" for k, v in r["anchors"].items()))
     lines.append(f"time: {r['seconds']:.1f} s")
     return "\n".join(lines)

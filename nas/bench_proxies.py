@@ -147,7 +147,8 @@ def _naslib_flops_row(space: Any, blocks: Sequence[str], acc: Sequence[float], r
 
 def format_ranking(result: dict[str, Any]) -> str:
     lines = [f"{result['space']} vs {result['truth']} ground truth, {result['archs']} archs; data: {result['data']}",
-             f"{'proxy':<12} {'spearman':>9} {'kendall':>8} {'NASLib':>8} {'publ.':>6} {'ours~NASLib':>11} {'s/arch':>7}"]
+             f"{'proxy':<12} {'spearman':>9} {'kendall':>8} {'NASLib':>8} {'publ.':>6} {'ours~NASLib':>11} "
+             f"{'s/arch':>7}"]
     for n, e in result["proxies"].items():
         theirs = "flops" if n == NASLIB_FLOPS else NASLIB_NAMES.get(n, "")
         nl = result["naslib"].get(theirs, {}).get("spearman", math.nan)
