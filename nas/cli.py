@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nas.cli_args import add_space_args, emit, space_options
@@ -40,7 +41,7 @@ def _search_config(args: argparse.Namespace) -> Any:
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
            "device": args.device, "heartbeat_s": args.heartbeat}
     if args.resume is None:
-        return SearchConfig(space=args.space, space_options=space_options(args.space_option),
+        return SearchConfig(space=args.space, space_options=_with_candidates(args),
                             targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
                             strategy=args.strategy, evaluator=args.evaluator,
                             trials=50 if args.trials is None else args.trials, seed=args.seed,
@@ -49,6 +50,8 @@ def _search_config(args: argparse.Namespace) -> Any:
                             evaluator_options=space_options(args.evaluator_option),
                             storage=args.storage, study=args.study, dataset=args.dataset, epochs=args.epochs,
                             batch_size=args.batch_size, **run)
+    if args.candidates:
+        raise UsageError(f"--resume {args.resume} searches the candidate list stored with it; drop --candidates")
     if args.no_resume or (args.out and args.out != args.resume):
         raise UsageError("--resume DIR continues the search in DIR; it cannot go with --no-resume or another --out")
     # settings given explicitly (not at their defaults) must match the stored ones; the rest come from DIR
@@ -62,6 +65,21 @@ def _search_config(args: argparse.Namespace) -> Any:
         ("dataset", "dataset", str), ("epochs", "epochs", int), ("batch_size", "batch_size", int))
         if getattr(args, name) != defaults.get(name)}
     return resume_config(args.resume, {**given, **run})
+
+
+def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
+    """The -o space options plus `--candidates FILE` as the space option `candidates` (absolute path,
+    so that a resumed search finds it from any folder)."""
+    opts = space_options(args.space_option)
+    if args.candidates is None:
+        return opts
+    if "candidates" in opts:
+        raise UsageError(f"give the candidate list once: --candidates {args.candidates} or "
+                         f"-o candidates={opts['candidates']}, not both")
+    path = Path(args.candidates)
+    if not path.is_file():
+        raise UsageError(f"--candidates {args.candidates}: no such file (one block string per line)")
+    return {**opts, "candidates": str(path.resolve())}
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -153,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
     s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
                    help="latency bound, repeatable: the Nth bound applies to the Nth --target")
+    s.add_argument("--candidates", metavar="FILE",
+                   help="search only the archs listed in FILE (one block string or arch JSON per line, '#' "
+                        "comments): every space; same as -o candidates=FILE")
     s.add_argument("--strategy", default="evolution",
                    help="search strategy (default: evolution, regularized evolution within the latency bounds; "
                         "see 'nas list strategies')")

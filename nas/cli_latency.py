@@ -49,7 +49,13 @@ def _predict_archs(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from nas.api_latency import calibrate
-    r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device)
+    r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device,
+                  basis=args.basis)
+    if "model" in r:   # --basis
+        errs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["cv_errors"].items())
+        emit(args, r, f"wrote {r['out']}: {r['model']} model fitted on {r['archs']} measured nets, chosen by "
+                      f"leave-one-out error ({errs}); {r['entries']} entries\nuse it with --target {r['out']}")
+        return 0
     consts = ", ".join(f"{k}={v:.4g}" for k, v in r["constants"].items())
     rho = "n/a" if r["cv_spearman"] is None else f"{r['cv_spearman']:.3f}"
     emit(args, r, f"wrote {r['out']}: {r['entries']} layers of {r['space']} priced by a model fitted on {r['archs']} "
@@ -189,6 +195,9 @@ def add_latency_parser(sub: Any) -> None:
                    help="CSV with header 'arch,ms': block string and measured whole-net latency, >= 5 archs (10+ advised)")
     s.add_argument("--out", required=True, metavar="DEVICE.json", help="table file to write (use as --target)")
     s.add_argument("--device", help="device name to record (default: from the measurements file name)")
+    s.add_argument("--basis", metavar="all|A,B",
+                   help="nb201: also model the device from these measured devices' latencies ('all': the 27 "
+                        "shipped) and keep the model with the smallest leave-one-out error")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 

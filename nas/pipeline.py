@@ -84,6 +84,10 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     space = get_space(cfg.space, **cfg.space_options)
     strategy_cls = STRATEGIES.get(cfg.strategy)
     strategy_cls.require(space)
+    candidates = getattr(space, "_candidates", None)
+    if candidates is not None and not strategy_cls.follows_candidates:
+        raise UsageError(f"strategy {cfg.strategy!r} does not search by sampling the space, so it cannot keep to "
+                         f"the candidate list {candidates.source}; use evolution, random, tpe, nsga2 or zero-cost")
     if strategy_cls.weight_sharing and cfg.runner != "local":
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")

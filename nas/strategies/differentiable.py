@@ -24,6 +24,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
     """ProxylessNAS on any supernet: sampled paths, REINFORCE + expected LUT latency."""
 
     name = "differentiable"
+    follows_candidates = False   # the derived arch comes from the trained path probabilities
     default_epochs = 3
     fixed_trials = 1
 

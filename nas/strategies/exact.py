@@ -84,6 +84,7 @@ class ExactStrategy(Strategy):
     """Solve the constrained problem exactly; trial n is the n-th best feasible arch."""
 
     name = "exact"
+    follows_candidates: ClassVar[bool] = False   # the MILP ranges over the whole space
     takes_problem: ClassVar[bool] = True
     requires_problem: ClassVar[bool] = True   # cannot run on a bare `feasible` test (registry contract tests skip it)
 

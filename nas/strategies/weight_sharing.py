@@ -200,6 +200,7 @@ class SinglePathStrategy(WeightSharingStrategy):
     """Single-Path NAS on the MBConv space: thresholds + differentiable LUT latency."""
 
     name = "single-path"
+    follows_candidates: ClassVar[bool] = False   # the derived arch comes from the trained gates, not sampling
     default_epochs = 3
     fixed_trials = 1
 
@@ -272,6 +273,7 @@ class DartsStrategy(WeightSharingStrategy):
     """DARTS on the nasnet space (variant=darts); the derived genotype is retrained to score it."""
 
     name = "darts"
+    follows_candidates: ClassVar[bool] = False   # the derived arch comes from the trained gates, not sampling
     default_epochs = 3
     fixed_trials = 1
 
