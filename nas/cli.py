@@ -68,6 +68,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
     result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
+    if result is None:   # a torchrun rank other than 0: it trained its shard; rank 0 searches and prints
+        return 0
     s = result.summary
     if result.best is None:
         print(f"no trial met the constraints ({', '.join(s['constraints'])}); {s['failed_trials']} failed",
@@ -91,7 +93,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
         sizes = ", ".join(f"{k}={v['trained']} (searched {v['searched']})" for k, v in ex.get("trained_at", {}).items())
         text += f"\n  weights: {files}" + (f"\n           trained at proxy size {sizes}; latency is for the searched "
-                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net" if sizes else "")
+                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net"
+                                          if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
+        if ex.get("train_size_why"):
+            text += f" ({ex['train_size_why']})"
     if not getattr(args, "json", False):
         from nas.report import SearchRecord, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
