@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="evolution",
                    help="search strategy (default: evolution, regularized evolution within the latency bounds; "
                         "see 'nas list strategies')")
-    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
+    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30; weight-sharing: train_size=auto|proxy|searched")
     s.add_argument("--evaluator", default="zero-cost",
                    help="how archs are scored (default: zero-cost, the naswot proxy at initialisation, no training; "
                         "see 'nas list evaluators')")
@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", metavar="SPEC", help="data for training and data-aware proxies: digits (default, "
                                                      "embedded), synthetic, cifar10:PATH or imagefolder:PATH")
     s.add_argument("--epochs", type=int, help="training epochs (supernet, single-path, darts; --evaluator train)")
-    s.add_argument("--batch-size", type=int, help="training batch size (default 64)")
+    s.add_argument("--batch-size", type=int, help="training batch size (default 64); under torchrun the global batch, "
+                                                  "split over the processes (weight-sharing strategies)")
     s.add_argument("--device", help="torch device for training and proxies: cpu (default), cuda or cuda:N")
     s.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch CPU threads (default: half the cores, at most 4; more threads than free cores "

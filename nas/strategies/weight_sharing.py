@@ -12,11 +12,14 @@ so the runner, stores and resume work unchanged:
 * ``darts``: DARTS on the nasnet darts variant; the derived genotype is the first (by default
   only) trial, scored by training it from scratch for `retrain_epochs`.
 
-Training runs on a smaller copy of the searched space (`resolution`, `width_mult` / `channels`,
-`cells`, the dataset's classes, any `train_options`; same decisions) while latency is predicted
+Training runs at the searched size when the data allows, else on a smaller copy of the searched
+space (`resolution`, `width_mult` / `channels`, `cells`, any `train_options`; same decisions), always
+with the dataset's classes - `train_size` (nas/strategies/train_size.py) - while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
 (`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet). Checkpoints go to ``<out>/`` and are reused when a
-search resumes. Torch is imported only inside `prepare`, so registering these strategies stays cheap.
+search resumes. Under torchrun every rank trains data-parallel (`ctx.dist`, nas/distributed.py); rank 0
+alone writes the checkpoint. Torch is imported only inside `prepare`, so registering these strategies
+stays cheap.
 """
 from __future__ import annotations
 
