@@ -86,6 +86,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
     result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
+    if result is None:   # a torchrun rank other than 0: it trained its shard; rank 0 searches and prints
+        return 0
     s = result.summary
     if result.best is None:
         print(f"no trial met the constraints ({', '.join(s['constraints'])}); {s['failed_trials']} failed",
@@ -109,7 +111,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
         sizes = ", ".join(f"{k}={v['trained']} (searched {v['searched']})" for k, v in ex.get("trained_at", {}).items())
         text += f"\n  weights: {files}" + (f"\n           trained at proxy size {sizes}; latency is for the searched "
-                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net" if sizes else "")
+                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net"
+                                          if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
+        if ex.get("train_size_why"):
+            text += f" ({ex['train_size_why']})"
     if not getattr(args, "json", False):
         from nas.report import SearchRecord, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="evolution",
                    help="search strategy (default: evolution, regularized evolution within the latency bounds; "
                         "see 'nas list strategies')")
-    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
+    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30; weight-sharing: train_size=auto|proxy|searched")
     s.add_argument("--evaluator", default="zero-cost",
                    help="how archs are scored (default: zero-cost, the naswot proxy at initialisation, no training; "
                         "see 'nas list evaluators')")
@@ -186,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", metavar="SPEC", help="data for training and data-aware proxies: digits (default, "
                                                      "embedded), synthetic, cifar10:PATH or imagefolder:PATH")
     s.add_argument("--epochs", type=int, help="training epochs (supernet, single-path, darts; --evaluator train)")
-    s.add_argument("--batch-size", type=int, help="training batch size (default 64)")
+    s.add_argument("--batch-size", type=int, help="training batch size (default 64); under torchrun the global batch, "
+                                                  "split over the processes (weight-sharing strategies)")
     s.add_argument("--device", help="torch device for training and proxies: cpu (default), cuda or cuda:N")
     s.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch CPU threads (default: half the cores, at most 4; more threads than free cores "

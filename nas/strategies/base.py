@@ -72,6 +72,8 @@ class TrainContext:
     seed: int = 0
     out: Path | None = None
     progress: bool = True
+    #: nas.distributed.DistContext under torchrun (data-parallel training), else None
+    dist: Any = None
 
     def load(self, split: str, resolution: int) -> tuple[Any, Any]:
         from nas.data import load_dataset
