@@ -127,7 +127,9 @@ class RayExecutor:
                     if address:
                         ray.init(address=address, runtime_env={"py_modules": _package_dirs()}, **kwargs)
                     else:
-                        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+                        # "local": a Ray of our own, even when RAY_ADDRESS or the file a `ray start` leaves
+                        # (/tmp/ray/ray_current_cluster, stale once that cluster is gone) names another
+                        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 if address:
                     raise NasError(f"cannot connect to the Ray cluster at --address {address}: {exc} (is it a Ray "

@@ -111,6 +111,13 @@ def test_search_on_a_cluster_started_with_ray_start(ray_head: tuple[str, Path], 
     assert "ray get-auth-token" in wrong.stderr.decode() and "ray get-auth-token" in none.stderr.decode()
     print(f"search through --address: {ok_s:.1f} s")
 
+    # without --address a search starts its own Ray, even with another one named by RAY_ADDRESS (or by the
+    # file `ray start` leaves); it failed: "When connecting to an existing cluster, num_cpus ... must not be provided"
+    own = subprocess.run([*args[:args.index("--address")], "--quiet", "--workers", "1", "--out", str(tmp_path / "own")],
+                         env=_env(home, RAY_ADDRESS=address), capture_output=True, timeout=300)
+    assert own.returncode == 0, own.stderr.decode()[-3000:]
+    assert "best of 4 trials" in own.stdout.decode()
+
 
 @pytest.mark.slow
 @pytest.mark.ray
