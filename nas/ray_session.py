@@ -110,6 +110,9 @@ def prepare_connection(address: str) -> None:
             log.info("the Ray cluster at %s uses token authentication: connecting with the token from %s",
                      address, source)
             return
+        os.environ.pop("RAY_AUTH_MODE", None)   # leave this process as it was
+        from ray._raylet import Config
+        Config.initialize("")
     raise NasError(f"{where} and the token here ({source}) is not the cluster's; {AUTH_FIX}")
 
 
