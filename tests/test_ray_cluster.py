@@ -121,6 +121,7 @@ def test_search_on_a_cluster_started_with_ray_start(ray_head: tuple[str, Path], 
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog reads /proc")
 def test_sigkill_leaves_no_ray_process_behind(tmp_path: Path) -> None:
     """Failed before: the raylet's DashboardAgent and RuntimeEnvAgent lived on for 60 s (they report
     the raylet's death to the dead GCS with a 60 s timeout)."""
@@ -161,6 +162,7 @@ def test_sigkill_leaves_no_ray_process_behind(tmp_path: Path) -> None:
                 pass
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog reads /proc")
 def test_watchdog_reaps_the_session_and_nothing_else(tmp_path: Path) -> None:
     """The watchdog's choice of processes, on stand-ins: a "raylet" naming the session folder with an
     "agent" below it, a "worker" that carries RAY_RAYLET_PID of the raylet but was orphaned (found only

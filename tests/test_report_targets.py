@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nas.cli import main
@@ -15,7 +16,7 @@ from nas.trial import COMPLETE, FAILED, Trial
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv")
-ARCH = SPACE.sample(__import__("numpy").random.default_rng(0))
+ARCH = SPACE.sample(np.random.default_rng(0))
 TARGETS = ("pixel1", "xeon-2.8ghz")
 
 
