@@ -117,8 +117,9 @@ def train(result: str | None = None, *, space: str | None = None, arch: str | No
 
 
 def report(folder: str | None, storage: str | None = None, study: str | None = None, out: str | None = None,
-           x: str = "latency_ms", y: str = "score") -> tuple[dict[str, Any], Any]:
-    """Pareto plot, HTML report and CSV of a search's trials; returns (info, the loaded search)."""
+           x: str | None = None, y: str = "score") -> tuple[dict[str, Any], Any]:
+    """Pareto plot, HTML report and CSV of a search's trials; returns (info, the loaded search). `x`: the
+    metric on the x axis; by default the latency on every target of the search (one panel each)."""
     from nas.report import load_search, write_report
     if folder is None and storage is None:
         raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
@@ -126,7 +127,7 @@ def report(folder: str | None, storage: str | None = None, study: str | None = N
     present = sorted({k for t in record.trials if t.ok for k, v in t.metrics.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
     for flag, metric in (("--x", x), ("--y", y)):
-        if present and metric not in present:
+        if present and metric is not None and metric not in present:
             raise UsageError(f"{flag} {metric!r}: no trial has that metric; metrics present: {', '.join(present)}")
     where = out or folder
     if where is None:

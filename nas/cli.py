@@ -116,9 +116,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         if ex.get("train_size_why"):
             text += f" ({ex['train_size_why']})"
     if not getattr(args, "json", False):
-        from nas.report import SearchRecord, pareto_table
+        from nas.report import SearchRecord, latency_axes, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
-        text += "\n" + pareto_table(result.trials, limit=8, fmt=fmt)
+        text += "\n" + pareto_table(result.trials, latency_axes(result.trials, cfg.targets), limit=8, fmt=fmt,
+                                    targets=cfg.targets)
     emit(args, s, text)
     return 0
 
@@ -127,8 +128,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from nas.api import report
     from nas.report import pareto_table
     info, record = report(args.folder, args.storage, args.study, args.out, x=args.x, y=args.y)
-    text = (f"{info['trials']} trials ({info['failed']} failed)\n"
-            f"{pareto_table(record.trials, args.x, args.y, limit=10, fmt=record.arch_format())}\n"
+    table = pareto_table(record.trials, info["x"], args.y, limit=10, fmt=record.arch_format(),
+                         targets=record.targets())
+    text = (f"{info['trials']} trials ({info['failed']} failed)\n{table}\n"
             f"wrote {info['png']}, {info['html']}, {info['csv']}")
     emit(args, info, text)
     return 0
@@ -242,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="read trials from this storage instead (with --study)")
     s.add_argument("--study", help="study name in the storage")
     s.add_argument("--out", help="folder for pareto.png, report.html, trials.csv (default: the search folder)")
-    s.add_argument("--x", default="latency_ms", help="metric to minimise on the x axis (default latency_ms)")
+    s.add_argument("--x", help="metric to minimise on the x axis, e.g. latency_ms.pixel1 (default: the latency "
+                              "on every target of the search, one panel each)")
     s.add_argument("--y", default="score", help="metric to maximise on the y axis (default score)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_report)

@@ -305,7 +305,7 @@ def test_sigterm_during_ray_search_exits_143(tmp_path: Path) -> None:
     db, deadline = tmp_path / "run" / "trials.db", time.time() + 240
     while time.time() < deadline and proc.poll() is None:   # until a trial finished on Ray
         try:
-            with sqlite3.connect(db, timeout=5) as con:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:   # never creates it
                 if con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]:
                     break
         except sqlite3.Error:
