@@ -123,6 +123,11 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     if strategy_cls.weight_sharing and cfg.runner != "local":
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")
+    if cfg.runner == "ray" and cfg.address and writer:   # an unreachable or refusing cluster: before writing
+        from nas.ray_runner import check_reachable
+        from nas.ray_session import prepare_connection
+        check_reachable(cfg.address)
+        prepare_connection(cfg.address)
     models = _latency_models(cfg, space, progress)
     constraints, bounds, feasible = latency_constraints(cfg, models)
     options = _check_options(strategy_cls, cfg.strategy_options)
