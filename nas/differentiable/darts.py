@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from nas.core.arch import Arch
 from nas.core.errors import UsageError
-from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
+from nas.evaluators.training import step_bar
+from nas.supernet.trainer import accuracy, batch_indices, flush_denormal, recalibrate_bn
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_PRIMITIVES, build_cell_op, build_preprocess, out_size
 from search_spaces.nasnet import STEM_MULTIPLIER, NASNetSpace
 from search_spaces.ops import build_layer, conv_spec, head_spec
@@ -269,12 +270,14 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                 opt_w.step()
                 losses.append(float(loss.detach()))
                 step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+                step_bar(bar, loss=float(np.mean(losses)))   # the epoch's running mean: rec["loss"] at its end
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                                    "seconds": time.perf_counter() - t0,
                                    "arch": net.space.format(net.derive())}
             if val is not None:
+                # the search net's BN running statistics lag far behind after a few dozen steps (eval-mode
+                # accuracy was chance level): re-estimate them on training batches first
+                recalibrate_bn(net, xw, batches=4, batch_size=cfg.batch_size)
                 rec["val_acc"] = accuracy(net, *val)
             log.info("darts epoch %d: loss %.4f, %s", epoch + 1, rec["loss"], rec["arch"])
             history.append(rec)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from nas.core.arch import Arch
 from nas.core.errors import SearchError, UsageError
 from nas.supernet.mbconv import MBConvSupernet, SuperMBConv
+from nas.evaluators.training import step_bar
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
 from search_spaces.mbconv import SKIP, MBConvSpace
 
@@ -328,8 +329,7 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
                 sched.step()
                 ces.append(float(ce.detach()))
                 lats.append(float(lat.detach()))
-                bar.update(1)
-                bar.set_postfix(ce=f"{ces[-1]:.3f}", ms=f"{lats[-1]:.1f}", refresh=False)
+                step_bar(bar, ce=float(np.mean(ces)), ms=lats[-1])   # running mean CE, current expected latency
             arch = net.derive()
             rec: dict[str, Any] = {"epoch": epoch + 1, "ce": float(np.mean(ces)), "latency_ms": lats[-1],
                                    "seconds": time.perf_counter() - t0, "arch": net.space.format(arch)}

@@ -102,6 +102,13 @@ def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _size_note(trained: SearchSpace, searched: SearchSpace) -> str:
+    """' at proxy size channels=8, resolution=16' (the options where training differs), or ''."""
+    there = searched.options()
+    diff = [f"{k}={v}" for k, v in trained.options().items() if k != "num_classes" and there.get(k) != v]
+    return f" at proxy size {', '.join(diff)}" if diff else ""
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_size: int = 64) -> None:
     """Reset every BN's running statistics and re-estimate them as the cumulative average over the
@@ -165,6 +172,8 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     `val`, BN-recalibrated accuracy of the largest and smallest paths). A supernet whose `sampling` is
     "uniform" is trained on `max(1, random_paths)` uniform paths per step instead (no distillation)."""
     from tqdm import tqdm
+
+    from nas.evaluators.training import step_bar
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5A4D])
     space = supernet.space
@@ -193,8 +202,7 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                 xb, yb = x[idx].to(device), y[idx].to(device)
                 losses.append(sandwich_step(supernet, opt, xb, yb, paths, cfg.distill and not uniform, cfg.grad_clip))
                 sched.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+                step_bar(bar, loss=float(np.mean(losses)))   # the epoch's running mean: rec["loss"] at its end
             rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
             if val is not None:
                 calib = x[torch.from_numpy(np.random.default_rng([cfg.seed, 1]).permutation(len(y)))]
@@ -229,6 +237,9 @@ class SupernetEvaluator:
         self.supernet, self.calib, self.val = supernet, calib, val
         self.calib_batches, self.batch_size = int(calib_batches), int(batch_size)
         self.report_space = report_space or supernet.space
+        self.name = "supernet"
+        self.score_is = ("held-out accuracy with the shared supernet weights, BN recalibrated"
+                         + _size_note(supernet.space, self.report_space))
         if self.calib_batches < 1:
             raise UsageError(f"calib_batches must be >= 1, got {calib_batches}")
 
@@ -308,6 +319,8 @@ class RetrainEvaluator:
     DARTS evaluates a derived cell. The trained state of each scored arch is kept in `keep` (for
     export). Metrics: accuracy (= score), val loss, params_m and macs_m in `report_space`."""
 
+    name = "retrain"
+
     def __init__(self, train_space: SearchSpace, train: Data, val: Data, *, epochs: int = 2, batch_size: int = 64,
                  lr: float | None = None, seed: int = 0, device: str = "cpu", report_space: SearchSpace | None = None,
                  keep: dict[Arch, dict[str, Any]] | None = None, progress: bool | None = None) -> None:
@@ -316,6 +329,11 @@ class RetrainEvaluator:
         self.report_space = report_space or train_space
         self.keep = keep if keep is not None else {}
         self.progress = progress
+
+    @property
+    def score_is(self) -> str:
+        return (f"held-out accuracy after training from scratch, {self.epochs} epochs"
+                f"{_size_note(self.train_space, self.report_space)}")
 
     def __call__(self, arch: Arch) -> dict[str, float]:
         from nas.evaluators.training import train_eval
