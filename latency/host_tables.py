@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 TARGET = "cpu"
 #: spaces whose full table profiles in seconds: profiled automatically on first use (the shipped Xeon
-#: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra; vit_resnas took 108 s: refused)
+#: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra; on a 2-core EPYC VM at load 9,
+#: nasnet 15 s, its darts variant 2-4 s, hytra 29 s; vit_resnas took 108 s on the Xeon: refused)
 AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra"})
 
 
