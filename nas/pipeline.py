@@ -58,6 +58,8 @@ class SearchPlan:
     store: TrialStore
     out: Path | None
     started: float
+    #: (name, what its score is) of the evaluator a weight-sharing strategy trained (set by `train`)
+    scored_by: tuple[str, str | None] | None = None
 
 
 def search(cfg: SearchConfig, progress: bool = True, dist: Any = None) -> SearchResult | None:
@@ -269,6 +271,8 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
                        seed=cfg.seed, out=p.out, progress=progress, dist=dist)
     trained = p.strategy.prepare(ctx)
+    if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
+        p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))
     trained = p.evaluator if trained is None else trained
     if trained is None:
         raise NasError(f"strategy {cfg.strategy!r} trained nothing to score its trials with")
@@ -333,14 +337,16 @@ def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str
     failed = sum(not t.ok for t in trials)
     base: dict[str, Any] = {"space": cfg.space, "space_options": p.space.options(), "target": cfg.targets[0],
                             "targets": list(cfg.targets), "constraints": [str(c) for c in p.constraints],
-                            "strategy": cfg.strategy, "evaluator": cfg.evaluator, "seed": cfg.seed,
+                            "strategy": cfg.strategy, "evaluator": p.scored_by[0] if p.scored_by else cfg.evaluator,
+                            "seed": cfg.seed,
                             "trials": len(trials), "failed_trials": failed}
     if best is None:
         return {**base, "arch": None}
     return {**base, "arch": p.space.format(best.arch), "arch_json": best.arch.to_dict(), "arch_key": best.arch.key,
             "trial_number": best.number, "latency_ms": best.metrics.get("latency_ms"),
             "latency_ms_by_target": {t: best.metrics.get(f"latency_ms.{t}") for t in cfg.targets if t in p.models},
-            "score_is": score_name(best.metrics, cfg.evaluator if p.evaluator is not None else cfg.strategy),
+            "score_is": (p.scored_by[1] if p.scored_by and p.scored_by[1] else
+                         score_name(best.metrics, cfg.evaluator if p.evaluator is not None else cfg.strategy)),
             "metrics": best.metrics}
 
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from nas.core.arch import Arch
 from nas.core.errors import UsageError
-from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
+from nas.evaluators.training import step_bar
+from nas.supernet.trainer import accuracy, batch_indices, flush_denormal, recalibrate_bn
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_PRIMITIVES, build_cell_op, build_preprocess, out_size
 from search_spaces.nasnet import STEM_MULTIPLIER, NASNetSpace
 from search_spaces.ops import build_layer, conv_spec, head_spec
@@ -260,7 +261,7 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                disable=not progress or not dist.is_main)
     with flush_denormal(), bar:
         for epoch in range(cfg.epochs):
-            t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, []
+            t0, loss_sum, n_steps, seen, local_sum = time.perf_counter(), 0.0, 0, [], 0.0
             net.train()
             arch_batches = batch_indices(len(ya), cfg.batch_size, rng)
             for idx in batch_indices(len(yw), cfg.batch_size, rng):
@@ -299,12 +300,15 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                 loss_sum, n_steps = loss_sum + share * float(loss.detach()), n_steps + 1
                 seen.append(mine)
                 step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+                local_sum += float(loss.detach())
+                step_bar(bar, loss=local_sum / n_steps)   # this rank's running mean over the epoch so far
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
                                    "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen),
                                    "arch": net.space.format(net.derive())}
             if val is not None:
+                # the search net's BN running statistics lag far behind after a few dozen steps (eval-mode
+                # accuracy was chance level): re-estimate them on training batches first
+                recalibrate_bn(net, xw, batches=4, batch_size=cfg.batch_size)
                 rec["val_acc"] = accuracy(net, *val)
             log.info("darts epoch %d: loss %.4f, %s", epoch + 1, rec["loss"], rec["arch"])
             history.append(rec)

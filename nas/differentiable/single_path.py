@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from nas.core.arch import Arch
 from nas.core.errors import SearchError, UsageError
 from nas.supernet.mbconv import MBConvSupernet, SuperMBConv
+from nas.evaluators.training import step_bar
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
 from search_spaces.mbconv import SKIP, MBConvSpace
 
@@ -316,7 +317,7 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
     every = list(net.parameters())
     with flush_denormal(), bar:
         for epoch in range(cfg.epochs):
-            t0, ce_sum, lats, seen = time.perf_counter(), 0.0, [], []
+            t0, ce_sum, lats, seen, local_ce = time.perf_counter(), 0.0, [], [], 0.0
             net.train()
             for idx in batch_indices(len(y), cfg.batch_size, rng):
                 part = D.batch_share(dist, idx)
@@ -341,8 +342,8 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
                 sched.step()
                 ce_sum += share * float(ce.detach())
                 lats.append(float(lat.detach()))
-                bar.update(1)
-                bar.set_postfix(ce=f"{float(ce.detach()):.3f}", ms=f"{lats[-1]:.1f}", refresh=False)
+                local_ce += float(ce.detach())
+                step_bar(bar, ce=local_ce / len(lats), ms=lats[-1])   # running mean CE, current expected latency
             arch = net.derive()
             rec: dict[str, Any] = {"epoch": epoch + 1, "ce": D.all_sum(dist, [ce_sum])[0] / max(1, len(lats)),
                                    "latency_ms": lats[-1], "seconds": time.perf_counter() - t0,

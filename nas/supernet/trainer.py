@@ -102,6 +102,13 @@ def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _size_note(trained: SearchSpace, searched: SearchSpace) -> str:
+    """' at proxy size channels=8, resolution=16' (the options where training differs), or ''."""
+    there = searched.options()
+    diff = [f"{k}={v}" for k, v in trained.options().items() if k != "num_classes" and there.get(k) != v]
+    return f" at proxy size {', '.join(diff)}" if diff else ""
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_size: int = 64) -> None:
     """Reset every BN's running statistics and re-estimate them as the cumulative average over the
@@ -174,6 +181,7 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     from tqdm import tqdm
 
     import nas.distributed as D
+    from nas.evaluators.training import step_bar
     dist = dist or D.DistContext()
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5A4D])
@@ -193,7 +201,7 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     bar = tqdm(total=steps, desc="supernet training", unit="step", disable=not progress or not dist.is_main)
     try:
         for epoch in range(cfg.epochs):
-            t0, loss_sum, n_steps, seen = time.perf_counter(), 0.0, 0, []
+            t0, loss_sum, n_steps, seen, local_sum = time.perf_counter(), 0.0, 0, [], 0.0
             for idx in batch_indices(len(y), cfg.batch_size, rng):
                 if uniform:   # Single Path One-Shot: uniformly sampled paths only
                     paths = [space.sample(rng) for _ in range(max(1, cfg.random_paths))]
@@ -210,8 +218,8 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                 loss_sum, n_steps = loss_sum + share * loss, n_steps + 1
                 seen.append(mine)
                 sched.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                local_sum += loss
+                step_bar(bar, loss=local_sum / n_steps)   # this rank's running mean over the epoch so far
             rec = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
                    "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen)}
             if val is not None:
@@ -247,6 +255,9 @@ class SupernetEvaluator:
         self.supernet, self.calib, self.val = supernet, calib, val
         self.calib_batches, self.batch_size = int(calib_batches), int(batch_size)
         self.report_space = report_space or supernet.space
+        self.name = "supernet"
+        self.score_is = ("held-out accuracy with the shared supernet weights, BN recalibrated"
+                         + _size_note(supernet.space, self.report_space))
         if self.calib_batches < 1:
             raise UsageError(f"calib_batches must be >= 1, got {calib_batches}")
 
@@ -326,6 +337,8 @@ class RetrainEvaluator:
     DARTS evaluates a derived cell. The trained state of each scored arch is kept in `keep` (for
     export). Metrics: accuracy (= score), val loss, params_m and macs_m in `report_space`."""
 
+    name = "retrain"
+
     def __init__(self, train_space: SearchSpace, train: Data, val: Data, *, epochs: int = 2, batch_size: int = 64,
                  lr: float | None = None, seed: int = 0, device: str = "cpu", report_space: SearchSpace | None = None,
                  keep: dict[Arch, dict[str, Any]] | None = None, progress: bool | None = None) -> None:
@@ -334,6 +347,11 @@ class RetrainEvaluator:
         self.report_space = report_space or train_space
         self.keep = keep if keep is not None else {}
         self.progress = progress
+
+    @property
+    def score_is(self) -> str:
+        return (f"held-out accuracy after training from scratch, {self.epochs} epochs"
+                f"{_size_note(self.train_space, self.report_space)}")
 
     def __call__(self, arch: Arch) -> dict[str, float]:
         from nas.evaluators.training import train_eval
