@@ -6,8 +6,9 @@ using them on another CPU would be silently wrong. `resolve` finds the table for
 1. a table profiled here before, in the per-user cache
    (`$NAS_CACHE_DIR` or the platform cache folder, e.g. ~/.cache/nas/tables/<cpu-slug>_ort-<version>/);
 2. a shipped measured table whose metadata names this CPU model and onnxruntime version;
-3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`, e.g. mbconv), profile one now
-   (progress bar) into the cache; for the others, refuse with the one command that makes it.
+3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`: mbconv, nasnet - both variants -,
+   hytra, nb201), profile one now (progress bar) into the cache; for the others (vit_resnas), refuse
+   with the one command that makes it.
    `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
 """
 from __future__ import annotations
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TARGET = "cpu"
-#: spaces whose full table profiles in seconds: profiled automatically on first use
-AUTO_PROFILE = frozenset({"mbconv", "nb201"})
+#: spaces whose full table profiles in seconds: profiled automatically on first use (the shipped Xeon
+#: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra; on a 2-core EPYC VM at load 9,
+#: nasnet 15 s, its darts variant 2-4 s, hytra 29 s; vit_resnas took 108 s on the Xeon: refused)
+AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra"})
 
 
 def cache_root() -> Path:
@@ -71,16 +74,19 @@ def host_dir() -> Path:
     return cache_root() / f"{cpu_slug(host_cpu())}_ort-{runtime_version()}"
 
 
-def _options_suffix(space: SearchSpace, shipped_options: dict[str, Any] | None) -> str:
-    """'' for the shipped (default) options, else a short hash of the options."""
-    opts = json.dumps(space.options(), sort_keys=True, default=list)
-    if shipped_options is not None and json.dumps(shipped_options, sort_keys=True, default=list) == opts:
+def options_suffix(options: dict[str, Any], plain_options: dict[str, Any] | None) -> str:
+    """The table file-name convention for space options, cached and shipped tables alike: `<space>.json`
+    holds the options of the space's plain shipped table (its defaults), `<space>-<hash>.json` any
+    other options, hash = the first 8 hex digits of the SHA-1 of the options as sorted JSON
+    (e.g. `nasnet-3acae496.json`: nasnet with variant=darts)."""
+    opts = json.dumps(options, sort_keys=True, default=list)
+    if plain_options is not None and json.dumps(plain_options, sort_keys=True, default=list) == opts:
         return ""
     return "-" + hashlib.sha1(opts.encode()).hexdigest()[:8]
 
 
 def host_table_path(space: SearchSpace, shipped_options: dict[str, Any] | None = None) -> Path:
-    return host_dir() / f"{space.name}{_options_suffix(space, shipped_options)}.json"
+    return host_dir() / f"{space.name}{options_suffix(space.options(), shipped_options)}.json"
 
 
 def cached_spaces() -> list[str]:
@@ -106,7 +112,8 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
     `shipped`: the shipped measured tables of the space (any target); `profile` (tests) replaces
     the onnxruntime profiling."""
     from latency.table import LatencyTable
-    options = next((t.space_options for t in shipped), None)
+    # the file name is relative to the options of the space's plain `<space>.json` shipped table
+    options = next((t.space_options for t in shipped if Path(t.source).stem == space.name), None)
     path = host_table_path(space, options)
     if path.exists():
         return LatencyTable.load(path)
@@ -125,6 +132,6 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
 
 def _profile(space: SearchSpace, path: Path, progress: bool) -> "LatencyTable":
     from latency.profile import ProfileSettings, profile_space
-    table = profile_space(space, None, ProfileSettings(), progress=progress)
+    table = profile_space(space, None, ProfileSettings(), progress=progress, clock="auto")
     table.save(path)   # atomic: a concurrent run sees either no table or a whole one
     return table

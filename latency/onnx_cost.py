@@ -10,7 +10,7 @@ Lowering rules, the same as the LUT decompositions use (so a net of our spaces e
 priced like its LayerSpecs, see tests/test_onnx_cost.py):
 - BatchNormalization right after a Conv / Gemm is folded (free); elsewhere it is MUL + ADD (two passes).
 - Relu / Clip (ReLU6) / LeakyRelu right after a Conv, Gemm, MatMul, Add or folded BN are fused (free).
-- HardSwish and Swish cost two passes, Sigmoid / Tanh / Gelu / Erf / HardSigmoid one; Softmax reads
+- Swish costs two passes, HardSwish (TFLite HARD_SWISH), Sigmoid / Tanh / Gelu / Erf / HardSigmoid one; Softmax reads
   its input twice; LayerNormalization is five passes and two tiny ops (pixel1_ops.layernorm).
 - An Add of a constant to a MatMul / Gemm / Conv output is its bias (free); exact GELU exported as
   Div, Erf, Add, Mul, Mul is one pass.
@@ -228,7 +228,7 @@ def _conv(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
         macs = _numel(y[2:]) * cout * (cin // groups) * kernel
     nbytes = F32 * (_numel(x) + _numel(y) + _numel(w))
     kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if kernel == 1 else "conv")
-    return [Primitive(kind, macs * x[0], nbytes)]
+    return [Primitive(kind, macs * x[0], nbytes, max((int(v) for v in w[2:]), default=1))]
 
 
 def _gemm(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
@@ -245,7 +245,7 @@ def _pool(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
     traffic = F32 * (_numel(x) + _numel(y))
     if node.op_type in ("AveragePool", "MaxPool"):
         kernel = tuple(int(v) for v in attrs.get("kernel_shape", [1]))
-        return [Primitive("dw", _numel(y) * _numel(kernel), traffic)]
+        return [Primitive("dw", _numel(y) * _numel(kernel), traffic, max(kernel))]
     return [Primitive("pool" if node.op_type.startswith("Global") else "eltwise", _numel(x), traffic)]
 
 

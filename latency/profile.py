@@ -77,47 +77,55 @@ def device_metadata(settings: ProfileSettings, device: str | None = None) -> dic
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "source": "measured"}
 
 
-def time_session(sess: Any, x: np.ndarray, warmup: int, repeats: int) -> np.ndarray:
-    """Wall times in ms of `repeats` runs after `warmup` runs."""
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = np.empty(repeats)
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times[i] = (time.perf_counter() - t0) * 1e3
-    return times
+def time_session(sess: Any, x: np.ndarray, warmup: int, repeats: int, clock: str = "wall") -> np.ndarray:
+    """Times in ms of `repeats` runs after `warmup` runs, on the `clock` named (`latency.clocks`;
+    the cpu clock is corrected for preemption)."""
+    return time_interleaved([sess], [x], warmup, repeats, rounds=1, clock=clock, rewarm=0)[0]
 
 
 def time_interleaved(sessions: Sequence[Any], inputs: Sequence[np.ndarray], warmup: int, repeats: int,
-                     rounds: int = 5, progress: Any = None,
-                     clock: Callable[[], float] = time.perf_counter, rewarm: int = 1) -> list[np.ndarray]:
+                     rounds: int = 5, progress: Any = None, clock: str = "wall", rewarm: int = 1,
+                     switches: dict[str, Any] | None = None) -> list[np.ndarray]:
     """Time several sessions round-robin: `rounds` passes, each running every session
     `repeats // rounds` times. Slow drifts of the machine (frequency, noisy neighbours) then hit
-    every session alike instead of whichever happened to be timed during them. `clock` may be
-    `time.thread_time` (CPU time of this thread; valid for one intra-op thread only), which
-    ignores time the OS gives to other processes: long runs lose more to them than short ones.
+    every session alike instead of whichever happened to be timed during them. `clock` is `wall`
+    or `cpu` (CPU time of this thread; valid for one intra-op thread only), which ignores time the
+    OS gives to other processes: long runs lose more to them than short ones. Under `cpu` the
+    involuntary context switches of every run are counted and their cache-refill cost is taken
+    out (`latency.clocks.correct`); what was removed goes into `switches` when given.
     `rewarm` untimed runs start each session's turn in every round: the first call after switching
     sessions finds cold caches, which a net's layers never do inside the net (and which would
     make every sample cold when repeats // rounds is 1)."""
+    from latency.clocks import clock_function, correct, switch_counter
+    now = clock_function(clock)
+    count = switch_counter() if clock == "cpu" else None
     per_round = max(1, repeats // rounds)
     feeds = [{s.get_inputs()[0].name: x} for s, x in zip(sessions, inputs)]
     for s, f in zip(sessions, feeds):
         for _ in range(warmup):
             s.run(None, f)
     samples: list[list[float]] = [[] for _ in sessions]
+    switched: list[list[int]] = [[] for _ in sessions]
     for _ in range(rounds):
         for i, (s, f) in enumerate(zip(sessions, feeds)):
             for _ in range(rewarm):
                 s.run(None, f)
             for _ in range(per_round):
-                t0 = clock()
+                k0 = count() if count else 0
+                t0 = now()
                 s.run(None, f)
-                samples[i].append((clock() - t0) * 1e3)
+                t1 = now()
+                samples[i].append((t1 - t0) * 1e3)
+                switched[i].append((count() - k0) if count else 0)
         if progress is not None:
             progress.update(1)
-    return [np.array(x) for x in samples]
+    times = [np.array(x) for x in samples]
+    if count is None:
+        return times
+    fixed, report = correct(times, [np.array(k) for k in switched])
+    if switches is not None:
+        switches.update(report.to_dict(), raw_median_ms=[float(np.median(t)) for t in times])
+    return fixed
 
 
 def stats(times: np.ndarray) -> tuple[float, float]:
@@ -126,7 +134,7 @@ def stats(times: np.ndarray) -> tuple[float, float]:
 
 
 def measure_module(module: Any, input_shape: Sequence[int], settings: ProfileSettings,
-                   workdir: str | Path | None = None) -> tuple[float, float]:
+                   workdir: str | Path | None = None, clock: str = "wall") -> tuple[float, float]:
     """Export `module` and time it end to end: (median ms, IQR ms)."""
     import torch
 
@@ -135,13 +143,13 @@ def measure_module(module: Any, input_shape: Sequence[int], settings: ProfileSet
         path = export_onnx(module, torch.randn(settings.batch, *input_shape), Path(tmp) / "m.onnx")
         sess = session(path, settings.provider, settings.threads, settings.opt_level)
         x = np.random.default_rng(0).standard_normal((settings.batch, *input_shape)).astype(np.float32)
-        return stats(time_session(sess, x, settings.warmup, settings.repeats))
+        return stats(time_session(sess, x, settings.warmup, settings.repeats, clock))
 
 
-def call_overhead_ms(settings: ProfileSettings) -> float:
+def call_overhead_ms(settings: ProfileSettings, clock: str = "wall") -> float:
     """Median time of a run call on a tiny graph (a 1x1 pooling of a 1x8x1x1 tensor)."""
     import torch
-    return measure_module(torch.nn.AvgPool2d(1), (8, 1, 1), settings)[0]
+    return measure_module(torch.nn.AvgPool2d(1), (8, 1, 1), settings, clock=clock)[0]
 
 
 def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table: LatencyTable,
@@ -151,13 +159,14 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     from tqdm import tqdm
 
     from nas.core.ops import build_layer
-    overhead = float(table.metadata.setdefault("call_overhead_ms", call_overhead_ms(settings)))
+    clock = str(table.metadata.setdefault("clock", "wall"))
+    overhead = float(table.metadata.setdefault("call_overhead_ms", call_overhead_ms(settings, clock)))
     todo = [s for s in specs if s.key not in table]
     if len(todo) < len(specs):
         log.info("resuming: %d of %d layers already in the table", len(specs) - len(todo), len(specs))
     t_start = time.perf_counter()
     for spec in tqdm(todo, desc="profiling layers", unit="layer", disable=not progress):
-        med, iqr = measure_module(build_layer(spec), spec.input_shape, settings)
+        med, iqr = measure_module(build_layer(spec), spec.input_shape, settings, clock=clock)
         table.add(spec.key, max(0.0, med - overhead), raw_ms=med, iqr_ms=iqr)
         if on_entry:
             on_entry(spec.key, med)
@@ -170,9 +179,24 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     return table
 
 
+def resolve_clock(clock: str, settings: ProfileSettings) -> tuple[str, str | None]:
+    """`wall`, `cpu` or `auto` (cpu when the machine is busy and threads == 1) -> the clock to use and
+    a note for the user (a switch made or a recommendation), checked against the settings."""
+    from latency.clocks import CLOCK_NAMES
+    from latency.contention import choose_clock, current_load
+    from nas.core.errors import UsageError
+    if clock not in (*CLOCK_NAMES, "auto"):
+        raise UsageError(f"unknown clock {clock!r}; valid: {', '.join([*CLOCK_NAMES, 'auto'])}")
+    chosen, note = choose_clock(clock, current_load(settings.threads), settings.threads)
+    if chosen == "cpu" and settings.threads != 1:
+        raise UsageError(f"--clock cpu times the calling thread only, so it needs threads=1, not {settings.threads}")
+    return chosen, note
+
+
 def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileSettings,
-                  device: str | None = None, progress: bool = True) -> LatencyTable:
-    """Build (or resume) the table of every distinct layer of `space` on this machine."""
+                  device: str | None = None, progress: bool = True, clock: str = "wall") -> LatencyTable:
+    """Build (or resume) the table of every distinct layer of `space` on this machine, timed on
+    `clock` (wall, cpu or auto; recorded in the metadata, and a resumed table keeps its own)."""
     from nas.core.errors import LatencyError
     meta = device_metadata(settings, device)
     table = None
@@ -184,5 +208,11 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
             raise LatencyError(f"{out} was profiled with settings {old}, not {asdict(settings)}; "
                                f"use another --out or the same settings to resume")
     if table is None:
-        table = LatencyTable(space.name, space.options(), meta)
+        chosen, note = resolve_clock(clock, settings)
+        if note:
+            log.warning(note)
+        table = LatencyTable(space.name, space.options(), {**meta, "clock": chosen})
+    elif clock != "auto" and clock != table.metadata.get("clock", "wall"):
+        raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
+                           f"use another --out or the same clock to resume")
     return profile_layers(space.all_layers(), settings, table, out, progress)

@@ -10,7 +10,9 @@ A target may also be given as a path to a table file (one the user profiled on t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 from latency import host_tables
 from latency.measured import MeasuredModel, MeasuredTable, is_measured_file, measured_targets, shipped_table
@@ -62,10 +64,31 @@ def table_path(target: str, space: str) -> Path:
     return path
 
 
+def _space_files(target: str, space: str) -> list[Path]:
+    """The shipped table files of `space` on `target`: `<space>.json` and `<space>-<hash>.json` (other
+    options, `host_tables.options_suffix`)."""
+    return sorted(p for p in (TABLES / target).glob(f"{space}*.json")
+                  if p.stem == space or re.fullmatch(re.escape(space) + r"-[0-9a-f]{8}", p.stem))
+
+
+def plain_options(space: str) -> dict[str, Any] | None:
+    """The options of the space's plain shipped tables (`<space>.json`: the space's defaults), or None."""
+    for target in shipped_names():
+        path = TABLES / target / f"{space}.json"
+        if path.exists():
+            return LatencyTable.load(path).space_options
+    return None
+
+
+def shipped_path(target: str, space: SearchSpace) -> Path:
+    """Where the shipped table of `target` for `space` with its options is: `<space>.json` for the
+    default options, `<space>-<hash>.json` for others (the convention of the cpu cache too)."""
+    return TABLES / target / f"{space.name}{host_tables.options_suffix(space.options(), plain_options(space.name))}.json"
+
+
 def shipped_measured(space: str) -> list[LatencyTable]:
-    """The shipped tables of `space` that were measured (not modelled), any target."""
-    tables = [LatencyTable.load(TABLES / t / f"{space}.json") for t in shipped_names()
-              if (TABLES / t / f"{space}.json").exists()]
+    """The shipped tables of `space` that were measured (not modelled), any target and options."""
+    tables = [LatencyTable.load(p) for t in shipped_names() for p in _space_files(t, space)]
     return [t for t in tables if t.metadata.get("source") == "measured"]
 
 
@@ -75,13 +98,16 @@ def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> 
     if target == HOST:
         if isinstance(space, SearchSpace):
             return host_tables.resolve(space, shipped_measured(space.name), progress)
-        for table in shipped_measured(space):
-            if host_tables.matches_host(table.metadata):
+        for table in shipped_measured(space):   # by file name: `nasnet` or `nasnet-3acae496`
+            if Path(table.source).stem == space and host_tables.matches_host(table.metadata):
                 return table
     name = space.name if isinstance(space, SearchSpace) else space
     if target in measured_targets() and name in measured_targets()[target]:
         return shipped_table(target)
-    path = table_path(target, name)
+    if isinstance(space, SearchSpace) and target in shipped_names() and shipped_path(target, space).exists():
+        path = shipped_path(target, space)   # the table made for these options (else: an options error below)
+    else:
+        path = table_path(target, name)
     return MeasuredTable.load(path) if is_measured_file(path) else LatencyTable.load(path)
 
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from latency.clocks import CLOCK_NAMES as CLOCKS
 from latency.contention import NOISY_SPREAD, choose_clock, current_load, halves, spread
 from latency.correction import Correction, LayerTimes, fit_correction, table_correction
 from latency.profile import ProfileSettings, cpu_model, stats, time_interleaved
@@ -123,9 +124,11 @@ class Measured:
     seconds: float
     groups: int
     net_halves: np.ndarray | None = None        # per net: medians of the first and second half of its rounds
+    switches: list[dict[str, Any]] | None = None  # cpu clock: per group, the preemption correction made
+    raw_net_ms: np.ndarray | None = None        # cpu clock: net medians before that correction
+    raw_joint_ms: np.ndarray | None = None      # cpu clock: joint LUT predictions before it
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 def check_clock(clock: str, settings: ProfileSettings) -> None:
@@ -154,6 +157,8 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     layers: list[list[tuple[LayerSpec, float]]] = [[] for _ in archs]
     overhead = np.zeros(len(archs))
     net_halves = np.zeros((len(archs), 2))
+    switch_groups: list[dict[str, Any]] = []
+    raw_net, raw_joint = np.full(len(archs), np.nan), np.full(len(archs), np.nan)
     rng = np.random.default_rng(0)
 
     def feed(shape: Sequence[int]) -> np.ndarray:
@@ -184,10 +189,19 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
             shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
             sessions = [sess(p) for p in paths + nets]
+            switch_info: dict[str, Any] = {}
             inputs = [feed(sh) for sh in shapes + [space.input_shape] * len(nets)]
             times = time_interleaved(sessions, inputs, settings.warmup, settings.repeats, rounds, progress=bar,
-                                     clock=CLOCKS[clock])
+                                     clock=clock, switches=switch_info)
             del sessions
+            if switch_info:
+                raw = switch_info.pop("raw_median_ms")
+                switch_groups.append(switch_info)
+                for j, i in enumerate(idx):
+                    raw_net[i] = raw[len(paths) + j]
+                    if joint:
+                        raw_local = {k: max(0.0, raw[1 + m] - raw[0]) for m, k in enumerate(specs)}
+                        raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in space.layers(archs[i]))
             meds = [stats(t) for t in times]
             for j, i in enumerate(idx):
                 net_ms[i], net_iqr[i] = meds[len(paths) + j]
@@ -199,7 +213,8 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                     overhead[i] = ovh
                     layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
     return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
-                    time.perf_counter() - t0, n_groups, net_halves)
+                    time.perf_counter() - t0, n_groups, net_halves, switch_groups or None,
+                    raw_net if switch_groups else None, raw_joint if switch_groups and joint else None)
 
 
 @dataclass
@@ -210,7 +225,7 @@ class Validation:
 
 def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: int = 0, joint: bool = True,
              rounds: int = 10, chunk: int = 8, fit: bool = False, holdout: float = 0.5,
-             progress: bool = True, clock: str = "wall") -> Validation:
+             progress: bool = True, clock: str = "auto") -> Validation:
     from latency.model import LUTModel
     table.check_space(space.name, space.options())
     settings = settings_of(table)
@@ -254,6 +269,13 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         "metrics": {name: agreement(p, y) for name, p in pred.items()},
         "load": None if load is None else {"load1": load.load1, "cores": load.cores, "busy": load.busy},
         "repeat_spread_pct": round(100 * noise, 2)}
+    if meas.switches:   # cpu clock: the cache-refill cost of preemption taken out of every run
+        report["preemption"] = meas.switches
+        if meas.raw_net_ms is not None:   # the same rows without that correction, for comparison
+            raw_pred = {"table_lut": pred["table_lut"]}
+            if meas.raw_joint_ms is not None:
+                raw_pred["joint_lut"] = meas.raw_joint_ms
+            report["uncorrected"] = {k: agreement(v, meas.raw_net_ms) for k, v in raw_pred.items()}
     if meas.net_halves is not None and rounds >= 2:   # the measurement against itself: the ceiling
         report["repeatability"] = agreement(meas.net_halves[:, 1], meas.net_halves[:, 0])
     correction = None
@@ -298,6 +320,8 @@ LABELS = {"joint_lut": "LUT from the joint run", "table_lut": "table LUT", "tabl
           "joint_corrected": "joint LUT + correction", "joint_corrected_holdout": "joint LUT + correction (held out)",
           "table_corrected_holdout": "table LUT + correction (held out)"}
 
+RAW_LABELS = {"table_lut": "table LUT, raw cpu clock", "joint_lut": "joint LUT, raw cpu clock"}
+
 HELD_LABELS = {"joint_lut": "joint LUT", "joint_corrected": "joint LUT + fitted corr.", "table_lut": "table LUT",
                "table_corrected": "table LUT + fitted corr."}
 
@@ -315,6 +339,14 @@ def format_report(r: dict[str, Any]) -> str:
     if "repeatability" in r:
         lines.append(row("measured vs itself (ceiling)", r["repeatability"]))
         lines.append(f"(two halves of the rounds of the same nets; repeats spread {r['repeat_spread_pct']:.1f}%)")
+    for k, m in r.get("uncorrected", {}).items():
+        lines.append(row(f"{RAW_LABELS.get(k, k)}", m))
+    if r.get("preemption"):
+        costs = [g["switch_cost_ms"] for g in r["preemption"] if g.get("switch_cost_ms") is not None]
+        runs = np.mean([g["runs_switched_pct"] for g in r["preemption"]])
+        lines.append(f"cpu clock: {runs:.0f}% of runs were preempted; "
+                     + (f"{1e3 * float(np.median(costs)):.0f} us of cache refill per preemption taken out of each"
+                        if costs else "no per-preemption cost could be estimated"))
     if "holdout" in r:
         h = r["holdout"]
         lines.append(f"held-out archs (correction fitted on {h['n_fit']}, kept feature set "

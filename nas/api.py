@@ -21,12 +21,34 @@ __all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "e
            "report", "list_catalogue", "predict_latency", "profile_latency", "set_torch_threads"]
 
 
-def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult:
+def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult | None:
     """Run a search (see nas.pipeline). Fixes torch's CPU threads first, as the CLI
-    does (`torch_threads`; default half the cores, at most 4)."""
+    does (`torch_threads`; default half the cores, at most 4). Under torchrun a weight-sharing
+    strategy trains data parallel; the result is returned on rank 0 and None on the other ranks."""
+    import nas.distributed as D
     from nas.pipeline import search as run_pipeline
+    world = D.world_size()
+    if world > 1:
+        check_distributed_search(cfg, world)
     set_torch_threads(torch_threads)
-    return run_pipeline(cfg, progress=progress)
+    ctx = D.setup(cfg.device or "cpu") if world > 1 else None
+    try:
+        return run_pipeline(cfg, progress=progress and (ctx is None or ctx.is_main), dist=ctx)
+    finally:
+        if ctx is not None:
+            D.teardown(ctx)
+
+
+def check_distributed_search(cfg: SearchConfig, world: int) -> None:
+    """What torchrun can launch: a weight-sharing strategy, with a batch that splits evenly."""
+    from nas.strategies.catalog import STRATEGIES
+    if cfg.strategy in STRATEGIES and not STRATEGIES.get(cfg.strategy).weight_sharing:
+        shared = sorted(n for n in STRATEGIES.names() if STRATEGIES.get(n).weight_sharing)
+        raise UsageError(f"torchrun runs the training of a weight-sharing strategy ({', '.join(shared)}); "
+                         f"--strategy {cfg.strategy} trains nothing - run it as one process (or --runner ray)")
+    batch = cfg.strategy_options.get("batch_size") or cfg.batch_size or 64
+    if not isinstance(batch, int) or batch % world:
+        raise UsageError(f"batch size {batch} does not divide over {world} processes; use a multiple of {world}")
 
 
 SECTIONS = ("spaces", "strategies", "evaluators", "targets")
@@ -95,8 +117,9 @@ def train(result: str | None = None, *, space: str | None = None, arch: str | No
 
 
 def report(folder: str | None, storage: str | None = None, study: str | None = None, out: str | None = None,
-           x: str = "latency_ms", y: str = "score") -> tuple[dict[str, Any], Any]:
-    """Pareto plot, HTML report and CSV of a search's trials; returns (info, the loaded search)."""
+           x: str | None = None, y: str = "score") -> tuple[dict[str, Any], Any]:
+    """Pareto plot, HTML report and CSV of a search's trials; returns (info, the loaded search). `x`: the
+    metric on the x axis; by default the latency on every target of the search (one panel each)."""
     from nas.report import load_search, write_report
     if folder is None and storage is None:
         raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
@@ -104,7 +127,7 @@ def report(folder: str | None, storage: str | None = None, study: str | None = N
     present = sorted({k for t in record.trials if t.ok for k, v in t.metrics.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
     for flag, metric in (("--x", x), ("--y", y)):
-        if present and metric not in present:
+        if present and metric is not None and metric not in present:
             raise UsageError(f"{flag} {metric!r}: no trial has that metric; metrics present: {', '.join(present)}")
     where = out or folder
     if where is None:

@@ -21,16 +21,17 @@ def _space(name: str, options: Mapping[str, Any] | None) -> Any:
 
 
 def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None, *, device: str | None = None,
-            progress: bool = True, **settings: Any) -> "LatencyTable":
+            progress: bool = True, clock: str = "auto", **settings: Any) -> "LatencyTable":
     """Time every distinct layer of a space with onnxruntime on this machine; `settings` are
-    ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats)."""
+    ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats). `clock`: wall,
+    cpu (preemption-corrected thread CPU time) or auto (cpu when the machine is busy)."""
     from latency.profile import ProfileSettings, profile_space
     from nas.core.files import check_writable
     if out is not None:
         check_writable(out, "--out")
     set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses its own threads
     return profile_space(_space(space, space_options), out, ProfileSettings(**settings), device=device,
-                         progress=progress)
+                         progress=progress, clock=clock)
 
 
 def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = False,
@@ -151,13 +152,17 @@ def import_bundle(bundle_dir: str, out: str, results: str | None = None, device:
 
 
 def calibrate(space: str, measurements: str, out: str, space_options: Mapping[str, Any] | None = None, *,
-              device: str | None = None) -> dict[str, Any]:
-    """Fit a device model to whole-net latencies (CSV `arch,ms`) and write it as a latency table."""
+              device: str | None = None, basis: str | None = None) -> dict[str, Any]:
+    """Fit a device model to whole-net latencies (CSV `arch,ms`) and write it as a latency table.
+    `basis` ('all' or device names; nb201 only): also fit on those measured devices' latencies and keep
+    the model with the smallest leave-one-out error (latency/calibrate_basis.py)."""
     from latency.calibrate import build_table, calibrate as fit_model, check_measurements
     from nas.core.files import check_writable
     sp = _space(space, space_options)
     rows = check_measurements(sp, measurements)   # bad input fails before anything is written
     check_writable(out, "--out")
+    if basis is not None:
+        return _calibrate_basis(sp, rows, measurements, out, device, basis)
     fit = fit_model(sp, rows)
     table = build_table(sp, fit, device or f"calibrated from {measurements}", source=str(measurements))
     table.save(out)
@@ -165,6 +170,25 @@ def calibrate(space: str, measurements: str, out: str, space_options: Mapping[st
             "constants": fit.constants(), "ridge": fit.ridge, "fixed": list(fit.fixed),
             "graph": fit.graph,
             "cv_error": fit.cv_error, "cv_spearman": fit.cv_spearman, "train_error": fit.train_error}
+
+
+def _calibrate_basis(sp: Any, rows: Any, measurements: str, out: str, device: str | None, basis: str
+                     ) -> dict[str, Any]:
+    from latency.calibrate import Fit
+    from latency.calibrate_basis import basis_devices, calibrate_with_basis
+    devices = basis_devices(basis)
+    pick, table = calibrate_with_basis(sp, rows, devices, device or f"calibrated from {measurements}",
+                                       str(measurements))
+    table.save(out)
+    m = pick.model
+    info: dict[str, Any] = {"out": str(out), "space": sp.name, "archs": len(rows), "model": pick.kind,
+                            "cv_errors": pick.cv_errors, "cv_spearman": m.cv_spearman, "ridge": m.ridge,
+                            "entries": len(table.entries), "basis": devices}
+    if isinstance(m, Fit):
+        info.update(constants=m.constants(), graph=m.graph)
+    else:
+        info["weights"] = {c: w for c, w in zip(m.columns, m.weights) if w > 0}
+    return info
 
 
 def read_archs(space: Any, path: str) -> list[Any]:

@@ -9,7 +9,9 @@ seeded sample of the 32,768 archs, CIFAR-10) with every proxy of `nas.evaluators
 when you have them; `synthetic` means Gaussian noise). Reports per proxy the Spearman and Kendall
 correlation with the ground-truth accuracy; for nb201 also NASLib's own scores against the same truth
 and, for the data-free proxies (synflow, params, flops), the per-arch Spearman between our value
-and NASLib's (do we compute the same thing?).
+and NASLib's (do we compute the same thing?). Our `flops` proxy is MACs (conv and linear
+multiply-accumulates, every space); for nb201 a `flops_naslib` row adds FLOPs in the convention of
+NASLib's `flops` score (BN, ReLU and pooling counted too), equal to it arch by arch.
 
 Published anchors (Abdelfattah et al., ICLR 2021, Table 1; all 15,625 NB201 archs, CIFAR-10):
 synflow 0.74, jacob_cov 0.73, snip 0.60, grad_norm 0.59, fisher 0.36, vote 0.82.
@@ -33,6 +35,8 @@ PUBLISHED_SPEARMAN: dict[str, float] = {"synflow": 0.74, "jacob_cov": 0.73, "sni
 NASLIB_NAMES: dict[str, str] = {"synflow": "synflow", "params": "params", "flops": "flops", "snip": "snip",
                                 "grad_norm": "grad_norm", "fisher": "fisher", "jacob_cov": "jacov", "naswot": "nwot"}
 DATA_FREE: tuple[str, ...] = ("synflow", "params", "flops")
+#: nb201 row beside `flops` (our MACs): FLOPs in the convention of NASLib's `flops` score
+NASLIB_FLOPS = "flops_naslib"
 #: benchmark dataset -> (classes, resolution) of its nets
 NB201_NETS: dict[str, tuple[int, int]] = {"cifar10": (10, 32), "cifar100": (100, 32), "ImageNet16-120": (120, 16)}
 
@@ -119,18 +123,36 @@ def proxy_ranking(space_name: str, truth: str = "cifar10", dataset: str | None =
             theirs = [records[b].scores.get(NASLIB_NAMES[n], math.nan) for b in blocks]
             entry["spearman_vs_naslib_score"] = _rank_stats(v, theirs)["spearman"]
         out["proxies"][n] = entry
+    if records and "flops" in names:
+        out["proxies"][NASLIB_FLOPS] = _naslib_flops_row(space, blocks, acc, records)
     if records:
         for ours, theirs in NASLIB_NAMES.items():
             out["naslib"][theirs] = _rank_stats([records[b].scores.get(theirs, math.nan) for b in blocks], acc)
     return out
 
 
+def _naslib_flops_row(space: Any, blocks: Sequence[str], acc: Sequence[float], records: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """nb201 FLOPs in NASLib's convention (`search_spaces.nb201_ops.naslib_flops`: MACs plus BN, ReLU and
+    pooling terms) beside our `flops` proxy (MACs): ranked against the truth and matched to NASLib's
+    `flops` score arch by arch (`equal_to_naslib`: archs whose count equals NASLib's, in whole FLOPs)."""
+    from search_spaces.nb201_ops import naslib_flops
+    ours = [naslib_flops(space.layers(space.parse(b))) for b in blocks]
+    theirs = [records[b].scores.get("flops", math.nan) for b in blocks]
+    entry = _rank_stats(ours, acc)
+    entry["spearman_vs_naslib_score"] = _rank_stats(ours, theirs)["spearman"]
+    entry["equal_to_naslib"] = sum(o == round(t * 1e6) for o, t in zip(ours, theirs) if math.isfinite(t))
+    return entry
+
+
 def format_ranking(result: dict[str, Any]) -> str:
     lines = [f"{result['space']} vs {result['truth']} ground truth, {result['archs']} archs; data: {result['data']}",
-             f"{'proxy':<10} {'spearman':>9} {'kendall':>8} {'NASLib':>8} {'publ.':>6} {'ours~NASLib':>11} {'s/arch':>7}"]
+             f"{'proxy':<12} {'spearman':>9} {'kendall':>8} {'NASLib':>8} {'publ.':>6} {'ours~NASLib':>11} "
+             f"{'s/arch':>7}"]
     for n, e in result["proxies"].items():
-        nl = result["naslib"].get(NASLIB_NAMES.get(n, ""), {}).get("spearman", math.nan)
+        theirs = "flops" if n == NASLIB_FLOPS else NASLIB_NAMES.get(n, "")
+        nl = result["naslib"].get(theirs, {}).get("spearman", math.nan)
         pub = result["published_spearman"].get(n, math.nan)
-        lines.append(f"{n:<10} {e['spearman']:>9.3f} {e['kendall']:>8.3f} {nl:>8.3f} {pub:>6.2f} "
+        lines.append(f"{n:<12} {e['spearman']:>9.3f} {e['kendall']:>8.3f} {nl:>8.3f} {pub:>6.2f} "
                      f"{e.get('spearman_vs_naslib_score', math.nan):>11.3f} {e.get('seconds_per_arch', 0.0):>7.3f}")
     return "\n".join(lines)

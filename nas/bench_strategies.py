@@ -56,7 +56,7 @@ class BenchSetup:
     truth: str = "cifar10"
 
 
-#: the default problem per space: nats_sss near the 25th latency percentile on pixel1 (8,299 of 32,768 archs
+#: the default problem per space: nats_sss near the 25th latency percentile on pixel1 (8,723 of 32,768 archs
 #: feasible); nb201 near the 75th on pixel3, since 300 evaluations would exhaust a tighter bound of 724 archs
 SETUPS: dict[str, BenchSetup] = {
     "nats_sss": BenchSetup("nats_sss", {}, "pixel1", 10.0),

@@ -62,7 +62,12 @@ def _defaults(*functions: Callable[..., Any]) -> dict[str, Any]:
 def strategy_options(cls: type) -> dict[str, Any]:
     """Every option the strategy's constructors take (its class first, then its bases)."""
     inits = [k.__dict__["__init__"] for k in cls.__mro__ if k is not object and "__init__" in k.__dict__]
-    return _defaults(*inits)
+    out = _defaults(*inits)
+    # weight-sharing strategies: size options default to None (= not given; see nas.strategies.train_size)
+    for name, value in {**getattr(cls, "proxy_size", {}), "train_size": getattr(cls, "default_train_size", None)}.items():
+        if name in out and out[name] is None:
+            out[name] = value
+    return out
 
 
 def _options_text(options: dict[str, Any], limit: int = 6) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nas.cli_args import add_space_args, emit, space_options
@@ -40,7 +41,7 @@ def _search_config(args: argparse.Namespace) -> Any:
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
            "device": args.device, "heartbeat_s": args.heartbeat}
     if args.resume is None:
-        return SearchConfig(space=args.space, space_options=space_options(args.space_option),
+        return SearchConfig(space=args.space, space_options=_with_candidates(args),
                             targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
                             strategy=args.strategy, evaluator=args.evaluator,
                             trials=50 if args.trials is None else args.trials, seed=args.seed,
@@ -49,6 +50,8 @@ def _search_config(args: argparse.Namespace) -> Any:
                             evaluator_options=space_options(args.evaluator_option),
                             storage=args.storage, study=args.study, dataset=args.dataset, epochs=args.epochs,
                             batch_size=args.batch_size, **run)
+    if args.candidates:
+        raise UsageError(f"--resume {args.resume} searches the candidate list stored with it; drop --candidates")
     if args.no_resume or (args.out and args.out != args.resume):
         raise UsageError("--resume DIR continues the search in DIR; it cannot go with --no-resume or another --out")
     # settings given explicitly (not at their defaults) must match the stored ones; the rest come from DIR
@@ -64,10 +67,27 @@ def _search_config(args: argparse.Namespace) -> Any:
     return resume_config(args.resume, {**given, **run})
 
 
+def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
+    """The -o space options plus `--candidates FILE` as the space option `candidates` (absolute path,
+    so that a resumed search finds it from any folder)."""
+    opts = space_options(args.space_option)
+    if args.candidates is None:
+        return opts
+    if "candidates" in opts:
+        raise UsageError(f"give the candidate list once: --candidates {args.candidates} or "
+                         f"-o candidates={opts['candidates']}, not both")
+    path = Path(args.candidates)
+    if not path.is_file():
+        raise UsageError(f"--candidates {args.candidates}: no such file (one block string per line)")
+    return {**opts, "candidates": str(path.resolve())}
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
     result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
+    if result is None:   # a torchrun rank other than 0: it trained its shard; rank 0 searches and prints
+        return 0
     s = result.summary
     if result.best is None:
         print(f"no trial met the constraints ({', '.join(s['constraints'])}); {s['failed_trials']} failed",
@@ -91,11 +111,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
         sizes = ", ".join(f"{k}={v['trained']} (searched {v['searched']})" for k, v in ex.get("trained_at", {}).items())
         text += f"\n  weights: {files}" + (f"\n           trained at proxy size {sizes}; latency is for the searched "
-                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net" if sizes else "")
+                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net"
+                                          if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
+        if ex.get("train_size_why"):
+            text += f" ({ex['train_size_why']})"
     if not getattr(args, "json", False):
-        from nas.report import SearchRecord, pareto_table
+        from nas.report import SearchRecord, latency_axes, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
-        text += "\n" + pareto_table(result.trials, limit=8, fmt=fmt)
+        text += "\n" + pareto_table(result.trials, latency_axes(result.trials, cfg.targets), limit=8, fmt=fmt,
+                                    targets=cfg.targets)
     emit(args, s, text)
     return 0
 
@@ -104,8 +128,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from nas.api import report
     from nas.report import pareto_table
     info, record = report(args.folder, args.storage, args.study, args.out, x=args.x, y=args.y)
-    text = (f"{info['trials']} trials ({info['failed']} failed)\n"
-            f"{pareto_table(record.trials, args.x, args.y, limit=10, fmt=record.arch_format())}\n"
+    table = pareto_table(record.trials, info["x"], args.y, limit=10, fmt=record.arch_format(),
+                         targets=record.targets())
+    text = (f"{info['trials']} trials ({info['failed']} failed)\n{table}\n"
             f"wrote {info['png']}, {info['html']}, {info['csv']}")
     emit(args, info, text)
     return 0
@@ -153,10 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
     s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
                    help="latency bound, repeatable: the Nth bound applies to the Nth --target")
+    s.add_argument("--candidates", metavar="FILE",
+                   help="search only the archs listed in FILE (one block string or arch JSON per line, '#' "
+                        "comments): every space; same as -o candidates=FILE")
     s.add_argument("--strategy", default="evolution",
                    help="search strategy (default: evolution, regularized evolution within the latency bounds; "
                         "see 'nas list strategies')")
-    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30")
+    s.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", help="e.g. population=30; weight-sharing: train_size=auto|proxy|searched")
     s.add_argument("--evaluator", default="zero-cost",
                    help="how archs are scored (default: zero-cost, the naswot proxy at initialisation, no training; "
                         "see 'nas list evaluators')")
@@ -165,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", metavar="SPEC", help="data for training and data-aware proxies: digits (default, "
                                                      "embedded), synthetic, cifar10:PATH or imagefolder:PATH")
     s.add_argument("--epochs", type=int, help="training epochs (supernet, single-path, darts; --evaluator train)")
-    s.add_argument("--batch-size", type=int, help="training batch size (default 64)")
+    s.add_argument("--batch-size", type=int, help="training batch size (default 64); under torchrun the global batch, "
+                                                  "split over the processes (weight-sharing strategies)")
     s.add_argument("--device", help="torch device for training and proxies: cpu (default), cuda or cuda:N")
     s.add_argument("--torch-threads", type=int, metavar="N",
                    help="torch CPU threads (default: half the cores, at most 4; more threads than free cores "
@@ -215,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="read trials from this storage instead (with --study)")
     s.add_argument("--study", help="study name in the storage")
     s.add_argument("--out", help="folder for pareto.png, report.html, trials.csv (default: the search folder)")
-    s.add_argument("--x", default="latency_ms", help="metric to minimise on the x axis (default latency_ms)")
+    s.add_argument("--x", help="metric to minimise on the x axis, e.g. latency_ms.pixel1 (default: the latency "
+                              "on every target of the search, one panel each)")
     s.add_argument("--y", default="score", help="metric to maximise on the y axis (default score)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_report)

@@ -35,7 +35,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
         sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     except ValueError:
         raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 10,100,900") from None
-    result = calibration_benchmark(devices, sizes, repeats=args.repeats, seed=args.seed)
+    result = calibration_benchmark(devices, sizes, repeats=args.repeats, seed=args.seed, basis=args.basis)
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
@@ -90,6 +90,9 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--devices", metavar="A,B", help="measured devices (default: all 27; see 'nas list targets')")
     s.add_argument("--sizes", default="10,100,900", help="measured archs to calibrate on (default 10,100,900)")
     s.add_argument("--repeats", type=int, default=5, help="random samples per size <= 100 (default 5)")
+    s.add_argument("--basis", action="store_true",
+                   help="also fit on the other devices' latencies (never the device itself nor HELP's six test "
+                        "devices) and keep the model with the smallest leave-one-out error")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="also write the JSON result to this file")
     s.add_argument("--json", action="store_true", help="print JSON: per device and size the Spearman")

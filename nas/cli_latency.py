@@ -20,11 +20,11 @@ def _profile_settings(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_profile(args: argparse.Namespace) -> int:
     from nas.api_latency import profile
     table = profile(args.space, args.out, space_options(args.space_option), device=args.device,
-                    progress=not args.quiet, **_profile_settings(args))
+                    progress=not args.quiet, clock=args.clock, **_profile_settings(args))
     m = table.metadata
     emit(args, {"out": args.out, "entries": len(table.entries), **m},
          f"wrote {args.out}: {len(table.entries)} layers of {table.space} on {m['device']} ({m['cpu']}), "
-         f"{m['provider']} threads={m['threads']}, {m['profile_seconds']:.1f} s")
+         f"{m['provider']} threads={m['threads']}, {m.get('clock', 'wall')} clock, {m['profile_seconds']:.1f} s")
     return 0
 
 
@@ -49,7 +49,13 @@ def _predict_archs(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from nas.api_latency import calibrate
-    r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device)
+    r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device,
+                  basis=args.basis)
+    if "model" in r:   # --basis
+        errs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["cv_errors"].items())
+        emit(args, r, f"wrote {r['out']}: {r['model']} model fitted on {r['archs']} measured nets, chosen by "
+                      f"leave-one-out error ({errs}); {r['entries']} entries\nuse it with --target {r['out']}")
+        return 0
     consts = ", ".join(f"{k}={v:.4g}" for k, v in r["constants"].items())
     rho = "n/a" if r["cv_spearman"] is None else f"{r['cv_spearman']:.3f}"
     emit(args, r, f"wrote {r['out']}: {r['entries']} layers of {r['space']} priced by a model fitted on {r['archs']} "
@@ -161,6 +167,10 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--repeats", type=int, default=50)
     s.add_argument("--device", help="device name to record (default: host name)")
+    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="auto",
+                   help="wall time, this thread's CPU time corrected for preemption (threads=1), or auto: cpu "
+                        "when the load average leaves fewer free cores than threads (default auto; recorded "
+                        "in the table)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile, interrupted="the layers measured so far are kept in the table - "
@@ -185,6 +195,9 @@ def add_latency_parser(sub: Any) -> None:
                    help="CSV with header 'arch,ms': block string and measured whole-net latency, >= 5 archs (10+ advised)")
     s.add_argument("--out", required=True, metavar="DEVICE.json", help="table file to write (use as --target)")
     s.add_argument("--device", help="device name to record (default: from the measurements file name)")
+    s.add_argument("--basis", metavar="all|A,B",
+                   help="nb201: also model the device from these measured devices' latencies ('all': the 27 "
+                        "shipped) and keep the model with the smallest leave-one-out error")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
@@ -205,10 +218,10 @@ def add_latency_parser(sub: Any) -> None:
                    help="time the nets' layers interleaved with the nets in the same run (default on)")
     s.add_argument("--rounds", type=int, default=10, help="round-robin passes of the interleaved timing")
     s.add_argument("--chunk", type=int, default=8, help="nets timed together per group (0: all at once)")
-    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="wall",
-                   help="wall time, or this thread's CPU time (threads=1; robust to other busy processes), or "
-                        "auto: cpu when the load average leaves fewer free cores than threads (default wall; "
-                        "a busy machine is reported either way)")
+    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="auto",
+                   help="wall time, or this thread's CPU time corrected for preemption (threads=1; robust to "
+                        "other busy processes), or auto: cpu when the load average leaves fewer free cores "
+                        "than threads (default auto; a busy machine is reported either way)")
     s.add_argument("--fit-correction", action="store_true", help="fit a learned correction, report held-out error")
     s.add_argument("--holdout", type=float, default=0.5, help="share of archs held out from the fit")
     s.add_argument("--save-correction", metavar="OUT.json", help="write the table with the correction (fit on all)")

@@ -3,6 +3,7 @@
     nas train runs/p1/best.json --dataset digits -o resolution=32 -o width_mult=0.35 --out runs/t
     nas train --space mbconv --arch single-path-nas -o resolution=32 --epochs 5 --out runs/t
     torchrun --nproc_per_node=2 $(which nas) train runs/p1/best.json --out runs/t2
+    nas train runs/p1/best.json --runner ray --workers 2 --out runs/t3
 """
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "weight_decay",
                                             "label_smoothing", "warmup_epochs", "augment", "seed")
              if getattr(args, k) is not None}
+    kwargs = dict(space=args.space, arch=args.arch, space_options=space_options(args.space_option), out=args.out,
+                  resume=args.resume, progress=not args.quiet, torch_threads=args.torch_threads, device=args.device,
+                  amp=args.amp, **given)
     try:
-        result = train(args.result, space=args.space, arch=args.arch, space_options=space_options(args.space_option),
-                       out=args.out, resume=args.resume, progress=not args.quiet, torch_threads=args.torch_threads,
-                       device=args.device, amp=args.amp, **given)
+        if args.runner == "ray":   # the same DDP job on Ray actors (nas/ray_train.py)
+            from nas.ray_train import train_on_ray
+            result = train_on_ray(args.workers, args.address, result=args.result, **kwargs)
+        else:
+            result = train(args.result, **kwargs)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":
             where = (f"the last finished epoch is in {args.out}/checkpoint.pt - add --resume to continue"
@@ -70,6 +76,10 @@ def add_train_parser(sub: Any) -> None:
     s.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     s.add_argument("--seed", type=int, help="seed of weights, shuffling and augmentation (default 0)")
     s.add_argument("--torch-threads", type=int, metavar="N", help="torch CPU threads per process")
+    s.add_argument("--runner", choices=["local", "ray"], default="local",
+                   help="local (default; under torchrun: DDP) or ray: the same DDP job on --workers Ray actors")
+    s.add_argument("--workers", type=int, default=2, help="with --runner ray: processes (default 2)")
+    s.add_argument("--address", help="with --runner ray: a running Ray cluster (HOST:PORT); default an embedded one")
     s.add_argument("--out", help="folder for checkpoint.pt (each epoch), model.pt, model.onnx and result.json")
     s.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

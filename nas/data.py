@@ -71,6 +71,26 @@ def num_classes(spec: str) -> int:
     return 10
 
 
+def native_resolution(spec: str, sample: int = 256) -> int:
+    """The side (px) of the dataset's own images, before any resize: 8 for digits, 32 for CIFAR-10
+    and synthetic; for an image folder the smallest side among up to `sample` images spread over it
+    (headers only)."""
+    s = parse_spec(spec)
+    if s.kind != "imagefolder":
+        return {"digits": 8, "synthetic": 32, "cifar10": 32}[s.kind]
+    from PIL import Image
+    root = _imagefolder_root(Path(s.arg))
+    files, _ = _files(root, _folder_classes(root))
+    if not files:
+        raise UsageError(f"image folder {s.arg} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    picks = np.unique(np.linspace(0, len(files) - 1, min(sample, len(files))).round().astype(int))
+    sides = []
+    for i in picks:
+        with Image.open(files[i]) as im:
+            sides.append(min(im.size))
+    return int(min(sides))
+
+
 # ---- public loaders -----------------------------------------------------------------------------
 def load_dataset(spec: str, *, split: str, seed: int = 0, resolution: int | None = None,
                  limit: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:

@@ -57,6 +57,11 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"environment variable {name}={raw!r} must be a whole number (set by torchrun)") from None
 
 
+def world_size() -> int:
+    """WORLD_SIZE as torchrun sets it (1 without torchrun)."""
+    return _env_int("WORLD_SIZE", 1)
+
+
 def check_device(device: str) -> str:
     """`cpu`, `cuda` or `cuda:N`, and CUDA only when this machine has it."""
     import torch
@@ -151,3 +156,113 @@ def sync_buffers(ctx: DistContext, model: "torch.nn.Module") -> None:
     if ctx.active:
         for b in model.buffers():
             dist.broadcast(b, 0)
+
+
+# ---- data-parallel weight-sharing trainers (supernet, single-path, darts, differentiable) ----------
+# Every rank draws the same global batch and the same paths from one shared seed (the trainers' rng
+# is not rank-dependent), takes its slice of the batch, and the gradients are summed over the ranks,
+# each weighted by its share of the batch: that is the gradient of the global batch's mean loss, so
+# N processes take the steps one process takes (BatchNorm aside: its batch statistics are per rank).
+# Not DDP: a sandwich step runs several paths before one optimizer step, DARTS alternates alpha and
+# weight updates, and a sampled path leaves most supernet weights without a gradient - explicit
+# reductions keep all three exact without DDP's per-backward hooks.
+def batch_share(ctx: DistContext, idx: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """This rank's slice of the global batch `idx` (every world_size-th sample) and its share of the
+    batch; None when the batch cannot give every rank 2 samples (BatchNorm): every rank skips it."""
+    if not ctx.active:
+        return idx, 1.0
+    if len(idx) < 2 * ctx.world_size:
+        return None
+    mine = idx[ctx.rank::ctx.world_size]
+    return mine, len(mine) / len(idx)
+
+
+def _collective_device(ctx: DistContext) -> str:
+    return ctx.device if ctx.backend == "nccl" else "cpu"
+
+
+def average_gradients(ctx: DistContext, params: Sequence["torch.Tensor"], share: float) -> None:
+    """Replace each parameter's .grad by the share-weighted sum over ranks (the global batch's
+    gradient). A parameter without a gradient on some rank counts as zeros there; one without a
+    gradient on every rank keeps None, so the optimizer skips it exactly as one process would
+    (weight decay and momentum do not touch the weights a sampled path left out)."""
+    import torch
+    if not ctx.active:
+        return
+    params = list(params)
+    mask = _present_everywhere(ctx, [p.grad is not None for p in params])
+    for p, anywhere in zip(params, mask):
+        if anywhere and p.grad is None:
+            p.grad = torch.zeros_like(p)
+    live = [p for p, anywhere in zip(params, mask) if anywhere]
+    for p, g in zip(live, _reduce_flat(ctx, [p.grad for p in live], share)):  # type: ignore[misc]
+        p.grad.copy_(g)  # type: ignore[union-attr]
+
+
+def _present_everywhere(ctx: DistContext, flags: Sequence[bool]) -> list[bool]:
+    """For each flag: true on any rank."""
+    import torch
+    import torch.distributed as dist
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float32, device=_collective_device(ctx))
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [v > 0 for v in t.tolist()]
+
+
+def _reduce_flat(ctx: DistContext, tensors: Sequence["torch.Tensor"], share: float) -> list["torch.Tensor"]:
+    import torch
+    import torch.distributed as dist
+    if not tensors:
+        return []
+    dev = _collective_device(ctx)
+    flat = torch.cat([t.detach().reshape(-1).to(dev) for t in tensors]) * share
+    dist.all_reduce(flat)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset:offset + t.numel()].view_as(t).to(t.device))
+        offset += t.numel()
+    return out
+
+
+def reduce_grads(ctx: DistContext, grads: Sequence["torch.Tensor | None"], like: Sequence["torch.Tensor"],
+                 share: float) -> list["torch.Tensor"]:
+    """`grads` (of the tensors `like`; None = zeros) summed over ranks with this rank's `share`."""
+    import torch
+    full = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, like)]
+    return _reduce_flat(ctx, full, share) if ctx.active else full
+
+
+def broadcast_module(ctx: DistContext, module: "torch.nn.Module") -> None:
+    """Rank 0's parameters and buffers on every rank (after loading a checkpoint there, say)."""
+    import torch.distributed as dist
+    if ctx.active:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, 0)
+
+
+def agree(ctx: DistContext, ok: bool) -> bool:
+    """True when `ok` holds on every rank (a collective: every rank must call it)."""
+    import torch
+    import torch.distributed as dist
+    if not ctx.active:
+        return ok
+    t = torch.tensor([1.0 if ok else 0.0], device=_collective_device(ctx))
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return float(t) > 0
+
+
+def gather_ragged(ctx: DistContext, idx: np.ndarray) -> np.ndarray:
+    """Every rank's `idx` (lengths may differ) concatenated; `idx` itself on one process."""
+    if not ctx.active:
+        return idx
+    lengths = [int(v) for v in gather_indices(ctx, np.array([len(idx)]))]
+    padded = np.full(max(lengths), -1, dtype=np.int64)
+    padded[:len(idx)] = idx
+    every = gather_indices(ctx, padded).reshape(ctx.world_size, -1)
+    return np.concatenate([row[:n] for row, n in zip(every, lengths)])
+
+
+def epoch_samples(ctx: DistContext, seen: Sequence[np.ndarray]) -> dict[str, int]:
+    """{"samples": training samples of the epoch over all ranks, "distinct": how many differ} -
+    equal when no sample was seen twice."""
+    every = gather_ragged(ctx, np.concatenate(list(seen)).astype(np.int64) if seen else np.zeros(0, np.int64))
+    return {"samples": int(len(every)), "distinct": int(len(np.unique(every)))}

@@ -58,23 +58,57 @@ class SearchPlan:
     store: TrialStore
     out: Path | None
     started: float
+    #: (name, what its score is) of the evaluator a weight-sharing strategy trained (set by `train`)
+    scored_by: tuple[str, str | None] | None = None
 
 
-def search(cfg: SearchConfig, progress: bool = True) -> SearchResult:
+def search(cfg: SearchConfig, progress: bool = True, dist: Any = None) -> SearchResult | None:
     """Run the whole pipeline, holding the run lock of a local store (nas/run_lock.py): a second
-    search on the same --out is refused while this one runs."""
+    search on the same --out is refused while this one runs.
+
+    Under torchrun (`dist`: an active nas.distributed.DistContext) every rank plans and trains the
+    weight-sharing strategy data-parallel; only rank 0 holds the lock, writes files and runs the
+    trials. The other ranks return None once the training is over."""
+    import contextlib
+
     from nas.run_lock import run_lock
     check_config(cfg)   # before the lock: a bad --out/--storage must not create a folder (plan checks again, cheap)
-    with run_lock(cfg.storage, cfg.out):
-        p = plan(cfg, progress)
-        evaluator = train(p, progress)
+    if dist is not None and not dist.is_main:
+        p = _planned(dist, lambda: plan(cfg, False, writer=False))
+        train(p, False, dist)
+        return None
+    with contextlib.ExitStack() as stack:
+        p = _planned(dist, lambda: (stack.enter_context(run_lock(cfg.storage, cfg.out)), plan(cfg, progress))[1])
+        evaluator = train(p, progress, dist)
         trials = run(p, evaluator, progress)
         return finish(p, trials)
 
 
+def _planned(dist: Any, make: Callable[[], "SearchPlan"]) -> "SearchPlan":
+    """`make()` on rank 0 first, then on the others (a latency table profiled and cached by rank 0 is
+    then found by the rest); when it fails on one rank every rank stops before the training."""
+    if dist is None or not dist.active:
+        return make()
+    import nas.distributed as D
+    made: SearchPlan | None = None
+    for turn in (True, False):
+        if dist.is_main == turn:
+            try:
+                made = make()
+            except BaseException:
+                D.agree(dist, False)
+                raise
+            D.agree(dist, True)
+        elif not D.agree(dist, True):
+            raise NasError(f"rank {dist.rank}: stopped, {'rank 0' if turn else 'another rank'} could not start "
+                           f"the search (its message says why)")
+    return made  # type: ignore[return-value]   # every rank made its plan in its turn
+
+
 # ---- plan ----------------------------------------------------------------------------------------
-def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
-    """Load and check everything; `progress`: bars for slow loading (profiling this machine's cpu table)."""
+def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> SearchPlan:
+    """Load and check everything; `progress`: bars for slow loading (profiling this machine's cpu table).
+    `writer=False` (torchrun ranks but 0): no store, no --out, nothing written."""
     from nas.problem import problem_options
     from nas.strategies.catalog import STRATEGIES
     from search_spaces.catalog import get_space
@@ -84,9 +118,18 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
     space = get_space(cfg.space, **cfg.space_options)
     strategy_cls = STRATEGIES.get(cfg.strategy)
     strategy_cls.require(space)
+    candidates = getattr(space, "_candidates", None)
+    if candidates is not None and not strategy_cls.follows_candidates:
+        raise UsageError(f"strategy {cfg.strategy!r} does not search by sampling the space, so it cannot keep to "
+                         f"the candidate list {candidates.source}; use evolution, random, tpe, nsga2 or zero-cost")
     if strategy_cls.weight_sharing and cfg.runner != "local":
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")
+    if cfg.runner == "ray" and cfg.address and writer:   # an unreachable or refusing cluster: before writing
+        from nas.ray_runner import check_reachable
+        from nas.ray_session import prepare_connection
+        check_reachable(cfg.address)
+        prepare_connection(cfg.address)
     models = _latency_models(cfg, space, progress)
     constraints, bounds, feasible = latency_constraints(cfg, models)
     options = _check_options(strategy_cls, cfg.strategy_options)
@@ -98,8 +141,10 @@ def plan(cfg: SearchConfig, progress: bool = True) -> SearchPlan:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
     evaluator = None if strategy_cls.weight_sharing else _make_evaluator(cfg, space)
-    out = Path(cfg.out) if cfg.out else None   # nothing is written before every setting was checked
-    store = open_search_store(cfg, space, strategy)
+    out = Path(cfg.out) if cfg.out and writer else None   # nothing is written before every setting was checked
+    store = open_search_store(cfg, space, strategy) if writer else MemoryStore()
+    if not writer:
+        return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
     record_config(out, store, cfg)
     if hasattr(store, "set_constraints"):   # feasible vs infeasible in optuna-dashboard
         store.set_constraints([(c.metric, c.bound, c.upper) for c in constraints])
@@ -217,16 +262,19 @@ def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> Non
 
 
 # ---- optional training phase ---------------------------------------------------------------------
-def train(p: SearchPlan, progress: bool = True) -> Evaluator:
+def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
     """The evaluator of the trials: what a weight-sharing strategy trained, else `--evaluator`;
-    latency on every target with a model is added to its metrics."""
+    latency on every target with a model is added to its metrics. `dist`: the torchrun context."""
     cfg = p.cfg
+    device = dist.device if dist is not None and dist.active else cfg.device or "cpu"
     ctx = TrainContext(space=p.space, latency=p.models, bounds=p.bounds,
                        # evaluator_options: where searches stored before --dataset existed keep it
                        dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
-                       epochs=cfg.epochs, batch_size=cfg.batch_size, device=cfg.device or "cpu",
-                       seed=cfg.seed, out=p.out, progress=progress)
+                       epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
+                       seed=cfg.seed, out=p.out, progress=progress, dist=dist)
     trained = p.strategy.prepare(ctx)
+    if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
+        p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))
     trained = p.evaluator if trained is None else trained
     if trained is None:
         raise NasError(f"strategy {cfg.strategy!r} trained nothing to score its trials with")
@@ -265,11 +313,19 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             # the inherited weights belong to the training (proxy) size; latency was predicted for the
             # searched size: say so, so nobody deploys the proxy net believing the predicted latency
             searched = p.space.options()
-            proxy = {k: v for k, v in exports["space_options"].items() if searched.get(k) != v}
-            exports["trained_at"] = {k: {"trained": v, "searched": searched.get(k)} for k, v in proxy.items()}
-            exports["note"] = ("subnet files hold the weights trained at the proxy size above; latency_ms is for "
-                               "the searched size: run 'nas train' on best.json (or fine-tune subnet.pt) for a "
-                               "deployable net") if proxy else "subnet files are at the searched size"
+            differs = {k: v for k, v in exports["space_options"].items() if searched.get(k) != v}
+            exports["trained_at"] = {k: {"trained": v, "searched": searched.get(k)} for k, v in differs.items()}
+            proxy = sorted(k for k in differs if k != "num_classes")
+            size = (p.strategy.info.get("train_size") or {})
+            exports["train_size"] = "proxy" if proxy else "searched"
+            if size.get("why"):
+                exports["train_size_why"] = size["why"]
+            classes = (f"; the classifier has the dataset's {differs['num_classes']} classes (searched "
+                       f"{searched.get('num_classes')})" if "num_classes" in differs else "")
+            exports["note"] = (f"subnet files hold the weights trained at the proxy size ({', '.join(proxy)} above); "
+                               "latency_ms is for the searched size: run 'nas train' on best.json (or fine-tune "
+                               "subnet.pt) for a deployable net" if proxy else
+                               "subnet files are at the searched size (resolution and width)") + classes
             summary["exports"] = exports
     seconds = time.perf_counter() - p.started
     summary["seconds"] = round(seconds, 2)
@@ -283,14 +339,16 @@ def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str
     failed = sum(not t.ok for t in trials)
     base: dict[str, Any] = {"space": cfg.space, "space_options": p.space.options(), "target": cfg.targets[0],
                             "targets": list(cfg.targets), "constraints": [str(c) for c in p.constraints],
-                            "strategy": cfg.strategy, "evaluator": cfg.evaluator, "seed": cfg.seed,
+                            "strategy": cfg.strategy, "evaluator": p.scored_by[0] if p.scored_by else cfg.evaluator,
+                            "seed": cfg.seed,
                             "trials": len(trials), "failed_trials": failed}
     if best is None:
         return {**base, "arch": None}
     return {**base, "arch": p.space.format(best.arch), "arch_json": best.arch.to_dict(), "arch_key": best.arch.key,
             "trial_number": best.number, "latency_ms": best.metrics.get("latency_ms"),
             "latency_ms_by_target": {t: best.metrics.get(f"latency_ms.{t}") for t in cfg.targets if t in p.models},
-            "score_is": score_name(best.metrics, cfg.evaluator if p.evaluator is not None else cfg.strategy),
+            "score_is": (p.scored_by[1] if p.scored_by and p.scored_by[1] else
+                         score_name(best.metrics, cfg.evaluator if p.evaluator is not None else cfg.strategy)),
             "metrics": best.metrics}
 
 

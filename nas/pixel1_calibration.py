@@ -1,11 +1,13 @@
 """Calibrate and check the Pixel 1 device model (latency/devices/pixel1.py) on published measurements.
 
-The model's free constants are fitted here once, by least squares on log(predicted / published) over
-the calibration nets of `search_spaces.reference_nets`, and written into pixel1.py's FITTED block
-(``python -m nas.pixel1_calibration fit --write``); nothing is fitted at run time. `report` gives
-every check (calibration, held-out nets, Single-Path NAS's per-layer LUT, ProxylessNAS's per-op
-profile) that the shipped tables record in their metadata. Lives in the engine because it joins the
-device model (latency/) with published nets written in the spaces' op vocabulary (search_spaces/).
+The model's free constants are fitted here once, jointly on every published source of
+latency/devices/pixel1_data.json (whole nets, Single-Path NAS's per-layer LUT, ProxylessNAS's per-op
+profile; `nas.pixel1_sources`), by least squares on log(predicted / measured) with each source
+weighted equally and a weak prior, and written into pixel1.py's FITTED block
+(``python -m nas.pixel1_calibration fit --write``); nothing is fitted at run time. `loso` refits on
+all sources but one and reports the errors on the one left out, for every source; `report` holds
+every check that the shipped tables record in their metadata. Lives in the engine because it joins
+the device model (latency/) with published nets written in the spaces' op vocabulary (search_spaces/).
 """
 from __future__ import annotations
 
@@ -19,109 +21,131 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from latency.devices import pixel1
-from latency.devices.pixel1 import CONSTANTS, DEVICE, FIT_NAMES, Constants, build_table, layer_ms, net_ms, primitive_ms
-from latency.devices.primitives import decompose
+from latency.devices.pixel1 import CONSTANTS, DEVICE, FIT_NAMES, Constants, build_table, layer_ms, net_ms
 from nas.core.errors import LatencyError, UsageError
+from nas.pixel1_sources import theta
 
 if TYPE_CHECKING:
-    from search_spaces.reference_nets import ReferenceNet
+    import numpy as np
+
+    from nas.pixel1_sources import Source
 
 
-# ---- calibration ---------------------------------------------------------------------------------
-def _errors(nets: Sequence["ReferenceNet"], c: Constants) -> list[dict[str, object]]:
+# ---- errors, fit, leave-one-source-out ---------------------------------------------------------------
+#: weight of the log-prior pulling each fitted constant towards its default (Constants); small, so the
+#: data decide where they can, and unidentified constants stay physical
+PRIOR_WEIGHT = 0.05
+#: the aim (issue 11) on every left-out source
+AIM_MAPE, AIM_BIAS = 7.0, 5.0
+
+
+def _errors_pct(src: "Source", c: Constants) -> "np.ndarray":
+    import numpy as np
+    x = np.array([p.features for p in src.points])
+    y = np.array([p.measured_ms for p in src.points])
+    return 100.0 * (x @ theta(c) / y - 1.0)
+
+
+def source_stats(src: "Source", c: Constants) -> dict[str, object]:
+    """MAPE, bias (mean signed error), share within +-10% and worst |error| of `c` on one source."""
+    e = _errors_pct(src, c)
+    return {"source": src.id, "kind": src.kind, "n": len(e), "mape_pct": round(float(abs(e).mean()), 2),
+            "bias_pct": round(float(e.mean()), 2), "within_10_pct": round(100.0 * float((abs(e) <= 10.0).mean()), 1),
+            "max_abs_pct": round(float(abs(e).max()), 2)}
+
+
+def fit(ids: Sequence[str] | None = None, start: Constants = Constants(), names: Sequence[str] = FIT_NAMES) -> Constants:
+    """Least squares on log(predicted / measured) over the sources `ids` (default: all), each source
+    weighted 1/sqrt(n) so every source counts the same whatever its size, plus a weak log-prior
+    towards `start`. Deterministic; the result is rounded to 4 significant digits (what FITTED holds)."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    from nas.pixel1_sources import sources
+    srcs = [s for s in sources() if ids is None or s.id in ids]
+    data = [(np.array([p.features for p in s.points]), np.array([p.measured_ms for p in s.points])) for s in srcs]
+    x0 = np.log([getattr(start, k) for k in names])
+
+    def make(x: "np.ndarray") -> Constants:
+        return replace(start, **{k: float(math.exp(v)) for k, v in zip(names, x)})
+
+    def residuals(x: "np.ndarray") -> "np.ndarray":
+        th = theta(make(x))
+        parts = [np.log(f @ th / y) / math.sqrt(len(y)) for f, y in data]
+        return np.concatenate(parts + [PRIOR_WEIGHT * (x - x0)])
+
+    res = least_squares(residuals, x0, method="trf")
+    return replace(start, **{k: float(f"{getattr(make(res.x), k):.4g}") for k in names})
+
+
+def loso() -> list[dict[str, object]]:
+    """Leave one source out: fit on all the others, report the errors on the one left out."""
+    from nas.pixel1_sources import sources
+    srcs = sources()
+    rows = []
+    for src in srcs:
+        row = source_stats(src, fit([s.id for s in srcs if s.id != src.id]))
+        row["meets_aim"] = float(row["mape_pct"]) <= AIM_MAPE and abs(float(row["bias_pct"])) <= AIM_BIAS  # type: ignore[arg-type]
+        rows.append(row)
+    return rows
+
+
+def spnas_arch_check(c: Constants = CONSTANTS, archs: int = 500, seed: int = 0) -> dict[str, object]:
+    """Whole archs of the `mbconv` space: the model vs Single-Path NAS's measured LUT summed.
+
+    `archs` random archs (last layer k3e6, as in that LUT); their LUT total = its 19.5999 ms for stem +
+    first layer + last layer + head (singlepath_supernet.py) plus the chosen layers (skip = 0)."""
+    import json as _json
+
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from nas.pixel1_sources import DATA
+    from search_spaces.catalog import get_space
+    src = next(s for s in _json.loads(DATA.read_text())["sources"] if s["id"] == "spnas_lut")
+    lut = {(p["block"], p["choice"]): p["ms"] for p in src["points"]}
+    choices = ("k3e3", "k3e6", "k5e3", "k5e6")
+    space = get_space("mbconv")
+    fixed, per = space.separable_layers()
+    model = [{tok: layer_ms(per[pos][space.decisions[pos].choices.index(tok)][0], c) for tok in choices}
+             for pos in range(20)]
+    base = sum(layer_ms(f, c) for f in fixed) + layer_ms(per[20][space.decisions[20].choices.index("k3e6")][0], c)
+    rng = np.random.default_rng(seed)
+    ours, theirs = [], []
+    for _ in range(archs):
+        genes = [space.decisions[pos].choices[rng.integers(len(space.decisions[pos].choices))] for pos in range(20)]
+        genes = [g if g == "skip" else choices[rng.integers(4)] for g in genes]
+        ours.append(base + sum(model[p][g] for p, g in enumerate(genes) if g != "skip"))
+        theirs.append(19.5999 + sum(lut[(p + 1, g)] for p, g in enumerate(genes) if g != "skip"))
+    e = [100.0 * (a / b - 1.0) for a, b in zip(ours, theirs)]
+    return {"n": archs, "seed": seed, "mape_pct": round(sum(abs(v) for v in e) / len(e), 2),
+            "bias_pct": round(sum(e) / len(e), 2), "max_abs_pct": round(max(abs(v) for v in e), 2),
+            "spearman": round(float(spearmanr(ours, theirs)[0]), 4)}
+
+
+def _cell_errors(c: Constants) -> list[dict[str, object]]:
+    from search_spaces.reference_nets import cell_held_out
     rows: list[dict[str, object]] = []
-    for net in nets:
+    for net in cell_held_out():
         pred = net_ms(net.build(), c)
         rows.append({"name": net.name, "published_ms": net.published_ms, "predicted_ms": round(pred, 3),
                      "error_pct": round(100.0 * (pred / net.published_ms - 1.0), 3), "source": net.source})
     return rows
 
 
-def _summary(errs: Sequence[float]) -> dict[str, float]:
-    a = sorted(abs(e) for e in errs)
-    mid = len(a) // 2
-    median = a[mid] if len(a) % 2 else (a[mid - 1] + a[mid]) / 2
-    return {"n": len(a), "median_abs_error_pct": round(median, 2), "max_abs_error_pct": round(a[-1], 2),
-            "mean_error_pct": round(sum(errs) / len(errs), 2)}
-
-
-def spnas_check(c: Constants = CONSTANTS, archs: int = 500, seed: int = 0) -> dict[str, object]:
-    """Model vs Single-Path NAS's measured Pixel 1 LUT on the `mbconv` space (not used in the fit).
-
-    Per layer: positions 0..19, 4 choices each. Per arch: `archs` random archs (last layer k3e6, as
-    in that LUT), their total = the LUT's 19.5999 ms for stem + first layer + last layer + head
-    (singlepath_supernet.py) plus the chosen layers (skip = 0) vs the model's sum of layers.
-    """
-    import numpy as np
-    from scipy.stats import spearmanr
-
-    from search_spaces.reference_nets import SPNAS_LUT, SPNAS_LUT_CHOICES
-    from search_spaces.catalog import get_space
-    space = get_space("mbconv")
-    fixed, per = space.separable_layers()
-    model = [{tok: layer_ms(per[pos][space.decisions[pos].choices.index(tok)][0], c) for tok in SPNAS_LUT_CHOICES}
-             for pos in range(20)]
-    errs = [100.0 * (model[pos][tok] / ms - 1.0)
-            for pos in range(20) for tok, ms in zip(SPNAS_LUT_CHOICES, SPNAS_LUT[pos + 1])]
-    last = per[20][space.decisions[20].choices.index("k3e6")][0]
-    base = sum(layer_ms(f, c) for f in fixed) + layer_ms(last, c)
-    rng = np.random.default_rng(seed)
-    ours, theirs = [], []
-    for _ in range(archs):
-        genes = [space.decisions[pos].choices[rng.integers(len(space.decisions[pos].choices))] for pos in range(20)]
-        genes = [g if g == "skip" else SPNAS_LUT_CHOICES[rng.integers(4)] for g in genes]
-        ours.append(base + sum(model[p][g] for p, g in enumerate(genes) if g != "skip"))
-        theirs.append(19.5999 + sum(SPNAS_LUT[p + 1][SPNAS_LUT_CHOICES.index(g)] for p, g in enumerate(genes) if g != "skip"))
-    arch_errs = [100.0 * (a / b - 1.0) for a, b in zip(ours, theirs)]
-    return {"source": "enyac-group/single-path-nas nas-search/pixel1_runtime_model.json",
-            "per_layer": _summary(errs),
-            "archs": {**_summary(arch_errs), "spearman": round(float(spearmanr(ours, theirs)[0]), 4), "seed": seed}}
-
-
-def proxyless_op_check(c: Constants = CONSTANTS) -> dict[str, object]:
-    """Model vs the per-op TFLite profile of ProxylessNAS-mobile, per primitive kind."""
-    from search_spaces.reference_nets import PROXYLESS_PER_OP_MS, proxyless_mobile
-    prims = [p for s in proxyless_mobile() for p in decompose(s) if p.kind in ("conv", "pw", "dw", "fc")]
-    if len(prims) != len(PROXYLESS_PER_OP_MS):
-        raise LatencyError(f"per-op profile has {len(PROXYLESS_PER_OP_MS)} ops, the model {len(prims)}")
-    out: dict[str, object] = {"source": "mit-han-lab/proxylessnas logs/proxyless_mobile_10_latency.txt"}
-    for kind in ("pw", "dw"):
-        out[kind] = _summary([100.0 * (primitive_ms(p, c) / t - 1.0)
-                              for p, t in zip(prims, PROXYLESS_PER_OP_MS) if p.kind == kind])
+def report(c: Constants = CONSTANTS, with_loso: bool = True) -> dict[str, object]:
+    """Every check of the model with constants `c` (what the tables record in their metadata)."""
+    from nas.pixel1_sources import sources
+    srcs = sources()
+    out: dict[str, object] = {
+        "sources": [{"id": s.id, "kind": s.kind, "n": len(s.points), "what": s.what, "citation": s.citation}
+                    for s in srcs],
+        "fit": {"sources": [s.id for s in srcs], "prior_weight": PRIOR_WEIGHT,
+                "errors": [source_stats(s, c) for s in srcs]},
+        "cell_held_out": _cell_errors(c), "spnas_archs": spnas_arch_check(c)}
+    if with_loso:
+        out["loso"] = {"aim": {"mape_pct": AIM_MAPE, "bias_pct": AIM_BIAS}, "rows": loso()}
     return out
-
-
-def report(c: Constants = CONSTANTS) -> dict[str, object]:
-    """Every check of the model with constants `c` (what `fit` prints and the table records)."""
-    from search_spaces.reference_nets import CALIBRATION, FAMILIES, HELD_OUT
-    from search_spaces.reference_nets import cell_held_out
-    fam = _errors(FAMILIES, c)
-    return {"calibration": _errors(CALIBRATION, c), "held_out": _errors(HELD_OUT, c),
-            "cell_held_out": _errors(cell_held_out(), c),
-            "families": {"sources": sorted({str(r["source"]) for r in fam}),
-                         **_summary([float(r["error_pct"]) for r in fam])},  # type: ignore[arg-type]
-            "spnas_lut": spnas_check(c), "proxyless_per_op": proxyless_op_check(c)}
-
-
-def fit(start: Constants = Constants(), names: Sequence[str] = FIT_NAMES) -> Constants:
-    """Least squares on log(predicted / published) over the calibration nets (deterministic)."""
-    import numpy as np
-    from scipy.optimize import least_squares
-
-    from search_spaces.reference_nets import CALIBRATION
-    nets = [(n.build(), n.published_ms) for n in CALIBRATION]
-
-    def make(x: np.ndarray) -> Constants:
-        return replace(start, **{k: float(math.exp(v)) for k, v in zip(names, x)})
-
-    def residuals(x: np.ndarray) -> list[float]:
-        c = make(x)
-        return [math.log(net_ms(specs, c) / pub) for specs, pub in nets]
-
-    x0 = np.log([getattr(start, k) for k in names])
-    res = least_squares(residuals, x0, method="trf")
-    # 4 significant digits: what is written into FITTED, so reports made later agree exactly
-    return replace(start, **{k: float(f"{getattr(make(res.x), k):.4g}") for k in names})
 
 
 def write_fitted(c: Constants, path: Path = Path(pixel1.__file__)) -> None:
@@ -139,24 +163,35 @@ def write_fitted(c: Constants, path: Path = Path(pixel1.__file__)) -> None:
 
 
 # ---- command line --------------------------------------------------------------------------------
+def _print_stats(title: str, rows: Sequence[dict]) -> None:
+    out = sys.stdout.write
+    out(f"{title}\n  {'source':<18} {'kind':<10} {'n':>3}  {'MAPE':>6}  {'bias':>7}  {'<=10%':>6}  {'max':>6}\n")
+    for r in rows:
+        aim = "" if "meets_aim" not in r else ("  meets aim" if r["meets_aim"] else "  misses aim")
+        out(f"  {r['source']:<18} {r['kind']:<10} {r['n']:>3}  {r['mape_pct']:5.1f}%  {r['bias_pct']:+6.1f}%  "
+            f"{r['within_10_pct']:5.1f}%  {r['max_abs_pct']:5.1f}%{aim}\n")
+
+
 def _print_report(rep: dict[str, object]) -> None:
     out = sys.stdout.write
-    for group in ("calibration", "held_out", "cell_held_out"):
-        out(f"{group}:\n")
-        for r in rep[group]:  # type: ignore[attr-defined]
-            out(f"  {r['name']:<26} published {r['published_ms']:7.2f}  predicted {r['predicted_ms']:7.2f}"
-                f"  error {r['error_pct']:+6.1f}%   {r['source']}\n")
-    for key in ("families", "spnas_lut"):
-        out(f"{key}: {json.dumps(rep[key])}\n")
-    out(f"proxyless_per_op: {json.dumps(rep['proxyless_per_op'])}\n")
+    _print_stats("fitted on all sources (in-sample):", rep["fit"]["errors"])  # type: ignore[index]
+    for r in rep["cell_held_out"]:  # type: ignore[attr-defined]
+        out(f"cell net held out: {r['name']} published {r['published_ms']:.2f} predicted {r['predicted_ms']:.2f} "
+            f"error {r['error_pct']:+.1f}%\n")
+    out(f"spnas_archs: {json.dumps(rep['spnas_archs'])}\n")
+    if "loso" in rep:
+        _print_stats(f"leave-one-source-out (aim: MAPE <= {AIM_MAPE}%, |bias| <= {AIM_BIAS}%):",
+                     rep["loso"]["rows"])  # type: ignore[index]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nas.pixel1_calibration", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit", help="fit the free constants on the calibration nets and print every error")
-    f.add_argument("--write", action="store_true", help="write the fitted constants into this module")
-    sub.add_parser("errors", help="print the errors of the current constants")
+    f = sub.add_parser("fit", help="fit the free constants on every source and print every error")
+    f.add_argument("--write", action="store_true", help="write the fitted constants into pixel1.py")
+    sub.add_parser("errors", help="print the errors of the current constants, with the leave-one-source-out table")
+    lo = sub.add_parser("loso", help="print the leave-one-source-out table (fit on all sources but one)")
+    lo.add_argument("--markdown", action="store_true", help="as the Markdown rows of PIXEL1.md's table")
     t = sub.add_parser("table", help="write a LatencyTable of a space's layers")
     t.add_argument("--space", default="mbconv")
     t.add_argument("--options", default="{}", help="space options as JSON, e.g. '{\"width_mult\": 0.75}'")
@@ -172,6 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(f"wrote the constants into {Path(pixel1.__file__)}\n")
         elif args.cmd == "errors":
             _print_report(report(CONSTANTS))
+        elif args.cmd == "loso" and args.markdown:
+            sys.stdout.write("| left-out source | kind | n | MAPE | bias | within ±10% | max | aim met |\n"
+                             "|---|---|---:|---:|---:|---:|---:|---|\n")
+            for r in loso():
+                sys.stdout.write(f"| `{r['source']}` | {r['kind']} | {r['n']} | {r['mape_pct']:.2f}% | "
+                                 f"{r['bias_pct']:+.2f}% | {r['within_10_pct']:.1f}% | {r['max_abs_pct']:.1f}% | "
+                                 f"{'yes' if r['meets_aim'] else 'no'} |\n")
+        elif args.cmd == "loso":
+            _print_stats(f"leave-one-source-out (aim: MAPE <= {AIM_MAPE}%, |bias| <= {AIM_BIAS}%):", loso())
         else:
             from search_spaces.catalog import get_space
             try:

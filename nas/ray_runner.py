@@ -11,7 +11,8 @@ switched off so that no crash goes unrecorded.
 The evaluator is `ray.put` once and unpickled once per worker process (a small cache), so
 evaluators holding tables or weights are not shipped with every task.
 
-Ray is imported only here; the local runner never imports it.
+Ray is imported only here and in nas.ray_session (connecting, the watchdog); the local runner never
+imports either.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterator
 from nas.core.arch import Arch
 from nas.core.errors import NasError, UsageError
 from nas.evaluators.base import Evaluator
+from nas.ray_session import AUTH_FIX, prepare_connection, start_watchdog, stop_watchdog
 from nas.runner import evaluate_trial, run_search
 from nas.strategies.base import Strategy
 from nas.trial import FAILED, Trial, TrialStore
@@ -113,8 +115,11 @@ class RayExecutor:
         self.ray = ray = _import_ray()
         self.max_retries = max_retries
         self.started = False
+        self._watchdog: Any = None
         t0 = time.perf_counter()
         if not ray.is_initialized():
+            if address:
+                prepare_connection(address)
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
                                       "logging_level": logging.INFO if verbose else logging.ERROR}
             try:
@@ -122,11 +127,18 @@ class RayExecutor:
                     if address:
                         ray.init(address=address, runtime_env={"py_modules": _package_dirs()}, **kwargs)
                     else:
-                        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+                        # "local": a Ray of our own, even when RAY_ADDRESS or the file a `ray start` leaves
+                        # (/tmp/ray/ray_current_cluster, stale once that cluster is gone) names another
+                        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                what = f"cannot connect to the Ray cluster at {address}" if address else "cannot start Ray"
-                raise NasError(f"{what}: {exc}") from None
+                if address:
+                    raise NasError(f"cannot connect to the Ray cluster at --address {address}: {exc} (is it a Ray "
+                                   f"GCS address, 'ray start --head' prints it? if it uses token authentication, "
+                                   f"{AUTH_FIX})") from None
+                raise NasError(f"cannot start Ray here: {exc}") from None
             self.started = True
+            if not address:
+                self._watchdog = start_watchdog()
         elif address:
             log.warning("Ray is already initialised in this process; --address %s is ignored", address)
         self.startup_seconds = time.perf_counter() - t0
@@ -181,6 +193,8 @@ class RayExecutor:
         if self.started:
             self.ray.shutdown()
             self.started = False
+        stop_watchdog(getattr(self, "_watchdog", None))
+        self._watchdog = None
 
     def __enter__(self) -> "RayExecutor":
         return self

@@ -231,6 +231,7 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
     import nas.augment as aug
     import nas.distributed as D
     from nas.data import load_dataset, num_classes
+    from nas.evaluators.training import step_bar
     cfg = config or TrainConfig()
     ctx = ctx or DistContext(device=D.check_device(cfg.device))
     cfg.check(ctx.world_size)
@@ -321,7 +322,7 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
                 scaler.update()
                 running += float(loss.detach()) * len(yb)
                 seen += len(yb)
-                bar.update(1)
+                step_bar(bar, loss=running / seen)   # this epoch's running mean (this rank's batches)
             everyone = D.gather_indices(ctx, idx[:steps * per_rank])   # the samples this epoch visited
             loss_sum, seen_all = D.all_sum(ctx, [running, float(seen)])
             D.sync_buffers(ctx, model)
@@ -333,7 +334,6 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
             history.append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen_all, 1.0),
                             "val_accuracy": acc, "val_loss": val_loss, "seen": int(seen_all), "distinct": distinct,
                             "seconds": seconds})
-            bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", acc=f"{acc:.3f}", refresh=False)
             log.info("epoch %d/%d: train loss %.4f, val accuracy %.4f", epoch + 1, cfg.epochs,
                      history[-1]["train_loss"], acc)
             if ck_path is not None and ctx.is_main:

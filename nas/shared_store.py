@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError
-from nas.store import OptunaStore, _retry, make_storage
+from nas.store import OptunaStore, make_storage
 
 if TYPE_CHECKING:
     from nas.core.space import SearchSpace
@@ -92,7 +92,7 @@ class SharedStudyStore(OptunaStore):
     # -- reading ----------------------------------------------------------------------------------
     def state(self) -> StudyState:
         from optuna.trial import TrialState
-        frozen = _retry(lambda: self.storage.get_all_trials(self._study_id, deepcopy=False), "reading trials")
+        frozen = self._retry(lambda: self.storage.get_all_trials(self._study_id, deepcopy=False), "reading trials")
         st = StudyState()
         now = time.time()
         for ft in sorted(frozen, key=lambda t: t._trial_id):
@@ -143,7 +143,7 @@ class SharedStudyStore(OptunaStore):
                                datetime_start=_dt.datetime.now(), datetime_complete=None, params=params,
                                distributions=dists, user_attrs=attrs, system_attrs=system,
                                intermediate_values={}, trial_id=-1)
-        return _retry(lambda: self.storage.create_new_trial(self._study_id, template), "creating a trial")
+        return self._retry(lambda: self.storage.create_new_trial(self._study_id, template), "creating a trial")
 
     def _withdraw(self, tid: int, why: str) -> bool:
         """Hide a RUNNING trial (FAIL + interrupted); False if it had finished meanwhile."""

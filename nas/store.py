@@ -23,7 +23,6 @@ import datetime as _dt
 import functools
 import logging
 import math
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
@@ -122,19 +121,6 @@ def _delete_study(storage: Any, study: str) -> None:
         pass
 
 
-def _retry(fn: Callable[[], T], what: str, tries: int = 8) -> T:
-    """Call a storage operation, retrying transient lock/connection errors with back-off."""
-    import optuna
-    for i in range(tries):
-        try:
-            return fn()
-        except optuna.exceptions.StorageInternalError as exc:
-            if i == tries - 1:
-                raise StoreError(f"trial store: {what} failed {tries} times: {exc}") from None
-            time.sleep(min(2.0, 0.05 * 2 ** i))
-    raise AssertionError("unreachable")
-
-
 # ---- the store ------------------------------------------------------------------------------------
 class OptunaStore:
     """A `TrialStore` on one study of an Optuna storage; trial numbers are the study's.
@@ -170,6 +156,8 @@ class OptunaStore:
                 if self.study.metric_names is None:
                     self.study.set_metric_names([m for m, _ in self.objectives])
         self.name = study
+        from nas.storage_errors import storage_location
+        self.where = storage_location(storage)   # the file or URL, in error messages
         self.constraints: tuple[tuple[str, float, bool], ...] = ()   # (metric, bound, upper), see set_constraints
         self._study_id = storage.get_study_id_from_name(study)
         self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
@@ -183,12 +171,16 @@ class OptunaStore:
             from nas.store_fastpath import WriteBatch
             self._batch = WriteBatch(storage, self._study_id, storage.get_n_trials(self._study_id))
 
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        from nas.storage_errors import retry
+        return retry(fn, what, self.where, StoreError)
+
     # -- study attributes -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any] | None:
         return self.study.user_attrs.get("nas_config")
 
     def set_config(self, config: dict[str, Any]) -> None:
-        _retry(lambda: self.study.set_user_attr("nas_config", config), "saving the config")
+        self._retry(lambda: self.study.set_user_attr("nas_config", config), "saving the config")
 
     # -- writing ----------------------------------------------------------------------------------
     def _start_attrs(self, arch: Arch, attempt: int) -> dict[str, Any]:
@@ -216,7 +208,7 @@ class OptunaStore:
         self.flush()   # rows go in number order
         if self._fast:   # one transaction; params are written when the trial finishes
             from nas.store_fastpath import start_trial
-            tid, number = _retry(lambda: start_trial(self.storage, self._study_id, attrs), "creating a trial")
+            tid, number = self._retry(lambda: start_trial(self.storage, self._study_id, attrs), "creating a trial")
             if self._batch is not None:
                 self._batch.next_number = number + 1
             if params:
@@ -227,7 +219,7 @@ class OptunaStore:
                                datetime_start=_dt.datetime.now(), datetime_complete=None, params=params,
                                distributions=dists, user_attrs=attrs, system_attrs={}, intermediate_values={},
                                trial_id=-1)
-        tid = _retry(lambda: self.storage.create_new_trial(self._study_id, template), "creating a trial")
+        tid = self._retry(lambda: self.storage.create_new_trial(self._study_id, template), "creating a trial")
         number = self.storage.get_trial_number_from_id(tid)
         self._ids[number] = tid
         return number
@@ -259,7 +251,7 @@ class OptunaStore:
                 self.flush()
             return
         if violations is not None and not self._fast:
-            _retry(functools.partial(self.storage.set_trial_system_attr, tid, "constraints", violations),
+            self._retry(functools.partial(self.storage.set_trial_system_attr, tid, "constraints", violations),
                    "saving constraints")
         self._finish(tid, attrs, values, system)   # type: ignore[arg-type]
 
@@ -267,7 +259,7 @@ class OptunaStore:
         """Write the batched trials (no-op without batching); trials still running become RUNNING rows."""
         if self._batch is None or not self._batch.pending:
             return
-        for number, (tid, p) in _retry(self._batch.write, "writing trials").items():
+        for number, (tid, p) in self._retry(self._batch.write, "writing trials").items():
             self._ids[number] = tid
             if p.params:
                 self._deferred[tid] = (p.params, p.distributions)
@@ -297,12 +289,12 @@ class OptunaStore:
         state = TrialState.COMPLETE if values is not None else TrialState.FAIL
         if self._fast:   # RDB storages: params, attributes and state in one transaction
             params, dists = self._deferred.pop(tid, ({}, {}))
-            _retry(lambda: finish_trial(self.storage, tid, attrs, state, values, params, dists, system),
+            self._retry(lambda: finish_trial(self.storage, tid, attrs, state, values, params, dists, system),
                    "finishing a trial")
             return
         for key, value in attrs.items():
-            _retry(functools.partial(self.storage.set_trial_user_attr, tid, key, value), f"saving {key}")
-        _retry(lambda: self.storage.set_trial_state_values(tid, state, values), "finishing a trial")
+            self._retry(functools.partial(self.storage.set_trial_user_attr, tid, key, value), f"saving {key}")
+        self._retry(lambda: self.storage.set_trial_state_values(tid, state, values), "finishing a trial")
 
     def _values(self, trial: Trial) -> list[float] | None:
         if not trial.ok:
@@ -326,7 +318,7 @@ class OptunaStore:
         """Finished trials by number (interrupted ones, which were retried, left out)."""
         from optuna.trial import TrialState
         self.flush()
-        frozen = _retry(lambda: self.study.get_trials(deepcopy=False,
+        frozen = self._retry(lambda: self.study.get_trials(deepcopy=False,
                                                       states=(TrialState.COMPLETE, TrialState.FAIL)),
                         "reading trials")
         out = []
@@ -356,7 +348,7 @@ class OptunaStore:
         Call it only when no other live search writes to this study (their running trials would be
         taken for stopped ones)."""
         from optuna.trial import TrialState
-        running = _retry(lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+        running = self._retry(lambda: self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
                          "reading trials")
         retry = []
         for ft in running:

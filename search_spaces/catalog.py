@@ -1,4 +1,5 @@
 """The search-space registry: `get_space("mbconv", width_mult=1.0)`; `SPACES.names()` lists them.
+Every space takes `candidates=FILE` (a candidate list, search_spaces/restrict.py; nb201 has its own).
 
 A leaf module: it imports every shipped space and lists them below; no space module imports it.
 A new space is one import and one entry in the tuple.
@@ -18,6 +19,7 @@ from search_spaces.mbconv import MBConvSpace
 from search_spaces.nasnet import NASNetSpace
 from search_spaces.nats_sss import NATSSizeSpace
 from search_spaces.nb201 import NB201Space
+from search_spaces.restrict import restricted
 from search_spaces.vit_resnas import VitResNASSpace
 
 #: the shipped spaces: this explicit list is the registry (space modules do not register themselves)
@@ -30,13 +32,15 @@ def get_space(name: str, **options: Any) -> SearchSpace:
     """Instantiate a registered space; unknown options raise naming the valid ones."""
     cls = SPACES.get(name)
     params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
-    valid = list(params)
+    valid = list(params) + ([] if "candidates" in params else ["candidates"])
     bad = sorted(set(options) - set(valid))
     if bad:
         raise UsageError(f"space {name!r} has no option {bad[0]!r}; valid options: {', '.join(valid) or '(none)'}")
+    # a space without a candidate option of its own gets the generic one (search_spaces/restrict.py)
+    candidates = options.pop("candidates", "all") if "candidates" not in params else "all"
     options = {k: _checked_number(name, k, v, params[k].default) for k, v in options.items()}
     try:
-        return cls(**options)
+        return cls(**options) if candidates == "all" else restricted(cls, options, candidates)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad options for space {name!r}: {exc}") from None
 

@@ -195,10 +195,20 @@ def build_macro(plan: Sequence[tuple[str, LayerSpec | None, int]], cells: Sequen
 
 
 def naslib_flops(specs: Sequence[LayerSpec]) -> int:
-    """FLOPs as in NASLib's NAS-Bench-201 `flops` scores: conv multiply-accumulates, linear in x out
-    (no bias), k*k per output of an average pool, 2 per BatchNorm output and 1 per ReLU output.
+    """FLOPs as in NASLib's NAS-Bench-201 `flops` scores (not our MACs; see below).
 
-    Checked against all 725 archs of NASLib's zc_nasbench201.json (tests/test_nb201.py)."""
+    NASLib computes its `flops` score with tensorwatch's `ModelStats` (naslib/predictors/utils/pruners/
+    predictive.py `find_measures`, measures/model_stats.py), whose per-module counter is torchstat's
+    (tensorwatch/model_graph/torchstat/compute_flops.py). Its convention, per module of the net:
+    conv multiply-accumulates (+ bias), linear in x out (no bias term), k*k per output of an average
+    pool (padded taps included), 2 per BatchNorm input element (affine), 1 per ReLU element, and for an
+    adaptive average pool (the head's global pool) (window height + 1) * (window width + 1) per output
+    per channel: `compute_adaptivepool_flops` adds 1 to each window extent, so the 8x8 -> 1x1 pool of a
+    32x32 net counts 64 * 9 * 9 = 5,184 and the 4x4 -> 1x1 pool of a 16x16 net 64 * 5 * 5 = 1,600.
+    That pool term was the constant by which this count was once short of NASLib's.
+
+    Equal to NASLib's score for every arch of zc_nasbench201.json, all three datasets
+    (tests/test_nb201.py). `space.macs(arch)` stays our MACs: conv and linear multiply-accumulates only."""
     total = 0
     for s in specs:
         macs = OPS.get(s.op).macs(s)
@@ -220,9 +230,9 @@ def naslib_flops(specs: Sequence[LayerSpec]) -> int:
             cout, ho, wo = s.output_shape
             n = cout * ho * wo
             total += macs + cin * h * w + 2 * n + n + 2 * n + 4 * cin * ho * wo
-        elif s.op == "nb201_head":
+        elif s.op == "nb201_head":   # BN (2) + ReLU (1) per element, the global pool as above, linear
             cin, h, w = s.input_shape
-            total += macs + 3 * cin * h * w
+            total += macs + 3 * cin * h * w + cin * (h + 1) * (w + 1)
         else:
             raise ValueError(f"naslib_flops: unexpected op {s.op!r}")
     return total

@@ -143,75 +143,56 @@ def mobilenet_v1(res: int = 224) -> list[LayerSpec]:
     return specs + [head_spec(cin, 0, 1000, (r, r))]
 
 
-# ---- the sets ------------------------------------------------------------------------------------
-CALIBRATION: tuple[ReferenceNet, ...] = (
-    ReferenceNet("MobileNetV2 1.0", 75.0, "[MBV2] Table 4 / [MNAS] Table 1", mobilenet_v2, 3.4, 300),
-    ReferenceNet("MnasNet-A1", 78.0, "[MNAS] Table 1", mnasnet_a1, 3.9, 312),
-    ReferenceNet("ProxylessNAS-mobile", 78.0, "[PXL] Table 2 + README", proxyless_mobile, 4.1, 320),
-    ReferenceNet("Single-Path NAS", 79.48, "[SPNAS] Table 1", single_path_nas),
-)
-
-HELD_OUT: tuple[ReferenceNet, ...] = (
-    ReferenceNet("MobileNetV1 1.0", 113.0, "[MBV2] Table 4 / [MNAS] Table 1", mobilenet_v1, 4.2, 575),
-    # params: the paper says 6.9M, the released checkpoint [SLIM] has 6.06M (what we build)
-    ReferenceNet("MobileNetV2 1.4", 143.0, "[MBV2] Table 4 / [MNAS] Table 1",
-                 lambda: mobilenet_v2(1.4), 6.06, 585),
-    ReferenceNet("ProxylessNAS-mobile-1.4", 147.0, "[PXL] README (mobile_14)", proxyless_mobile_14, None, 581),
-    ReferenceNet("MobileNetV2 0.35", 21.4, "[MNAS] Table 4", lambda: mobilenet_v2(0.35), 1.66, 59),
-    ReferenceNet("MnasNet-A1 0.35", 22.8, "[MNAS] Table 4", lambda: mnasnet_a1(0.35), 1.7, 63),
-)
+# ---- MobileNetV3 (Howard et al. 2019, Tables 1-2; TF-slim mobilenet_v3.py V3_LARGE / V3_SMALL) ----------
+#: bneck rows: (kernel, expansion width, out channels, squeeze-excite, hard-swish, stride)
+_V3_LARGE = [(3, 16, 16, 0, 0, 1), (3, 64, 24, 0, 0, 2), (3, 72, 24, 0, 0, 1), (5, 72, 40, 1, 0, 2),
+             (5, 120, 40, 1, 0, 1), (5, 120, 40, 1, 0, 1), (3, 240, 80, 0, 1, 2), (3, 200, 80, 0, 1, 1),
+             (3, 184, 80, 0, 1, 1), (3, 184, 80, 0, 1, 1), (3, 480, 112, 1, 1, 1), (3, 672, 112, 1, 1, 1),
+             (5, 672, 160, 1, 1, 2), (5, 960, 160, 1, 1, 1), (5, 960, 160, 1, 1, 1)]
+_V3_SMALL = [(3, 16, 16, 1, 0, 2), (3, 72, 24, 0, 0, 2), (3, 88, 24, 0, 0, 1), (5, 96, 40, 1, 1, 2),
+             (5, 240, 40, 1, 1, 1), (5, 240, 40, 1, 1, 1), (5, 120, 48, 1, 1, 1), (5, 144, 48, 1, 1, 1),
+             (5, 288, 96, 1, 1, 2), (5, 576, 96, 1, 1, 1), (5, 576, 96, 1, 1, 1)]
 
 
-def _family() -> tuple[ReferenceNet, ...]:
-    nets: list[ReferenceNet] = []
-    # [MNAS-RM]: (input size, depth multiplier, ms)
-    for res, row in ((224, (135, 78, 61, 32, 22)), (192, (99, 57, 45, 24, 17)), (160, (72, 41, 33, 18, 13))):
-        for w, ms in zip((1.4, 1.0, 0.75, 0.5, 0.35), row):
-            nets.append(ReferenceNet(f"MnasNet-A1 {w} @{res}", float(ms), "[MNAS-RM]",
-                                     lambda w=w, res=res: mnasnet_a1(w, res)))
-    # [SLIM]: (width, input size, ms)
-    slim = [(1.4, 224, 138.0), (1.3, 224, 123.0), (1.0, 224, 73.8), (1.0, 192, 55.1), (1.0, 160, 40.2),
-            (1.0, 128, 27.6), (1.0, 96, 17.6), (0.75, 224, 55.8), (0.75, 192, 41.6), (0.75, 160, 30.4),
-            (0.75, 128, 21.9), (0.75, 96, 14.2), (0.5, 224, 28.7), (0.5, 192, 21.1), (0.5, 160, 14.9),
-            (0.5, 128, 9.9), (0.5, 96, 6.4), (0.35, 224, 19.7), (0.35, 192, 14.6), (0.35, 160, 10.5),
-            (0.35, 128, 6.9), (0.35, 96, 4.5)]
-    for w, res, ms in slim:
-        nets.append(ReferenceNet(f"MobileNetV2 {w} @{res}", ms, "[SLIM]", lambda w=w, res=res: mobilenet_v2(w, res)))
-    return tuple(nets)
+def mobilenet_v3(size: str = "large", width: float = 1.0, minimalistic: bool = False, res: int = 224) -> list[LayerSpec]:
+    """MobileNetV3-Large / -Small as released in TF-slim (1001 classes). Widths (expansions too) scale
+    by `width` to multiples of 8 (expansions are factors of the scaled input width); the last 1x1 conv (1280 / 1024) does not. SE squeezes to
+    make_divisible(expansion / 4) with a hard-sigmoid gate. Minimalistic: no SE, ReLU only, 3x3 kernels."""
+    rows = {"large": _V3_LARGE, "small": _V3_SMALL}.get(size)
+    if rows is None:
+        raise ValueError(f"MobileNetV3 size {size!r}; valid: large, small")
+    hs = "relu" if minimalistic else "hswish"
+    c0 = make_divisible(16 * width)
+    r = conv_out(res, 3, 2)
+    specs = [conv_spec(3, c0, 3, 2, (res, res), act=hs)]
+    cin, c_prev = c0, 16
+    for k, exp, c, se, h_swish, s in rows:   # slim expands by a factor of the input width
+        mid, cout = make_divisible(cin * exp / c_prev), make_divisible(c * width)
+        c_prev = c
+        k, se = (3, 0) if minimalistic else (k, se)
+        ro = conv_out(r, k, s)
+        params = {"cin": cin, "mid": mid, "cout": cout, "k": k, "s": s,
+                  "se_ch": make_divisible(mid / 4) if se else 0, "act": "hswish" if h_swish and not minimalistic else "relu"}
+        specs.append(LayerSpec.make("ir_block", params, (cin, r, r), (cout, ro, ro)))
+        cin, r = cout, ro
+    c1, c2 = make_divisible((960 if size == "large" else 576) * width), 1280 if size == "large" else 1024
+    specs.append(LayerSpec.make("v3_head", {"cin": cin, "c1": c1, "c2": c2, "classes": 1001, "act": hs},
+                                (cin, r, r), (1001,)))
+    return specs
 
 
-#: Scaled families from repository READMEs (other measurement sessions): a wider held-out check.
-FAMILIES: tuple[ReferenceNet, ...] = _family()
+#: builders the published measurements (latency/devices/pixel1_data.json) name, with their arguments
+NETS: dict[str, Callable[..., list[LayerSpec]]] = {
+    "mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2, "mnasnet_a1": mnasnet_a1,
+    "proxyless_mobile": proxyless_mobile, "proxyless_mobile_14": proxyless_mobile_14,
+    "single_path_nas": single_path_nas, "mobilenet_v3": mobilenet_v3}
 
 
-# ---- published per-layer / per-op measurements (checks of the model's form, not fitted) ------------
-#: Single-Path NAS's measured Pixel 1 per-layer LUT for its MBConv space, which is the `mbconv`
-#: space's macro net (enyac-group/single-path-nas, nas-search/pixel1_runtime_model.json). Key: block
-#: index (0 = the fixed e1 layer, 1..20 = searchable positions 0..19 of `mbconv`, 21 = 192->320);
-#: values in ms for (k3e3, k3e6, k5e3, k5e6), the order superkernel.py reads them in.
-SPNAS_LUT_CHOICES = ("k3e3", "k3e6", "k5e3", "k5e6")
-SPNAS_LUT: dict[int, tuple[float, float, float, float]] = {
-    0: (3.9844, 3.9452, 3.8584, 3.9277), 1: (4.4905, 9.2015, 5.9248, 11.5892), 2: (3.4111, 6.4022, 4.8853, 9.1518),
-    3: (3.4223, 6.3511, 4.9721, 9.1756), 4: (3.4216, 6.4176, 4.9875, 9.1567), 5: (1.9593, 4.0999, 2.4458, 5.1170),
-    6: (2.0489, 3.9830, 2.6194, 5.0582), 7: (2.0503, 3.9802, 2.6166, 5.0631), 8: (2.0762, 4.0257, 2.5942, 5.1072),
-    9: (1.2320, 2.4647, 1.3958, 2.7909), 10: (1.5806, 3.1395, 1.8193, 3.6309), 11: (1.5785, 3.1346, 1.8074, 3.6589),
-    12: (1.5869, 3.1416, 1.8032, 3.6603), 13: (1.7339, 3.3782, 1.9649, 3.9186), 14: (2.1805, 4.3918, 2.4367, 5.0673),
-    15: (2.1805, 4.4261, 2.4549, 5.1933), 16: (2.1938, 4.4800, 2.4535, 5.0946), 17: (1.6163, 3.3411, 1.6996, 3.5497),
-    18: (2.4304, 4.8923, 2.5697, 5.1394), 19: (2.4598, 4.8797, 2.6466, 5.3249), 20: (2.4381, 4.9217, 2.6649, 5.4103),
-    21: (6.0662, 6.4995, 6.3308, 7.0644)}
-
-#: TFLite benchmark_model per-op profile of ProxylessNAS-mobile, 1 thread, 100 runs, avg ms
-#: (mit-han-lab/proxylessnas, logs/proxyless_mobile_10_latency.txt; the file does not name the
-#: phone; its total is 80.7 ms vs 78 ms published for Pixel 1). CONV_2D / DEPTHWISE_CONV_2D nodes in
-#: graph order, i.e. the conv/pw/dw/fc primitives of `proxyless_mobile()` in order (ADD, pool and
-#: reshape nodes, 0.29 ms together, left out).
-PROXYLESS_PER_OP_MS: tuple[float, ...] = (
-    3.246, 2.265, 1.548, 2.723, 2.859, 0.942, 2.007, 1.576, 1.730, 1.953, 2.179, 0.772,
-    0.674, 0.496, 0.932, 0.687, 1.131, 0.957, 0.680, 1.134, 0.933, 1.376, 1.138, 0.769,
-    0.613, 0.526, 0.740, 0.611, 0.524, 0.746, 0.624, 0.524, 0.743, 1.357, 1.111, 1.630,
-    0.865, 0.602, 0.858, 0.846, 0.602, 0.853, 0.856, 0.586, 0.856, 1.961, 0.685, 1.155,
-    2.416, 1.000, 2.186, 1.351, 0.496, 1.134, 1.332, 0.519, 1.146, 2.444, 1.107, 3.813,
-    4.738, 1.479)
+def build_net(name: str, **args: object) -> list[LayerSpec]:
+    fn = NETS.get(name)
+    if fn is None:
+        raise ValueError(f"unknown reference net {name!r}; valid: {', '.join(sorted(NETS))}")
+    return fn(**args)
 
 
 # ---- held-out check: NASNet-A mobile ----------------------------------------------------------------

@@ -95,21 +95,35 @@ def test_second_order_gradient_restores_weights() -> None:
         DartsConfig(order=3)
 
 
-def test_darts_search_flow_returns_valid_arch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_darts_search_flow_on_pixel1_and_cpu(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`nas search --space nasnet -o variant=darts --strategy darts --target pixel1 --target cpu`: the
+    shipped tables (no profiling: NAS_AUTO_PROFILE=0), a number for both targets, and a summary that
+    says what scored the derived cell (not the --evaluator default, which darts does not use)."""
+    import latency.profile
+    from latency import host_tables
+    from latency.targets import TABLES, lut_model
+    from latency.table import LatencyTable
     from nas import SearchConfig, search
+    epyc = LatencyTable.load(TABLES / "amd-epyc" / "nasnet-3acae496.json").metadata
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))   # empty: cpu is the shipped EPYC table
+    monkeypatch.setattr(latency.profile, "cpu_model", lambda: epyc["cpu"])
+    monkeypatch.setattr(host_tables, "runtime_version", lambda: epyc["runtime_version"])
     opts = {"epochs": 1, "dataset": "synthetic:24", "batch_size": 12, "channels": 4, "resolution": 16,
             "retrain_epochs": 1}
-    from latency.devices.pixel1 import build_table
-    table = build_table(get_space("nasnet", variant="darts")).save(tmp_path / "darts-pixel1.json")
-    cfg = SearchConfig(space="nasnet", space_options={"variant": "darts"}, targets=(str(table),), strategy="darts",
-                       strategy_options=opts, trials=20, seed=0, out=str(tmp_path))
+    cfg = SearchConfig(space="nasnet", space_options={"variant": "darts"}, targets=("pixel1", "cpu"), strategy="darts",
+                       strategy_options=opts, trials=20, seed=0, out=str(tmp_path / "run"))
     result = search(cfg, progress=False)
     s = result.summary
     space = get_space("nasnet", variant="darts")
     assert s["trials"] == 1 and space.parse(s["arch"]) == result.best.arch
     assert s["training"]["derived"] == s["arch"] and len(s["training"]["genotype"]["normal"]) == 8
     assert s["training"]["train_space"]["channels"] == 4 and 0 <= s["metrics"]["accuracy"] <= 1
-    assert s["exports"]["max_abs_diff_vs_torch"] < 1e-4 and (tmp_path / "subnet.pt").is_file()
+    assert s["exports"]["max_abs_diff_vs_torch"] < 1e-4 and (tmp_path / "run" / "subnet.pt").is_file()
+    by_target = s["latency_ms_by_target"]
+    assert by_target == pytest.approx({t: lut_model(t, space).predict(result.best.arch) for t in ("pixel1", "cpu")})
+    assert 20 < by_target["pixel1"] < 300 and 0.5 < by_target["cpu"] < 20
+    assert s["evaluator"] == "retrain" and s["score_is"] == (
+        "held-out accuracy after training from scratch, 1 epochs at proxy size channels=4, cells=1, resolution=16")
 
 
 def test_search_cells_use_non_affine_batch_norm() -> None:
@@ -133,3 +147,36 @@ def test_search_cells_use_non_affine_batch_norm() -> None:
         y = op(x)
         torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(y.shape[1]), atol=1e-4, rtol=0)
         torch.testing.assert_close(y.var((0, 2, 3), unbiased=False), torch.ones(y.shape[1]), atol=2e-3, rtol=0)
+
+
+@pytest.fixture
+def bar_postfixes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What every progress bar would draw at each step: its postfix when `update` runs (the trainers
+    import tqdm when they run, so patching the module's class reaches them)."""
+    import tqdm
+    seen: list[str] = []
+
+    class Recording(tqdm.tqdm):  # type: ignore[misc]
+        def update(self, n: float | None = 1) -> bool | None:
+            seen.append(str(self.postfix))
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", Recording)
+    return seen
+
+
+def test_progress_bars_show_the_current_running_loss(bar_postfixes: list[str]) -> None:
+    """Each step draws the running mean loss of the epoch so far, ending at the epoch's loss - not the
+    step before's loss (DARTS, supernet) nor the previous epoch's (short training)."""
+    from nas.evaluators.training import train_eval
+    torch.manual_seed(0)
+    w_half, a_half = split_half(tiny_data(32), seed=0)      # 16 weight samples, batch 8: 2 steps per epoch
+    hist = train_darts(DartsNet(SPACE), w_half, a_half, DartsConfig(epochs=2, batch_size=8), progress=True)
+    assert len(bar_postfixes) == 4
+    assert [bar_postfixes[1], bar_postfixes[3]] == [f"loss={h['loss']:.3f}" for h in hist]
+    assert bar_postfixes[0] != bar_postfixes[1] and all(p.startswith("loss=") for p in bar_postfixes)
+    bar_postfixes.clear()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+    out = train_eval(model, tiny_data(32), tiny_data(8), epochs=2, batch_size=8, progress=True)
+    assert len(bar_postfixes) == 8 and bar_postfixes[-1] == f"loss={out['train_loss']:.3f}"
+    assert bar_postfixes[0].startswith("loss=") and len(set(bar_postfixes[:4])) == 4

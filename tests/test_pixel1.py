@@ -9,6 +9,7 @@ import pytest
 from latency.devices import pixel1 as P
 from latency.devices import primitives as M
 from nas import pixel1_calibration as C
+from nas import pixel1_sources as S
 from search_spaces import reference_nets as R
 from latency.model import LUTModel
 from latency.table import LatencyTable
@@ -18,8 +19,8 @@ from nas.core.layer import LayerSpec
 from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs
 
-#: documented bounds (PIXEL1.md): calibration within 5%, held-out within 15%
-CAL_TOL, HELD_TOL = 5.0, 15.0
+#: documented bounds (PIXEL1.md): in-sample whole-net sources within 7% MAPE, NASNet-A within 15%
+FIT_TOL = 7.0
 
 
 @pytest.fixture(scope="module")
@@ -45,32 +46,58 @@ def test_shipped_table_is_what_the_module_computes_now(table: LatencyTable) -> N
         assert table.ms(spec.key) == pytest.approx(P.layer_ms(spec), rel=1e-9), spec.key
     m = table.metadata
     assert m["device"] == P.DEVICE and m["source"] == "model" and m["call_overhead_ms"] == 0.0
+    assert "not measured" in m["model"]
     assert m["constants"] == asdict(P.CONSTANTS)
     assert m["fitted"] == list(P.FIT_NAMES) and m["references"]
 
 
-def test_metadata_errors_equal_current_errors(table: LatencyTable, report: dict) -> None:
-    for group in ("calibration", "held_out"):
-        shipped = {r["name"]: r for r in table.metadata[group]}
-        assert set(shipped) == {r["name"] for r in report[group]}
-        for row in report[group]:
-            assert shipped[row["name"]]["published_ms"] == row["published_ms"]
-            assert shipped[row["name"]]["predicted_ms"] == pytest.approx(row["predicted_ms"], abs=1e-3)
-            assert shipped[row["name"]]["error_pct"] == pytest.approx(row["error_pct"], abs=1e-3)
-    assert table.metadata["spnas_lut"] == report["spnas_lut"]
+def test_metadata_records_the_current_checks(table: LatencyTable, report: dict) -> None:
+    """The shipped table's fit errors, LOSO table, cell check and arch check are today's, recomputed."""
+    for key in ("sources", "fit", "cell_held_out", "spnas_archs", "loso"):
+        assert table.metadata[key] == report[key], key
 
 
-def test_calibration_and_held_out_within_documented_error(report: dict) -> None:
-    assert [r["name"] for r in report["calibration"]] == [n.name for n in R.CALIBRATION]
-    for row in report["calibration"]:
-        assert abs(row["error_pct"]) <= CAL_TOL, row
-    for row in report["held_out"]:
-        assert abs(row["error_pct"]) <= HELD_TOL, row
-    assert report["families"]["n"] == len(R.FAMILIES) and report["families"]["median_abs_error_pct"] <= 5.0
-    # against Single-Path NAS's measured Pixel 1 LUT (80 layer choices, random archs; not fitted on)
-    lut = report["spnas_lut"]
-    assert lut["per_layer"]["n"] == 80 and lut["per_layer"]["median_abs_error_pct"] <= 10.0
-    assert lut["archs"]["max_abs_error_pct"] <= 5.0 and lut["archs"]["spearman"] >= 0.95
+def _doc_loso() -> dict[str, tuple[float, float, float]]:
+    """The leave-one-source-out table of PIXEL1.md: source -> (MAPE, bias, within +-10%)."""
+    import re
+    text = (Path(P.__file__).parent / "PIXEL1.md").read_text()
+    block = text.split("<!-- LOSO -->")[1]
+    rows = re.findall(r"^\| `(\w+)` \| [\w ]+ \| \d+ \| ([\d.]+)% \| ([+\-\u2212][\d.]+)% \| ([\d.]+)% \|", block, re.M)
+    return {r[0]: (float(r[1]), float(r[2].replace("\u2212", "-")), float(r[3])) for r in rows}
+
+
+def test_loso_recomputed_equals_the_documented_table(report: dict) -> None:
+    """Refit on all sources but one, for every source: the errors equal PIXEL1.md's table and metadata."""
+    rows = C.loso()
+    assert rows == report["loso"]["rows"]
+    doc = _doc_loso()
+    assert set(doc) == set(S.source_ids()) == {r["source"] for r in rows}
+    for r in rows:
+        assert doc[r["source"]] == pytest.approx((r["mape_pct"], r["bias_pct"], r["within_10_pct"]), abs=0.051), r
+
+
+#: sources whose left-out error misses the aim (MAPE <= 7%, |bias| <= 5%), with the documented MAPE
+#: ceiling the model must not exceed (PIXEL1.md explains each miss); every other source must meet the aim
+KNOWN_MISSES = {"mbv2_mnas_papers": 7.5, "mnasnet_readme": 7.0, "slim_mbv3": 25.0,
+                "proxyless_per_op": 13.0}
+
+
+def test_loso_meets_the_aim_or_the_miss_is_documented(report: dict) -> None:
+    for r in report["loso"]["rows"]:
+        meets = r["mape_pct"] <= C.AIM_MAPE and abs(r["bias_pct"]) <= C.AIM_BIAS
+        assert r["meets_aim"] == meets
+        if r["source"] in KNOWN_MISSES:
+            assert not meets and r["mape_pct"] <= KNOWN_MISSES[r["source"]], r
+        else:
+            assert meets, r
+
+
+def test_in_sample_fit_is_within_documented_error(report: dict) -> None:
+    rows = {r["source"]: r for r in report["fit"]["errors"]}
+    for sid in ("mbv2_mnas_papers", "nas_papers", "mnasnet_readme", "slim_mbv2"):
+        assert rows[sid]["mape_pct"] <= FIT_TOL, rows[sid]
+    arch = report["spnas_archs"]   # random mbconv archs vs Single-Path NAS's measured LUT summed
+    assert arch["n"] == 500 and arch["max_abs_pct"] <= 5.0 and arch["spearman"] >= 0.98
 
 
 def test_lut_model_predicts_single_path_nas(table: LatencyTable) -> None:
@@ -79,14 +106,25 @@ def test_lut_model_predicts_single_path_nas(table: LatencyTable) -> None:
     assert [s.key for s in space.layers(arch)] == [s.key for s in R.single_path_nas()]
     pred = LUTModel(space, table).predict(arch)
     assert pred == pytest.approx(P.net_ms(R.single_path_nas()), rel=1e-9)
-    assert abs(pred / 79.48 - 1) * 100 <= CAL_TOL
+    assert abs(pred / 79.48 - 1) * 100 <= FIT_TOL
 
 
 def test_fit_reproduces_the_written_constants() -> None:
     fitted = C.fit()
     assert {k: getattr(fitted, k) for k in P.FIT_NAMES} == P.FITTED
-    c = P.CONSTANTS  # physically plausible: fractions of the nominal peak, below LPDDR4 peak 29.8 GB/s
-    assert 0 < c.eff_dw < c.eff_pw <= 1.0 and 1.0 < c.bandwidth_gbs < 29.8
+    c = P.CONSTANTS  # physically plausible: fractions of the nominal peak; L2 faster than DRAM, below LPDDR4 peak
+    assert 0 < c.eff_dw < c.eff_pw <= 1.0 and 0 < c.eff_dw_large <= 1.0
+    assert 1.0 < c.bandwidth_gbs < c.l2_bandwidth_gbs < 29.8 * 4 and c.bandwidth_gbs < 29.8
+    assert 0.5 < c.overhead_us < 20
+
+
+def test_features_price_exactly_what_the_model_prices() -> None:
+    """The fit's linear features reproduce primitive_ms for every whole-net point (no drift)."""
+    import numpy as np
+    src = next(s for s in S.sources() if s.id == "slim_mbv3")
+    x = np.array([p.features for p in src.points])
+    specs = R.mobilenet_v3("small", 0.75)
+    assert x[3] @ S.theta(P.CONSTANTS) == pytest.approx(P.net_ms(specs), rel=1e-12)
 
 
 @pytest.mark.parametrize("net, params", [
@@ -101,14 +139,67 @@ def test_reference_nets_match_released_definitions(net, params: int) -> None:
     assert sum(p.numel() for s in specs for p in build_layer(s).parameters()) == params
 
 
-@pytest.mark.parametrize("net", R.CALIBRATION + R.HELD_OUT, ids=lambda n: n.name)
-def test_reference_nets_match_published_size(net: R.ReferenceNet) -> None:
-    specs = net.build()
+def _net_points() -> list[dict]:
+    import json
+    return [p for s in json.loads(S.DATA.read_text())["sources"] if s["kind"] == "whole_net" for p in s["points"]]
+
+
+@pytest.mark.parametrize("point", _net_points(), ids=lambda p: p["name"])
+def test_published_nets_chain_their_shapes(point: dict) -> None:
+    specs = R.build_net(point["net"], **point["args"])
     for a, b in zip(specs, specs[1:]):
         assert a.output_shape == b.input_shape, (a.key, b.key)
-    assert specs[-1].output_shape == (1000,)
-    if net.published_macs_m:
-        assert sum(layer_macs(s) for s in specs) / 1e6 == pytest.approx(net.published_macs_m, rel=0.03)
+    assert specs[-1].output_shape in ((1000,), (1001,))
+
+
+@pytest.mark.parametrize("args, macs_m", [
+    ({}, 300), ({"width": 1.4}, 585), ({"width": 0.35}, 59)])   # MobileNetV2 paper / slim README
+def test_mobilenet_v2_macs(args: dict, macs_m: float) -> None:
+    assert sum(layer_macs(s) for s in R.mobilenet_v2(**args)) / 1e6 == pytest.approx(macs_m, rel=0.03)
+
+
+@pytest.mark.parametrize("args, macs_m", [   # slim README MACs (M) of the float checkpoints
+    ({"size": "large"}, 217), ({"size": "large", "width": 0.75}, 155), ({"size": "large", "minimalistic": True}, 209),
+    ({"size": "small", "width": 0.75}, 44)])
+def test_mobilenet_v3_macs_match_published(args: dict, macs_m: float) -> None:
+    prims = [p for s in R.mobilenet_v3(**args) for p in M.decompose(s)]
+    assert sum(p.macs for p in prims if p.kind in ("conv", "pw", "dw", "fc")) / 1e6 == pytest.approx(macs_m, rel=0.015)
+
+
+def test_activations_and_se_cost_time() -> None:
+    """h-swish, the SE block and 5x5 kernels each add time to a MobileNetV3 net (minimalistic has none)."""
+    full, mini = P.net_ms(R.mobilenet_v3("large")), P.net_ms(R.mobilenet_v3("large", minimalistic=True))
+    assert full > mini
+    relu = LayerSpec.make("ir_block", {"cin": 40, "mid": 120, "cout": 40, "k": 5, "s": 1, "se_ch": 0, "act": "relu"},
+                          (40, 28, 28), (40, 28, 28))
+    hs = LayerSpec.make("ir_block", {**relu.kwargs, "act": "hswish"}, relu.input_shape, relu.output_shape)
+    se = LayerSpec.make("ir_block", {**relu.kwargs, "se_ch": 32}, relu.input_shape, relu.output_shape)
+    assert P.layer_ms(relu) < P.layer_ms(hs) and P.layer_ms(relu) < P.layer_ms(se)
+
+
+def test_data_file_sources_are_cited_and_complete() -> None:
+    """Every source says what it is, how many points it has and where they come from; ids are unique."""
+    import json
+    data = json.loads(S.DATA.read_text())["sources"]
+    assert [s["id"] for s in data] == S.source_ids() and len(set(S.source_ids())) == len(data) == 7
+    assert {s["kind"] for s in data} == {"whole_net", "per_layer", "per_op"}
+    for src in data:
+        assert src["citation"] and src["what"] and src["points"]
+        assert all(float(p["ms"]) > 0 for p in src["points"])
+    assert sum(len(s["points"]) for s in data) == 194
+
+
+def test_unknown_reference_net_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown reference net 'mobilenet_v9'; valid: .*mobilenet_v3"):
+        R.build_net("mobilenet_v9")
+    with pytest.raises(ValueError, match="valid: large, small"):
+        R.mobilenet_v3("medium")
+
+
+def test_cli_loso_prints_every_source(capsys) -> None:
+    assert C.main(["loso"]) == 0
+    out = capsys.readouterr().out
+    assert all(sid in out for sid in S.source_ids())
 
 
 def test_dwsep_op_builds_with_the_spec_shape() -> None:
@@ -185,8 +276,8 @@ def test_new_shipped_tables_cover_exactly_their_space(name: str, report: dict) -
     assert set(load_table("pixel1", "mbconv").metadata) <= set(m)   # same metadata as the mbconv table
     assert m["device"] == P.DEVICE and m["source"] == "model" and m["constants"] == asdict(P.CONSTANTS)
     assert m["trust"] == O.TRUST[name] and ("extrapolated" in m["trust"]) == (name != "nasnet")
-    for group in ("calibration", "held_out", "cell_held_out"):
-        assert [(r["name"], r["error_pct"]) for r in m[group]] == [(r["name"], r["error_pct"]) for r in report[group]]
+    for group in ("fit", "cell_held_out", "loso"):
+        assert m[group] == report[group], group
 
 
 def test_lut_model_on_new_tables_equals_the_model() -> None:

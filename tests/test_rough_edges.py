@@ -289,6 +289,20 @@ def test_ray_address_with_nothing_listening_fails_fast() -> None:
     assert time.perf_counter() - t0 < 30
 
 
+def test_ray_address_with_nothing_listening_writes_nothing(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    assert main(["search", "--space", "mbconv", "--target", "xeon-2.8ghz", "--trials", "2", "--runner", "ray",
+                 "--address", f"127.0.0.1:{port}", "--evaluator-option", "proxy=params", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--address 127.0.0.1:{port}" in err[0]
+    assert not out.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_sigterm_during_ray_search_exits_143(tmp_path: Path) -> None:
@@ -305,7 +319,7 @@ def test_sigterm_during_ray_search_exits_143(tmp_path: Path) -> None:
     db, deadline = tmp_path / "run" / "trials.db", time.time() + 240
     while time.time() < deadline and proc.poll() is None:   # until a trial finished on Ray
         try:
-            with sqlite3.connect(db, timeout=5) as con:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:   # never creates it
                 if con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]:
                     break
         except sqlite3.Error:

@@ -14,6 +14,7 @@ from latency.table import LatencyTable
 from latency.targets import load_table
 from latency.validate import (
     agreement,
+    format_report,
     runtime_warnings,
     sample_archs,
     settings_of,
@@ -216,6 +217,9 @@ def test_cpu_clock_run_and_thread_check() -> None:
     v = validate(space, table, samples=2, rounds=2, clock="cpu", progress=False)
     assert v.report["clock"] == "cpu" and all(a["measured_ms"] > 0 for a in v.report["archs"])
     assert any("cpu clock" in w for w in v.report["warnings"])      # the table was timed with wall time
+    # the preemption correction is reported, with the uncorrected rows next to the corrected ones
+    assert v.report["preemption"] and set(v.report["uncorrected"]) == {"table_lut", "joint_lut"}
+    assert "raw cpu clock" in format_report(v.report)
     table.metadata["threads"] = 2
     with pytest.raises(UsageError, match="needs threads=1"):
         validate(space, table, samples=2, clock="cpu", progress=False)

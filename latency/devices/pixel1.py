@@ -4,17 +4,18 @@ We cannot time layers on a Pixel 1, so this module predicts them. Each LayerSpec
 into primitives (dense conv, 1x1 pointwise conv, depthwise conv, global pool, fully connected,
 elementwise) with their multiply-accumulates and float32 bytes moved. One primitive costs
 
-    t = MACs / (PEAK * eff[kind]) + bytes / BW + OVERHEAD
+    t = MACs / (PEAK * eff[kind, k]) + bytes / BW(bytes) + OVERHEAD
 
 with PEAK the nominal peak of one Kryo core (2.15 GHz x one 4-lane fp32 NEON FMA per cycle =
-8.6 GMAC/s), eff[kind] the fraction of it TFLite reaches for that kind (pointwise/dense GEMM or
-depthwise), BW the effective memory bandwidth of one core and OVERHEAD a fixed per-op dispatch
-cost. Compute and traffic are added, not max-ed: on the published per-op profile of
-ProxylessNAS-mobile the sum explains thin layers (16-24 channels at 112x112, weight-heavy 7x7
-layers) much better than a max-roofline (PIXEL1.md). The three free constants (eff_pw, eff_dw,
-BW) are fitted once, by least squares on log(predicted / published) of the calibration nets in
-`search_spaces.reference_nets.CALIBRATION` (``python -m nas.pixel1_calibration fit --write``), and stored in
-FITTED below: nothing is fitted at run time. See PIXEL1.md for the errors and the limits.
+8.6 GMAC/s); eff the fraction of it TFLite reaches for GEMM-like convs (pointwise, dense, FC),
+3x3 depthwise convs and larger depthwise kernels; BW the effective bandwidth, higher for an op
+whose bytes fit in the 1 MiB L2 than for one that streams from DRAM; OVERHEAD a per-op dispatch
+cost. Activations other than ReLU/ReLU6 (h-swish, swish, the SE gate) are unfused passes. Compute
+and traffic are added, not max-ed (PIXEL1.md). The six free constants are fitted once, jointly on
+every published Pixel 1 source of `pixel1_data.json` (whole nets, a per-layer LUT, a per-op
+profile), each source weighted equally, with a weak prior
+(``python -m nas.pixel1_calibration fit --write``), and stored in FITTED below: nothing is fitted
+at run time. Leave-one-source-out errors are in PIXEL1.md and in every table's metadata.
 
 The decomposition into primitives is `primitives.py` (extension point: `register_op("my_op", fn)`;
 ops without an entry raise `LatencyError` naming the op and the known ones). The ops of the nasnet,
@@ -43,20 +44,23 @@ DEVICE = "Google Pixel 1 (Snapdragon 821, 1 big core)"
 # ---- the model -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Constants:
-    """Model constants; the defaults of the fitted ones are only the fit's starting point."""
+    """Model constants; the defaults of the fitted ones are the fit's starting point and its prior."""
 
     peak_gmacs: float = 8.6       # 2.15 GHz x 4 fp32 lanes x 1 FMA/cycle (nominal, fixed)
-    eff_pw: float = 0.5           # 1x1 convs (GEMM); dense kxk convs (im2col + GEMM) and FC use it too
-    eff_dw: float = 0.3           # depthwise convs
-    bandwidth_gbs: float = 4.0    # effective single-core memory bandwidth (GB/s), not the DRAM peak
-    overhead_us: float = 2.0      # per-op dispatch cost (fixed: a RESHAPE node's time in the per-op profile)
+    eff_pw: float = 0.7           # 1x1 convs (GEMM); dense kxk convs (im2col + GEMM) and FC use it too
+    eff_dw: float = 0.4           # 3x3 depthwise convs (TFLite's hand-tuned 3x3 kernel)
+    eff_dw_large: float = 0.4     # depthwise convs with k >= 5 (the generic depthwise kernel)
+    bandwidth_gbs: float = 3.4    # effective bandwidth of an op whose bytes exceed the L2 (DRAM-bound)
+    l2_bandwidth_gbs: float = 3.4  # effective bandwidth of an op whose bytes fit in the L2
+    l2_bytes: float = 1048576.0   # 1 MiB L2 of a big Kryo cluster (fixed, spec sheet)
+    overhead_us: float = 2.0      # per-op dispatch cost
 
 
-#: the names `fit` adjusts; the others are fixed from hardware facts / public per-op profiles
-FIT_NAMES = ("eff_pw", "eff_dw", "bandwidth_gbs")
+#: the names `fit` adjusts; the others are fixed from hardware facts
+FIT_NAMES = ("eff_pw", "eff_dw", "eff_dw_large", "bandwidth_gbs", "l2_bandwidth_gbs", "overhead_us")
 
 # BEGIN FITTED (written by `python -m nas.pixel1_calibration fit --write`; do not edit by hand)
-FITTED: dict[str, float] = {"eff_pw": 0.6901, "eff_dw": 0.4166, "bandwidth_gbs": 3.385}
+FITTED: dict[str, float] = {"eff_pw": 0.6659, "eff_dw": 0.2496, "eff_dw_large": 0.3024, "bandwidth_gbs": 4.16, "l2_bandwidth_gbs": 6.661, "overhead_us": 2.033}
 # END FITTED
 
 CONSTANTS = replace(Constants(), **FITTED)
@@ -66,12 +70,13 @@ def primitive_ms(prim: Primitive, c: Constants = CONSTANTS) -> float:
     if prim.kind not in KINDS:
         raise LatencyError(f"unknown primitive kind {prim.kind!r}; valid: {', '.join(KINDS)}")
     if prim.kind == "dw":
-        compute = prim.macs / (c.peak_gmacs * c.eff_dw * 1e6)
+        compute = prim.macs / (c.peak_gmacs * (c.eff_dw if prim.k <= 3 else c.eff_dw_large) * 1e6)
     elif prim.kind in ("conv", "pw", "fc"):
         compute = prim.macs / (c.peak_gmacs * c.eff_pw * 1e6)
     else:  # pool / eltwise: memory traffic only
         compute = 0.0
-    return compute + prim.nbytes / (c.bandwidth_gbs * 1e6) + c.overhead_us * 1e-3
+    bw = c.l2_bandwidth_gbs if prim.nbytes <= c.l2_bytes else c.bandwidth_gbs
+    return compute + prim.nbytes / (bw * 1e6) + c.overhead_us * 1e-3
 
 
 def layer_ms(spec: LayerSpec, c: Constants = CONSTANTS) -> float:
@@ -90,7 +95,8 @@ REFERENCES = [
     "Tan et al. 2019, MnasNet, Tables 1 and 4; tensorflow/tpu models/official/mnasnet README",
     "Cai et al. 2019, ProxylessNAS, Table 2; mit-han-lab/proxylessnas README and per-op log",
     "Stamoulis et al. 2019, Single-Path NAS; enyac-group/single-path-nas pixel1_runtime_model.json",
-    "tensorflow/models research/slim/nets/mobilenet README (MobileNetV2 Pixel 1 latencies)",
+    "tensorflow/models research/slim/nets/mobilenet README (MobileNetV2 and MobileNetV3 Pixel 1 latencies)",
+    "Howard et al. 2019, Searching for MobileNetV3, Tables 1-2 (the V3 nets); data: latency/devices/pixel1_data.json",
     "Zoph et al. 2018, NASNet-A mobile (tensorflow/models research/slim/nets/nasnet); 183 ms: MobileNetV2 Table 4",
 ]
 
@@ -101,8 +107,9 @@ def table_metadata(c: Constants = CONSTANTS, checks: Mapping[str, Any] | None = 
         "device": DEVICE, "source": "model", "runtime": "TFLite float32 (modelled)", "runtime_version": "n/a (model)",
         "provider": "CPU, 1 big Kryo core @2.15 GHz (modelled)", "threads": 1, "batch": 1,
         "statistic": "model prediction", "call_overhead_ms": 0.0,
-        "model": "per-op roofline: t = MACs/(peak*eff[kind]) + bytes/BW + overhead per primitive "
-                 "(dense/pointwise/depthwise conv, pool, FC, elementwise); see latency/devices/PIXEL1.md",
+        "model": "per-op roofline: t = MACs/(peak*eff[kind, k]) + bytes/BW(bytes vs L2) + overhead per primitive "
+                 "(dense/pointwise/depthwise conv, pool, FC, elementwise, unfused activations); see "
+                 "latency/devices/PIXEL1.md. Modelled, not measured: no entry was timed on a phone",
         "constants": asdict(c), "fitted": list(FIT_NAMES), **(checks or {}), "references": REFERENCES,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from latency.devices.primitives import DECOMPOSE, F32, Primitive, conv2d, eltwise, global_pool, linear, register_op
+from latency.devices.primitives import DECOMPOSE, F32, Primitive, act_passes, conv2d, eltwise, global_pool, linear, register_op
 from nas.core.layer import LayerSpec
 
 Decomposition = Callable[[LayerSpec], list[Primitive]]
@@ -69,15 +69,6 @@ def bcast(n: int, small: int) -> Primitive:
 
 def reduce_mean(rows: int, d: int) -> Primitive:
     return Primitive("eltwise", rows * d, F32 * (rows * d + rows))
-
-
-def act_passes(act: str, n: int) -> list[Primitive]:
-    """Activations that cannot be fused into the preceding conv / add."""
-    if act in ("relu", "relu6", "none"):
-        return []
-    if act in ("swish", "hswish"):
-        return [eltwise(n, 1), eltwise(n, 2)]   # sigmoid (or relu6(x+3)/6), then multiply by x
-    return [eltwise(n, 1)]                       # gelu and anything else: one pass
 
 
 def layernorm(rows: int, d: int) -> list[Primitive]:
@@ -286,7 +277,7 @@ for _op, _fn in EXTRA_OPS.items():
 
 #: what the shipped table of each space can be trusted for (recorded in its metadata)
 TRUST: dict[str, str] = {
-    "mbconv": "calibrated: the op family of the calibration nets (MBConv CNNs); see calibration / held_out.",
+    "mbconv": "calibrated: the op family of the published sources (MBConv CNNs); see fit / loso (leave-one-source-out).",
     "nasnet": "close to the calibration: separable / dilated / factorized convs and pooling use the calibrated "
               "CNN constants; the cell glue (ReLU passes, adds, concats) is memory traffic. Checked on NASNet-A "
               "mobile's published Pixel 1 latency (cell_held_out); never fitted on a cell net.",

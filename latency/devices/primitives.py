@@ -4,8 +4,10 @@ Each LayerSpec op decomposes into primitives (dense conv, 1x1 pointwise conv, de
 pool, fully connected, elementwise) with their multiply-accumulates and float32 bytes moved. A device
 model then prices each primitive kind with its own constants (latency/devices/pixel1.py).
 
-Extension point: `DECOMPOSE` maps an op name to a function returning its primitives. The base ops
-(conv_bn_act, mbconv, head, dwsep) are here; the cell, hybrid and ViT ops are registered by
+Activations other than ReLU / ReLU6 (which TFLite fuses into the conv) are elementwise passes
+(`act_passes`). Extension point: `DECOMPOSE` maps an op name to a function returning its primitives.
+The base ops (conv_bn_act, mbconv, head, dwsep, and ir_block / v3_head for the published MobileNetV3
+nets the model is fitted on) are here; the cell, hybrid and ViT ops are registered by
 `pixel1_ops.py` through `register_op`. An op without an entry raises `LatencyError` naming the op.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Primitive:
     kind: str       # one of KINDS
     macs: int       # multiply-accumulates (pool / eltwise: elements touched, not costed)
     nbytes: int     # float32 bytes read + written (activations in and out + weights)
+    k: int = 1      # kernel size of a conv (the depthwise rate depends on it); 1 otherwise
 
 
 KINDS = ("conv", "pw", "dw", "fc", "pool", "eltwise")
@@ -36,7 +39,7 @@ def conv2d(cin: int, cout: int, k: int, s: int, h: int, w: int, groups: int = 1)
     macs = ho * wo * cout * (cin // groups) * k * k
     nbytes = F32 * (cin * h * w + cout * ho * wo + cout * (cin // groups) * k * k)
     kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if k == 1 else "conv")
-    return Primitive(kind, macs, nbytes)
+    return Primitive(kind, macs, nbytes, k)
 
 
 def linear(cin: int, cout: int) -> Primitive:
@@ -52,10 +55,21 @@ def eltwise(n: int, operands: int = 2) -> Primitive:
     return Primitive("eltwise", n, F32 * n * (operands + 1))
 
 
+def act_passes(act: str, n: int) -> list[Primitive]:
+    """Activations that cannot be fused into the preceding conv / add (ReLU / ReLU6 are fused)."""
+    if act in ("relu", "relu6", "none"):
+        return []
+    if act == "swish":
+        return [eltwise(n, 1), eltwise(n, 2)]   # LOGISTIC, then MUL by x
+    return [eltwise(n, 1)]                       # h-swish (TFLite HARD_SWISH), h-sigmoid, sigmoid, gelu: one pass
+
+
 def _conv_bn_act(spec: LayerSpec) -> list[Primitive]:
     p = spec.kwargs
     _, h, w = spec.input_shape
-    return [conv2d(p["cin"], p["cout"], p["k"], p["s"], h, w, p.get("groups", 1))]
+    cout, ho, wo = spec.output_shape
+    conv = conv2d(p["cin"], p["cout"], p["k"], p["s"], h, w, p.get("groups", 1))
+    return [conv, *act_passes(str(p.get("act", "relu6")), cout * ho * wo)]
 
 
 def _mbconv(spec: LayerSpec) -> list[Primitive]:
@@ -63,15 +77,41 @@ def _mbconv(spec: LayerSpec) -> list[Primitive]:
     cin, h, w = spec.input_shape
     _, ho, wo = spec.output_shape
     mid, se = cin * p["e"], float(p.get("se", 0.0))
-    out = [conv2d(cin, mid, 1, 1, h, w)] if p["e"] != 1 else []
-    out.append(conv2d(mid, mid, p["k"], p["s"], h, w, groups=mid))
-    if se > 0:  # squeeze-excite: pool, FC down (+relu), FC up (+sigmoid), scale the tensor
-        red = max(1, int(cin * se))
-        out += [global_pool(mid, ho, wo), linear(mid, red), linear(red, mid), eltwise(mid * ho * wo)]
-    out.append(conv2d(mid, p["cout"], 1, 1, ho, wo))
-    if p["s"] == 1 and cin == p["cout"]:
-        out.append(eltwise(p["cout"] * ho * wo))
+    return _inverted_residual(cin, mid, int(p["cout"]), int(p["k"]), int(p["s"]), h, w,
+                              max(1, int(cin * se)) if se > 0 else 0, str(p.get("act", "relu6")))
+
+
+def _inverted_residual(cin: int, mid: int, cout: int, k: int, s: int, h: int, w: int, se_ch: int,
+                       act: str, gate: str = "sigmoid") -> list[Primitive]:
+    """[pw expand + act], dw k x k/s + act, [SE: pool, FC down (+relu), FC up + gate, scale],
+    pw project, [residual add]. ReLU/ReLU6 are fused into the convs; other acts are passes."""
+    ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+    out = [conv2d(cin, mid, 1, 1, h, w), *act_passes(act, mid * h * w)] if mid != cin else []
+    out += [conv2d(mid, mid, k, s, h, w, groups=mid), *act_passes(act, mid * ho * wo)]
+    if se_ch > 0:
+        out += [global_pool(mid, ho, wo), linear(mid, se_ch), linear(se_ch, mid), *act_passes(gate, mid),
+                eltwise(mid * ho * wo)]
+    out.append(conv2d(mid, cout, 1, 1, ho, wo))
+    if s == 1 and cin == cout:
+        out.append(eltwise(cout * ho * wo))
     return out
+
+
+def _ir_block(spec: LayerSpec) -> list[Primitive]:
+    """A MobileNetV3 bneck (explicit expansion width, SE width, activation); calibration nets only."""
+    p = spec.kwargs
+    cin, h, w = spec.input_shape
+    return _inverted_residual(cin, int(p["mid"]), int(p["cout"]), int(p["k"]), int(p["s"]), h, w,
+                              int(p.get("se_ch", 0)), str(p.get("act", "relu")), "hsigmoid")
+
+
+def _v3_head(spec: LayerSpec) -> list[Primitive]:
+    """MobileNetV3 head: 1x1 conv + act, global pool, 1x1 conv (no BN) + act, 1x1 conv to classes."""
+    p = spec.kwargs
+    cin, h, w = spec.input_shape
+    c1, c2, act = int(p["c1"]), int(p["c2"]), str(p.get("act", "hswish"))
+    return [conv2d(cin, c1, 1, 1, h, w), *act_passes(act, c1 * h * w), global_pool(c1, h, w),
+            linear(c1, c2), *act_passes(act, c2), linear(c2, int(p["classes"]))]
 
 
 def _head(spec: LayerSpec) -> list[Primitive]:
@@ -91,7 +131,8 @@ def _dwsep(spec: LayerSpec) -> list[Primitive]:
 
 #: op name -> primitive decomposition; the extension point for ops other spaces add.
 DECOMPOSE: dict[str, Callable[[LayerSpec], list[Primitive]]] = {
-    "conv_bn_act": _conv_bn_act, "mbconv": _mbconv, "head": _head, "dwsep": _dwsep}
+    "conv_bn_act": _conv_bn_act, "mbconv": _mbconv, "head": _head, "dwsep": _dwsep,
+    "ir_block": _ir_block, "v3_head": _v3_head}
 
 
 def register_op(op: str, fn: Callable[[LayerSpec], list[Primitive]]) -> None:

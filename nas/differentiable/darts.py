@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from nas.core.arch import Arch
 from nas.core.errors import UsageError
-from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
+from nas.evaluators.training import step_bar
+from nas.supernet.trainer import accuracy, batch_indices, flush_denormal, recalibrate_bn
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_PRIMITIVES, build_cell_op, build_preprocess, out_size
 from search_spaces.nasnet import STEM_MULTIPLIER, NASNetSpace
 from search_spaces.ops import build_layer, conv_spec, head_spec
@@ -191,18 +192,30 @@ class DartsNet(nn.Module):
 
 
 # ---- bilevel training ----------------------------------------------------------------------------
+Sync = Callable[[Sequence[Any], Sequence[torch.Tensor]], Sequence[Any]]
+
+
+def _same(grads: Sequence[Any], like: Sequence[torch.Tensor]) -> Sequence[Any]:
+    return grads
+
+
 def _second_order_alpha_grad(net: DartsNet, xt: torch.Tensor, yt: torch.Tensor, xv: torch.Tensor,
-                             yv: torch.Tensor, xi: float, wd: float) -> None:
+                             yv: torch.Tensor, xi: float, wd: float, sync_t: Sync = _same,
+                             sync_v: Sync = _same) -> None:
     """Set alpha.grad to the unrolled gradient (DARTS Eq. 7-8): grad_a L_val(w', a) -
-    xi * (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps), with w' = w - xi grad_w L_train."""
+    xi * (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps), with w' = w - xi grad_w L_train.
+    `sync_t` / `sync_v` turn this rank's gradients on its slice of the train / val batch into the
+    global batch's (data parallel); every intermediate gradient goes through them, so w', eps and
+    the result agree on every rank."""
     weights, alphas = net.weight_parameters(), net.arch_parameters()
     backup = [p.detach().clone() for p in weights]
-    gw = torch.autograd.grad(F.cross_entropy(net(xt), yt), weights, allow_unused=True)
+    gw = sync_t(torch.autograd.grad(F.cross_entropy(net(xt), yt), weights, allow_unused=True), weights)
     with torch.no_grad():
         for p, g in zip(weights, gw):
             if g is not None:
                 p.sub_(xi * (g + wd * p))
-    grads = torch.autograd.grad(F.cross_entropy(net(xv), yv), alphas + weights, allow_unused=True)
+    grads = sync_v(torch.autograd.grad(F.cross_entropy(net(xv), yv), alphas + weights, allow_unused=True),
+                   alphas + weights)
     g_alpha, g_w = grads[:len(alphas)], grads[len(alphas):]
     dw = [torch.zeros_like(p) if g is None else g for p, g in zip(weights, g_w)]
     eps = 0.01 / (torch.cat([d.flatten() for d in dw]).norm() + 1e-12)
@@ -211,7 +224,7 @@ def _second_order_alpha_grad(net: DartsNet, xt: torch.Tensor, yt: torch.Tensor, 
         with torch.no_grad():
             for p, b, d in zip(weights, backup, dw):
                 p.copy_(b + sign * eps * d)
-        return torch.autograd.grad(F.cross_entropy(net(xt), yt), alphas)
+        return tuple(sync_t(torch.autograd.grad(F.cross_entropy(net(xt), yt), alphas), alphas))
 
     g_plus, g_minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
     with torch.no_grad():
@@ -222,10 +235,16 @@ def _second_order_alpha_grad(net: DartsNet, xt: torch.Tensor, yt: torch.Tensor, 
 
 
 def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, val: Data | None = None,
-                progress: bool = False,
-                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Alternate alpha steps (on `train_a`) and weight steps (on `train_w`) for `cfg.epochs`."""
+                progress: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                dist: Any = None) -> list[dict[str, Any]]:
+    """Alternate alpha steps (on `train_a`) and weight steps (on `train_w`) for `cfg.epochs`.
+    `dist` (nas.distributed.DistContext): data parallel - every rank draws the same batches, trains
+    on its slice of both, and the alpha and weight gradients are summed over the ranks before each
+    step (with `order=2`, every gradient of the unrolled step too)."""
     from tqdm import tqdm
+
+    import nas.distributed as D
+    dist = dist or D.DistContext()
     (xw, yw), (xa, ya) = train_w, train_a
     rng = np.random.default_rng([cfg.seed, 0xDA])
     device = next(net.parameters()).device
@@ -238,10 +257,11 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
     lr_at = lambda s: cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
     history: list[dict[str, Any]] = []
     step = 0
-    bar = tqdm(total=steps, desc=f"darts search (order {cfg.order})", unit="step", disable=not progress)
+    bar = tqdm(total=steps, desc=f"darts search (order {cfg.order})", unit="step",
+               disable=not progress or not dist.is_main)
     with flush_denormal(), bar:
         for epoch in range(cfg.epochs):
-            t0, losses = time.perf_counter(), []
+            t0, loss_sum, n_steps, seen, local_sum = time.perf_counter(), 0.0, 0, [], 0.0
             net.train()
             arch_batches = batch_indices(len(ya), cfg.batch_size, rng)
             for idx in batch_indices(len(yw), cfg.batch_size, rng):
@@ -249,32 +269,46 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                 if idx_a is None:
                     arch_batches = batch_indices(len(ya), cfg.batch_size, rng)
                     idx_a = next(arch_batches)
-                xb, yb = xw[idx].to(device), yw[idx].to(device)
-                xv, yv = xa[idx_a].to(device), ya[idx_a].to(device)
+                part_w, part_a = D.batch_share(dist, idx), D.batch_share(dist, idx_a)
+                if part_w is None or part_a is None:
+                    continue
+                (mine, share), (mine_a, share_a) = part_w, part_a
+                xb, yb = xw[mine].to(device), yw[mine].to(device)
+                xv, yv = xa[mine_a].to(device), ya[mine_a].to(device)
                 lr = lr_at(step)
                 for group in opt_w.param_groups:
                     group["lr"] = lr
                 if epoch >= cfg.warmup_epochs:   # architecture step
                     opt_a.zero_grad(set_to_none=True)
                     if cfg.order == 2:
-                        _second_order_alpha_grad(net, xb, yb, xv, yv, lr, cfg.weight_decay)
+                        _second_order_alpha_grad(
+                            net, xb, yb, xv, yv, lr, cfg.weight_decay,
+                            *((lambda g, p: D.reduce_grads(dist, g, p, share),  # noqa: B023
+                               lambda g, p: D.reduce_grads(dist, g, p, share_a))  # noqa: B023
+                              if dist.active else ()))
                     else:
                         F.cross_entropy(net(xv), yv).backward(inputs=net.arch_parameters())
+                        D.average_gradients(dist, net.arch_parameters(), share_a)
                     opt_a.step()
                 # weight step
                 opt_w.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(net(xb), yb)
                 loss.backward(inputs=weights)
+                D.average_gradients(dist, weights, share)
                 nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
                 opt_w.step()
-                losses.append(float(loss.detach()))
+                loss_sum, n_steps = loss_sum + share * float(loss.detach()), n_steps + 1
+                seen.append(mine)
                 step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                                   "seconds": time.perf_counter() - t0,
+                local_sum += float(loss.detach())
+                step_bar(bar, loss=local_sum / n_steps)   # this rank's running mean over the epoch so far
+            rec: dict[str, Any] = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
+                                   "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen),
                                    "arch": net.space.format(net.derive())}
             if val is not None:
+                # the search net's BN running statistics lag far behind after a few dozen steps (eval-mode
+                # accuracy was chance level): re-estimate them on training batches first
+                recalibrate_bn(net, xw, batches=4, batch_size=cfg.batch_size)
                 rec["val_acc"] = accuracy(net, *val)
             log.info("darts epoch %d: loss %.4f, %s", epoch + 1, rec["loss"], rec["arch"])
             history.append(rec)

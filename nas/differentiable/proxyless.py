@@ -134,9 +134,13 @@ def penalty(latency: torch.Tensor | float, bound: float | None, lam: float) -> t
 
 
 def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Data, cfg: ProxylessConfig,
-                    predict: Callable[[Arch], float] | None, expected: ExpectedLatency | None
-                    ) -> list[dict[str, float]]:
-    """Alternate weight steps and arch steps for `cfg.epochs`; returns one record per epoch."""
+                    predict: Callable[[Arch], float] | None, expected: ExpectedLatency | None,
+                    dist: Any = None) -> list[dict[str, float]]:
+    """Alternate weight steps and arch steps for `cfg.epochs`; returns one record per epoch. `dist`
+    (nas.distributed.DistContext): data parallel - the same batches and paths on every rank, each
+    its slice; weight gradients and the arch step's rewards are summed over the ranks."""
+    import nas.distributed as D
+    dist = dist or D.DistContext()
     rng = np.random.default_rng([cfg.seed, 0x9A7])
     device = next(supernet.parameters()).device
     params = [p for p in supernet.parameters() if p.requires_grad]
@@ -147,31 +151,37 @@ def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Dat
     baseline: float | None = None
     history = []
     for epoch in range(cfg.epochs):
-        t0, losses, lats = time.perf_counter(), [], []
+        t0, loss_sum, n_steps, lats, seen = time.perf_counter(), 0.0, 0, [], []
         a_batches = batch_indices(len(a_data[1]), cfg.batch_size, rng)
         for idx in batch_indices(len(w_data[1]), cfg.batch_size, rng):
             supernet.train()
             arch, _ = policy.sample(rng)                       # weight step: one path of the policy
             supernet.set_arch(arch)
-            with flush_denormal():
-                loss = F.cross_entropy(supernet(w_data[0][idx].to(device)), w_data[1][idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
             a_idx = next(a_batches, None)
             if a_idx is None:
                 a_batches = batch_indices(len(a_data[1]), cfg.batch_size, rng)
                 a_idx = next(a_batches)
-            xa, ya = a_data[0][a_idx].to(device), a_data[1][a_idx].to(device)
+            part_w, part_a = D.batch_share(dist, idx), D.batch_share(dist, a_idx)
+            if part_w is None or part_a is None:
+                continue
+            (mine, share), (mine_a, share_a) = part_w, part_a
+            with flush_denormal():
+                loss = F.cross_entropy(supernet(w_data[0][mine].to(device)), w_data[1][mine].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                D.average_gradients(dist, params, share)
+                nn.utils.clip_grad_norm_(params, 5.0)
+                opt.step()
+            sched.step()
+            loss_sum, n_steps = loss_sum + share * float(loss.detach()), n_steps + 1
+            seen.append(mine)
+            xa, ya = a_data[0][mine_a].to(device), a_data[1][mine_a].to(device)
             arch_loss = torch.zeros(())
             for _ in range(cfg.paths):                           # arch step: REINFORCE on held-out data
                 arch, choice = policy.sample(rng)
                 supernet.set_arch(arch)
-                with torch.no_grad(), flush_denormal():
-                    reward = -float(F.cross_entropy(supernet(xa), ya))
+                with torch.no_grad(), flush_denormal():   # the global batch's loss: the same reward on every rank
+                    reward = -D.all_sum(dist, [share_a * float(F.cross_entropy(supernet(xa), ya))])[0]
                 if expected is None and predict is not None:   # not separable: latency in the reward
                     reward -= float(penalty(predict(arch), cfg.latency_ms, cfg.lam))
                 baseline = reward if baseline is None else cfg.baseline_decay * baseline + \
@@ -184,7 +194,8 @@ def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Dat
             arch_opt.zero_grad(set_to_none=True)
             arch_loss.backward()
             arch_opt.step()
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+        rec = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
+               "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen)}
         if lats:
             rec["expected_latency_ms"] = lats[-1]
         log.info("differentiable epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in rec.items()})

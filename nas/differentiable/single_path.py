@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from nas.core.arch import Arch
 from nas.core.errors import SearchError, UsageError
 from nas.supernet.mbconv import MBConvSupernet, SuperMBConv
+from nas.evaluators.training import step_bar
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
 from search_spaces.mbconv import SKIP, MBConvSpace
 
@@ -289,9 +290,15 @@ def latency_penalty(lat: torch.Tensor, cfg: SinglePathConfig) -> torch.Tensor:
 
 def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg: SinglePathConfig,
                       val: Data | None = None, progress: bool = False,
-                      on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Jointly train weights (SGD) and thresholds (SGD or Adam) on CE + latency penalty."""
+                      on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                      dist: Any = None) -> list[dict[str, Any]]:
+    """Jointly train weights (SGD) and thresholds (SGD or Adam) on CE + latency penalty. `dist`
+    (nas.distributed.DistContext): data parallel - the same batches on every rank, each its slice,
+    weight and threshold gradients summed over the ranks (the latency term is the same everywhere)."""
     from tqdm import tqdm
+
+    import nas.distributed as D
+    dist = dist or D.DistContext()
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5B])
     device = next(net.parameters()).device
@@ -306,13 +313,19 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     history: list[dict[str, Any]] = []
     net.relaxed = True
-    bar = tqdm(total=steps, desc="single-path search", unit="step", disable=not progress)
+    bar = tqdm(total=steps, desc="single-path search", unit="step", disable=not progress or not dist.is_main)
+    every = list(net.parameters())
     with flush_denormal(), bar:
         for epoch in range(cfg.epochs):
-            t0, ces, lats = time.perf_counter(), [], []
+            t0, ce_sum, lats, seen, local_ce = time.perf_counter(), 0.0, [], [], 0.0
             net.train()
             for idx in batch_indices(len(y), cfg.batch_size, rng):
-                xb, yb = x[idx].to(device), y[idx].to(device)
+                part = D.batch_share(dist, idx)
+                if part is None:
+                    continue
+                mine, share = part
+                seen.append(mine)
+                xb, yb = x[mine].to(device), y[mine].to(device)
                 opt_w.zero_grad(set_to_none=True)
                 opt_t.zero_grad(set_to_none=True)
                 ce = F.cross_entropy(net(xb), yb)
@@ -320,19 +333,21 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
                 search = epoch >= cfg.warmup_epochs
                 loss = ce + latency_penalty(lat, cfg) if search else ce
                 loss.backward()
+                D.average_gradients(dist, every, share)   # the shares sum to 1: the latency term stays whole
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
                 opt_w.step()
                 if search:
                     opt_t.step()
                 sched.step()
-                ces.append(float(ce.detach()))
+                ce_sum += share * float(ce.detach())
                 lats.append(float(lat.detach()))
-                bar.update(1)
-                bar.set_postfix(ce=f"{ces[-1]:.3f}", ms=f"{lats[-1]:.1f}", refresh=False)
+                local_ce += float(ce.detach())
+                step_bar(bar, ce=local_ce / len(lats), ms=lats[-1])   # running mean CE, current expected latency
             arch = net.derive()
-            rec: dict[str, Any] = {"epoch": epoch + 1, "ce": float(np.mean(ces)), "latency_ms": lats[-1],
-                                   "seconds": time.perf_counter() - t0, "arch": net.space.format(arch)}
+            rec: dict[str, Any] = {"epoch": epoch + 1, "ce": D.all_sum(dist, [ce_sum])[0] / max(1, len(lats)),
+                                   "latency_ms": lats[-1], "seconds": time.perf_counter() - t0,
+                                   **D.epoch_samples(dist, seen), "arch": net.space.format(arch)}
             if val is not None:
                 rec["val_acc"] = accuracy(net, *val)
             log.info("single-path epoch %d: ce %.4f, latency %.2f ms, %s", epoch + 1, rec["ce"], rec["latency_ms"],

@@ -35,6 +35,15 @@ class TrainingError(NasError):
     """Training could not go on (e.g. the loss became NaN); the trial fails with this message."""
 
 
+def step_bar(bar: Any, **values: float) -> None:
+    """Advance a tqdm `bar` by one step showing `values` (e.g. the epoch's running mean loss so far).
+    Every trainer's bar goes through here: the postfix is set *before* the update, so whatever the
+    update draws is this step's value (setting it after, as tqdm's examples do, always shows the
+    step before, and a per-epoch postfix shows the last epoch's loss for the whole next epoch)."""
+    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+    bar.update(1)
+
+
 def _check(name: str, value: float, low: float, what: str) -> None:
     if not value >= low:
         raise UsageError(f"{name} must be {what}, got {value}")
@@ -139,9 +148,8 @@ def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, ba
                     sched.step()
                     running += float(loss.detach()) * len(y)
                     seen += len(y)
-                    bar.update(1)
+                    step_bar(bar, loss=running / seen)
                 train_loss = running / max(seen, 1)
-                bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
         finally:
             bar.close()
         recalibrate_bn(model, train, batch_size=batch_size, device=device, seed=seed)

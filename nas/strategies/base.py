@@ -72,6 +72,8 @@ class TrainContext:
     seed: int = 0
     out: Path | None = None
     progress: bool = True
+    #: nas.distributed.DistContext under torchrun (data-parallel training), else None
+    dist: Any = None
 
     def load(self, split: str, resolution: int) -> tuple[Any, Any]:
         from nas.data import load_dataset
@@ -86,6 +88,9 @@ class Strategy(ABC):
     name: ClassVar[str]
     #: trains shared weights in `prepare` (one process: --runner local only)
     weight_sharing: ClassVar[bool] = False
+    #: finds archs only through the space's sample / mutate / validate, so a candidate list
+    #: (`--candidates FILE`) restricts it; False for solvers and derivations that ignore it
+    follows_candidates: ClassVar[bool] = True
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, metric: str = "score", maximize: bool = True,
                  feasible: Feasible | None = None, objectives: ObjectivesSpec = None) -> None:

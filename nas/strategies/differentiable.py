@@ -15,7 +15,7 @@ from nas.core.arch import Arch
 from nas.core.errors import UsageError
 from nas.core.space import SearchSpace
 from nas.strategies.base import Evaluator, TrainContext
-from nas.strategies.weight_sharing import SupernetStrategy, WeightSharingStrategy, _inherit, _seeded, reuse_or_train
+from nas.strategies.weight_sharing import SupernetStrategy, WeightSharingStrategy, _inherit, _seeded
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,18 @@ class DifferentiableStrategy(WeightSharingStrategy):
     """ProxylessNAS on any supernet: sampled paths, REINFORCE + expected LUT latency."""
 
     name = "differentiable"
+    follows_candidates = False   # the derived arch comes from the trained path probabilities
     default_epochs = 3
     fixed_trials = 1
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.05, arch_lr: float = 0.1, paths: int = 2,
-                 lam: float = 20.0, target_ms: float | None = None, width_mult: float = 0.25, channels: int = 8,
-                 cells: int = 1, calib_batches: int = 4, **kwargs: Any) -> None:
+                 lam: float = 20.0, target_ms: float | None = None, width_mult: float | None = None,
+                 channels: int | None = None, cells: int | None = None, calib_batches: int = 4, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.arch_lr, self.paths, self.lam, self.target_ms = lr, arch_lr, paths, lam, target_ms
-        self.width_mult, self.channels, self.cells, self.calib_batches = width_mult, channels, cells, calib_batches
+        self.width_mult = float(self._size("width_mult", width_mult))
+        self.channels, self.cells = int(self._size("channels", channels)), int(self._size("cells", cells))
+        self.calib_batches = calib_batches
         self.net: Any = None
         self.calib: Any = None
         self.calib_bs = 64
@@ -51,7 +54,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
 
         from nas.differentiable.darts import split_half
         from nas.differentiable.proxyless import ArchPolicy, ExpectedLatency, ProxylessConfig, train_proxyless
-        from nas.supernet import build_supernet, training_space
+        from nas.supernet import build_supernet
         from nas.supernet.trainer import SupernetEvaluator, calibration_set, to_device
         ctx = self.context(ctx)
         if not ctx.latency:
@@ -59,12 +62,10 @@ class DifferentiableStrategy(WeightSharingStrategy):
         target = next(iter(ctx.latency))
         lut = ctx.latency[target]
         goal = self.target_ms if self.target_ms is not None else ctx.bounds.get(target)
-        cell = {"channels": self.channels, "cells": self.cells} if ctx.space.name == "nasnet" else {}
-        small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
-                                             "num_classes": ctx.num_classes(), **cell, **self.train_options})
+        small = self.train_space(ctx, "width_mult", *(("channels", "cells") if ctx.space.name == "nasnet" else ()))
         cfg = ProxylessConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
                               arch_lr=self.arch_lr, paths=self.paths, lam=self.lam, latency_ms=goal, seed=ctx.seed)
-        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        train, val = ctx.load("train", small.input_shape[-1]), ctx.load("val", small.input_shape[-1])
         self.net = to_device(_seeded(ctx.seed, build_supernet, small), ctx.device)
         policy = ArchPolicy(small)
         holder = torch.nn.ModuleDict({"net": self.net, "policy": policy})   # one checkpoint for both
@@ -72,9 +73,9 @@ class DifferentiableStrategy(WeightSharingStrategy):
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "differentiable.pt" if ctx.out else None
         expected = ExpectedLatency(lut) if getattr(lut, "separable", False) else None
-        self.info = reuse_or_train(path, meta, holder, lambda: train_proxyless(
+        self.trained(path, meta, holder, lambda: train_proxyless(
             self.net, policy, *split_half(train, ctx.seed), cfg, lambda a: float(lut.predict(ctx.space.make(a.genes))),
-            expected))
+            expected, dist=ctx.dist), ctx, small)
         rng = np.random.default_rng([ctx.seed, 0xDE])
         top = policy.derive(rng)
         bound = ctx.bounds.get(target)
@@ -83,7 +84,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
         if fits is not None and not fits(top):
             arch = self._within_bound(policy, rng, fits, arch)
         self.seeds = [arch]
-        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset, target=target,
+        self.info.update(config=asdict(cfg), target=target,
                          latency_term="expected (separable LUT)" if expected else "sampled path in the reward",
                          most_probable=ctx.space.format(ctx.space.make(top.genes)),
                          most_probable_latency_ms=float(lut.predict(ctx.space.make(top.genes))),

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 import numpy as np
 
 from nas.core.arch import Arch
+from nas.core.space import SearchSpace
 from nas.core.errors import SearchError, UsageError
 from nas.problem import AdditiveTable, SearchProblem
 from nas.strategies.base import Strategy
@@ -83,8 +84,23 @@ class ExactStrategy(Strategy):
     """Solve the constrained problem exactly; trial n is the n-th best feasible arch."""
 
     name = "exact"
+    follows_candidates: ClassVar[bool] = False   # the MILP ranges over the whole space
     takes_problem: ClassVar[bool] = True
     requires_problem: ClassVar[bool] = True   # cannot run on a bare `feasible` test (registry contract tests skip it)
+
+    @classmethod
+    def supported_spaces(cls) -> tuple[str, ...]:
+        """The separable spaces: those whose layers per decision depend on that decision alone."""
+        from search_spaces.catalog import SPACES
+        return tuple(n for n in SPACES.names()
+                     if SPACES.get(n).separable_layers is not SearchSpace.separable_layers)
+
+    @classmethod
+    def require(cls, space: SearchSpace) -> None:
+        if not cls.supports(space):
+            raise UsageError(f"strategy 'exact' cannot search space {space.name!r}: it is not separable (a "
+                             f"decision's layers depend on other decisions); separable spaces: "
+                             f"{cls.supported_text()}; use --strategy evolution")
 
     def __init__(self, space: Any, *, problem: SearchProblem | None = None, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)

@@ -12,11 +12,14 @@ so the runner, stores and resume work unchanged:
 * ``darts``: DARTS on the nasnet darts variant; the derived genotype is the first (by default
   only) trial, scored by training it from scratch for `retrain_epochs`.
 
-Training runs on a smaller copy of the searched space (`resolution`, `width_mult` / `channels`,
-`cells`, the dataset's classes, any `train_options`; same decisions) while latency is predicted
+Training runs at the searched size when the data allows, else on a smaller copy of the searched
+space (`resolution`, `width_mult` / `channels`, `cells`, any `train_options`; same decisions), always
+with the dataset's classes - `train_size` (nas/strategies/train_size.py) - while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
 (`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet). Checkpoints go to ``<out>/`` and are reused when a
-search resumes. Torch is imported only inside `prepare`, so registering these strategies stays cheap.
+search resumes. Under torchrun every rank trains data-parallel (`ctx.dist`, nas/distributed.py); rank 0
+alone writes the checkpoint. Torch is imported only inside `prepare`, so registering these strategies
+stays cheap.
 """
 from __future__ import annotations
 
@@ -41,22 +44,58 @@ class WeightSharingStrategy(RegularizedEvolution):
 
     weight_sharing: ClassVar[bool] = True
     default_epochs: ClassVar[int] = 2
+    default_batch_size: ClassVar[int] = 64
     #: None: run the trials asked for; an int: that many (a differentiable search yields one arch)
     fixed_trials: ClassVar[int | None] = None
 
+    #: the proxy size (`train_size`): defaults of the size options a strategy takes (None: not given)
+    proxy_size: ClassVar[dict[str, Any]] = {"resolution": 32, "width_mult": 0.25, "channels": 8, "cells": 1}
+    default_train_size: ClassVar[str] = "auto"
+
     def __init__(self, space: SearchSpace, *, epochs: int | None = None, batch_size: int | None = None,
-                 dataset: str | None = None, resolution: int = 32, device: str | None = None,
-                 refine: int = 0, train_options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+                 dataset: str | None = None, resolution: int | None = None, device: str | None = None,
+                 refine: int = 0, train_options: Mapping[str, Any] | None = None, train_size: str | None = None,
+                 **kwargs: Any) -> None:
+        from nas.strategies.train_size import check_train_size
         super().__init__(space, **kwargs)
         self.epochs, self.batch_size, self.dataset = epochs, batch_size, dataset
-        self.resolution, self.device, self.refine = int(resolution), device, int(refine)
+        self.device, self.refine = device, int(refine)
+        self.train_size = check_train_size(train_size or self.default_train_size)
+        self.given: list[str] = []           # proxy-size options the user set
+        self.resolution = int(self._size("resolution", resolution))
         if self.refine < 0:
             raise UsageError(f"refine must be >= 0 (extra evolution trials after the derived arch), got {refine}")
         if train_options is not None and not isinstance(train_options, Mapping):
             raise UsageError(f"train_options must be a JSON object of space options, got {train_options!r}")
         #: further options of the training space, e.g. {"patch": 4} for vit_resnas at 32x32
         self.train_options = dict(train_options or {})
+        if self.train_options:
+            self.given.append("train_options")
         self.seeds: list[Arch] = []
+
+    def _size(self, name: str, value: Any) -> Any:
+        """A proxy-size option: `value` if given (and remembered as given), else the default."""
+        if value is None:
+            return self.proxy_size[name]
+        self.given.append(name)
+        return value
+
+    def train_space(self, ctx: TrainContext, *names: str) -> SearchSpace:
+        """The space to train on (`nas.strategies.train_size`): the searched one or the proxy made of
+        the size options `names` (+ `train_options`); the choice goes to `info["train_size"]`."""
+        from nas.strategies.train_size import choose_train_space
+        proxy = {n: getattr(self, n) for n in ("resolution", *names)}
+        small, why = choose_train_space(ctx.space, ctx.dataset, self.train_size, proxy,
+                                        [g for g in self.given if g in (*proxy, "train_options")],
+                                        ctx.num_classes(), self.train_options)
+        self.size_info = why
+        return small
+
+    def trained(self, path: Any, meta: dict[str, Any], module: Any, train: Callable[[], list[dict[str, Any]]],
+                ctx: TrainContext, small: SearchSpace, **info: Any) -> None:
+        """Train (or reuse the checkpoint at `path`) and fill `info` with what the search reports."""
+        self.info = reuse_or_train(path, meta, module, train, ctx.dist)
+        self.info.update(train_space=small.options(), train_size=self.size_info, dataset=ctx.dataset, **info)
 
     # ---- flow hooks --------------------------------------------------------------------------
     def trials(self, requested: int) -> int:
@@ -67,7 +106,7 @@ class WeightSharingStrategy(RegularizedEvolution):
         from dataclasses import replace
         return replace(ctx, dataset=self.dataset or ctx.dataset, device=self.device or ctx.device,
                        epochs=self.epochs or ctx.epochs or self.default_epochs,
-                       batch_size=self.batch_size or ctx.batch_size or 64)
+                       batch_size=self.batch_size or ctx.batch_size or self.default_batch_size)
 
     @abstractmethod
     def prepare(self, ctx: TrainContext) -> Evaluator:
@@ -104,18 +143,32 @@ def _checkpoint_ok(path: Path | None, meta: dict[str, Any]) -> bool:
 
 
 def reuse_or_train(path: Path | None, meta: dict[str, Any], module: Any,
-                   train: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
+                   train: Callable[[], list[dict[str, Any]]], dist: Any = None) -> dict[str, Any]:
     """Load `module` from the checkpoint at `path` if it was written with exactly `meta`, else run
-    `train()` (its per-epoch history) and save the checkpoint. Returns the training info."""
+    `train()` (its per-epoch history) and save the checkpoint. Returns the training info.
+
+    Under torchrun (`dist` active) rank 0 decides and every rank follows: a reused checkpoint is
+    loaded on rank 0 and broadcast; after training only rank 0 writes it. The world size is part of
+    `meta` (BatchNorm sees per-rank batches, so the weights differ a little from one process's)."""
+    import nas.distributed as D
     from nas.supernet.trainer import load_checkpoint, save_checkpoint
-    if _checkpoint_ok(path, meta):
-        _, state = load_checkpoint(path)  # type: ignore[arg-type]
-        module.load_state_dict(state)
-        log.info("reusing %s", path)
+    dist = dist or D.DistContext()
+    if dist.active:
+        meta = {**meta, "world_size": dist.world_size}
+    D.broadcast_module(dist, module)   # every rank starts from rank 0's weights
+    if D.agree(dist, _checkpoint_ok(path, meta) if dist.is_main else True):
+        if dist.is_main:
+            _, state = load_checkpoint(path)  # type: ignore[arg-type]
+            module.load_state_dict(state)
+            log.info("reusing %s", path)
+        D.broadcast_module(dist, module)
         return {"checkpoint": str(path), "reused": True}
     history = train()
     info: dict[str, Any] = {"history": history, "seconds": sum(h["seconds"] for h in history)}
-    if path is not None:
+    if dist.active:
+        info["distributed"] = {"world_size": dist.world_size, "backend": dist.backend,
+                               "note": "data parallel: global batch split over the ranks, same paths on each"}
+    if path is not None and dist.is_main:
         save_checkpoint(path, module, meta)
         info["checkpoint"] = str(path)
     return info
@@ -150,18 +203,20 @@ class SupernetStrategy(WeightSharingStrategy):
         return callable(getattr(space, "supernet", None)) or super().supports(space)
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, random_paths: int = 2, distill: bool = True,
-                 width_mult: float = 0.25, channels: int = 8, cells: int = 1, calib_batches: int = 4,
-                 **kwargs: Any) -> None:
+                 width_mult: float | None = None, channels: int | None = None, cells: int | None = None,
+                 calib_batches: int = 4, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.random_paths, self.distill = lr, random_paths, distill
-        # width_mult: mbconv's training width; channels / cells: the nasnet cell space's
-        self.width_mult, self.channels, self.cells, self.calib_batches = width_mult, channels, cells, calib_batches
+        # proxy size: width_mult for mbconv's training width; channels / cells for the nasnet cell space's
+        self.width_mult = float(self._size("width_mult", width_mult))
+        self.channels, self.cells = int(self._size("channels", channels)), int(self._size("cells", cells))
+        self.calib_batches = calib_batches
         self.net: Any = None
         self.calib: Any = None
         self.calib_bs = 64
 
     def prepare(self, ctx: TrainContext) -> Evaluator:
-        from nas.supernet import build_supernet, training_space
+        from nas.supernet import build_supernet
         from nas.supernet.trainer import (
             SandwichConfig,
             SupernetEvaluator,
@@ -171,26 +226,24 @@ class SupernetStrategy(WeightSharingStrategy):
             train_supernet,
         )
         ctx = self.context(ctx)
-        small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
-                                             "num_classes": ctx.num_classes(), **self._cell_options(ctx.space),
-                                             **self.train_options})
+        small = self.train_space(ctx, "width_mult", *self._cell_options(ctx.space))
         cfg = SandwichConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
                              random_paths=self.random_paths, distill=self.distill, seed=ctx.seed)
-        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        res = small.input_shape[-1]
+        train, val = ctx.load("train", res), ctx.load("val", res)
         self.net = to_device(_seeded(ctx.seed, build_supernet, small), ctx.device)
         meta = supernet_meta(ctx.space, small, cfg, ctx.dataset)
         path = ctx.out / "supernet.pt" if ctx.out else None
-        self.info = reuse_or_train(path, meta, self.net,
-                                   lambda: train_supernet(self.net, train, cfg, val=val, progress=ctx.progress))
-        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset)
+        self.trained(path, meta, self.net, lambda: train_supernet(self.net, train, cfg, val=val, progress=ctx.progress,
+                                                                  dist=ctx.dist), ctx, small, config=asdict(cfg))
         self.calib, self.calib_bs = calibration_set(train[0], ctx.seed), cfg.batch_size
         return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
                                  batch_size=cfg.batch_size, report_space=ctx.space)
 
-    def _cell_options(self, space: SearchSpace) -> dict[str, int]:
-        """channels / cells of the training space for the cell space (its supernet holds every op of
-        every edge of every cell: the searched 36 channels x 6 cells would not fit a CPU run)."""
-        return {"channels": self.channels, "cells": self.cells} if space.name == "nasnet" else {}
+    def _cell_options(self, space: SearchSpace) -> tuple[str, ...]:
+        """channels / cells: proxy-size options of the cell space only (its supernet holds every op of
+        every edge of every cell: the searched 36 channels x 6 cells are slow on a CPU)."""
+        return ("channels", "cells") if space.name == "nasnet" else ()
 
     def inherited(self, arch: Arch) -> tuple[SearchSpace, dict[str, Any]] | None:
         return _inherit(self.net, self.calib, self.calib_batches, self.calib_bs, arch)
@@ -200,6 +253,7 @@ class SinglePathStrategy(WeightSharingStrategy):
     """Single-Path NAS on the MBConv space: thresholds + differentiable LUT latency."""
 
     name = "single-path"
+    follows_candidates: ClassVar[bool] = False   # the derived arch comes from the trained gates, not sampling
     default_epochs = 3
     fixed_trials = 1
 
@@ -208,11 +262,12 @@ class SinglePathStrategy(WeightSharingStrategy):
         return ("mbconv",)
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, arch_lr: float = 0.2, lam: float = 1.0,
-                 target_ms: float | None = None, tau: float = 0.25, t_init: float = 0.5, width_mult: float = 0.25,
-                 calib_batches: int = 4, **kwargs: Any) -> None:
+                 target_ms: float | None = None, tau: float = 0.25, t_init: float = 0.5,
+                 width_mult: float | None = None, calib_batches: int = 4, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.arch_lr, self.lam, self.target_ms = lr, arch_lr, lam, target_ms
-        self.tau, self.t_init, self.width_mult, self.calib_batches = tau, t_init, width_mult, calib_batches
+        self.tau, self.t_init, self.calib_batches = tau, t_init, calib_batches
+        self.width_mult = float(self._size("width_mult", width_mult))
         self.net: Any = None
         self.calib: Any = None
         self.calib_bs = 64
@@ -225,7 +280,6 @@ class SinglePathStrategy(WeightSharingStrategy):
             repair,
             train_single_path,
         )
-        from nas.supernet import training_space
         from nas.supernet.trainer import SupernetEvaluator, calibration_set, to_device
         ctx = self.context(ctx)
         if ctx.space.name != "mbconv":
@@ -235,22 +289,22 @@ class SinglePathStrategy(WeightSharingStrategy):
         target = next(iter(ctx.latency))
         lut = ctx.latency[target]
         goal = self.target_ms if self.target_ms is not None else ctx.bounds.get(target)
-        small = training_space(ctx.space, **{"resolution": self.resolution, "width_mult": self.width_mult,
-                                             "num_classes": ctx.num_classes(), **self.train_options})
+        small = self.train_space(ctx, "width_mult")
         cfg = SinglePathConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
                                arch_lr=self.arch_lr, lam=self.lam, latency_ms=goal, tau=self.tau,
                                t_init=self.t_init, seed=ctx.seed)
-        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        res = small.input_shape[-1]
+        train, val = ctx.load("train", res), ctx.load("val", res)
         self.net = to_device(_seeded(ctx.seed, SinglePathNet, small, tau=self.tau, t_init=self.t_init), ctx.device)
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "single_path.pt" if ctx.out else None
-        self.info = reuse_or_train(path, meta, self.net, lambda: train_single_path(
-            self.net, train, LatencyTerm.from_lut(small, lut), cfg, val=val, progress=ctx.progress))
+        self.trained(path, meta, self.net, lambda: train_single_path(
+            self.net, train, LatencyTerm.from_lut(small, lut), cfg, val=val, progress=ctx.progress, dist=ctx.dist),
+            ctx, small, config=asdict(cfg), target=target)
         derived = self.net.derive()
         arch = ctx.space.make(derived.genes)
-        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset, target=target,
-                         derived=ctx.space.format(arch), derived_latency_ms=float(lut.predict(arch)))
+        self.info.update(derived=ctx.space.format(arch), derived_latency_ms=float(lut.predict(arch)))
         bound = ctx.bounds.get(target)
         if bound is not None and lut.predict(arch) > bound:
             fixed = repair(self.net, derived, lambda a: lut.predict(ctx.space.make(a.genes)), bound)
@@ -272,7 +326,12 @@ class DartsStrategy(WeightSharingStrategy):
     """DARTS on the nasnet space (variant=darts); the derived genotype is retrained to score it."""
 
     name = "darts"
-    default_epochs = 3
+    follows_candidates: ClassVar[bool] = False   # the derived arch comes from the trained gates, not sampling
+    # 8 epochs (4 of them weights only) of batches of 32 at 8x8 on digits: the normal cell comes out
+    # mostly separable / dilated convs; 3 epochs of 64 at 16x16 (1 warm-up) left the alphas within 0.01
+    # of uniform and derived an all-pooling cell (README, "DARTS on a CPU")
+    default_epochs = 8
+    default_batch_size = 32
     fixed_trials = 1
 
     @classmethod
@@ -287,44 +346,57 @@ class DartsStrategy(WeightSharingStrategy):
     def supported_text(cls) -> str:
         return "nasnet with variant=darts (-o variant=darts)"
 
+    # 16x16 by default: a DARTS search net keeps every op's output of every edge in memory, and
+    # the digits (8x8 originals) lose nothing at 16x16
+    proxy_size = {"resolution": 16, "channels": 8, "cells": 1}
+    # a proxy by default, as DARTS does (Liu et al. 2019, Sec. 3.1: searched with 8 cells of 16
+    # channels, evaluated with 20 of 36): its search net holds all 8 ops of every edge, and the
+    # derived cell is retrained anyway; train_size=auto|searched ask for the searched size
+    default_train_size = "proxy"
+
     def __init__(self, space: SearchSpace, *, lr: float = 0.025, arch_lr: float = 3e-3, order: int = 1,
-                 channels: int = 8, cells: int = 1, warmup_epochs: int = 1, retrain_epochs: int = 2,
-                 retrain_lr: float = 0.05, resolution: int = 16, **kwargs: Any) -> None:
-        # 16x16 by default: a DARTS search net keeps every op's output of every edge in memory, and
-        # the digits (8x8 originals) lose nothing at 16x16
+                 channels: int | None = None, cells: int | None = None, warmup_epochs: int = 4,
+                 retrain_epochs: int = 2, retrain_lr: float = 0.05, resolution: int | None = None,
+                 **kwargs: Any) -> None:
+        # resolution None: 8 on digits (its images are 8x8: nothing is lost, and a step costs half
+        # of one at 16x16), else the proxy's 16 (a DARTS search net keeps every op's output of every
+        # edge in memory); set in prepare, once the dataset is known
+        self.auto_resolution = resolution is None
         super().__init__(space, resolution=resolution, **kwargs)
         self.lr, self.arch_lr, self.order = lr, arch_lr, int(order)
-        self.channels, self.cells, self.warmup_epochs = int(channels), int(cells), int(warmup_epochs)
+        self.channels, self.cells = int(self._size("channels", channels)), int(self._size("cells", cells))
+        self.warmup_epochs = int(warmup_epochs)
         self.retrain_epochs, self.retrain_lr = int(retrain_epochs), float(retrain_lr)
         self.states: dict[Arch, dict[str, Any]] = {}
         self.small: SearchSpace | None = None
 
     def prepare(self, ctx: TrainContext) -> Evaluator:
         from nas.differentiable.darts import DartsConfig, DartsNet, split_half, train_darts
-        from nas.supernet import training_space
         from nas.supernet.trainer import RetrainEvaluator, to_device
         ctx = self.context(ctx)
+        if self.auto_resolution:
+            from nas.data import parse_spec
+            self.resolution = 8 if parse_spec(ctx.dataset or "digits").kind == "digits" else 16
         if getattr(ctx.space, "variant", None) != "darts":
             raise UsageError(f"darts searches the nasnet space with variant=darts (--space nasnet -o variant=darts); "
                              f"got {ctx.space.describe()}")
-        self.small = small = training_space(ctx.space, **{"resolution": self.resolution, "channels": self.channels,
-                                                          "cells": self.cells, "num_classes": ctx.num_classes(),
-                                                          **self.train_options})
+        self.small = small = self.train_space(ctx, "channels", "cells")
         cfg = DartsConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
                           arch_lr=self.arch_lr, order=self.order, seed=ctx.seed,
                           warmup_epochs=min(self.warmup_epochs, int(ctx.epochs or 1) - 1))
-        train, val = ctx.load("train", self.resolution), ctx.load("val", self.resolution)
+        res = small.input_shape[-1]
+        train, val = ctx.load("train", res), ctx.load("val", res)
         net = to_device(_seeded(ctx.seed, DartsNet, small), ctx.device)
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
                 "config": asdict(cfg), "dataset": ctx.dataset, "cell_bn": "non-affine"}   # older darts.pt: retrained
         path = ctx.out / "darts.pt" if ctx.out else None
-        self.info = reuse_or_train(path, meta, net,
-                                   lambda: train_darts(net, *split_half(train, ctx.seed), cfg, val=val, progress=ctx.progress))
+        self.trained(path, meta, net, lambda: train_darts(net, *split_half(train, ctx.seed), cfg, val=val,
+                                                          progress=ctx.progress, dist=ctx.dist),
+                     ctx, small, config=asdict(cfg))
         normal, reduce = net.genotype()
         arch = net.derive(ctx.space)  # type: ignore[arg-type]
         self.seeds = [arch]
-        self.info.update(train_space=small.options(), config=asdict(cfg), dataset=ctx.dataset,
-                         genotype={"normal": normal, "reduce": reduce}, derived=ctx.space.format(arch),
+        self.info.update(genotype={"normal": normal, "reduce": reduce}, derived=ctx.space.format(arch),
                          alpha_normal=net.alpha_normal.detach().softmax(-1).tolist(),
                          alpha_reduce=net.alpha_reduce.detach().softmax(-1).tolist())
         return RetrainEvaluator(small, train, val, epochs=self.retrain_epochs, batch_size=ctx.batch_size or 64,

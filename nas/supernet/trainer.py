@@ -102,6 +102,13 @@ def bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _size_note(trained: SearchSpace, searched: SearchSpace) -> str:
+    """' at proxy size channels=8, resolution=16' (the options where training differs), or ''."""
+    there = searched.options()
+    diff = [f"{k}={v}" for k, v in trained.options().items() if k != "num_classes" and there.get(k) != v]
+    return f" at proxy size {', '.join(diff)}" if diff else ""
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batches: int = 8, batch_size: int = 64) -> None:
     """Reset every BN's running statistics and re-estimate them as the cumulative average over the
@@ -134,9 +141,11 @@ def _kd_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 # ---- training ----------------------------------------------------------------------------------
 def sandwich_step(supernet: Any, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
-                  paths: Sequence[Arch], distill: bool = True, grad_clip: float = 5.0) -> float:
+                  paths: Sequence[Arch], distill: bool = True, grad_clip: float = 5.0,
+                  sync: Callable[[], None] | None = None) -> float:
     """One sandwich-rule step: gradients of every path in `paths` (the first is the teacher when
-    distilling) accumulated, then one optimizer step. Returns the mean loss over the paths."""
+    distilling) accumulated, then one optimizer step. Returns the mean loss over the paths.
+    `sync`: called on the accumulated gradients before clipping (data parallel: sum over the ranks)."""
     supernet.train()
     optimizer.zero_grad(set_to_none=True)
     teacher = None
@@ -152,6 +161,8 @@ def sandwich_step(supernet: Any, optimizer: torch.optim.Optimizer, xb: torch.Ten
                 teacher = out.detach()
             (loss / len(paths)).backward()
             total += float(loss.detach())
+        if sync is not None:
+            sync()
         if grad_clip:
             nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
         optimizer.step()
@@ -160,11 +171,18 @@ def sandwich_step(supernet: Any, optimizer: torch.optim.Optimizer, xb: torch.Ten
 
 def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | None = None,
                    progress: bool = False, calib_batches: int = 4,
-                   on_epoch: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
-    """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss and, with
-    `val`, BN-recalibrated accuracy of the largest and smallest paths). A supernet whose `sampling` is
-    "uniform" is trained on `max(1, random_paths)` uniform paths per step instead (no distillation)."""
+                   on_epoch: Callable[[dict[str, float]], None] | None = None,
+                   dist: Any = None) -> list[dict[str, float]]:
+    """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss, samples
+    trained on and how many distinct and, with `val`, BN-recalibrated accuracy of the largest and
+    smallest paths). A supernet whose `sampling` is "uniform" is trained on `max(1, random_paths)`
+    uniform paths per step instead (no distillation). `dist` (nas.distributed.DistContext): data
+    parallel under torchrun - same batches and paths on every rank, each its slice, summed gradients."""
     from tqdm import tqdm
+
+    import nas.distributed as D
+    from nas.evaluators.training import step_bar
+    dist = dist or D.DistContext()
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5A4D])
     space = supernet.space
@@ -180,22 +198,30 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     # a supernet with `sampling = "uniform"` (e.g. the cell space's) is trained SPOS-style
     uniform = getattr(supernet, "sampling", "sandwich") == "uniform"
     history: list[dict[str, float]] = []
-    bar = tqdm(total=steps, desc="supernet training", unit="step", disable=not progress)
+    bar = tqdm(total=steps, desc="supernet training", unit="step", disable=not progress or not dist.is_main)
     try:
         for epoch in range(cfg.epochs):
-            t0, losses = time.perf_counter(), []
+            t0, loss_sum, n_steps, seen, local_sum = time.perf_counter(), 0.0, 0, [], 0.0
             for idx in batch_indices(len(y), cfg.batch_size, rng):
                 if uniform:   # Single Path One-Shot: uniformly sampled paths only
                     paths = [space.sample(rng) for _ in range(max(1, cfg.random_paths))]
                 else:
                     paths = [supernet.largest(), supernet.smallest()]
                     paths += [space.sample(rng) for _ in range(cfg.random_paths)]
-                xb, yb = x[idx].to(device), y[idx].to(device)
-                losses.append(sandwich_step(supernet, opt, xb, yb, paths, cfg.distill and not uniform, cfg.grad_clip))
+                part = D.batch_share(dist, idx)   # drawn after the paths: every rank's rng stays in step
+                if part is None:
+                    continue
+                mine, share = part
+                xb, yb = x[mine].to(device), y[mine].to(device)
+                sync = (lambda: D.average_gradients(dist, params, share)) if dist.active else None  # noqa: B023
+                loss = sandwich_step(supernet, opt, xb, yb, paths, cfg.distill and not uniform, cfg.grad_clip, sync)
+                loss_sum, n_steps = loss_sum + share * loss, n_steps + 1
+                seen.append(mine)
                 sched.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+                local_sum += loss
+                step_bar(bar, loss=local_sum / n_steps)   # this rank's running mean over the epoch so far
+            rec = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
+                   "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen)}
             if val is not None:
                 calib = x[torch.from_numpy(np.random.default_rng([cfg.seed, 1]).permutation(len(y)))]
                 for label, arch in (("largest", supernet.largest()), ("smallest", supernet.smallest())):
@@ -229,6 +255,9 @@ class SupernetEvaluator:
         self.supernet, self.calib, self.val = supernet, calib, val
         self.calib_batches, self.batch_size = int(calib_batches), int(batch_size)
         self.report_space = report_space or supernet.space
+        self.name = "supernet"
+        self.score_is = ("held-out accuracy with the shared supernet weights, BN recalibrated"
+                         + _size_note(supernet.space, self.report_space))
         if self.calib_batches < 1:
             raise UsageError(f"calib_batches must be >= 1, got {calib_batches}")
 
@@ -308,6 +337,8 @@ class RetrainEvaluator:
     DARTS evaluates a derived cell. The trained state of each scored arch is kept in `keep` (for
     export). Metrics: accuracy (= score), val loss, params_m and macs_m in `report_space`."""
 
+    name = "retrain"
+
     def __init__(self, train_space: SearchSpace, train: Data, val: Data, *, epochs: int = 2, batch_size: int = 64,
                  lr: float | None = None, seed: int = 0, device: str = "cpu", report_space: SearchSpace | None = None,
                  keep: dict[Arch, dict[str, Any]] | None = None, progress: bool | None = None) -> None:
@@ -316,6 +347,11 @@ class RetrainEvaluator:
         self.report_space = report_space or train_space
         self.keep = keep if keep is not None else {}
         self.progress = progress
+
+    @property
+    def score_is(self) -> str:
+        return (f"held-out accuracy after training from scratch, {self.epochs} epochs"
+                f"{_size_note(self.train_space, self.report_space)}")
 
     def __call__(self, arch: Arch) -> dict[str, float]:
         from nas.evaluators.training import train_eval
