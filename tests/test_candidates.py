@@ -76,7 +76,7 @@ def test_candidate_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["--candidates", str(twice)], f"candidate file {twice}, line 3: arch '8:8:8:8:8' is listed twice"),
         (["--candidates", str(tmp_path / "none.txt")], "--candidates .*none.txt: no such file"),
         (["--candidates", str(good), "-o", f"candidates={good}"], "give the candidate list once"),
-        (["--candidates", str(good), "--strategy", "exact"], "strategy 'exact' does not search by sampling"),
+        (["--candidates", str(good), "--strategy", "exact"], "strategy 'exact' cannot search space 'nats_sss'"),
     ]
     for extra, message in cases:
         out = tmp_path / "never"
@@ -88,6 +88,14 @@ def test_candidate_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert not out.exists()
     with pytest.raises(UsageError, match="candidate list .*empty"):
         get_space("mbconv", candidates=str(_write(tmp_path, "empty.txt", ["# nothing"])))
+    # a strategy that derives its arch instead of sampling cannot keep to a list (exact, on a space it solves)
+    mb = get_space("mbconv")
+    rng = np.random.default_rng(0)
+    listed = _write(tmp_path, "mb.txt", [mb.format(mb.sample(rng)) for _ in range(3)])
+    out = tmp_path / "never"
+    assert main(["search", "--space", "mbconv", "--target", "xeon-2.8ghz", "--latency-ms", "8", "--evaluator-option",
+                 "proxy=flops", "--strategy", "exact", "--candidates", str(listed), "--out", str(out)]) == 2
+    assert "strategy 'exact' does not search by sampling" in capsys.readouterr().err and not out.exists()
 
 
 def test_nb201_candidate_flag_uses_its_own_list(tmp_path: Path) -> None:
