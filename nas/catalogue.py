@@ -11,6 +11,7 @@ import inspect
 import math
 import sys
 from typing import Any, Callable
+from nas.core.errors import NasError
 
 #: what `nas search` uses when --strategy / --evaluator / proxy=... are not given
 DEFAULT_STRATEGY = "evolution"
@@ -137,8 +138,10 @@ def targets() -> list[dict[str, Any]]:
     rows = []
     for t in target_names():
         for sp in target_spaces(t):
-            m = load_table(t, sp).metadata
-            rows.append({"target": t, "kind": "target", "space": sp, "device": m.get("device"),
+            table = load_table(t, sp)
+            m = table.metadata
+            rows.append({"target": t, "kind": "target", "space": table.space,
+                         "space_options": _non_default(table.space, table.space_options), "device": m.get("device"),
                          "source": m.get("source"),
                          "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
                          "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date"),
@@ -146,14 +149,31 @@ def targets() -> list[dict[str, Any]]:
     return rows
 
 
+def _non_default(space: str, options: Any) -> dict[str, Any]:
+    """The options of a table that differ from the space's defaults (e.g. {"variant": "darts"})."""
+    from search_spaces.catalog import get_space
+    try:
+        default = get_space(space).options()
+    except NasError:
+        return dict(options or {})
+    return {k: v for k, v in sorted(dict(options or {}).items()) if default.get(k) != v}
+
+
+def _space_label(r: dict[str, Any]) -> str:
+    other = r.get("space_options") or {}
+    return r["space"] + (f" ({', '.join(f'{k}={v}' for k, v in other.items())})" if other else "")
+
+
 def lines(what: str, rows: list[dict[str, Any]], verbose: bool = False) -> list[str]:
     """Human lines of one section: one per entry (and one per option with `verbose`)."""
     out = []
+    width = max([11] + [len(_space_label(r)) for r in rows if what == "targets"])
     for r in rows:
         if what == "targets":
-            out.append(f"{r['target']:<14} {r['space']:<11} {r['source'] or '':<9} {r['device']} | {r['units']}, "
-                       f"batch {r['batch']} | {r['runtime']} {r['provider'] or ''} threads={r['threads']} "
-                       f"{r['date'] or ''}")
+            run = (f"{r['runtime']} {r['provider'] or ''} threads={r['threads']}" if r["threads"] is not None
+                   else r["runtime"])
+            out.append(f"{r['target']:<14} {_space_label(r):<{width}} {r['source'] or '':<9} {r['device']} | {r['units']}, "
+                       f"batch {r['batch']} | {run} {r['date'] or ''}".rstrip())
             continue
         mark = " [default]" if r.get("default") else ""
         head = f"{r['name']:<12} {r['about']}{mark}"   # a space even after a long name

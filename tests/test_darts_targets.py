@@ -91,3 +91,11 @@ def test_nasnet_profiles_on_first_use_like_mbconv(monkeypatch: pytest.MonkeyPatc
     lut_model("cpu", get_space("nasnet"))
     assert calls == ["nasnet-3acae496.json", "nasnet.json"]
     assert "vit_resnas" not in host_tables.AUTO_PROFILE   # 108 s: too slow to profile unasked
+
+
+def test_list_targets_names_the_variant_not_the_file_hash(capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli import main
+    assert main(["list", "targets"]) == 0
+    out = capsys.readouterr().out
+    assert "nasnet (blocks=4, variant=darts)" in out and "nasnet-3acae496" not in out
+    assert "threads=None" not in out          # published whole-net data has no onnxruntime settings
