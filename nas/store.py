@@ -23,6 +23,7 @@ import datetime as _dt
 import functools
 import logging
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
@@ -96,13 +97,29 @@ def make_storage(spec: str) -> "optuna.storages.BaseStorage":
             from nas.store_sqlite import sqlite_storage
             return sqlite_storage(spec)
         kwargs = {"connect_args": {"connect_timeout": 10}} if spec.startswith("postgresql") else {}
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=None, engine_kwargs=kwargs)
+        return _rdb_storage(spec, kwargs)
     except NasError:
         raise
     except Exception as exc:  # ImportError (driver), sqlalchemy ArgumentError/OperationalError, OSError ...
         from nas.storage_errors import describe   # one line, password masked, with the fix
         message, usage = describe(spec, exc)
         raise (UsageError if usage else StoreError)(message) from None
+
+
+def _rdb_storage(spec: str, engine_kwargs: dict[str, Any], tries: int = 5) -> "optuna.storages.RDBStorage":
+    """Optuna's RDB storage; two searches started together on a fresh database both create its schema,
+    and the slower one fails with "... already exists" (seen on PostgreSQL: the alembic_version type).
+    The schema is there a moment later, so that error is retried."""
+    import optuna
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(spec, heartbeat_interval=None, engine_kwargs=engine_kwargs)
+        except Exception as exc:  # sqlalchemy IntegrityError / ProgrammingError from the concurrent CREATE
+            if attempt == tries - 1 or "already exists" not in str(exc):
+                raise
+            log.info("storage schema being created by another process (%s); retrying", type(exc).__name__)
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _quiet_optuna() -> None:

@@ -116,3 +116,31 @@ def test_fatal_cause_sees_through_wrappers() -> None:
     assert fatal_cause(wrapped(sqlite3.OperationalError("database is locked"))) is None   # transient: retried
     assert fatal_cause(OSError(errno.EACCES, "Permission denied")) is None
     assert fatal_cause(ValueError("database disk image is malformed")) is None   # not a driver's own error
+
+
+def test_concurrent_schema_creation_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two searches started together on a fresh RDB both create Optuna's schema; the slower one got
+    "... already exists" (PostgreSQL, alembic_version) and crashed. It is retried; other errors are not."""
+    import optuna
+
+    from nas import store
+    calls: list[int] = []
+
+    def flaky(url: str, **kwargs: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError('duplicate key value violates unique constraint "pg_type_typname_nsp_index": '
+                               'Key (typname)=(alembic_version) already exists.')
+        return "storage"
+    monkeypatch.setattr(optuna.storages, "RDBStorage", flaky)
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)
+    assert store._rdb_storage("postgresql://x/y", {}) == "storage" and len(calls) == 2
+
+    def broken(url: str, **kwargs: object) -> str:
+        calls.append(1)
+        raise RuntimeError("password authentication failed")
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    calls.clear()
+    with pytest.raises(RuntimeError, match="password"):
+        store._rdb_storage("postgresql://x/y", {})
+    assert len(calls) == 1
