@@ -197,10 +197,10 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             if switch_info:
                 raw = switch_info.pop("raw_median_ms")
                 switch_groups.append(switch_info)
+                raw_local = {k: max(0.0, raw[1 + m] - raw[0]) for m, k in enumerate(specs)}
                 for j, i in enumerate(idx):
                     raw_net[i] = raw[len(paths) + j]
                     if joint:
-                        raw_local = {k: max(0.0, raw[1 + m] - raw[0]) for m, k in enumerate(specs)}
                         raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in space.layers(archs[i]))
             meds = [stats(t) for t in times]
             for j, i in enumerate(idx):

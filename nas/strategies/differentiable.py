@@ -33,12 +33,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
                  channels: int | None = None, cells: int | None = None, calib_batches: int = 4, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.arch_lr, self.paths, self.lam, self.target_ms = lr, arch_lr, paths, lam, target_ms
-        self.width_mult = float(self._size("width_mult", width_mult))
-        self.channels, self.cells = int(self._size("channels", channels)), int(self._size("cells", cells))
-        self.calib_batches = calib_batches
-        self.net: Any = None
-        self.calib: Any = None
-        self.calib_bs = 64
+        self.supernet_state(width_mult, channels, cells, calib_batches)
 
     @classmethod
     def supported_spaces(cls) -> tuple[str, ...]:

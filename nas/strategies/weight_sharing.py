@@ -80,6 +80,17 @@ class WeightSharingStrategy(RegularizedEvolution):
         self.given.append(name)
         return value
 
+    def supernet_state(self, width_mult: float | None, channels: int | None, cells: int | None,
+                       calib_batches: int) -> None:
+        """The proxy size of a supernet (width_mult for mbconv's training width; channels / cells for
+        the nasnet cell space's) and the trained net with its BN-recalibration batches, set in prepare."""
+        self.width_mult = float(self._size("width_mult", width_mult))
+        self.channels, self.cells = int(self._size("channels", channels)), int(self._size("cells", cells))
+        self.calib_batches = calib_batches
+        self.net: Any = None
+        self.calib: Any = None
+        self.calib_bs = 64
+
     def train_space(self, ctx: TrainContext, *names: str) -> SearchSpace:
         """The space to train on (`nas.strategies.train_size`): the searched one or the proxy made of
         the size options `names` (+ `train_options`); the choice goes to `info["train_size"]`."""
@@ -207,13 +218,7 @@ class SupernetStrategy(WeightSharingStrategy):
                  calib_batches: int = 4, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self.lr, self.random_paths, self.distill = lr, random_paths, distill
-        # proxy size: width_mult for mbconv's training width; channels / cells for the nasnet cell space's
-        self.width_mult = float(self._size("width_mult", width_mult))
-        self.channels, self.cells = int(self._size("channels", channels)), int(self._size("cells", cells))
-        self.calib_batches = calib_batches
-        self.net: Any = None
-        self.calib: Any = None
-        self.calib_bs = 64
+        self.supernet_state(width_mult, channels, cells, calib_batches)
 
     def prepare(self, ctx: TrainContext) -> Evaluator:
         from nas.supernet import build_supernet
