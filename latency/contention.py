@@ -3,7 +3,7 @@
 On a busy 2-core VM the wall clock inflates every net by tens of percent (the time the OS gives to
 other processes counts), while the thread's CPU time does not: `nas latency validate` checks the
 load before timing and the spread of the repeats after, says so in its output, and recommends
-`--clock cpu` (or switches to it with `--clock auto`). It also reports the measurement's own
+`--clock cpu` (`--clock auto`, the default, uses it whenever one thread is timed). It also reports the measurement's own
 repeatability - Spearman and MAPE between two halves of the rounds of the same nets - the ceiling
 any latency model can reach on these numbers.
 """
@@ -64,12 +64,16 @@ def halves(samples: np.ndarray) -> tuple[float, float]:
 
 
 def choose_clock(clock: str, load: Load | None, threads: int) -> tuple[str, str | None]:
-    """Resolve `auto` (cpu when busy and threads == 1, else wall); the second item is a note for the
+    """Resolve `auto` (cpu when threads == 1, else wall); the second item is a note for the
     output (a switch made, or a recommendation when the wall clock runs on a busy machine)."""
     busy = load is not None and load.busy
-    if clock == "auto":
-        if busy and threads == 1:
-            return "cpu", f"machine busy ({load.describe()}): timing with the cpu clock (--clock auto)"
+    if clock == "auto":   # one thread: the cpu clock, busy or not (quiet, it reads as the wall clock does)
+        if threads == 1:
+            return "cpu", (f"machine busy ({load.describe()}): timing with the cpu clock (--clock auto)"
+                           if busy and load is not None else None)
+        if busy and load is not None:
+            return "wall", (f"machine busy ({load.describe()}) and {threads} threads, so no cpu clock: "
+                            f"wall-clock timings will read slow; rerun on a quiet machine or with --threads 1")
         return "wall", None
     if clock == "wall" and busy:
         hint = "rerun with --clock cpu" if threads == 1 else "rerun on a quiet machine"

@@ -7,7 +7,8 @@ using them on another CPU would be silently wrong. `resolve` finds the table for
    (`$NAS_CACHE_DIR` or the platform cache folder, e.g. ~/.cache/nas/tables/<cpu-slug>_ort-<version>/);
 2. a shipped measured table whose metadata names this CPU model and onnxruntime version;
 3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`: mbconv, nasnet - both variants -,
-   hytra, nb201), profile one now (progress bar) into the cache; for the others (vit_resnas), refuse
+   hytra, nb201), profile one now (progress bar; layers timed among 6 calibration nets, which also fit
+   its net-level correction: latency/net_calibration.py) into the cache; for the others (vit_resnas), refuse
    with the one command that makes it.
    `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
 """
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 TARGET = "cpu"
 #: spaces whose full table profiles in seconds: profiled automatically on first use (the shipped Xeon
-#: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra; on a 2-core EPYC VM at load 9,
+#: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra without calibration nets; with 10 of
+#: them, 15 / 40 / 62 s on a quiet 2-core EPYC VM (stop 20); earlier, on that VM at load 9,
 #: nasnet 15 s, its darts variant 2-4 s, hytra 29 s; vit_resnas took 108 s on the Xeon: refused)
 AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra"})
 
@@ -131,7 +133,9 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
 
 
 def _profile(space: SearchSpace, path: Path, progress: bool) -> "LatencyTable":
-    from latency.profile import ProfileSettings, profile_space
-    table = profile_space(space, None, ProfileSettings(), progress=progress, clock="auto")
+    from latency.net_calibration import profile_calibrated
+    from latency.profile import ProfileSettings
+    # layers timed among 6 calibration nets, which also fit the net-level correction (10 in `nas latency profile`)
+    table = profile_calibrated(space, None, ProfileSettings(), progress=progress, clock="auto", nets=6)
     table.save(path)   # atomic: a concurrent run sees either no table or a whole one
     return table

@@ -5,11 +5,12 @@ common-mode. Timing layers at one moment and nets at another mixes that drift in
 joint mode each group (`chunk`) of sampled nets is timed round-robin together with every layer
 those nets contain and with the empty-call graph (`time_interleaved`), so drift hits layers and
 nets alike; each net is predicted from the layer times of its own group. That measures the LUT
-method itself. The table's own predictions (profiled at another time, maybe on another machine)
-are compared with the same measured nets and reported separately, for information.
+method itself. The table's own predictions (profiled at another time, maybe on another machine;
+with the correction it stores, fitted on its calibration nets when it was profiled) are compared
+with the same measured nets, and the "drift" line says how much the same layers moved since.
 
-Clock: `wall` (default, what a user waits for) or `cpu` (this thread's CPU time, one intra-op
-thread only). When other processes compete for the cores, a 25 ms net is descheduled far more
+Clock: `wall` (what a user waits for) or `cpu` (this thread's CPU time, one intra-op thread only;
+what `auto`, the default, picks with one thread). When other processes compete for the cores, a 25 ms net is descheduled far more
 often than a 0.5 ms layer, whose median escapes it: wall-clock nets then look slower than the sum
 of their layers (seen here: 26 ms wall vs 10 ms CPU for one net at load 7 on 2 cores, while its
 layers summed to 9.8 ms wall). CPU time is immune to that; use it on shared machines.
@@ -127,6 +128,7 @@ class Measured:
     switches: list[dict[str, Any]] | None = None  # cpu clock: per group, the preemption correction made
     raw_net_ms: np.ndarray | None = None        # cpu clock: net medians before that correction
     raw_joint_ms: np.ndarray | None = None      # cpu clock: joint LUT predictions before it
+    layer_ms: dict[str, tuple[float, float, float]] | None = None   # joint: key -> (ms, raw median, iqr)
 
 
 
@@ -140,8 +142,10 @@ def check_clock(clock: str, settings: ProfileSettings) -> None:
 
 
 def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
-            rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall") -> Measured:
-    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them)."""
+            rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall",
+            desc: str = "validate (export + timing)", extra: Sequence[LayerSpec] = ()) -> Measured:
+    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them).
+    `extra` layers (joint only) are timed in the first group too; every layer's time is in `layer_ms`."""
     import torch
     from tqdm import tqdm
 
@@ -160,6 +164,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     switch_groups: list[dict[str, Any]] = []
     raw_net, raw_joint = np.full(len(archs), np.nan), np.full(len(archs), np.nan)
     rng = np.random.default_rng(0)
+    all_layers: dict[str, tuple[float, float, float]] = {}
 
     def feed(shape: Sequence[int]) -> np.ndarray:
         return rng.standard_normal((settings.batch, *shape)).astype(np.float32)
@@ -168,7 +173,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
         return session(path, settings.provider, settings.threads, settings.opt_level)
 
     t0 = time.perf_counter()
-    bar = tqdm(total=len(archs) + n_groups * rounds, desc="validate (export + timing)", unit="step",
+    bar = tqdm(total=len(archs) + n_groups * rounds, desc=desc, unit="step",
                disable=not progress)
     with tempfile.TemporaryDirectory() as tmp, bar:
         files: dict[str, Path] = {}
@@ -185,6 +190,8 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 nets.append(export(f"net{i}", space.build(archs[i]), space.input_shape))
                 bar.update(1)
             specs = {s.key: s for i in idx for s in space.layers(archs[i])} if joint else {}
+            if joint and g == 0:
+                specs.update({s.key: s for s in extra if s.key not in specs})
             paths = [export("__overhead__", torch.nn.AvgPool2d(1), (8, 1, 1))] if joint else []
             paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
             shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
@@ -209,12 +216,15 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             if joint:
                 ovh = meds[0][0]
                 local = {k: max(0.0, meds[1 + j][0] - ovh) for j, k in enumerate(specs)}
+                for j, k in enumerate(specs):
+                    all_layers.setdefault(k, (local[k], meds[1 + j][0], meds[1 + j][1]))
                 for i in idx:
                     overhead[i] = ovh
                     layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
     return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
                     time.perf_counter() - t0, n_groups, net_halves, switch_groups or None,
-                    raw_net if switch_groups else None, raw_joint if switch_groups and joint else None)
+                    raw_net if switch_groups else None, raw_joint if switch_groups and joint else None,
+                    all_layers if joint else None)
 
 
 @dataclass
@@ -249,6 +259,10 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
     archs = sample_archs(space, samples, seed)
     plain = LUTModel(space, table, correct=False)
     old = table_correction(table.metadata, table.source)
+    if old is not None and old.fit.get("samples_seed") == seed and old.fit.get("space") == space.name:
+        warnings.append(f"the table's correction was fitted on archs sampled with seed {seed}, this validation's "
+                        f"seed: the corrected rows are not held out; use another --seed")
+        log.warning(warnings[-1])
     meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock)
     y = meas.net_ms
     noise = spread(meas.net_ms, meas.net_iqr_ms)
@@ -262,6 +276,8 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         pred["table_corrected"] = np.array([old.predict(ls, plain.overhead) for ls in table_layers])
     if meas.layers is not None and meas.overhead_ms is not None:
         pred["joint_lut"] = np.array([o + sum(ms for _, ms in ls) for ls, o in zip(meas.layers, meas.overhead_ms)])
+        if old is not None:   # the stored correction on layer times of this run: its quality without drift
+            pred["joint_stored"] = np.array([old.predict(ls, o) for ls, o in zip(meas.layers, meas.overhead_ms)])
     report: dict[str, Any] = {
         "space": space.name, "space_options": space.options(), "table": table.source,
         "settings": asdict(settings), "clock": clock, "samples": len(archs), "seed": seed, "joint": joint, "rounds": rounds,
@@ -269,6 +285,11 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         "metrics": {name: agreement(p, y) for name, p in pred.items()},
         "load": None if load is None else {"load1": load.load1, "cores": load.cores, "busy": load.busy},
         "repeat_spread_pct": round(100 * noise, 2)}
+    if "joint_lut" in pred:   # the machine's speed now against when the table was profiled (common mode)
+        report["drift_pct"] = round(float(np.mean(pred["joint_lut"] / pred["table_lut"] - 1.0) * 100), 2)
+    if old is not None:
+        report["stored_correction"] = {k: old.fit.get(k) for k in ("source", "selected", "nets", "n", "samples_seed",
+                                                                     "net_vs_layers_bias_pct", "date")}
     if meas.switches:   # cpu clock: the cache-refill cost of preemption taken out of every run
         report["preemption"] = meas.switches
         if meas.raw_net_ms is not None:   # the same rows without that correction, for comparison
@@ -317,6 +338,7 @@ def with_correction(table: LatencyTable, correction: Correction) -> LatencyTable
 
 
 LABELS = {"joint_lut": "LUT from the joint run", "table_lut": "table LUT", "table_corrected": "table + stored correction",
+          "joint_stored": "joint LUT + stored corr.",
           "joint_corrected": "joint LUT + correction", "joint_corrected_holdout": "joint LUT + correction (held out)",
           "table_corrected_holdout": "table LUT + correction (held out)"}
 
@@ -336,6 +358,14 @@ def format_report(r: dict[str, Any]) -> str:
         return (f"{label:28}{m['n']:>4}{m['spearman']:>10.3f}{m['kendall']:>9.3f}{m['rmse_ms']:>9.3f}"
                 f"{m['mape_pct']:>8.2f}{m['within_5_pct']:>6.0f}%{m['within_10_pct']:>6.0f}%{m['bias_pct']:>8.2f}")
     lines = [head, cols] + [row(LABELS.get(k, k), m) for k, m in r["metrics"].items()]
+    stored = r.get("stored_correction")
+    if stored:
+        where = (f"fitted when profiling, on {stored.get('nets')} other nets (seed {stored.get('samples_seed')})"
+                 if stored.get("source") == "profile" else f"fitted by validate on {stored.get('n')} nets")
+        lines.append(f"(stored correction '{stored.get('selected')}': {where})")
+    if "drift_pct" in r:
+        lines.append(f"(drift: the nets' layers took {r['drift_pct']:+.1f}% against the table's entries in this run; "
+                     f"the table rows include it, the joint rows do not)")
     if "repeatability" in r:
         lines.append(row("measured vs itself (ceiling)", r["repeatability"]))
         lines.append(f"(two halves of the rounds of the same nets; repeats spread {r['repeat_spread_pct']:.1f}%)")

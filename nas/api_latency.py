@@ -21,17 +21,22 @@ def _space(name: str, options: Mapping[str, Any] | None) -> Any:
 
 
 def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None, *, device: str | None = None,
-            progress: bool = True, clock: str = "auto", **settings: Any) -> "LatencyTable":
+            progress: bool = True, clock: str = "auto", calibration_nets: int = 10, **settings: Any) -> "LatencyTable":
     """Time every distinct layer of a space with onnxruntime on this machine; `settings` are
     ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats). `clock`: wall,
-    cpu (preemption-corrected thread CPU time) or auto (cpu when the machine is busy)."""
-    from latency.profile import ProfileSettings, profile_space
+    cpu (preemption-corrected thread CPU time) or auto (cpu with one thread, else wall).
+    `calibration_nets` sampled nets are then timed with their layers and a correction of the
+    net-level bias is fitted on them and stored (latency.net_calibration; 0: none)."""
+    from latency.net_calibration import profile_calibrated
+    from latency.profile import ProfileSettings
     from nas.core.files import check_writable
     if out is not None:
         check_writable(out, "--out")
+    if calibration_nets < 0 or calibration_nets in (1, 2):
+        raise UsageError(f"--calibration-nets must be 0 (none) or at least 3, got {calibration_nets}")
     set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses its own threads
-    return profile_space(_space(space, space_options), out, ProfileSettings(**settings), device=device,
-                         progress=progress, clock=clock)
+    return profile_calibrated(_space(space, space_options), out, ProfileSettings(**settings), device=device,
+                              progress=progress, clock=clock, nets=calibration_nets)
 
 
 def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = False,

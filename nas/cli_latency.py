@@ -19,12 +19,15 @@ def _profile_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from nas.api_latency import profile
+    from latency.net_calibration import summary
     table = profile(args.space, args.out, space_options(args.space_option), device=args.device,
-                    progress=not args.quiet, clock=args.clock, **_profile_settings(args))
-    m = table.metadata
+                    progress=not args.quiet, clock=args.clock, calibration_nets=args.calibration_nets,
+                    **_profile_settings(args))
+    m, calib = table.metadata, summary(table)
     emit(args, {"out": args.out, "entries": len(table.entries), **m},
          f"wrote {args.out}: {len(table.entries)} layers of {table.space} on {m['device']} ({m['cpu']}), "
-         f"{m['provider']} threads={m['threads']}, {m.get('clock', 'wall')} clock, {m['profile_seconds']:.1f} s")
+         f"{m['provider']} threads={m['threads']}, {m.get('clock', 'wall')} clock, {m['profile_seconds']:.1f} s"
+         + (f"\n{calib}" if calib else ""))
     return 0
 
 
@@ -169,8 +172,10 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--device", help="device name to record (default: host name)")
     s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="auto",
                    help="wall time, this thread's CPU time corrected for preemption (threads=1), or auto: cpu "
-                        "when the load average leaves fewer free cores than threads (default auto; recorded "
-                        "in the table)")
+                        "with one thread, wall with more (default auto; recorded in the table)")
+    s.add_argument("--calibration-nets", type=int, default=10, metavar="N",
+                   help="time N sampled nets with their layers after the layers and store a correction of "
+                        "the nets' bias against the sum of their layers (default 10; 0: none)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile, interrupted="the layers measured so far are kept in the table - "

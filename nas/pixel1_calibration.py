@@ -54,10 +54,13 @@ def source_stats(src: "Source", c: Constants) -> dict[str, object]:
             "max_abs_pct": round(float(abs(e).max()), 2)}
 
 
-def fit(ids: Sequence[str] | None = None, start: Constants = Constants(), names: Sequence[str] = FIT_NAMES) -> Constants:
+def fit(ids: Sequence[str] | None = None, start: Constants = Constants(), names: Sequence[str] = FIT_NAMES,
+        own_factor: Sequence[str] = ()) -> Constants:
     """Least squares on log(predicted / measured) over the sources `ids` (default: all), each source
     weighted 1/sqrt(n) so every source counts the same whatever its size, plus a weak log-prior
-    towards `start`. Deterministic; the result is rounded to 4 significant digits (what FITTED holds)."""
+    towards `start`. Deterministic; the result is rounded to 4 significant digits (what FITTED holds).
+    Sources in `own_factor` get a free scale of their own (their mean log error is taken out): they
+    inform the relative costs of ops only (an analysis of session effects; the shipped fit has none)."""
     import numpy as np
     from scipy.optimize import least_squares
 
@@ -71,21 +74,36 @@ def fit(ids: Sequence[str] | None = None, start: Constants = Constants(), names:
 
     def residuals(x: "np.ndarray") -> "np.ndarray":
         th = theta(make(x))
-        parts = [np.log(f @ th / y) / math.sqrt(len(y)) for f, y in data]
+        logs = [np.log(f @ th / y) for f, y in data]
+        logs = [e - e.mean() if src.id in own_factor else e for e, src in zip(logs, srcs)]
+        parts = [e / math.sqrt(len(e)) for e in logs]
         return np.concatenate(parts + [PRIOR_WEIGHT * (x - x0)])
 
     res = least_squares(residuals, x0, method="trf")
     return replace(start, **{k: float(f"{getattr(make(res.x), k):.4g}") for k in names})
 
 
-def loso() -> list[dict[str, object]]:
-    """Leave one source out: fit on all the others, report the errors on the one left out."""
+def loso(own_factor: Sequence[str] = ()) -> list[dict[str, object]]:
+    """Leave one source out: fit on all the others, report the errors on the one left out.
+
+    With `own_factor` (source ids; an analysis, not the shipped protocol) those sources keep a scale
+    of their own in every fit, and each row also gives `relative_mape_pct`: the error left once one
+    factor for the whole left-out source is taken out (how well the model ranks and spaces its nets)."""
+    import numpy as np
+
     from nas.pixel1_sources import sources
     srcs = sources()
+    unknown = sorted(set(own_factor) - {s.id for s in srcs})
+    if unknown:
+        raise UsageError(f"unknown source(s) {', '.join(unknown)}; valid: {', '.join(s.id for s in srcs)}")
     rows = []
     for src in srcs:
-        row = source_stats(src, fit([s.id for s in srcs if s.id != src.id]))
+        c = fit([s.id for s in srcs if s.id != src.id], own_factor=own_factor)
+        row = source_stats(src, c)
         row["meets_aim"] = float(row["mape_pct"]) <= AIM_MAPE and abs(float(row["bias_pct"])) <= AIM_BIAS  # type: ignore[arg-type]
+        if own_factor:
+            log_err = np.log1p(_errors_pct(src, c) / 100.0)
+            row["relative_mape_pct"] = round(float(np.mean(np.abs(np.expm1(log_err - log_err.mean()))) * 100), 2)
         rows.append(row)
     return rows
 
@@ -192,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("errors", help="print the errors of the current constants, with the leave-one-source-out table")
     lo = sub.add_parser("loso", help="print the leave-one-source-out table (fit on all sources but one)")
     lo.add_argument("--markdown", action="store_true", help="as the Markdown rows of PIXEL1.md's table")
+    lo.add_argument("--own-factor", default="", metavar="SRC[,SRC]",
+                    help="analysis: give these sources a scale of their own in every fit (a separate "
+                         "measurement session) and print each left-out source's error after one factor")
     t = sub.add_parser("table", help="write a LatencyTable of a space's layers")
     t.add_argument("--space", default="mbconv")
     t.add_argument("--options", default="{}", help="space options as JSON, e.g. '{\"width_mult\": 0.75}'")
@@ -207,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(f"wrote the constants into {Path(pixel1.__file__)}\n")
         elif args.cmd == "errors":
             _print_report(report(CONSTANTS))
+        elif args.cmd == "loso" and args.markdown and args.own_factor:
+            raise UsageError("--markdown prints the shipped protocol's table; drop --own-factor")
         elif args.cmd == "loso" and args.markdown:
             sys.stdout.write("| left-out source | kind | n | MAPE | bias | within ±10% | max | aim met |\n"
                              "|---|---|---:|---:|---:|---:|---:|---|\n")
@@ -214,6 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sys.stdout.write(f"| `{r['source']}` | {r['kind']} | {r['n']} | {r['mape_pct']:.2f}% | "
                                  f"{r['bias_pct']:+.2f}% | {r['within_10_pct']:.1f}% | {r['max_abs_pct']:.1f}% | "
                                  f"{'yes' if r['meets_aim'] else 'no'} |\n")
+        elif args.cmd == "loso" and args.own_factor:
+            own = [x for x in args.own_factor.split(",") if x]
+            rows = loso(own)
+            _print_stats(f"leave-one-source-out, {', '.join(own)} with a scale of their own "
+                         f"(aim: MAPE <= {AIM_MAPE}%, |bias| <= {AIM_BIAS}%):", rows)
+            sys.stdout.write("  after one scale factor per left-out source (relative MAPE): "
+                             + ", ".join(f"{r['source']} {r['relative_mape_pct']:.1f}%" for r in rows) + "\n")
         elif args.cmd == "loso":
             _print_stats(f"leave-one-source-out (aim: MAPE <= {AIM_MAPE}%, |bias| <= {AIM_BIAS}%):", loso())
         else:

@@ -312,9 +312,16 @@ class NASNetSpace(SearchSpace):
         return self._stem(), cells, head_spec(c_last, 0, self.num_classes, (hw_last, hw_last))
 
     def layers(self, arch: Arch) -> list[LayerSpec]:
+        """The layers the net runs once exported: a cell whose output no later cell (nor the head)
+        reads is left out. Such dead cells occur when every block of the cells after it skips
+        that input (e.g. no block reads h[i-1]: then every other cell is dead); the PyTorch module
+        still computes them, but the ONNX export prunes them, so they cost no deployed latency
+        (seen: a net measured at 4.9 ms whose full layer list summed to 9.6 ms)."""
         stem, cells, head = self._plan(arch)
         out = [stem]
-        for pos, cell, cat in cells:
+        for (pos, cell, cat), live in zip(cells, _live_cells([c for _, c, _ in cells])):
+            if not live:
+                continue
             used = _used_inputs(cell)
             out += [spec for i, spec in enumerate(self._pre(pos)) if i in used]
             out += [s for a, oa, b, ob in cell for s in (self._op(pos, a, oa), self._op(pos, b, ob)) if s]
@@ -366,6 +373,20 @@ class NASNetSpace(SearchSpace):
                     inputs.append(x)
             modules.append(cell_modules().Cell(pre0, pre1, nn.ModuleList(ops), inputs, cat))
         return cell_modules().CellNet(build_layer(stem), nn.ModuleList(modules), build_layer(head))
+
+
+def _live_cells(cells: Sequence[Cell]) -> list[bool]:
+    """Which cells feed the output: cell i reads h[i-2] (input 0) and h[i-1] (input 1), the head
+    reads the last cell; inputs before the first cell are the stem, which is always live."""
+    live = [False] * len(cells)
+    if cells:
+        live[-1] = True
+    for i in range(len(cells) - 1, -1, -1):
+        if live[i]:
+            for x in _used_inputs(cells[i]):
+                if i - 2 + x >= 0:
+                    live[i - 2 + x] = True
+    return live
 
 
 def _used_inputs(cell: Cell) -> set[int]:

@@ -25,8 +25,10 @@ def test_load_and_free_cores() -> None:
 def test_choose_clock() -> None:
     busy, quiet = Load(3.0, 2, 1), Load(0.1, 2, 1)
     assert choose_clock("auto", busy, 1)[0] == "cpu" and "--clock auto" in str(choose_clock("auto", busy, 1)[1])
-    assert choose_clock("auto", quiet, 1) == ("wall", None)
-    assert choose_clock("auto", Load(9.0, 2, 2), 2)[0] == "wall"       # cpu clock needs one thread
+    assert choose_clock("auto", quiet, 1) == ("cpu", None)             # one thread: the cpu clock, quiet or not
+    assert choose_clock("auto", Load(0.1, 4, 2), 2) == ("wall", None)   # cpu clock needs one thread
+    clock, note = choose_clock("auto", Load(9.0, 2, 2), 2)
+    assert clock == "wall" and "--threads 1" in str(note) and "load average 9.00 on 2 cores" in str(note)
     clock, note = choose_clock("wall", busy, 1)
     assert clock == "wall" and "rerun with --clock cpu" in str(note) and "load average 3.00 on 2 cores" in str(note)
     assert choose_clock("wall", quiet, 1) == ("wall", None) and choose_clock("cpu", busy, 1) == ("cpu", None)

@@ -307,3 +307,32 @@ def test_json_round_trip_and_key(rng: np.random.Generator) -> None:
     arch = space.sample(rng)
     assert space.arch_from_json(arch.to_json()) == arch
     assert Arch.from_json(arch.to_json()).key == arch.key
+
+
+# ---- dead cells ----------------------------------------------------------------------------------
+def test_dead_cells_are_no_layers_and_onnx_agrees(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No block reads h[i-1]: each cell reads the cell two back only, so every other cell feeds
+    nothing. The ONNX export prunes those cells; layers() leaves them out, so the pixel1 LUT of the
+    arch is close to the price of its exported graph (the export also merges a pool or ReLU that two
+    ops apply to the same state: measured 2.00 ms for the graph, 2.19 for the layers) where the full
+    layer list was about twice it."""
+    import search_spaces.nasnet as nasnet_mod
+    from latency.devices.pixel1 import net_ms
+    from latency.onnx_cost import predict_onnx
+    from latency.onnx_io import export_onnx
+    from search_spaces.nasnet import _live_cells
+    space = small()
+    cell = "max3x3(0)+max3x3(0) sep3x3(0)+conv1x1(2) sep3x3(0)+max3x3(3) sep3x3(2)+id(4) max3x3(4)+sep3x3(5)"
+    arch = space.parse(f"normal: {cell} || reduce: {cell}")
+    _, cells, _ = space._plan(arch)
+    live = _live_cells([c for _, c, _ in cells])
+    assert live == [True, False, True, False, True]          # N0 R1 N2 R3 N4: N4 <- N2 <- N0 <- stem
+    assert sum(s.op == "cell_combine" for s in space.layers(arch)) == 3
+    path = export_onnx(space.build(arch).eval(), torch.zeros(1, *space.input_shape), tmp_path / "net.onnx")
+    graph = predict_onnx(path).latency_ms
+    assert graph == pytest.approx(net_ms(space.layers(arch)), rel=0.12)
+    monkeypatch.setattr(nasnet_mod, "_live_cells", lambda cells: [True] * len(cells))
+    assert net_ms(space.layers(arch)) > 1.6 * graph          # every cell counted
+    monkeypatch.undo()
+    full = space.parse(f"normal: {cell.replace('max3x3(0)+max3x3(0)', 'max3x3(0)+max3x3(1)')} || reduce: {cell}")
+    assert _live_cells([c for _, c, _ in space._plan(full)[1]]) == [True] * 5   # one block reads h[i-1]

@@ -20,11 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
 TRIALS = 40
 TINY_ARGS = ["-o", "width_mult=0.25", "-o", "resolution=32", "-o", "num_classes=10"]
+#: a space whose synflow evaluations take well over the store's 50 ms "quick" mark even on a fast,
+#: quiet machine, so each trial starts as a RUNNING row that a signal can interrupt
+SLOW_OPTIONS = {"resolution": 128, "width_mult": 0.5, "num_classes": 10}
 
 
-def tiny_table(path: Path) -> Path:
-    table = LatencyTable("mbconv", SPACE.options(), {"device": "synthetic"})
-    for i, spec in enumerate(SPACE.all_layers()):
+def tiny_table(path: Path, space=SPACE) -> Path:
+    table = LatencyTable("mbconv", space.options(), {"device": "synthetic"})
+    for i, spec in enumerate(space.all_layers()):
         table.add(spec.key, 0.05 + 0.01 * (i % 7))
     return table.save(path)
 
@@ -75,8 +78,10 @@ def records(out: Path) -> dict[int, object]:
 
 def test_sigint_and_sigkill_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "mbconv", "-o", "width_mult=0.25",
-           "-o", "resolution=32", "-o", "num_classes=10", "--target", str(tiny_table(tmp_path / "t.json")),
+    slow = get_space("mbconv", **SLOW_OPTIONS)
+    cmd = [sys.executable, "-m", "nas.cli", "search", "--space", "mbconv",
+           *[a for k, v in SLOW_OPTIONS.items() for a in ("-o", f"{k}={v}")],
+           "--target", str(tiny_table(tmp_path / "t.json", slow)),
            "--evaluator-option", "proxy=synflow", "--evaluator-option", "batch=2", "--trials", str(TRIALS),
            "--seed", "3", "--out", str(out), "--quiet"]
     db = out / "trials.db"

@@ -117,6 +117,18 @@ def test_correction_keeps_plain_lut_when_nothing_to_learn() -> None:
     assert fit_correction(nets_b, 0.01, meas_b).fit["selected"] not in ("none", "offset")
 
 
+def test_rich_feature_sets_need_five_nets_per_feature() -> None:
+    """10 nets: at most 2 features (offset, scale, scale+count); 30 nets: up to 6."""
+    space = get_space("mbconv", **TINY)
+    table = synthetic_table(space)
+    nets, _, meas = _biased_case(space, table, 10, seed=0)
+    fit = fit_correction(nets, 0.01, meas).fit
+    assert fit["eligible"] == ["none", "offset", "scale", "scale+count"] and fit["selected"] in fit["eligible"]
+    assert "full" in fit["cv_mape_pct"]   # still scored, for the record
+    nets, _, meas = _biased_case(space, table, 30, seed=0)
+    assert "scale+count+act" in fit_correction(nets, 0.01, meas).fit["eligible"]
+
+
 def test_corrected_table_round_trips_and_stays_vectorised(tmp_path: Path, rng: np.random.Generator) -> None:
     space = get_space("mbconv", **TINY)
     table = synthetic_table(space)
