@@ -46,6 +46,11 @@ def layer_features(spec: LayerSpec, ms: float) -> dict[str, float]:
             f"ms:{spec.op}": ms, f"count:{spec.op}": 1.0}
 
 
+def lut_ms(layers: LayerTimes, overhead_ms: float) -> float:
+    """The plain LUT prediction of one net: the call overhead once plus its layers' ms."""
+    return overhead_ms + sum(ms for _, ms in layers)
+
+
 def net_features(layers: LayerTimes) -> dict[str, float]:
     out: dict[str, float] = {}
     for spec, ms in layers:

@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from latency.correction import fit_correction
+from latency.correction import LayerTimes, fit_correction, lut_ms
 from nas.core.errors import NasError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def calibrate(space: "SearchSpace", table: "LatencyTable", settings: "ProfileSet
     """Time `nets` archs with their layers, fit the table's correction on them, store it (in place).
 
     With fewer than 3 distinct archs (a tiny space) nothing is fitted and the table is returned as is."""
-    from latency.validate import agreement, measure, sample_archs
+    from latency.validate import measure, sample_archs
     archs = sample_archs(space, nets, seed)
     if len(archs) < 3:
         log.warning("space %s has fewer than 3 distinct archs: no calibration nets timed", space.name)
@@ -55,19 +55,8 @@ def calibrate(space: "SearchSpace", table: "LatencyTable", settings: "ProfileSet
     meas = measure(space, archs, settings, joint=True, rounds=rounds, chunk=8, progress=progress, clock=clock,
                    desc="calibration nets (export + timing)")
     assert meas.layers is not None and meas.overhead_ms is not None  # joint=True always returns them
-    corr = fit_correction(meas.layers, meas.overhead_ms, meas.net_ms, note="profile calibration nets, joint layer times")
-    joint = np.array([o + sum(ms for _, ms in ls) for ls, o in zip(meas.layers, meas.overhead_ms)])
-    fitted = np.array([corr.predict(ls, o) for ls, o in zip(meas.layers, meas.overhead_ms)])
-    info: dict[str, Any] = {
-        "source": "profile", "space": space.name, "samples_seed": seed, "nets": len(archs), "rounds": rounds,
-        "clock": clock, "seconds": round(time.perf_counter() - t0, 1),
-        "net_vs_layers_bias_pct": round(float(np.mean(meas.net_ms / joint - 1.0) * 100), 2),
-        "joint_lut_train": {k: round(v, 4) for k, v in agreement(joint, meas.net_ms).items()},
-        "corrected_train": {k: round(v, 4) for k, v in agreement(fitted, meas.net_ms).items()}}
-    corr.fit.update(info)
-    table.metadata["correction"] = corr.to_dict()
-    log.info("calibrated %s on %d nets: nets are %+.1f%% against the sum of their layers; kept %s",
-             space.name, len(archs), info["net_vs_layers_bias_pct"], corr.fit.get("selected"))
+    _fit_and_store(space, table, meas.layers, meas.overhead_ms, meas.net_ms, "profile calibration nets, joint layer times",
+                   seed=seed, clock=clock, seconds=time.perf_counter() - t0, rounds=rounds)
     return table
 
 
@@ -75,20 +64,32 @@ def fit_from_table(space: "SearchSpace", table: "LatencyTable", archs: "list[Arc
                    seconds: float) -> "LatencyTable":
     """Fit and store the correction from the context nets' medians (`metadata["context_ms"]`) against
     the table's entries and call overhead: exactly what `LUTModel` will correct."""
-    from latency.validate import agreement
     times = table.metadata["context_ms"]
     nets = np.array([float(np.median(times[a.key])) for a in archs])
     layers = [[(s, table.ms(s.key)) for s in space.layers(a)] for a in archs]
     ovh = np.full(len(archs), float(table.metadata.get("call_overhead_ms", 0.0)))
-    corr = fit_correction(layers, ovh, nets, note="profile context nets, table entries")
-    lut = np.array([o + sum(ms for _, ms in ls) for ls, o in zip(layers, ovh)])
+    return _fit_and_store(space, table, layers, ovh, nets, "profile context nets, table entries",
+                          seed=seed, clock=clock, seconds=seconds)
+
+
+def _fit_and_store(space: "SearchSpace", table: "LatencyTable", layers: "list[LayerTimes]", ovh: np.ndarray,
+                   nets: np.ndarray, note: str, *, seed: int, clock: str, seconds: float,
+                   rounds: int | None = None) -> "LatencyTable":
+    """Fit the correction of `nets` (measured ms) against their `layers` + `ovh`, record how it was
+    made (seed, clock, seconds; rounds of a separate joint run) and its training agreement, store it."""
+    from latency.validate import agreement
+    corr = fit_correction(layers, ovh, nets, note=note)
+    lut = np.array([lut_ms(ls, o) for ls, o in zip(layers, ovh)])
     fitted = np.array([corr.predict(ls, o) for ls, o in zip(layers, ovh)])
     corr.fit.update({
-        "source": "profile", "space": space.name, "samples_seed": seed, "nets": len(archs), "clock": clock,
+        "source": "profile", "space": space.name, "samples_seed": seed, "nets": len(nets),
+        **({"rounds": rounds} if rounds is not None else {}), "clock": clock,
         "seconds": round(seconds, 1), "net_vs_layers_bias_pct": round(float(np.mean(nets / lut - 1.0) * 100), 2),
-        "table_lut_train": {k: round(v, 4) for k, v in agreement(lut, nets).items()},
+        "lut_train": {k: round(v, 4) for k, v in agreement(lut, nets).items()},
         "corrected_train": {k: round(v, 4) for k, v in agreement(fitted, nets).items()}})
     table.metadata["correction"] = corr.to_dict()
+    log.info("calibrated %s on %d nets: nets are %+.1f%% against the sum of their layers; kept %s",
+             space.name, len(nets), corr.fit["net_vs_layers_bias_pct"], corr.fit.get("selected"))
     return table
 
 
@@ -123,9 +124,6 @@ def profile_calibrated(space: "SearchSpace", out: "str | Path | None", settings:
         calibrate(space, table, settings, used, len(archs), seed=seed, progress=progress)
     if out is not None:
         table.save(out)
-    fit = table.metadata["correction"]["fit"]
-    log.info("calibrated %s on %d nets: nets are %+.1f%% against the sum of their layers; kept %s",
-             space.name, len(archs), fit["net_vs_layers_bias_pct"], fit.get("selected"))
     return table
 
 

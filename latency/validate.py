@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 
 from latency.clocks import CLOCK_NAMES as CLOCKS
 from latency.contention import NOISY_SPREAD, choose_clock, current_load, halves, spread
-from latency.correction import Correction, LayerTimes, fit_correction, table_correction
+from latency.correction import Correction, LayerTimes, fit_correction, lut_ms, table_correction
 from latency.profile import ProfileSettings, cpu_model, stats, time_interleaved
 from latency.table import LatencyTable
 from nas.core.arch import Arch
@@ -128,7 +128,6 @@ class Measured:
     switches: list[dict[str, Any]] | None = None  # cpu clock: per group, the preemption correction made
     raw_net_ms: np.ndarray | None = None        # cpu clock: net medians before that correction
     raw_joint_ms: np.ndarray | None = None      # cpu clock: joint LUT predictions before it
-    layer_ms: dict[str, tuple[float, float, float]] | None = None   # joint: key -> (ms, raw median, iqr)
 
 
 
@@ -143,9 +142,8 @@ def check_clock(clock: str, settings: ProfileSettings) -> None:
 
 def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
             rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall",
-            desc: str = "validate (export + timing)", extra: Sequence[LayerSpec] = ()) -> Measured:
-    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them).
-    `extra` layers (joint only) are timed in the first group too; every layer's time is in `layer_ms`."""
+            desc: str = "validate (export + timing)") -> Measured:
+    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them)."""
     import torch
     from tqdm import tqdm
 
@@ -164,7 +162,6 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     switch_groups: list[dict[str, Any]] = []
     raw_net, raw_joint = np.full(len(archs), np.nan), np.full(len(archs), np.nan)
     rng = np.random.default_rng(0)
-    all_layers: dict[str, tuple[float, float, float]] = {}
 
     def feed(shape: Sequence[int]) -> np.ndarray:
         return rng.standard_normal((settings.batch, *shape)).astype(np.float32)
@@ -190,8 +187,6 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 nets.append(export(f"net{i}", space.build(archs[i]), space.input_shape))
                 bar.update(1)
             specs = {s.key: s for i in idx for s in space.layers(archs[i])} if joint else {}
-            if joint and g == 0:
-                specs.update({s.key: s for s in extra if s.key not in specs})
             paths = [export("__overhead__", torch.nn.AvgPool2d(1), (8, 1, 1))] if joint else []
             paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
             shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
@@ -216,15 +211,12 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             if joint:
                 ovh = meds[0][0]
                 local = {k: max(0.0, meds[1 + j][0] - ovh) for j, k in enumerate(specs)}
-                for j, k in enumerate(specs):
-                    all_layers.setdefault(k, (local[k], meds[1 + j][0], meds[1 + j][1]))
                 for i in idx:
                     overhead[i] = ovh
                     layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
     return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
                     time.perf_counter() - t0, n_groups, net_halves, switch_groups or None,
-                    raw_net if switch_groups else None, raw_joint if switch_groups and joint else None,
-                    all_layers if joint else None)
+                    raw_net if switch_groups else None, raw_joint if switch_groups and joint else None)
 
 
 @dataclass
@@ -275,7 +267,7 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
     if old is not None:
         pred["table_corrected"] = np.array([old.predict(ls, plain.overhead) for ls in table_layers])
     if meas.layers is not None and meas.overhead_ms is not None:
-        pred["joint_lut"] = np.array([o + sum(ms for _, ms in ls) for ls, o in zip(meas.layers, meas.overhead_ms)])
+        pred["joint_lut"] = np.array([lut_ms(ls, o) for ls, o in zip(meas.layers, meas.overhead_ms)])
         if old is not None:   # the stored correction on layer times of this run: its quality without drift
             pred["joint_stored"] = np.array([old.predict(ls, o) for ls, o in zip(meas.layers, meas.overhead_ms)])
     report: dict[str, Any] = {
