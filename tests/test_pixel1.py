@@ -78,8 +78,7 @@ def test_loso_recomputed_equals_the_documented_table(report: dict) -> None:
 
 #: sources whose left-out error misses the aim (MAPE <= 7%, |bias| <= 5%), with the documented MAPE
 #: ceiling the model must not exceed (PIXEL1.md explains each miss); every other source must meet the aim
-KNOWN_MISSES = {"mbv2_mnas_papers": 7.5, "mnasnet_readme": 7.0, "slim_mbv3": 25.0,
-                "proxyless_per_op": 13.0}
+KNOWN_MISSES = {"mbv3_session": 21.0, "proxyless_per_op": 12.0}
 
 
 def test_loso_meets_the_aim_or_the_miss_is_documented(report: dict) -> None:
@@ -121,7 +120,7 @@ def test_fit_reproduces_the_written_constants() -> None:
 def test_features_price_exactly_what_the_model_prices() -> None:
     """The fit's linear features reproduce primitive_ms for every whole-net point (no drift)."""
     import numpy as np
-    src = next(s for s in S.sources() if s.id == "slim_mbv3")
+    src = next(s for s in S.sources() if s.id == "mbv3_session")
     x = np.array([p.features for p in src.points])
     specs = R.mobilenet_v3("small", 0.75)
     assert x[3] @ S.theta(P.CONSTANTS) == pytest.approx(P.net_ms(specs), rel=1e-12)
@@ -186,7 +185,7 @@ def test_data_file_sources_are_cited_and_complete() -> None:
     for src in data:
         assert src["citation"] and src["what"] and src["points"]
         assert all(float(p["ms"]) > 0 for p in src["points"])
-    assert sum(len(s["points"]) for s in data) == 194
+    assert sum(len(s["points"]) for s in data) == 198
 
 
 def test_unknown_reference_net_names_the_valid_ones() -> None:
@@ -202,19 +201,37 @@ def test_cli_loso_prints_every_source(capsys) -> None:
     assert all(sid in out for sid in S.source_ids())
 
 
-def test_own_factor_analysis_separates_scale_from_shape(capsys) -> None:
-    """The MobileNetV3 README rows miss by a scale (+24% left out) but not by shape: with one factor
-    for the whole source the left-out error falls below 5% (measured 2.2%); the shipped fit is unchanged."""
-    rows = {r["source"]: r for r in C.loso(["slim_mbv3"])}
-    v3 = rows["slim_mbv3"]
-    assert float(v3["mape_pct"]) > 15 and float(v3["relative_mape_pct"]) < 5
-    assert all("relative_mape_pct" in r for r in rows.values())
-    assert "relative_mape_pct" not in C.loso()[0]
-    assert C.main(["loso", "--own-factor", "slim_mbv3"]) == 0
-    assert "after one scale factor per left-out source (relative MAPE): mbv2_mnas_papers" in capsys.readouterr().out
-    assert C.main(["loso", "--own-factor", "slim_v9"]) == 2
-    err = capsys.readouterr().err
-    assert "unknown source(s) slim_v9; valid: mbv2_mnas_papers" in err
+def test_session_levels_put_the_mobilenet_v3_session_apart(report: dict) -> None:
+    """The MobileNetV3 authors' session measured MobileNetV2 1.0 at 64 ms (73.8-75 ms in the other sessions):
+    the fit gives that session a level of its own (about -12%) and keeps the others within 3% of 0; left
+    out, its V3 nets are > 15% off at level 0 but within 10% (mean) once its speed is set by the four nets
+    it shares with the other sources, which no other session measured the V3 nets against."""
+    levels = report["fit"]["session_levels_pct"]
+    assert set(levels) == set(S.source_ids())
+    assert -16.0 < levels["mbv3_session"] < -9.0
+    assert all(abs(v) < 3.0 for k, v in levels.items() if k != "mbv3_session"), levels
+    v3 = next(r for r in report["loso"]["rows"] if r["source"] == "mbv3_session")
+    assert v3["mape_pct"] > 15.0 and v3["anchored"]["anchors"] == 4 and v3["anchored"]["n"] == 6
+    assert v3["anchored"]["mape_pct"] < 10.0
+    assert next(r for r in report["loso"]["rows"] if r["source"] == "spnas_lut")["anchored"] is None
+
+
+def test_without_session_levels_the_fit_is_pulled_towards_the_fast_session() -> None:
+    """A prior too stiff for any level (weight 1e4) is the plain pooled fit: the older sessions' whole
+    nets then come out lower than with levels (mbv2_mnas_papers: in-sample bias at least 1 point lower)."""
+    stiff, levels = C.fit_sessions(weight=1e4)
+    assert all(abs(v) < 0.5 for v in levels.values()), levels
+    mbv2 = next(s for s in S.sources() if s.id == "mbv2_mnas_papers")
+    assert C.source_stats(mbv2, stiff)["bias_pct"] < C.source_stats(mbv2, P.CONSTANTS)["bias_pct"] - 1.0
+
+
+def test_cli_loso_session_prior_options(capsys) -> None:
+    assert C.main(["loso", "--session-spread", "0.01", "--session-weight", "3"]) == 0
+    assert "session prior spread 0.01 weight 3.0" in capsys.readouterr().out
+    assert C.main(["loso", "--session-weight", "0"]) == 2
+    assert "--session-spread and --session-weight must be positive numbers (got 0.03, 0.0)" in capsys.readouterr().err
+    assert C.main(["loso", "--markdown", "--session-spread", "0.1"]) == 2
+    assert "drop --session-spread" in capsys.readouterr().err
 
 
 def test_dwsep_op_builds_with_the_spec_shape() -> None:

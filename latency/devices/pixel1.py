@@ -13,7 +13,8 @@ whose bytes fit in the 1 MiB L2 than for one that streams from DRAM; OVERHEAD a 
 cost. Activations other than ReLU/ReLU6 (h-swish, swish, the SE gate) are unfused passes. Compute
 and traffic are added, not max-ed (PIXEL1.md). The six free constants are fitted once, jointly on
 every published Pixel 1 source of `pixel1_data.json` (whole nets, a per-layer LUT, a per-op
-profile), each source weighted equally, with a weak prior
+profile), each source weighted equally and given a speed level of its own (a measurement session;
+the tables use level 0, the 2018 sessions'), with a weak prior
 (``python -m nas.pixel1_calibration fit --write``), and stored in FITTED below: nothing is fitted
 at run time. Leave-one-source-out errors are in PIXEL1.md and in every table's metadata.
 
@@ -60,7 +61,7 @@ class Constants:
 FIT_NAMES = ("eff_pw", "eff_dw", "eff_dw_large", "bandwidth_gbs", "l2_bandwidth_gbs", "overhead_us")
 
 # BEGIN FITTED (written by `python -m nas.pixel1_calibration fit --write`; do not edit by hand)
-FITTED: dict[str, float] = {"eff_pw": 0.6659, "eff_dw": 0.2496, "eff_dw_large": 0.3024, "bandwidth_gbs": 4.16, "l2_bandwidth_gbs": 6.661, "overhead_us": 2.033}
+FITTED: dict[str, float] = {"eff_pw": 0.6802, "eff_dw": 0.3253, "eff_dw_large": 0.3162, "bandwidth_gbs": 3.568, "l2_bandwidth_gbs": 4.737, "overhead_us": 1.927}
 # END FITTED
 
 CONSTANTS = replace(Constants(), **FITTED)
@@ -96,7 +97,8 @@ REFERENCES = [
     "Cai et al. 2019, ProxylessNAS, Table 2; mit-han-lab/proxylessnas README and per-op log",
     "Stamoulis et al. 2019, Single-Path NAS; enyac-group/single-path-nas pixel1_runtime_model.json",
     "tensorflow/models research/slim/nets/mobilenet README (MobileNetV2 and MobileNetV3 Pixel 1 latencies)",
-    "Howard et al. 2019, Searching for MobileNetV3, Tables 1-2 (the V3 nets); data: latency/devices/pixel1_data.json",
+    "Howard et al. 2019, Searching for MobileNetV3, Tables 1-2 (the V3 nets) and Table 3 (P-1 column, one session); "
+    "data: latency/devices/pixel1_data.json",
     "Zoph et al. 2018, NASNet-A mobile (tensorflow/models research/slim/nets/nasnet); 183 ms: MobileNetV2 Table 4",
 ]
 
