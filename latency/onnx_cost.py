@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from latency.devices.pixel1_ops import act_passes, bcast, copy, layernorm
-from latency.devices.primitives import F32, Primitive, eltwise
+from latency.devices.primitives import F32, Primitive, eltwise, im2col_bytes
 from nas.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -228,6 +228,8 @@ def _conv(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
         macs = _numel(y[2:]) * cout * (cin // groups) * kernel
     nbytes = F32 * (_numel(x) + _numel(y) + _numel(w))
     kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if kernel == 1 else "conv")
+    if kind == "conv" and node.op_type == "Conv":
+        nbytes += im2col_bytes(cin // groups, kernel, _numel(y[2:])) * x[0]
     return [Primitive(kind, macs * x[0], nbytes, max((int(v) for v in w[2:]), default=1))]
 
 

@@ -61,7 +61,7 @@ class Constants:
 FIT_NAMES = ("eff_pw", "eff_dw", "eff_dw_large", "bandwidth_gbs", "l2_bandwidth_gbs", "overhead_us")
 
 # BEGIN FITTED (written by `python -m nas.pixel1_calibration fit --write`; do not edit by hand)
-FITTED: dict[str, float] = {"eff_pw": 0.6802, "eff_dw": 0.3253, "eff_dw_large": 0.3162, "bandwidth_gbs": 3.568, "l2_bandwidth_gbs": 4.737, "overhead_us": 1.927}
+FITTED: dict[str, float] = {"eff_pw": 0.674, "eff_dw": 0.3178, "eff_dw_large": 0.3104, "bandwidth_gbs": 3.801, "l2_bandwidth_gbs": 5.262, "overhead_us": 1.905}
 # END FITTED
 
 CONSTANTS = replace(Constants(), **FITTED)

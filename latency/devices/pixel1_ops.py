@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from latency.devices.primitives import DECOMPOSE, F32, Primitive, act_passes, conv2d, eltwise, global_pool, linear, register_op
+from latency.devices.primitives import (DECOMPOSE, F32, Primitive, act_passes, conv2d, eltwise, global_pool, im2col_bytes,
+                                       linear, register_op)
 from nas.core.layer import LayerSpec
 
 Decomposition = Callable[[LayerSpec], list[Primitive]]
@@ -38,7 +39,8 @@ Decomposition = Callable[[LayerSpec], list[Primitive]]
 def conv_rect(cin: int, cout: int, kh: int, kw: int, sh: int, sw: int, h: int, w: int) -> Primitive:
     """A dense 'same'-padded kh x kw conv with strides (sh, sw), e.g. the 1x7 / 7x1 pair."""
     ho, wo = (h - 1) // sh + 1, (w - 1) // sw + 1
-    return Primitive("conv", ho * wo * cout * cin * kh * kw, F32 * (cin * h * w + cout * ho * wo + cout * cin * kh * kw))
+    return Primitive("conv", ho * wo * cout * cin * kh * kw, F32 * (cin * h * w + cout * ho * wo + cout * cin * kh * kw)
+                     + im2col_bytes(cin, kh * kw, ho * wo))
 
 
 def window_pool(c: int, k: int, s: int, h: int, w: int) -> Primitive:

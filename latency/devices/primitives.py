@@ -33,12 +33,20 @@ class Primitive:
 KINDS = ("conv", "pw", "dw", "fc", "pool", "eltwise")
 
 
+def im2col_bytes(cin_per_group: int, kernel_elems: int, out_pixels: int) -> int:
+    """Traffic of the im2col buffer of a dense conv with a kernel larger than 1x1: TFLite's float conv
+    unrolls each output pixel's input window into a row (written once, read once by the GEMM)."""
+    return 2 * F32 * out_pixels * kernel_elems * cin_per_group
+
+
 def conv2d(cin: int, cout: int, k: int, s: int, h: int, w: int, groups: int = 1) -> Primitive:
-    """A 'same'-padded conv; kind from its shape: depthwise, 1x1 pointwise or dense kxk."""
+    """A 'same'-padded conv; kind from its shape: depthwise, 1x1 pointwise or dense kxk (+ im2col)."""
     ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
     macs = ho * wo * cout * (cin // groups) * k * k
     nbytes = F32 * (cin * h * w + cout * ho * wo + cout * (cin // groups) * k * k)
     kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if k == 1 else "conv")
+    if kind == "conv":
+        nbytes += im2col_bytes(cin // groups, k * k, ho * wo)
     return Primitive(kind, macs, nbytes, k)
 
 
