@@ -47,7 +47,7 @@ VARIANT_OPS: dict[str, tuple[str, ...]] = {"nasnet": NASNET_OPS, "darts": DARTS_
 DEFAULT_BLOCKS = {"nasnet": 5, "darts": 4}
 MAX_BLOCKS = 8
 STEM_MULTIPLIER = 3                         # stem width 3C (NASNet CIFAR; DARTS NetworkCIFAR)
-_HALF = re.compile(r"^([a-z0-9_]+)\((\d+)\)$")
+_HALF = re.compile(r"^([a-z0-9_]+)\(([0-9]{1,9})\)$")   # bounded, ASCII: int() refuses > 4300 digits
 
 # Presets in the papers' block order (parse canonicalizes). NASNet-A: Zoph et al. 2018, Fig. 4 /
 # the TF release (nasnet_utils.NasNetANormalCell, NasNetAReductionCell) with indices swapped to

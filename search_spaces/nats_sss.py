@@ -65,7 +65,7 @@ class NATSSizeSpace(SearchSpace):
                             f"(e.g. 64:64:64:64:64); valid widths: {valid}")
         genes = []
         for i, part in enumerate(parts):
-            if not part.strip().isdigit() or int(part) not in WIDTHS:
+            if part.strip() not in {str(w) for w in WIDTHS}:   # no int(): a 5000-digit or non-ASCII digit string
                 raise ArchError(f"nats_sss width c{i + 1}: bad value {part!r}; valid widths: {valid}")
             genes.append(int(part))
         return self.make(genes)

@@ -53,7 +53,7 @@ DEIT_TINY_OPTIONS: dict[str, object] = {
     "depths": [[12]]}
 DEIT_TINY = "s1: d12 w192 | " + " ".join(["h3m768"] * 12)
 
-_BLOCK = re.compile(r"h([1-9][0-9]*)m([1-9][0-9]*)")
+_BLOCK = re.compile(r"h([1-9][0-9]{0,8})m([1-9][0-9]{0,8})")   # bounded: int() refuses > 4300 digits
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ class VitResNASSpace(SearchSpace):
 
     @staticmethod
     def _int_token(tok: str, prefix: str, valid: tuple[int, ...], where: str) -> int:
-        m = re.fullmatch(prefix + r"([1-9][0-9]*)", tok)
+        m = re.fullmatch(prefix + r"([1-9][0-9]{0,8})", tok)
         if m is None or int(m.group(1)) not in valid:
             raise ArchError(f"{where}: bad token {tok!r}; valid: {', '.join(f'{prefix}{v}' for v in valid)}")
         return int(m.group(1))

@@ -84,6 +84,18 @@ def test_block_string_token_soup(name: str) -> None:
     run()
 
 
+@pytest.mark.parametrize("name", SPACES.names())
+def test_every_number_of_a_block_string_may_be_huge_or_not_ascii(name: str) -> None:
+    """Each digit run of a real block string replaced by 5,000 digits (int() refuses over 4,300) or by a
+    non-ASCII digit ('٣', which str.isdigit accepts): a bad-arch error or a valid arch, never ValueError."""
+    space = get_space(name)
+    text = space.format(space.sample(np.random.default_rng(1)))
+    for repl in ("7" * 5000, "\u0663"):
+        check_parse(name, f"{repl} {text}")                # a number where a token is expected (hytra has none)
+        for m in list(re.finditer(r"[0-9]+", text))[:40]:
+            check_parse(name, text[:m.start()] + repl + text[m.end():])
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                            lambda c: st.lists(c, max_size=6) | st.dictionaries(st.text(max_size=6), c, max_size=4),
                            max_leaves=30)
