@@ -55,6 +55,9 @@ DARTS_NAMES: dict[str, str] = {
 DARTS_PRIMITIVES: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
                                      "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 ALL_OPS: tuple[str, ...] = (NONE,) + NASNET_OPS + ("dil3x3", "dil5x5")
+#: ops without weights: two of them with the same token on the same cell state compute the same
+#: tensor, and the ONNX export (common-subexpression elimination) keeps one
+POOLS: tuple[str, ...] = tuple(t for t in ALL_OPS if t == "avg3x3" or t.startswith("max"))
 
 
 def out_size(size: int, stride: int) -> int:

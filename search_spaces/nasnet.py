@@ -34,7 +34,7 @@ from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_OPS, IDENTITY, NASNET_OPS, cell_modules, combine_spec, \
-    op_spec, out_size, pre_spec
+    POOLS, op_spec, out_size, pre_spec
 from search_spaces.ops import build_layer, conv_spec, head_spec
 
 if TYPE_CHECKING:
@@ -324,9 +324,22 @@ class NASNetSpace(SearchSpace):
                 continue
             used = _used_inputs(cell)
             out += [spec for i, spec in enumerate(self._pre(pos)) if i in used]
-            out += [s for a, oa, b, ob in cell for s in (self._op(pos, a, oa), self._op(pos, b, ob)) if s]
+            out += self._cell_ops(pos, cell)
             out.append(combine_spec(pos.c, self.blocks, len(cat), (pos.hw, pos.hw)))
         return out + [head]
+
+    def _cell_ops(self, pos: _Position, cell: Cell) -> list[LayerSpec]:
+        """The ops of one cell as exported: a pool applied twice to the same state is computed once
+        (the export merges the two identical nodes; seen: NASNet-A's 58 pools are 42 ONNX nodes)."""
+        out, pooled = [], set()
+        for a, oa, b, ob in cell:
+            for x, op in ((a, oa), (b, ob)):
+                spec = self._op(pos, x, op)
+                if spec is None or (op in POOLS and (x, op) in pooled):
+                    continue
+                pooled |= {(x, op)} if op in POOLS else set()
+                out.append(spec)
+        return out
 
     def _concat_sizes(self) -> range:
         return range(self.blocks, self.blocks + 1) if self.variant == "darts" else range(1, self.blocks + 1)

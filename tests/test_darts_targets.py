@@ -48,7 +48,7 @@ def test_pixel1_darts_table_is_the_device_model() -> None:
     assert set(shipped.entries) == set(built)
     assert [shipped.entries[k]["ms"] for k in built] == pytest.approx([e["ms"] for e in built.values()])
     darts_v2 = DARTS.parse_any("darts-v2")
-    from latency.devices.pixel1 import net_ms   # the LUT sum is the model's whole-net price (PIXEL1.md: 140.64)
+    from latency.devices.pixel1 import net_ms   # the LUT sum is the model's whole-net price (PIXEL1.md's table)
     assert lut_model("pixel1", DARTS).predict(darts_v2) == pytest.approx(net_ms(DARTS.layers(darts_v2)), rel=1e-9)
     assert 100 < lut_model("pixel1", DARTS).predict(darts_v2) < 200
 
