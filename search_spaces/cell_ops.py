@@ -208,7 +208,7 @@ def build_combine(c: int, blocks: int, concat: int) -> "nn.Module":
 def cell_op_macs(token: str, c: int, h: int, w: int, stride: int) -> int:
     """Multiply-accumulates of one cell op on a (c, h, w) input."""
     ho, wo = out_size(h, stride), out_size(w, stride)
-    if token in (NONE, "avg3x3") or token.startswith("max") or (token == IDENTITY and stride == 1):
+    if token == NONE or token in POOLS or (token == IDENTITY and stride == 1):
         return 0
     if token == IDENTITY:
         return ho * wo * c * c

@@ -313,10 +313,11 @@ class NASNetSpace(SearchSpace):
 
     def layers(self, arch: Arch) -> list[LayerSpec]:
         """The layers the net runs once exported: a pool applied twice to one cell state counts once
-        (`_cell_ops`), and a cell whose output no later cell (nor the head) reads is left out. Such dead cells occur when every block of the cells after it skips
-        that input (e.g. no block reads h[i-1]: then every other cell is dead); the PyTorch module
-        still computes them, but the ONNX export prunes them, so they cost no deployed latency
-        (seen: a net measured at 4.9 ms whose full layer list summed to 9.6 ms)."""
+        (`_cell_ops`), and a cell whose output no later cell (nor the head) reads is left out. Such
+        dead cells occur when every block of the cells after it skips that input (e.g. no block reads
+        h[i-1]: then every other cell is dead); the PyTorch module still computes them, but the ONNX
+        export prunes them, so they cost no deployed latency (seen: a net measured at 4.9 ms whose
+        full layer list summed to 9.6 ms)."""
         stem, cells, head = self._plan(arch)
         out = [stem]
         for (pos, cell, cat), live in zip(cells, _live_cells([c for _, c, _ in cells])):
