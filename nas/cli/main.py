@@ -295,6 +295,19 @@ def _quiet_stdout() -> None:
         pass
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError that reached the CLI: what failed, on which file, and why in words."""
+    import errno
+    why = {errno.ENOSPC: "disk full (no space left on the device)",
+           errno.EFBIG: "disk full for this process (file size limit, ulimit -f, reached)",
+           errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+           errno.EACCES: "permission denied", errno.EPERM: "operation not permitted (immutable or protected file?)",
+           }.get(exc.errno or -1, exc.strerror or str(exc) or type(exc).__name__)
+    where = f" {exc.filename}" if exc.filename else ""
+    verb = "write" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS) else "access"
+    return f"cannot {verb}{where}: {why}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -313,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except NasError as exc:
         print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:   # a write that failed (disk full, read-only or immutable folder) or a read
+        print(f"nas: error: {clip(describe_os_error(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as exc:
         what = getattr(args, "interrupted", "finished trials are saved - run the same command again to resume")

@@ -47,8 +47,9 @@ def train_on_ray(workers: int, address: str | None = None, **kwargs: Any) -> Any
     """Run `nas.training.retrain.run_training(**kwargs)` (nas.api.train) on `workers` Ray actors as one
     data-parallel job; returns rank 0's TrainResult. Starts an embedded Ray (`workers` CPUs) unless `address` names a cluster."""
     from nas.cluster.ray_session import _import_ray, _keep_sigterm_handler, _package_dirs, check_reachable
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    from nas.training.threads import check_threads, check_workers
+    check_workers(workers, address)
+    check_threads(kwargs.get("torch_threads"))
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise UsageError("--runner ray starts its own processes; launch it without torchrun")
     cuda = str(kwargs.get("device", "cpu")).startswith("cuda")

@@ -66,8 +66,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"unknown runner {cfg.runner!r}; valid runners: {', '.join(RUNNERS)}")
     if cfg.runner == "local" and (cfg.workers is not None or cfg.address):
         raise UsageError("--workers and --address are for --runner ray")
-    if cfg.workers is not None and cfg.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {cfg.workers}")
+    from nas.training.threads import check_workers
+    check_workers(cfg.workers, cfg.address)
     if not cfg.heartbeat_s > 0:
         raise UsageError(f"--heartbeat must be a positive number of seconds, got {cfg.heartbeat_s:g}")
     if cfg.max_retries < 0:

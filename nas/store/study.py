@@ -90,6 +90,8 @@ def make_storage(spec: str) -> "optuna.storages.BaseStorage":
             if not path.name:
                 raise UsageError(f"storage {spec!r} names no file; valid forms: {SPEC_FORMS}")
             path.parent.mkdir(parents=True, exist_ok=True)
+            from nas.store.journal import set_aside_torn_records
+            set_aside_torn_records(path)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if "://" not in spec:
             raise UsageError(f"storage {spec!r} is not a storage URL; valid forms: {SPEC_FORMS}")

@@ -98,11 +98,37 @@ def training_space(space: SearchSpace, **overrides: Any) -> SearchSpace:
     changed = {k: v for k, v in overrides.items() if k in opts and v is not None and opts[k] != v}
     if not changed:
         return space
+    if "patch" in opts and "resolution" in changed and "patch" not in changed:
+        patch = _fitting_patch(space, int(changed["resolution"]))
+        if patch != opts["patch"]:
+            changed["patch"] = patch
     small = get_space(space.name, **{**opts, **changed})
     if [(d.name, d.choices) for d in small.decisions] != [(d.name, d.choices) for d in space.decisions]:
         raise UsageError(f"training {space.name} with options {changed} changes its decisions, so archs found "
                          f"there are not archs of the searched space; change other options")
     return small
+
+
+def _fitting_patch(space: SearchSpace, resolution: int) -> int:
+    """The patch a patch-embedding space (vit_resnas) trains with at `resolution` when no patch is
+    given: the searched patch if it still makes a valid grid, else the largest valid patch whose
+    last stage keeps a grid of at least 2 (else the largest valid one): at 32 px with 3 stages,
+    patch 4 (8x8 tokens, 2x2 in the last stage), where the searched 14 makes no whole grid."""
+    from search_spaces.catalog import get_space
+    opts = space.options()
+    valid: list[int] = []
+    for patch in [int(opts["patch"])] + list(range(resolution, 0, -1)):
+        try:
+            small = get_space(space.name, **{**opts, "resolution": resolution, "patch": patch})
+        except UsageError:
+            continue
+        if patch == opts["patch"]:
+            return patch
+        valid.append(patch)
+        grid = getattr(small, "grid", None)
+        if grid is None or grid(getattr(small, "num_stages", 1) - 1) >= 2:
+            return patch
+    return valid[0] if valid else int(opts["patch"])
 
 
 __all__ = ["SUPERNETS", "Supernet", "build_supernet", "training_space"]

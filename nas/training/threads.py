@@ -17,14 +17,46 @@ def default_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 1) // 2) // procs)
 
 
+def max_threads() -> int:
+    """The most torch threads or local worker processes allowed: 4 per core (1,000,000 exhausted the
+    machine's threads and crashed; more than the cores only makes them wait on each other)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+#: the most Ray workers on a cluster (--address): each is a process somewhere
+MAX_CLUSTER_WORKERS = 1024
+
+
+def check_workers(workers: int | None, address: str | None = None) -> None:
+    """--workers of the Ray runners: at least 1; an embedded Ray (no --address) starts them on this
+    machine, so at most 4 per core; on a cluster at most MAX_CLUSTER_WORKERS."""
+    if workers is None:
+        return
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if address is None and workers > max_threads():
+        raise UsageError(f"--workers {workers}: an embedded Ray starts them on this machine, which has "
+                         f"{os.cpu_count() or 1} cores; at most {max_threads()} (or give --address of a cluster)")
+    if workers > MAX_CLUSTER_WORKERS:
+        raise UsageError(f"--workers {workers}: at most {MAX_CLUSTER_WORKERS}")
+
+
+def check_threads(n: int | None) -> None:
+    """--torch-threads: None (the default) or 1 to `max_threads()`."""
+    if n is not None and n < 1:
+        raise UsageError(f"--torch-threads must be at least 1, got {n}")
+    if n is not None and n > max_threads():
+        raise UsageError(f"--torch-threads {n} is more than this machine's {os.cpu_count() or 1} cores allow "
+                         f"(at most {max_threads()}: threads beyond the cores only wait on each other)")
+
+
 def set_torch_threads(n: int | None = None) -> int:
     """Fix torch's CPU threads (default: half the cores, 1 to 4). On a busy machine, torch's default
     (all cores) makes its worker threads wait on each other: 30x slower small-net training measured.
 
     torch is not imported for this: if it is not loaded yet, the count is applied the moment it is,
     so a search that never builds a net (`proxy=flops`) does not pay torch's import (2-10 s here)."""
-    if n is not None and n < 1:
-        raise UsageError(f"--torch-threads must be at least 1, got {n}")
+    check_threads(n)
     n = n or default_threads()
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "set_num_threads"):

@@ -1,0 +1,170 @@
+"""The rough edges of issue 29 (round 3): what a hostile user and a new user hit. Each case failed on
+the code before its fix: a traceback, a crash, a hang or a silent guess; now one clear line (exit 2
+usage, 1 failure) or the documented behaviour."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.cli.main import main
+from nas.store.journal import set_aside_torn_records, split_torn
+from nas.strategies.catalog import STRATEGIES
+from search_spaces.catalog import SPACES, get_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- High: every space x weight-sharing strategy trains at a valid size with the defaults -------------
+class _Reached(BaseException):
+    """Raised once the training space is chosen: the pair got as far as training."""
+
+
+WEIGHT_SHARING = ("supernet", "single-path", "differentiable", "darts")
+
+
+def _pairs() -> list[tuple[str, str, str]]:
+    pairs = []
+    for space_name in SPACES.names():
+        space = get_space(space_name)
+        for strategy in WEIGHT_SHARING:
+            if STRATEGIES.get(strategy).supports(space):
+                pairs += [(space_name, strategy, "digits"), (space_name, strategy, "synthetic")]
+    return pairs
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("space_name,strategy,dataset", _pairs())
+def test_default_options_give_a_valid_training_size(space_name: str, strategy: str, dataset: str,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: `nas search --space vit_resnas --strategy supernet` refused at once with the defaults
+    (the proxy resolution 32 with the searched patch 14 is no grid). Every pair, run from the CLI with
+    default options, must reach its training with a valid training space."""
+    from nas.strategies.weight_sharing import WeightSharingStrategy
+    chosen = []
+    original = WeightSharingStrategy.train_space
+
+    def stop_before_training(self, ctx, *names):   # type: ignore[no-untyped-def]
+        chosen.append(original(self, ctx, *names))
+        raise _Reached
+
+    monkeypatch.setattr(WeightSharingStrategy, "train_space", stop_before_training)
+    with pytest.raises(_Reached):
+        main(["search", "--space", space_name, "--strategy", strategy, "--dataset", dataset,
+              "--out", str(tmp_path / "run"), "--quiet"])
+    small = chosen[0]
+    assert [d.choices for d in small.decisions] == [d.choices for d in get_space(space_name).decisions]
+    if space_name == "vit_resnas":   # the proxy at 32 px: patch 4, an 8x8 grid, 2x2 in the last stage
+        assert (small.resolution, small.patch, small.grid(small.num_stages - 1)) == (32, 4, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["supernet", "differentiable"])
+def test_vit_resnas_weight_sharing_runs_with_defaults(strategy: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The failing commands of issue 29 end to end (tiny data and one epoch; 15-60 s CPU each)."""
+    code, out, err = nas(capsys, "search", "--space", "vit_resnas", "--strategy", strategy, "--dataset",
+                         "synthetic:48", "--epochs", "1", "--batch-size", "16", "--trials", "2",
+                         "--out", str(tmp_path / "run"), "--quiet", "--json")
+    assert code == 0, err
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["training"]["train_space"]["patch"] == 4
+
+
+# ---- High: a torn last record of a journal study is set aside ----------------------------------------
+def _journal(tmp_path: Path, trials: int) -> Path:
+    path = tmp_path / "j" / "study.log"
+    code = main(["search", "--space", "mbconv", "--trials", str(trials), "--storage", f"journal:{path}",
+                 "--study", "s", "--out", str(tmp_path / "out"), "--quiet", "--evaluator", "zero-cost",
+                 "--evaluator-option", "proxy=flops"])
+    assert code == 0
+    return path
+
+
+def test_split_torn_keeps_whole_records() -> None:
+    a, b = b'{"op_code":0,"x":1}\n', b'{"op_code":4,"y":2}\n'
+    assert split_torn(a + b) == (a + b, b"")
+    assert split_torn(a + b'{"op_code":5,"z') == (a, b'{"op_code":5,"z')                    # torn tail
+    assert split_torn(a + b'{"op_code":5,"z' + b + a) == (a + b + a, b'{"op_code":5,"z\n')  # appended after
+    assert split_torn(a + b"garbage\n" + b) == (a + b, b"garbage\n")
+
+
+@pytest.mark.parametrize("appended", [False, True])
+def test_torn_journal_record_is_set_aside(appended: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 29: a search under `ulimit -f` left a half-written last record; the next search appended
+    after it and died with a JSONDecodeError, and from then on the study could not be opened. Now the
+    fragment is moved to PATH.torn-<time> (named in a warning) and the study opens with its trials.
+    `appended`: a journal broken by the old code (a whole record written after the fragment)."""
+    path = _journal(tmp_path, 3)
+    capsys.readouterr()
+    whole = path.read_bytes()
+    fragment = b'{"op_code":5,"worker_id":"w","trial_id":3,"sta'
+    record = whole.splitlines(keepends=True)[-1]
+    path.write_bytes(whole + fragment + (record if appended else b""))
+    with caplog.at_level(logging.WARNING, logger="nas"):
+        code = main(["search", "--space", "mbconv", "--trials", "5", "--storage", f"journal:{path}", "--study", "s",
+                     "--out", str(tmp_path / "out"), "--quiet", "--evaluator", "zero-cost", "--evaluator-option", "proxy=flops"])
+    assert code == 0, capsys.readouterr().err
+    sides = list(path.parent.glob("study.log.torn-*"))
+    assert len(sides) == 1 and sides[0].read_bytes().rstrip(b"\n") == fragment
+    assert str(sides[0]) in caplog.text
+    assert path.read_bytes().startswith(whole) and all(json.loads(line) for line in path.read_bytes().splitlines())
+    assert set_aside_torn_records(path) is None   # whole now
+
+
+def test_journal_write_on_full_disk_is_one_line_and_the_next_search_opens(tmp_path: Path) -> None:
+    """`ulimit -f` (a full disk for this process): one line saying disk full, exit 1; then the same
+    search without the limit opens the study."""
+    path = tmp_path / "study.log"
+    cmd = [sys.executable, "-m", "nas", "search", "--space", "mbconv", "--trials", "6", "--storage",
+           f"journal:{path}", "--study", "s", "--out", str(tmp_path / "out"), "--quiet", "--evaluator", "zero-cost",
+           "--evaluator-option", "proxy=flops"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = subprocess.run(["bash", "-c", 'ulimit -f 3; exec "$@"', "-", *cmd], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    errors = [line for line in full.stderr.splitlines() if not line.startswith("WARNING")]
+    assert errors == ["nas: error: cannot write: disk full for this process (file size limit, ulimit -f, reached)"]
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "set aside" in again.stderr and list(tmp_path.glob("study.log.torn-*"))
+
+
+# ---- High: --torch-threads and --workers are bounded ------------------------------------------------------
+@pytest.mark.quick
+@pytest.mark.parametrize("argv,text", [
+    (["search", "--torch-threads", "1000000"], "--torch-threads 1000000 is more than"),
+    (["search", "--torch-threads", "5000"], "--torch-threads 5000 is more than"),
+    (["search", "--runner", "ray", "--workers", "1000000"], "--workers 1000000: an embedded Ray"),
+    (["search", "--runner", "ray", "--workers", "100000", "--address", "127.0.0.1:1"], "at most 1024"),
+])
+def test_threads_and_workers_are_bounded(argv: list[str], text: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = nas(capsys, *argv, "--out", str(tmp_path / "run"))
+    assert code == 2 and text in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.quick
+def test_train_on_ray_workers_bounded_before_ray_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nas train --runner ray --workers 100000` kept starting processes; now refused before Ray."""
+    from nas.cluster import ray_train
+    from nas.core.errors import UsageError
+    monkeypatch.setattr("nas.cluster.ray_session._import_ray", lambda: pytest.fail("Ray was started"))
+    with pytest.raises(UsageError, match="--workers 100000"):
+        ray_train.train_on_ray(100000, None, result="x")
+    with pytest.raises(UsageError, match="--torch-threads 100000"):
+        ray_train.train_on_ray(2, None, result="x", torch_threads=100000)
