@@ -29,7 +29,7 @@ def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)   # hidden
     os.close(fd)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -39,6 +39,9 @@ def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | 
                                   input_names=["input"], output_names=["output"],
                                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None)
             except Exception as exc:  # pragma: no cover - exercised only by ops the old exporter lacks
+                import importlib.util
+                if write_failed(exc, tmp) or importlib.util.find_spec("onnxscript") is None:
+                    raise   # the dynamo exporter cannot help: the file could not be written, or it is missing
                 log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
                 torch.onnx.export(module, (example,), tmp, dynamo=True, input_names=["input"],
                                   output_names=["output"], opset_version=opset,
@@ -48,6 +51,14 @@ def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_failed(exc: BaseException, tmp: str) -> bool:
+    """Whether an export failed writing its file (disk full, size limit, read-only), not on an op."""
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in ("write", "unexpected pos", "no space", "file too large", "file size"))
 
 
 def session(path: str | Path, provider: str = "CPUExecutionProvider", threads: int = 1,

@@ -139,6 +139,9 @@ def bundle(space: str, out: str, space_options: Mapping[str, Any] | None = None,
     """Export every distinct layer of a space as ONNX + manifest + the standalone profiling script."""
     from latency.bundle import export_bundle
     from latency.profile import ProfileSettings
+    from nas.core.files import check_writable
+    from pathlib import Path
+    check_writable(Path(out) / "manifest.json", "--out")   # before the export of every layer
     set_torch_threads(None)
     return export_bundle(_space(space, space_options), out, ProfileSettings(**settings), progress=progress)
 

@@ -168,3 +168,80 @@ def test_train_on_ray_workers_bounded_before_ray_starts(monkeypatch: pytest.Monk
         ray_train.train_on_ray(100000, None, result="x")
     with pytest.raises(UsageError, match="--torch-threads 100000"):
         ray_train.train_on_ray(2, None, result="x", torch_threads=100000)
+
+
+# ---- Medium: a write that fails is one line; outputs are checked before the work ---------------------
+def _best(tmp_path: Path) -> Path:
+    out = tmp_path / "s"
+    assert main(["search", "--space", "mbconv", "--trials", "1",
+                 "--out", str(out), "--quiet", "--evaluator-option", "proxy=flops"]) == 0
+    return out / "best.json"
+
+
+def _immutable(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i not permitted here")
+    return path
+
+
+@pytest.fixture
+def immutable(tmp_path: Path):   # type: ignore[no-untyped-def]
+    folder = tmp_path / "frozen"
+    yield _immutable(folder)
+    subprocess.run(["chattr", "-R", "-i", str(folder)], capture_output=True)
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "{best}", "--format", "onnx", "--out", "{frozen}/m.onnx"],
+    ["export", "{best}", "--format", "torch", "--out", "{frozen}/m.pt"],
+    ["export", "{best}", "--format", "json", "--out", "{frozen}/m.json"],
+    ["report", "{run}", "--out", "{frozen}/r.md"],
+    ["latency", "bundle", "--space", "mbconv", "--out", "{frozen}/bundle"],
+    ["bench", "proxies", "--space", "nb201", "--archs", "20", "--out", "{frozen}/p.json"],
+])
+def test_immutable_output_is_one_line(argv: list[str], tmp_path: Path, immutable: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: raw OSError tracebacks (bench proxies after 70 s of work). Now one line, at once."""
+    best = _best(tmp_path)
+    capsys.readouterr()
+    code, _, err = nas(capsys, *[a.format(best=best, run=best.parent, frozen=immutable) for a in argv])
+    assert code in (1, 2) and len(err.strip().splitlines()) == 1 and str(immutable) in err, err
+    assert "not permitted" in err
+
+
+def test_train_resume_with_immutable_checkpoint_refused_before_training(tmp_path: Path) -> None:
+    from nas.core.errors import UsageError
+    from nas.training.retrain import prepare_out
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"x")
+    if subprocess.run(["chattr", "+i", str(out / "checkpoint.pt")], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i not permitted here")
+    try:
+        with pytest.raises(UsageError, match="checkpoint.pt cannot be replaced"):
+            prepare_out(out)
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "checkpoint.pt")], capture_output=True)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch"])
+def test_export_on_full_disk_says_disk_full(fmt: str, tmp_path: Path) -> None:
+    """Issue 29: under `ulimit -f` torch said "unexpected pos" and the onnx export fell back to the
+    dynamo exporter ("No module named 'onnxscript'"); now one line that says disk full."""
+    best = _best(tmp_path)
+    cmd = [sys.executable, "-m", "nas", "export", str(best), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}")]
+    run = subprocess.run(["bash", "-c", 'ulimit -f 100; exec "$@"', "-", *cmd], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 1 and run.stderr.startswith(f"nas: error: cannot write {tmp_path}/m.{fmt}: disk full")
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("m.", ".m.", "tmp"))] == []
+
+
+@pytest.mark.quick
+def test_export_out_with_trailing_slash_makes_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """README: `nas export runs/p1-cpu/model.pt --format onnx --out deploy/` refused a missing folder."""
+    best = _best(tmp_path)
+    code, out, err = nas(capsys, "export", str(best), "--format", "json", "--out", f"{tmp_path}/deploy/")
+    assert code == 0, err
+    assert json.loads((tmp_path / "deploy" / "model.json").read_text())["space"] == "mbconv"

@@ -16,6 +16,9 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
     from nas.bench.proxies import format_ranking, proxy_ranking
     from nas.training.threads import set_torch_threads
     set_torch_threads(args.torch_threads or 1)   # small nets: one thread per process is fastest on shared cores
+    if args.out:   # checked before minutes of work
+        from nas.core.files import check_writable
+        check_writable(args.out, "--out")
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()] if args.proxies else None
     result: dict[str, Any] = proxy_ranking(args.space, truth=args.truth, dataset=args.dataset, archs=args.archs,
                                            proxies=proxies, batch=args.batch, seed=args.seed,
@@ -35,6 +38,9 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
         sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     except ValueError:
         raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 10,100,900") from None
+    if args.out:
+        from nas.core.files import check_writable
+        check_writable(args.out, "--out")
     result = calibration_benchmark(devices, sizes, repeats=args.repeats, seed=args.seed, basis=args.basis)
     if args.out:
         from nas.core.files import atomic_write_text

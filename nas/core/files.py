@@ -56,3 +56,35 @@ def check_writable(path: str | Path, what: str) -> Path:
     except OSError as exc:
         raise NasError(f"{what} {path}: cannot write in {path.parent} ({exc.strerror or exc})") from None
     return path
+
+
+def write_failure(path: str | Path, exc: BaseException) -> "Exception":
+    """A NasError of one line for a write of `path` that failed with `exc`: disk full (no space, or
+    the process's file size limit, `ulimit -f`) says so, whatever words the writer used (torch says
+    "unexpected pos"), and so does a read-only or immutable folder."""
+    import errno
+    import resource
+    import shutil
+
+    from nas.core.errors import NasError
+    path = Path(path)
+    code = getattr(exc, "errno", None)
+    why = {errno.ENOSPC: "disk full (no space left on the device)",
+           errno.EFBIG: "disk full for this process (file size limit, ulimit -f, reached)",
+           errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+           errno.EACCES: "permission denied", errno.EPERM: "operation not permitted (an immutable file or folder?)",
+           }.get(code or -1)
+    if why is None:
+        try:
+            free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+        except OSError:
+            free = None
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if free is not None and free < 1 << 20:
+            why = f"disk full ({free} bytes free)"
+        elif limit != resource.RLIM_INFINITY:
+            why = f"disk full for this process (file size limit, ulimit -f, of {limit} bytes)"
+        else:
+            text = str(exc).strip().splitlines()
+            why = f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+    return NasError(f"cannot write {path}: {why}; nothing was written there")

@@ -78,11 +78,15 @@ def export_torch(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0,
     model = build_model(space, arch, seed, state)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".pt")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pt")   # hidden
     os.close(fd)
     try:
-        torch.save({"space": space.name, "space_options": space.options(), "arch": arch.to_dict(),
-                    "block_string": space.format(arch), "state_dict": model.state_dict()}, tmp)
+        try:
+            torch.save({"space": space.name, "space_options": space.options(), "arch": arch.to_dict(),
+                        "block_string": space.format(arch), "state_dict": model.state_dict()}, tmp)
+        except (OSError, RuntimeError) as exc:   # disk full: torch says "unexpected pos ..."
+            from nas.core.files import write_failure
+            raise write_failure(out, exc) from None
         normal_permissions(tmp)
         os.replace(tmp, out)
     finally:
@@ -179,7 +183,13 @@ def export_onnx(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0, 
     worst = 0.0
     try:
         example = torch.randn(checks[-1], *space.input_shape, generator=gen)
-        onnx_io.export_onnx(model, example, tmp, opset=opset, dynamic_batch=batch is None)
+        try:
+            onnx_io.export_onnx(model, example, tmp, opset=opset, dynamic_batch=batch is None)
+        except (OSError, RuntimeError) as exc:
+            if not onnx_io.write_failed(exc, str(tmp)):
+                raise
+            from nas.core.files import write_failure
+            raise write_failure(out, exc) from None
         onnx.checker.check_model(str(tmp), full_check=True)
         sess = onnx_io.session(tmp)
         for b in checks:
@@ -209,8 +219,10 @@ def resolve_out(out: str | Path, fmt: str) -> Path:
     path = Path(out)
     if path.is_dir():
         return path / DEFAULT_NAMES[fmt]
-    if text.endswith(("/", "\\")):
-        raise UsageError(f"--out {text} is not an existing folder; create it first or give a file name")
+    if text.endswith(("/", "\\")):   # a trailing '/' means a folder: make it
+        from nas.core.files import check_writable
+        check_writable(path / DEFAULT_NAMES[fmt], "--out")
+        return path / DEFAULT_NAMES[fmt]
     return path
 
 
@@ -227,6 +239,8 @@ def export(result: str | Path, fmt: str, out: str | Path, seed: int = 0, *, batc
     else:
         space, arch, _ = load_result(result)
     out = resolve_out(out, fmt)
+    from nas.core.files import check_writable
+    check_writable(out, "--out")   # before the work: an immutable or missing-permission folder says so at once
     info: dict[str, Any] = {"format": fmt, "out": str(out), "arch": space.format(arch),
                             "weights": "from " + str(result) if state is not None else f"random (seed {seed})"}
     if fmt == "onnx":
@@ -240,9 +254,12 @@ def export(result: str | Path, fmt: str, out: str | Path, seed: int = 0, *, batc
     elif fmt == "torch":
         export_torch(space, arch, out, seed, state)
     else:
-        from nas.core.files import atomic_write_text
-        atomic_write_text(Path(out), json.dumps({"space": space.name, "space_options": space.options(),
-                                                 "arch": space.format(arch), "arch_json": arch.to_dict()},
-                                                indent=1) + "\n")
+        from nas.core.files import atomic_write_text, write_failure
+        try:
+            atomic_write_text(Path(out), json.dumps({"space": space.name, "space_options": space.options(),
+                                                     "arch": space.format(arch), "arch_json": arch.to_dict()},
+                                                    indent=1) + "\n")
+        except OSError as exc:
+            raise write_failure(out, exc) from None
         normal_permissions(out)   # atomic_write_text makes 0644 whatever the umask
     return info

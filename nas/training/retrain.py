@@ -139,6 +139,12 @@ def prepare_out(out: str | Path) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise UsageError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+    for name in ("checkpoint.pt", "model.pt", "result.json"):   # files replaced later (after an epoch)
+        try:
+            if (out / name).is_file():
+                (out / name).open("r+b").close()   # an immutable or read-only file refuses this
+        except OSError as exc:
+            raise UsageError(f"--out {out}: {name} cannot be replaced ({exc.strerror or exc})") from None
     return out
 
 
@@ -149,9 +155,13 @@ def _save_atomic(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
-        normal_permissions(tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(obj, tmp)
+            normal_permissions(tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as exc:   # disk full: torch says "unexpected pos ..."
+            from nas.core.files import write_failure
+            raise write_failure(path, exc) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
