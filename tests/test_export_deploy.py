@@ -99,8 +99,10 @@ def test_out_folder_writes_inside_and_bad_files_are_usage_errors(best: Path, tmp
     assert "deploy/model.onnx" in capsys.readouterr().out and (folder / "model.onnx").is_file()
     assert main(["export", str(best), "--format", "torch", "--out", str(folder)]) == 0
     assert (folder / "model.pt").is_file()
-    assert main(["export", str(best), "--format", "onnx", "--out", str(tmp_path / "missing") + "/"]) == 2
-    assert "is not an existing folder" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    # a trailing '/' means a folder: made (issue 29, the README's `--out deploy/`)
+    assert main(["export", str(best), "--format", "torch", "--out", str(tmp_path / "missing") + "/"]) == 0
+    assert (tmp_path / "missing" / "model.pt").is_file()
+    capsys.readouterr()
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["export", str(tmp_path / "junk.pt"), "--format", "onnx", "--out", str(folder)]) == 2
     err = capsys.readouterr().err
