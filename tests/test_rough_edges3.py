@@ -245,3 +245,25 @@ def test_export_out_with_trailing_slash_makes_the_folder(tmp_path: Path, capsys:
     code, out, err = nas(capsys, "export", str(best), "--format", "json", "--out", f"{tmp_path}/deploy/")
     assert code == 0, err
     assert json.loads((tmp_path / "deploy" / "model.json").read_text())["space"] == "mbconv"
+
+
+# ---- Medium: a broken config.json in --out; --device cuda without CUDA ---------------------------------
+@pytest.mark.quick
+@pytest.mark.parametrize("text,message", [('{"space": "mbc', "cannot read"), ("[1, 2]", "is not a search config")])
+def test_broken_config_in_out_is_one_line(text: str, message: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: a truncated config.json, or one holding a list, then `nas search --out` (not --resume):
+    JSONDecodeError / AttributeError tracebacks."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(text)
+    code, _, err = nas(capsys, "search", "--trials", "1", "--out", str(tmp_path / "run"),
+                       "--evaluator-option", "proxy=flops")
+    assert code == 2 and message in err and "--no-resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cuda_without_cuda_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = nas(capsys, "search", "--device", "cuda", "--trials", "1", "--out", str(tmp_path / "run"))
+    assert code == 2 and "CUDA is not available" in err and not (tmp_path / "run").exists()

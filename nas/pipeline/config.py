@@ -78,6 +78,9 @@ def check_config(cfg: SearchConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if cfg.device is not None and cfg.device.split(":")[0] not in ("cpu", "cuda"):
         raise UsageError(f"--device {cfg.device!r} unknown; valid: cpu, cuda, cuda:N")
+    if cfg.device is not None and cfg.device.startswith("cuda"):   # before any work (was an AssertionError after 47 s)
+        from nas.training.distributed import check_device
+        check_device(cfg.device)
     if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise UsageError(f"--out {cfg.out} is a file; --out names the folder for best.json, trials.db and "
                          f"config.json")
@@ -170,6 +173,20 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
         return SearchConfig(**data)
     except TypeError as exc:
         raise UsageError(f"--resume {folder}: {path} is not a search config ({exc})") from None
+
+
+def read_saved_config(path: Path) -> dict[str, Any]:
+    """The config.json of an --out folder a search continues: a dict, or one UsageError line
+    (a truncated file, a list, binary junk) naming it and the ways out."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--out {path.parent}: cannot read {path} ({_short(str(exc), 120)}); remove it, "
+                         f"or use another --out, or --no-resume") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--out {path.parent}: {path} is not a search config (a JSON object); remove it, "
+                         f"or use another --out, or --no-resume")
+    return saved
 
 
 def config_dict(cfg: SearchConfig) -> dict[str, Any]:

@@ -243,7 +243,8 @@ def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> Non
     olds = []
     if cfg.resume:
         if path is not None and path.exists():
-            olds.append(json.loads(path.read_text()))
+            from nas.pipeline.config import read_saved_config
+            olds.append(read_saved_config(path))
         if hasattr(store, "get_config") and store.get_config() is not None:
             olds.append(store.get_config())
     for old in olds:
