@@ -7,9 +7,11 @@ using them on another CPU would be silently wrong. `resolve` finds the table for
    (`$NAS_CACHE_DIR` or the platform cache folder, e.g. ~/.cache/nas/tables/<cpu-slug>_ort-<version>/);
 2. a shipped measured table whose metadata names this CPU model and onnxruntime version;
 3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`: mbconv, nasnet - both variants -,
-   hytra, nb201), profile one now (progress bar; layers timed among 6 calibration nets, which also fit
-   its net-level correction: latency/net_calibration.py) into the cache; for the others (vit_resnas), refuse
-   with the one command that makes it.
+   hytra, nb201, vit_resnas), profile one now (progress bar; layers timed among 6 calibration nets, which
+   also fit its net-level correction: latency/net_calibration.py) into the cache, saying first what it
+   takes where that is minutes (vit_resnas); a space outside the set is refused with the command that
+   makes its table. The file name and the match ignore the options that restrict the search, not the
+   nets (`candidates`): a candidate file reuses the space's table.
    `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
 """
 from __future__ import annotations
@@ -36,7 +38,9 @@ TARGET = "cpu"
 #: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra without calibration nets; with 10 of
 #: them, 15 / 40 / 62 s on a quiet 2-core EPYC VM (stop 20); earlier, on that VM at load 9,
 #: nasnet 15 s, its darts variant 2-4 s, hytra 29 s; vit_resnas took 108 s on the Xeon: refused)
-AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra"})
+AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra", "vit_resnas"})
+#: what first-use profiling takes, said before it starts (the measurements of the comment above)
+PROFILE_TIME = {"vit_resnas": "about 2 minutes (108 s measured on a 2-core Xeon)"}
 
 
 def cache_root() -> Path:
@@ -87,8 +91,14 @@ def options_suffix(options: dict[str, Any], plain_options: dict[str, Any] | None
     return "-" + hashlib.sha1(opts.encode()).hexdigest()[:8]
 
 
+def net_options(space: SearchSpace) -> dict[str, Any]:
+    """The options that make the nets (not `candidates`, which only restricts the search)."""
+    from nas.core.space import NET_NEUTRAL_OPTIONS
+    return {k: v for k, v in space.options().items() if k not in NET_NEUTRAL_OPTIONS}
+
+
 def host_table_path(space: SearchSpace, shipped_options: dict[str, Any] | None = None) -> Path:
-    return host_dir() / f"{space.name}{options_suffix(space.options(), shipped_options)}.json"
+    return host_dir() / f"{space.name}{options_suffix(net_options(space), shipped_options)}.json"
 
 
 def cached_spaces() -> list[str]:
@@ -103,7 +113,7 @@ def matches_host(metadata: dict[str, Any]) -> bool:
 
 
 def profile_command(space: SearchSpace, path: Path) -> str:
-    opts = "".join(f" -o {k}={json.dumps(v)}" for k, v in space.options().items()) if path.stem != space.name else ""
+    opts = "".join(f" -o {k}={json.dumps(v)}" for k, v in net_options(space).items()) if path.stem != space.name else ""
     return f"nas latency profile --space {space.name}{opts} --out {path}"
 
 
@@ -121,14 +131,14 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
         return LatencyTable.load(path)
     for table in shipped:
         if matches_host(table.metadata) and json.dumps(table.space_options, sort_keys=True, default=list) == \
-                json.dumps(space.options(), sort_keys=True, default=list):
+                json.dumps(net_options(space), sort_keys=True, default=list):
             return table
     cpu, ort = host_cpu(), runtime_version()
     if space.name not in AUTO_PROFILE or os.environ.get("NAS_AUTO_PROFILE", "1").lower() in ("0", "false", "no"):
         raise UsageError(f"no cpu latency table of space {space.name!r} for this machine ({cpu}, onnxruntime {ort}); "
                          f"make it with: {profile_command(space, path)}")
-    log.warning("no cpu latency table of %s for this machine (%s, onnxruntime %s): profiling one into %s",
-                space.name, cpu, ort, path)
+    log.warning("no cpu latency table of %s for this machine (%s, onnxruntime %s): profiling one into %s%s",
+                space.name, cpu, ort, path, f"; it takes {PROFILE_TIME[space.name]}" if space.name in PROFILE_TIME else "")
     return (profile or _profile)(space, path, progress)
 
 

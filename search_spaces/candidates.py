@@ -55,13 +55,43 @@ class CandidateSet:
         return self.archs[int(nearest[rng.integers(len(nearest))])]
 
 
+#: the most archs a candidate file may list (a 1,000,000-line file gave no answer in 300 s)
+MAX_CANDIDATES = 100_000
+#: the longest line read (an arch JSON of the largest space is a few kB)
+MAX_LINE = 1 << 16
+
+
+def _lines(path: Path) -> "list[str]":
+    """The lines of a candidate file, read one at a time and bounded: a folder, a binary file, an
+    endless pipe or a file of more than MAX_CANDIDATES archs is one UsageError naming it."""
+    if path.is_dir():
+        raise UsageError(f"candidate file {path} is a folder; give a text file of one arch per line")
+    lines: list[str] = []
+    archs = 0
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            while True:
+                line = fh.readline(MAX_LINE + 1)
+                if not line:
+                    return lines
+                if len(line) > MAX_LINE:
+                    raise UsageError(f"candidate file {path}, line {len(lines) + 1}: longer than {MAX_LINE} "
+                                     f"characters; one arch per line")
+                lines.append(line)
+                archs += bool(line.split("#", 1)[0].strip())
+                if archs > MAX_CANDIDATES:
+                    raise UsageError(f"candidate file {path} lists more than {MAX_CANDIDATES} archs; "
+                                     f"give at most {MAX_CANDIDATES}")
+    except UnicodeDecodeError:
+        raise UsageError(f"candidate file {path} is not text (UTF-8); give one arch per line") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read candidate file {path}: {exc.strerror or exc}") from None
+
+
 def read_candidates(space: "SearchSpace", path: str | Path) -> CandidateSet:
     """A candidate file: one block string (or arch JSON) per line; '#' comments and blank lines skipped."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UsageError(f"cannot read candidate file {path}: {exc.strerror}") from None
+    lines = _lines(path)
     archs: list[Arch] = []
     seen: set[Arch] = set()
     for n, line in enumerate(lines, start=1):

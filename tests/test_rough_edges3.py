@@ -267,3 +267,81 @@ def test_cuda_without_cuda_is_refused_before_any_work(tmp_path: Path, capsys: py
         pytest.skip("this machine has CUDA")
     code, _, err = nas(capsys, "search", "--device", "cuda", "--trials", "1", "--out", str(tmp_path / "run"))
     assert code == 2 and "CUDA is not available" in err and not (tmp_path / "run").exists()
+
+
+# ---- --target cpu: a candidate file reuses the space's table; vit_resnas profiles on first use --------
+def test_candidate_file_reuses_the_cpu_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 29: every candidates file re-profiled the host table under a new name (the file was part
+    of the options naming it). Also: vit_resnas profiles on first use, saying how long it takes."""
+    from latency import host_tables
+    from latency.table import LatencyTable
+    from latency.targets import lut_model
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NAS_AUTO_PROFILE", "1")
+    profiled: list[str] = []
+
+    def profile(space, path, progress):   # type: ignore[no-untyped-def]
+        profiled.append(path.name)
+        table = LatencyTable(space.name, host_tables.net_options(space), {"source": "measured"})
+        for spec in space.all_layers():
+            table.add(spec.key, 0.5)
+        table.save(path)
+        return table
+
+    monkeypatch.setattr(host_tables, "_profile", profile)
+    plain = get_space("nb201")
+    lines = [plain.format(plain.sample(__import__("numpy").random.default_rng(s))) for s in range(3)]
+    for i in range(2):
+        (tmp_path / f"c{i}.txt").write_text("\n".join(lines[i:i + 2]) + "\n")
+        lut_model("cpu", get_space("nb201", candidates=str(tmp_path / f"c{i}.txt")))
+    lut_model("cpu", plain)
+    assert len(profiled) == 1
+    with caplog.at_level(logging.WARNING):
+        lut_model("cpu", get_space("vit_resnas", resolution=112))   # no shipped table at these options
+    assert profiled[-1].startswith("vit_resnas") and "it takes about 2 minutes" in caplog.text
+
+
+# ---- --candidates: no repeats, bounded, clear about folders and binary files ----------------------------
+def _nb201_lines(n: int) -> list[str]:
+    import numpy as np
+    space = get_space("nb201")
+    rng = np.random.default_rng(0)
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        seen[space.format(space.sample(rng))] = None
+    return list(seen)
+
+
+def test_fewer_candidates_than_trials_evaluates_each_once(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 29: a one-line file gave "best of 10 trials" (the same arch 10 times)."""
+    (tmp_path / "c.txt").write_text("\n".join(_nb201_lines(2)) + "\n")
+    with caplog.at_level(logging.WARNING):
+        code, out, err = nas(capsys, "search", "--space", "nb201", "--candidates", str(tmp_path / "c.txt"),
+                             "--trials", "10", "--out", str(tmp_path / "run"), "--evaluator-option", "proxy=flops", "--json")
+    assert code == 0, err
+    assert json.loads(out)["trials"] == 2 and "holds 2 archs; 2 trials" in caplog.text
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("make,text", [
+    (lambda p: p.mkdir(), "a folder, not a file"),
+    (lambda p: p.write_bytes(bytes(range(128, 256)) * 20), "is not text (UTF-8)"),
+    (lambda p: p.write_text("x\n" * 100_001), "lists more than 100000 archs"),
+    (lambda p: p.write_text("x" * 70_000), "longer than 65536 characters"),
+])
+def test_bad_candidate_files_are_one_line(make, text: str, tmp_path: Path,   # type: ignore[no-untyped-def]
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    make(tmp_path / "c")
+    code, _, err = nas(capsys, "search", "--space", "nb201", "--candidates", str(tmp_path / "c"),
+                       "--out", str(tmp_path / "run"))
+    assert code == 2 and text in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.quick
+def test_candidate_file_with_bom_is_read(tmp_path: Path) -> None:
+    from search_spaces.candidates import read_candidates
+    lines = _nb201_lines(2)
+    (tmp_path / "c.txt").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    assert len(read_candidates(get_space("nb201"), tmp_path / "c.txt")) == 2

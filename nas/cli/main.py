@@ -78,7 +78,8 @@ def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
                          f"-o candidates={opts['candidates']}, not both")
     path = Path(args.candidates)
     if not path.is_file():
-        raise UsageError(f"--candidates {args.candidates}: no such file (one block string per line)")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise UsageError(f"--candidates {args.candidates}: {what} (one block string per line)")
     return {**opts, "candidates": str(path.resolve())}
 
 

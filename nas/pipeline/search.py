@@ -289,6 +289,11 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
     if n != cfg.trials:
         log.info("%s yields its derived arch as %d trial(s) (--trials %d ignored; refine=N adds evolution trials)",
                  cfg.strategy, n, cfg.trials)
+    candidates = getattr(p.space, "_candidates", None)
+    if candidates is not None and len(candidates) < n:   # more trials would evaluate the same archs again
+        log.warning("--trials %d: the candidate list %s holds %d archs; %d trials, one per arch",
+                    n, candidates.source, len(candidates), len(candidates))
+        n = len(candidates)
     if cfg.runner == "ray":
         from nas.pipeline.ray_runner import run_ray_search
         return run_ray_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
