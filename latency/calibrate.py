@@ -32,7 +32,7 @@ import datetime as _dt
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import nnls
@@ -205,17 +205,31 @@ def fit_best(xs: dict[str, np.ndarray], y: np.ndarray) -> Fit:
 # ---- measurements file ---------------------------------------------------------------------------
 def read_measurements(path: str | Path, space: SearchSpace) -> list[tuple[Arch, float]]:
     """`arch,ms` CSV rows as (arch, ms); any bad line, duplicate arch or too few archs raises UsageError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
+    try:   # read row by row (a 121 MB file was read whole before its line 14 was refused); BOM accepted
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return _read_rows(path, csv.reader(fh), space)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read measurements file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    rows = list(csv.reader(text.splitlines()))
-    if not rows or [c.strip() for c in rows[0]] != HEADER:
-        got = ",".join(rows[0]) if rows else "an empty file"
+    except csv.Error as exc:   # a field over csv's limit (131072 characters): no arch is that long
+        raise UsageError(f"measurements file {path}: not an 'arch,ms' CSV ({exc})") from None
+
+
+#: the most measured archs a file may hold, and the latencies a measurement may have (ms)
+MAX_MEASUREMENTS = 100_000
+MS_RANGE = (1e-4, 1e6)
+
+
+def _read_rows(path: str | Path, reader: Iterator[list[str]], space: SearchSpace) -> list[tuple[Arch, float]]:
+    first = next(reader, None)
+    if first is None or [c.strip() for c in first] != HEADER:
+        got = ",".join(first) if first else "an empty file"
         raise UsageError(f"measurements file {path}: first line must be the header 'arch,ms', got {got!r:.80}")
     out: list[tuple[Arch, float]] = []
     seen: dict[Arch, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(reader, start=2):
+        if len(out) >= MAX_MEASUREMENTS:
+            raise UsageError(f"measurements file {path} holds more than {MAX_MEASUREMENTS} measured archs; "
+                             f"give at most {MAX_MEASUREMENTS}")
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 2:
@@ -234,6 +248,9 @@ def read_measurements(path: str | Path, space: SearchSpace) -> list[tuple[Arch, 
         if not (math.isfinite(ms) and ms > 0):
             raise UsageError(f"measurements file {path} line {line}: latency {ms_text!r} is not a positive "
                              f"number of ms")
+        if not MS_RANGE[0] <= ms <= MS_RANGE[1]:
+            raise UsageError(f"measurements file {path} line {line}: latency {ms_text!r} ms is outside "
+                             f"[{MS_RANGE[0]:g}, {MS_RANGE[1]:g}] ms; give milliseconds")
         if arch in seen:
             raise UsageError(f"measurements file {path} line {line}: arch {space.format(arch)!r:.100} is "
                              f"measured twice (also line {seen[arch]}); give each arch once")

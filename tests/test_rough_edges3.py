@@ -345,3 +345,63 @@ def test_candidate_file_with_bom_is_read(tmp_path: Path) -> None:
     lines = _nb201_lines(2)
     (tmp_path / "c.txt").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
     assert len(read_candidates(get_space("nb201"), tmp_path / "c.txt")) == 2
+
+
+# ---- calibrate: a bounded, streaming read; BOM accepted; absurd latencies refused -------------------------
+def _measured_rows(n: int) -> list[str]:
+    import numpy as np
+    from latency.bench_devices import nb201_latency
+    data = nb201_latency()
+    blocks = sorted(data.index)
+    idx = np.random.default_rng(0).choice(len(blocks), n, replace=False)
+    return [f"{blocks[i]},{data.ms['pixel3'][blocks[i]]}" for i in idx]
+
+
+def test_calibrate_stops_at_the_first_bad_line_of_an_endless_pipe(tmp_path: Path) -> None:
+    """Issue 29: calibrate read the whole CSV before validating (121 MB: 720 MB RSS, 71 s, then line
+    14 refused; an endless pipe: MemoryError). Now it stops at the bad line."""
+    import threading
+    from nas.core.errors import UsageError
+    from latency.calibrate import read_measurements
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    rows = _measured_rows(12)
+
+    def endless() -> None:
+        try:
+            with open(fifo, "w") as fh:
+                fh.write("arch,ms\n" + "\n".join(rows) + "\nnot-an-arch,1\n")
+                while True:
+                    fh.write("x" * 1000 + "\n")
+        except (BrokenPipeError, OSError):
+            pass
+
+    writer = threading.Thread(target=endless, daemon=True)
+    writer.start()
+    with pytest.raises(UsageError, match="line 14: 'not-an-arch'"):
+        read_measurements(fifo, get_space("nb201"))
+    writer.join(10)
+    assert not writer.is_alive()
+
+
+@pytest.mark.parametrize("ms,ok", [("1e308", False), ("1e-300", False), ("0.5", True)])
+def test_calibrate_latency_range_and_bom(ms: str, ok: bool, tmp_path: Path) -> None:
+    from nas.core.errors import UsageError
+    from latency.calibrate import read_measurements
+    rows = _measured_rows(6)
+    rows[2] = rows[2].rsplit(",", 1)[0] + "," + ms
+    path = tmp_path / "m.csv"
+    path.write_text("\ufeffarch,ms\n" + "\n".join(rows) + "\n", encoding="utf-8")   # BOM: was refused
+    if ok:
+        assert len(read_measurements(path, get_space("nb201"))) == 6
+    else:
+        with pytest.raises(UsageError, match=f"line 4: latency '{ms}' ms is outside"):
+            read_measurements(path, get_space("nb201"))
+
+
+def test_calibrate_out_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("arch,ms\n" + "\n".join(_measured_rows(6)) + "\n")
+    code, _, err = nas(capsys, "latency", "calibrate", "--space", "nb201", "--measurements", str(path),
+                       "--out", str(tmp_path))
+    assert code == 2 and "is a folder" in err

@@ -39,10 +39,10 @@ def check_writable(path: str | Path, what: str) -> Path:
     """Raise NasError unless a file can be written at `path` (a folder is made where missing, a
     probe file is created and removed): checked before long work, so that nothing measured is lost.
     `what` names the option in the message (e.g. "--out")."""
-    from nas.core.errors import NasError
+    from nas.core.errors import NasError, UsageError
     path = Path(path)
-    if path.is_dir():
-        raise NasError(f"{what} {path} is a folder; give a file path")
+    if path.is_dir():   # a usage error (exit 2): a folder where a file is asked for
+        raise UsageError(f"{what} {path} is a folder; give a file path")
     above = path.parent
     while not above.exists() and above != above.parent:
         above = above.parent
