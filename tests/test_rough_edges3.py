@@ -405,3 +405,31 @@ def test_calibrate_out_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     code, _, err = nas(capsys, "latency", "calibrate", "--space", "nb201", "--measurements", str(path),
                        "--out", str(tmp_path))
     assert code == 2 and "is a folder" in err
+
+
+# ---- nas train: allocations estimated and refused with the sizes ---------------------------------------
+@pytest.mark.quick
+def test_training_memory_estimate_refuses_with_the_sizes() -> None:
+    """Issue 29: `-o resolution=1024 --batch-size 64` and `--dataset synthetic:1000000000000` ended in
+    allocator tracebacks. The estimate: float32 images (digits: 1797 at 224 px = 1.08 GB) plus one
+    batch's layer outputs x3."""
+    from nas.core.errors import UsageError
+    from nas.training.memory import check_memory, estimate
+    space = get_space("mbconv")
+    arch = space.parse_any("single-path-nas")
+    need = estimate(space, arch, "digits", 64)
+    assert need["dataset"] == 1797 * 3 * 224 * 224 * 4
+    outputs = sum(__import__("math").prod(s.output_shape) for s in space.layers(arch))
+    assert need["activations"] == 3 * 4 * 64 * outputs
+    assert check_memory(space, arch, "digits", 64, available=2 ** 40) == need
+    with pytest.raises(UsageError, match=r"about .* GB of memory \(dataset synthetic:1000000000000"):
+        check_memory(space, arch, "synthetic:1000000000000", 64, available=2 ** 40)
+    with pytest.raises(UsageError, match="activations of a batch of 64"):
+        check_memory(space, arch, "digits", 64, available=2 ** 30)
+    assert check_memory(space, arch, "digits", 64, device="cuda", available=2 ** 31)   # activations on the GPU
+
+
+def test_nas_train_refuses_a_huge_synthetic_dataset_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = nas(capsys, "train", "--space", "mbconv", "--arch", "single-path-nas", "-o", "resolution=32",
+                       "--dataset", "synthetic:1000000000000", "--out", str(tmp_path / "t"))
+    assert code == 2 and "training would need about" in err and len(err.strip().splitlines()) == 1

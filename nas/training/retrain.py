@@ -260,6 +260,8 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
     tspace = training_space(space, dict(overrides or {}), classes)
     tspace.validate(arch)
     res = tspace.input_shape[-1]
+    from nas.training.memory import check_memory   # before any allocation: one line with the sizes
+    check_memory(tspace, arch, cfg.dataset, cfg.batch_size, ctx.device, cfg.train_samples)
     xtr, ytr = load_dataset(cfg.dataset, split="train", seed=cfg.seed, resolution=res, limit=cfg.train_samples)
     xva, yva = load_dataset(cfg.dataset, split="val", seed=cfg.seed, resolution=res, limit=cfg.val_samples)
     if tuple(xtr.shape[1:]) != tuple(tspace.input_shape):
