@@ -433,3 +433,45 @@ def test_nas_train_refuses_a_huge_synthetic_dataset_at_once(tmp_path: Path, caps
     code, _, err = nas(capsys, "train", "--space", "mbconv", "--arch", "single-path-nas", "-o", "resolution=32",
                        "--dataset", "synthetic:1000000000000", "--out", str(tmp_path / "t"))
     assert code == 2 and "training would need about" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- nas train: locks its --out; torchrun ranks stop when their agent dies ---------------------------------
+def test_nas_train_locks_its_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: two `nas train --out SAME` ran together (as the torchrun ranks left by a killed agent did)."""
+    from nas.store.lock import run_lock
+    with run_lock(f"jsonl:{tmp_path / 't' / 'checkpoint.pt'}", None):
+        code, _, err = nas(capsys, "train", "--space", "mbconv", "--arch", "single-path-nas", "-o", "resolution=32",
+                           "--dataset", "synthetic:48", "--epochs", "1", "--out", str(tmp_path / "t"))
+    assert code == 1 and "is in use by another run" in err and not (tmp_path / "t" / "checkpoint.pt").exists()
+
+
+def test_torchrun_rank_stops_when_its_agent_is_killed(tmp_path: Path) -> None:
+    """A rank (child) that called stop_with_agent gets SIGTERM when its agent (parent) is SIGKILLed."""
+    import signal
+    import time
+    child = ("import os, sys, time; sys.path.insert(0, sys.argv[1]); from nas.training.distributed import "
+             "stop_with_agent; assert stop_with_agent(); open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(60)")
+    agent = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}, sys.argv[1], "
+             f"sys.argv[2]]); time.sleep(60)")
+    pid_file = tmp_path / "rank.pid"
+    env = {**os.environ, "TORCHELASTIC_RUN_ID": "test"}
+    parent = subprocess.Popen([sys.executable, "-c", agent, str(ROOT), str(pid_file)], env=env)
+    try:
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        rank = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        for _ in range(100):
+            try:
+                os.kill(rank, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(rank, signal.SIGKILL)
+            pytest.fail("the rank outlived its agent")
+    finally:
+        parent.kill()

@@ -86,6 +86,7 @@ def setup(device: str = "cpu") -> DistContext:
     if world <= 1:
         return DistContext(device=device)
     rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    stop_with_agent()
     cuda = device.startswith("cuda")
     if cuda:
         if local >= torch.cuda.device_count():
@@ -100,6 +101,27 @@ def setup(device: str = "cpu") -> DistContext:
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     log.info("rank %d of %d on %s (%s)", rank, world, device, backend)
     return DistContext(rank, world, local, device, backend)
+
+
+def stop_with_agent() -> bool:
+    """Under torchrun, have the kernel send this rank SIGTERM when its agent (the parent) dies: a
+    SIGKILLed agent left both ranks training and writing into --out (PPID 1). SIGTERM stops a rank
+    like `kill` does (the last finished epoch is kept). Linux only; returns whether it was set."""
+    import ctypes
+    import signal
+    import sys
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:   # PR_SET_PDEATHSIG = 1
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:   # the agent died before the request: stop now
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 def teardown(ctx: DistContext) -> None:

@@ -22,11 +22,12 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -416,6 +417,29 @@ def load_target(result: str | None = None, space: str | None = None, arch: str |
     return sp, sp.parse_any(arch), {}, None
 
 
+@contextlib.contextmanager
+def _out_lock(out: str | None) -> Iterator[None]:
+    """One `nas train` at a time on an --out folder (as a search locks its store): an exclusive flock
+    on OUT/checkpoint.pt.lock, dropped by the kernel when the holder dies."""
+    if out is None:
+        yield
+        return
+    from nas.store.lock import RunLockedError, run_lock
+    try:
+        lock = run_lock(f"jsonl:{Path(out) / CHECKPOINT}", None)
+        lock.__enter__()
+    except RunLockedError as exc:
+        raise NasError(str(exc).replace("another search", "another run").split("; wait")[0]
+                       + "; wait for it or stop it, or use another --out") from None
+    try:
+        yield
+    except BaseException:
+        lock.__exit__(*sys.exc_info())
+        raise
+    else:
+        lock.__exit__(None, None, None)
+
+
 def run_training(result: str | None = None, *, space: str | None = None, arch: str | None = None,
                  space_options: dict[str, Any] | None = None, out: str | None = None, resume: bool = False,
                  progress: bool = True, torch_threads: int | None = None, **config: Any) -> Any:
@@ -430,8 +454,9 @@ def run_training(result: str | None = None, *, space: str | None = None, arch: s
     set_torch_threads(torch_threads)
     ctx = D.setup(cfg.device)
     try:
-        res = train_arch(sp, a, cfg, out=out, overrides=overrides, resume=resume, progress=progress, ctx=ctx,
-                         init=init)
+        with _out_lock(out if ctx.is_main else None):
+            res = train_arch(sp, a, cfg, out=out, overrides=overrides, resume=resume, progress=progress, ctx=ctx,
+                             init=init)
     finally:
         D.teardown(ctx)
     return res if ctx.is_main else None
