@@ -22,6 +22,7 @@ A node type outside these rules raises one `UsageError` naming every such type i
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ TWO_OPERAND = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal
                          "Or", "Where", "Mod"})
 COPIES = frozenset({"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Tile", "Gather", "Resize",
                     "Upsample", "DepthToSpace", "SpaceToDepth"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,27 @@ def parse_shape(text: str) -> Shape:
     return dims
 
 
+#: the largest input costed or timed (float32 bytes): 1,3,100000,100000 was 120 GB
+MAX_INPUT_BYTES = 1 << 30
+
+
+def _check_opset_and_order(model: "onnx.ModelProto", path: str) -> None:
+    """An opset newer than this onnx knows, or nodes that use a tensor before it is made (a cycle),
+    are one UsageError each (opset 99 was costed silently; a cyclic graph said "give --input-shape")."""
+    import onnx
+    newest = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > newest:
+            raise UsageError(f"ONNX model {path!r} uses opset {imp.version}; this onnx knows opsets up to {newest}")
+    made = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    for node in model.graph.node:
+        missing = [t for t in node.input if t not in made]
+        if missing:
+            raise UsageError(f"ONNX model {path!r}: node {node.name or node.op_type!r} uses {missing[0]!r} before "
+                             f"any node makes it (a cycle, or nodes out of topological order)")
+        made.update(node.output)
+
+
 def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "onnx.ModelProto":
     """Read an ONNX file, fix the first input's shape and run shape inference (UsageError on bad input)."""
     import onnx
@@ -106,12 +130,20 @@ def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "o
     inputs = [i for i in model.graph.input if i.name not in inits]
     if not inputs:
         raise UsageError(f"ONNX model {str(path)!r} has no graph input")
+    if len(inputs) > 1:   # was: the second input silently ignored (pixel1) or a traceback (cpu)
+        raise UsageError(f"ONNX model {str(path)!r} has {len(inputs)} inputs "
+                         f"({', '.join(repr(i.name) for i in inputs[:4])}); only single-input models are costed")
+    _check_opset_and_order(model, str(path))
     first = inputs[0]
     dims = first.type.tensor_type.shape.dim
     if input_shape is not None:
         if len(input_shape) != len(dims):
             raise UsageError(f"--input-shape {','.join(map(str, input_shape))} has {len(input_shape)} dims; "
                              f"input {first.name!r} has {len(dims)}")
+        static = [d.dim_value for d in dims]
+        if all(v > 0 for v in static[1:]) and static[1:] != [int(v) for v in input_shape][1:]:
+            log.warning("--input-shape %s replaces the static input shape %s of %s",
+                        ",".join(map(str, input_shape)), ",".join(map(str, static)), path)
         for d, v in zip(dims, input_shape):
             d.Clear()
             d.dim_value = int(v)
@@ -126,6 +158,13 @@ def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "o
             shown = ",".join(str(x.dim_value) if x.HasField("dim_value") else (x.dim_param or "?") for x in dims)
             raise UsageError(f"input {first.name!r} of {str(path)!r} has dynamic dimensions ({shown}); "
                              f"give --input-shape, e.g. --input-shape 1,3,224,224")
+    elements = 1
+    for d in dims:
+        elements *= max(1, d.dim_value)
+    if elements * 4 > MAX_INPUT_BYTES:
+        shown = ",".join(str(d.dim_value) for d in dims)
+        raise UsageError(f"input {first.name!r} of shape {shown} is {elements * 4 / 2 ** 30:.1f} GB as float32; "
+                         f"at most {MAX_INPUT_BYTES / 2 ** 30:.0f} GB (give a smaller --input-shape)")
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:

@@ -5,10 +5,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from latency.onnx_cost import load_graph
 from latency.onnx_io import session
+from nas.core.errors import NasError, UsageError
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,38 @@ class Timing:
     input_shape: tuple[int, ...]
     threads: int
     repeats: int
+
+
+#: seconds a timing may take (a 4096x4096 conv ran for minutes): at least 3 runs, fewer repeats past it
+BUDGET_S = 30.0
+#: the largest tensor a timed model may make, as a share of the memory available
+MEMORY_SHARE = 0.5
+
+
+def _check_tensor_sizes(model: "onnx.ModelProto", path: str) -> None:
+    """Refuse (one line) a model whose largest tensor, from shape inference, would not fit in memory:
+    a 1,3,4096,4096 input to a 256-channel conv makes a 17 GB output (an allocator traceback)."""
+    import math
+
+    from onnx import helper
+    from nas.core.system import available_bytes
+    have = available_bytes()
+    if have is None:
+        return
+    for vi in [*model.graph.value_info, *model.graph.output]:
+        t = vi.type.tensor_type
+        if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
+            continue
+        try:
+            item = helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            item = 4
+        size = math.prod(d.dim_value for d in t.shape.dim) * item
+        if size > MEMORY_SHARE * have:
+            shown = ",".join(str(d.dim_value) for d in t.shape.dim)
+            raise UsageError(f"ONNX model {path!r}: tensor {vi.name!r} of shape {shown} is {size / 2 ** 30:.1f} GB, "
+                             f"more than this machine can time it with ({have / 2 ** 30:.1f} GB available); "
+                             f"give a smaller --input-shape")
 
 
 def time_onnx(path: str | Path, input_shape: Sequence[int] | None = None, *, threads: int = 1,
@@ -31,15 +67,26 @@ def time_onnx(path: str | Path, input_shape: Sequence[int] | None = None, *, thr
     first = next(i for i in model.graph.input if i.name not in inits)
     shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
     dtype = helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)
+    _check_tensor_sizes(model, str(path))
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    sess = session(path, threads=threads)
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(max(0, warmup)):
-        sess.run(None, feed)
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
+    times: list[float] = []
+    try:   # onnxruntime's own errors (a custom-domain op, out of memory, ...) are one line naming the file
+        sess = session(path, threads=threads)
+        feed = {sess.get_inputs()[0].name: x}
+        start = time.perf_counter()
+        for _ in range(max(0, warmup)):
+            sess.run(None, feed)
+            if time.perf_counter() - start > BUDGET_S / 4:   # a slow model: enough warm-up
+                break
+        for i in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1e3)
+            if i >= 2 and time.perf_counter() - start > BUDGET_S:   # at least 3 runs, then the budget
+                break
+    except Exception as exc:   # onnxruntime's Fail, InvalidGraph, NotImplemented ... derive from Exception only
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NasError(f"onnxruntime cannot run {str(path)!r} at input {','.join(map(str, shape))}: "
+                       f"{text[:300]}") from None
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return Timing(statistics.median(times), q[2] - q[0], shape, threads, len(times))

@@ -475,3 +475,70 @@ def test_torchrun_rank_stops_when_its_agent_is_killed(tmp_path: Path) -> None:
             pytest.fail("the rank outlived its agent")
     finally:
         parent.kill()
+
+
+# ---- nas latency predict --onnx: onnxruntime's errors and hostile graphs are one line ---------------------
+def _onnx(tmp_path: Path, name: str) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    opsets = [helper.make_opsetid("", 17)]
+    inputs, inits = [x], []
+    if name == "opset99":
+        nodes, opsets = [helper.make_node("Relu", ["x"], ["y"])], [helper.make_opsetid("", 99)]
+    elif name == "two-inputs":
+        inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 3, 8, 8]))
+        nodes = [helper.make_node("Add", ["x", "x2"], ["y"])]
+    elif name == "cyclic":
+        nodes = [helper.make_node("Add", ["x", "b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+                 helper.make_node("Relu", ["a"], ["y"])]
+    elif name == "custom":
+        nodes = [helper.make_node("Foo", ["x"], ["y"], domain="my.custom")]
+        opsets.append(helper.make_opsetid("my.custom", 1))
+    else:   # "big": a 1,3,4096,4096 input to a 256-channel conv: a 16 GB output
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4096, 4096])]
+        inits = [helper.make_tensor("w", TensorProto.FLOAT, [256, 3, 3, 3], np.zeros(256 * 27, np.float32))]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", inputs, [y], inits)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+@pytest.mark.parametrize("name,target,text", [
+    ("opset99", "cpu", "uses opset 99"), ("opset99", "pixel1", "uses opset 99"),
+    ("two-inputs", "cpu", "has 2 inputs"), ("two-inputs", "pixel1", "has 2 inputs"),
+    ("cyclic", "cpu", "a cycle, or nodes out of topological order"),
+    ("custom", "cpu", "onnxruntime cannot run"),
+    ("big", "cpu", "more than this machine can time it with"),
+])
+def test_hostile_onnx_is_one_line(name: str, target: str, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: onnxruntime errors passed through as tracebacks (cpu); opset 99 was costed silently and a
+    second input ignored (pixel1); a cyclic graph said "give --input-shape"."""
+    if name == "big":   # whatever this machine has: the 16 GB tensor is more than 4 GB
+        monkeypatch.setattr("nas.core.system.available_bytes", lambda: 4 << 30)
+    code, _, err = nas(capsys, "latency", "predict", "--onnx", str(_onnx(tmp_path, name)), "--target", target)
+    assert code in (1, 2) and text in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_huge_input_shape_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = nas(capsys, "latency", "predict", "--onnx", str(_onnx(tmp_path, "big")), "--target", "cpu",
+                       "--input-shape", "1,3,100000,100000")
+    assert code == 2 and "111.8 GB as float32" in err
+
+
+def test_input_shape_over_a_static_one_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    path = _onnx(tmp_path, "opset99")
+    import onnx
+    model = onnx.load(str(path))
+    model.opset_import[0].version = 17
+    onnx.save(model, str(path))
+    with caplog.at_level(logging.WARNING):
+        code, out, err = nas(capsys, "latency", "predict", "--onnx", str(path), "--target", "pixel1",
+                             "--input-shape", "1,3,16,16")
+    assert code == 0, err
+    assert "replaces the static input shape 1,3,8,8" in caplog.text

@@ -10,10 +10,10 @@ available (MemAvailable), so a run that would thrash or be killed is refused wit
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING
 
 from nas.core.errors import UsageError
+from nas.core.system import available_bytes
 
 if TYPE_CHECKING:
     from nas.core.arch import Arch
@@ -23,21 +23,6 @@ if TYPE_CHECKING:
 KNOWN_IMAGES = {"digits": 1797, "cifar10": 50_000}
 #: the backward pass keeps each layer's output; gradients and workspace about double it again
 ACTIVATION_FACTOR = 3
-
-
-def available_bytes() -> int | None:
-    """MemAvailable of /proc/meminfo (Linux), else the physical memory; None when unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def dataset_images(dataset: str, limit: int | None = None) -> int:
