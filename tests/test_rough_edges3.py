@@ -542,3 +542,19 @@ def test_input_shape_over_a_static_one_is_said(tmp_path: Path, capsys: pytest.Ca
                              "--input-shape", "1,3,16,16")
     assert code == 0, err
     assert "replaces the static input shape 1,3,8,8" in caplog.text
+
+
+# ---- SIGTERM during --runner ray: exit 143, not a SystemError traceback ---------------------------------
+@pytest.mark.quick
+def test_interrupt_inside_ray_wait_is_raised_as_itself() -> None:
+    """Issue 29: SIGTERM arrived while Ray's C wait ran and came back as `SystemError ...
+    CoreWorker.wait` (exit 1, traceback); the interrupt inside is raised instead (the CLI: 143)."""
+    from nas.cli.main import Terminated
+    from nas.pipeline.ray_runner import _reraise_interrupt
+    wrapped = SystemError("<method 'wait' of 'ray._raylet.CoreWorker' objects> returned a result with an exception set")
+    wrapped.__context__ = Terminated()
+    with pytest.raises(Terminated):
+        _reraise_interrupt(wrapped)
+    plain = SystemError("other")
+    plain.__context__ = ValueError("x")
+    _reraise_interrupt(plain)   # not an interrupt: the caller re-raises the SystemError

@@ -47,6 +47,15 @@ def _evaluate(number: int, arch: Arch, evaluator_ref: list[Any], seed: int) -> T
     return evaluate_trial(number, arch, evaluator, seed)
 
 
+def _reraise_interrupt(exc: SystemError) -> None:
+    """A signal handler's exception (Terminated, KeyboardInterrupt) raised while Ray's C code ran
+    comes back wrapped in a SystemError ("CoreWorker.wait ... returned a result with an exception
+    set"): raise the interrupt itself, so the CLI exits 143/130 with its one line."""
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(inner, BaseException) and not isinstance(inner, Exception):
+        raise inner from None
+
+
 class RayExecutor:
     """Run evaluations as Ray tasks; a context manager that starts/stops an embedded Ray if needed."""
 
@@ -113,10 +122,17 @@ class RayExecutor:
         while True:
             if not self._pending:
                 raise RuntimeError("wait() with no evaluation in flight")
-            (ref,), _ = ray.wait(list(self._pending), num_returns=1)
+            try:
+                (ref,), _ = ray.wait(list(self._pending), num_returns=1)
+            except SystemError as exc:   # SIGTERM/Ctrl-C raised inside Ray's C wait: stop as they ask
+                _reraise_interrupt(exc)
+                raise
             number, arch, seed, attempt, errors, t0 = self._pending.pop(ref)
             try:
                 return ray.get(ref)
+            except SystemError as exc:
+                _reraise_interrupt(exc)
+                raise
             except ray.exceptions.RayError as exc:
                 msg = str(exc).strip().splitlines()
                 errors.append(f"attempt {attempt + 1}: {type(exc).__name__}: {' '.join(msg[:3])[:500]}")
