@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 from nas.core.errors import UsageError
 from nas.pipeline.search import SearchResult
 from nas.pipeline.config import SearchConfig, resume_config
+from nas.pipeline.catalogue import SECTIONS, list_catalogue   # re-exported: the API
 from nas.training.threads import set_torch_threads
 
 __all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "load_model", "train",
@@ -49,20 +50,6 @@ def check_distributed_search(cfg: SearchConfig, world: int) -> None:
     batch = cfg.strategy_options.get("batch_size") or cfg.batch_size or 64
     if not isinstance(batch, int) or batch % world:
         raise UsageError(f"batch size {batch} does not divide over {world} processes; use a multiple of {world}")
-
-
-SECTIONS = ("spaces", "strategies", "evaluators", "targets")
-
-
-def list_catalogue(what: str, verbose: bool = False) -> list[dict[str, Any]]:
-    """Rows describing the registered spaces, targets, strategies or evaluators: name, what it is,
-    options and defaults (see nas.pipeline.catalogue); evaluator options only with `verbose`."""
-    import nas.pipeline.catalogue as catalogue
-    if what == "evaluators":
-        return catalogue.evaluators(verbose)
-    if what in SECTIONS:
-        return getattr(catalogue, what)()
-    raise UsageError(f"cannot list {what!r}; valid: {', '.join(SECTIONS)}")
 
 
 def show(space: str, arch: str, targets: Sequence[str] = (), space_options: Mapping[str, Any] | None = None

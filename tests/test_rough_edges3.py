@@ -558,3 +558,17 @@ def test_interrupt_inside_ray_wait_is_raised_as_itself() -> None:
     plain = SystemError("other")
     plain.__context__ = ValueError("x")
     _reraise_interrupt(plain)   # not an interrupt: the caller re-raises the SystemError
+
+
+# ---- nas list: a catalogue, without the search pipeline ----------------------------------------------------
+@pytest.mark.quick
+def test_nas_list_does_not_import_the_search_pipeline() -> None:
+    """Issue 29: `nas list` imported numpy and the search pipeline (0.8 s CPU, 95 MB). The pipeline
+    (nas.api, nas.pipeline.search), torch and onnxruntime stay out; numpy still comes with the
+    space modules (nas.core.space) - see the closing note."""
+    code = ("import sys, io, contextlib; from nas.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): rc = main(['list'])\n"
+            "bad = [m for m in ('nas.api', 'nas.pipeline.search', 'torch', 'onnxruntime', 'optuna') if m in sys.modules]\n"
+            "print(rc, bad)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.stdout.strip() == "0 []", run.stdout + run.stderr

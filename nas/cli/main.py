@@ -22,8 +22,8 @@ Command = Callable[[argparse.Namespace], int]
 
 # ---- list ---------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from nas.api import SECTIONS, list_catalogue
-    from nas.pipeline.catalogue import lines
+    # not through nas.api: the catalogue needs neither the search pipeline nor numpy (issue 29)
+    from nas.pipeline.catalogue import SECTIONS, lines, list_catalogue
     sections = [args.what] if args.what else list(SECTIONS)
     rows = {what: list_catalogue(what, args.verbose_list) for what in sections}
     if args.what:

@@ -13,6 +13,19 @@ import sys
 from typing import Any, Callable
 from nas.core.errors import NasError
 
+SECTIONS = ("spaces", "strategies", "evaluators", "targets")
+
+
+def list_catalogue(what: str, verbose: bool = False) -> list[dict[str, Any]]:
+    """Rows describing the registered spaces, targets, strategies or evaluators (`nas.api.list_catalogue`)."""
+    from nas.core.errors import UsageError
+    if what == "evaluators":
+        return evaluators(verbose)
+    if what in SECTIONS:
+        return globals()[what]()   # type: ignore[no-any-return]
+    raise UsageError(f"cannot list {what!r}; valid: {', '.join(SECTIONS)}")
+
+
 #: what `nas search` uses when --strategy / --evaluator / proxy=... are not given
 DEFAULT_STRATEGY = "evolution"
 DEFAULT_EVALUATOR = "zero-cost"
