@@ -572,3 +572,14 @@ def test_nas_list_does_not_import_the_search_pipeline() -> None:
             "print(rc, bad)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.stdout.strip() == "0 []", run.stdout + run.stderr
+
+
+@pytest.mark.quick
+def test_list_strategies_verbose_says_what_each_option_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: `nas list strategies --verbose` gave `name = default` with no word on what each does."""
+    from nas.pipeline.catalogue import OPTION_HELP, list_catalogue
+    code, out, _ = nas(capsys, "list", "strategies", "--verbose")
+    assert code == 0
+    options = {k for row in list_catalogue("strategies") for k in row["options"]}
+    assert options <= set(OPTION_HELP), sorted(options - set(OPTION_HELP))
+    assert "mutation_rate = 2.0" in out and "evolution: genes changed per child on average" in out

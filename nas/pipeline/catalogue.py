@@ -46,6 +46,57 @@ STRATEGY_SUMMARIES = {
     "single-path": "Single-Path NAS: one superkernel net with a differentiable LUT latency term (mbconv)",
     "darts": "DARTS cell search on nasnet -o variant=darts; the derived cell is retrained to score it",
 }
+#: what each strategy option does (`nas list strategies --verbose`); one line each
+OPTION_HELP = {
+    "lr": "learning rate of the network weights",
+    "arch_lr": "learning rate of the architecture parameters",
+    "order": "DARTS gradient order: 1 (first-order) or 2 (second-order, unrolled step)",
+    "channels": "proxy size: initial channels of the nasnet training net",
+    "cells": "proxy size: cells of the nasnet training net",
+    "warmup_epochs": "epochs of weights-only training before the architecture is updated",
+    "retrain_epochs": "epochs retraining the derived arch to score it",
+    "retrain_lr": "learning rate of that retraining",
+    "resolution": "proxy size: input resolution the net trains at (None: the strategy picks)",
+    "epochs": "training epochs (None: --epochs, else the strategy's default)",
+    "batch_size": "training batch size (None: --batch-size, else 64)",
+    "dataset": "training data (None: --dataset, else digits)",
+    "device": "torch device for training (None: --device, else cpu)",
+    "refine": "evolution trials added after the derived arch",
+    "train_options": "further space options of the training net, e.g. {\"patch\": 4}",
+    "train_size": "auto | proxy | searched: train at a proxy size or at the searched one",
+    "population": "evolution: archs in the population ('auto': from the trial budget)",
+    "sample_size": "evolution: tournament size ('auto': from the population)",
+    "crossover": "evolution: probability a child comes from crossover of two winners",
+    "mutation_rate": "evolution: genes changed per child on average",
+    "repair": "evolution: step infeasible archs down to cheaper choices until they meet the bound",
+    "fill": "evolution: probability of spending latency slack on costlier choices",
+    "local": "evolution: share of the last trials spent as one-gene steps around the best",
+    "guide": "evolution: share of children steered by a surrogate of the score",
+    "problem": "the latency tables and score the strategy may read (set by the search)",
+    "metric": "the trial metric optimised",
+    "maximize": "whether that metric is maximised",
+    "objectives": "several objectives, e.g. 'score:max,latency_ms:min'",
+    "paths": "paths sampled per step (REINFORCE)",
+    "lam": "weight of the latency term in the architecture loss",
+    "target_ms": "latency the latency term aims at (None: the --latency-ms bound)",
+    "width_mult": "proxy size: mbconv width multiplier of the training net",
+    "calib_batches": "batches that recalibrate BatchNorm before a subnet is scored",
+    "max_retries": "retries of a failed evaluation",
+    "tau": "sigmoid temperature of the relaxed superkernel indicator (backward pass)",
+    "t_init": "initial superkernel thresholds, in units of the initial group norms (< 1: all on)",
+    "random_paths": "random subnets per step besides the largest and smallest (sandwich rule)",
+    "distill": "train the subnets on the largest one's outputs (in-place distillation)",
+    "n_startup_trials": "random trials before the sampler models the history",
+    "multivariate": "one joint model over all decisions (multivariate TPE)",
+    "constant_liar": "treat running trials as bad, so parallel workers ask different archs",
+    "pool": "archs ranked by the proxy before any evaluation",
+    "proxy": "zero-cost proxy that ranks the pool",
+    "proxy_resolution": "input resolution the proxy scores at (None: the space's)",
+    "proxy_batch": "batch size the proxy scores with",
+    "members": "proxies of an ensemble proxy",
+    "progress": "show progress bars",
+}
+
 EVALUATOR_SUMMARIES = {
     "zero-cost": f"training-free proxy score at initialisation (proxy={DEFAULT_PROXY} unless "
                  f"--evaluator-option proxy=NAME: synflow, naswot, snip, grad_norm, jacob_cov, fisher, params, "
@@ -200,7 +251,9 @@ def lines(what: str, rows: list[dict[str, Any]], verbose: bool = False) -> list[
             out.append(head + "; options: see --verbose")
         elif verbose:
             out.append(head)
-            out += [f"{'':<13}  {k} = {v!r}" for k, v in options.items()] or [f"{'':<13}  (no options)"]
+            helps = OPTION_HELP if what == "strategies" else {}
+            out += [f"{'':<13}  {f'{k} = {v!r}':<28}{'  ' + helps[k] if k in helps else ''}".rstrip()
+                    for k, v in options.items()] or [f"{'':<13}  (no options)"]
         else:
             out.append(f"{head}; options: {_options_text(options)}")
     return out
