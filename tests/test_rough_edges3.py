@@ -583,3 +583,16 @@ def test_list_strategies_verbose_says_what_each_option_does(capsys: pytest.Captu
     options = {k for row in list_catalogue("strategies") for k in row["options"]}
     assert options <= set(OPTION_HELP), sorted(options - set(OPTION_HELP))
     assert "mutation_rate = 2.0" in out and "evolution: genes changed per child on average" in out
+
+
+def test_nb201_tabular_summary_prints_params_and_macs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: an nb201 arch printed `params: 0.00 M  MACs: 0 M` (the tabular evaluator builds no net).
+    Now the same figures as `nas show` gives for that arch."""
+    code, out, err = nas(capsys, "search", "--space", "nb201", "-o", "candidates=naslib", "--evaluator", "tabular",
+                         "--trials", "3", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    arch = json.loads((tmp_path / "run" / "best.json").read_text())["arch"]
+    code, shown, _ = nas(capsys, "show", "--space", "nb201", "--arch", arch, "--json")
+    info = json.loads(shown)
+    assert f"params: {info['params_m']:.2f} M   MACs: {info['macs_m']:.0f} M" in out
+    assert info["params_m"] > 0.1

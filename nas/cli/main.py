@@ -83,6 +83,12 @@ def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
     return {**opts, "candidates": str(path.resolve())}
 
 
+def _m(summary: dict[str, Any], key: str, fmt: str) -> str:
+    """A size of the best arch in millions (its metrics, else the summary's count), or n/a."""
+    value = summary["metrics"].get(key, (summary.get("size") or {}).get(key))
+    return f"{value:{fmt}} M" if isinstance(value, (int, float)) else "n/a"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
@@ -98,8 +104,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     text = (f"best of {s['trials']} trials ({s['strategy']}, {s['seconds']:.1f} s, {s['failed_trials']} failed)\n"
             f"  arch:    {s['arch']}\n  latency: {lat}\n"
             f"  score:   {s['metrics'].get('score', float('nan')):.4g} ({s.get('score_is', s['evaluator'])})"
-            f"   params: {s['metrics'].get('params_m', 0):.2f} M"
-            f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
+            f"   params: {_m(s, 'params_m', '.2f')}   MACs: {_m(s, 'macs_m', '.0f')}")
     if cfg.out or cfg.storage:
         from nas.store.study import default_spec
         spec = cfg.storage or default_spec(cfg.out) or ""

@@ -355,7 +355,21 @@ def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str
             "latency_ms_by_target": {t: best.metrics.get(f"latency_ms.{t}") for t in cfg.targets if t in p.models},
             "score_is": (p.scored_by[1] if p.scored_by and p.scored_by[1] else
                          score_name(best.metrics, cfg.evaluator if p.evaluator is not None else cfg.strategy)),
-            "metrics": best.metrics}
+            "metrics": best.metrics, "size": _size(p.space, best.arch, best.metrics)}
+
+
+def _size(space: SearchSpace, arch: Arch, metrics: dict[str, Any]) -> dict[str, float]:
+    """params_m and macs_m of the best arch: from its metrics, else counted here (an evaluator that
+    builds no net, e.g. tabular, gives neither: the summary said "params: 0.00 M  MACs: 0 M")."""
+    size = {k: float(metrics[k]) for k in ("params_m", "macs_m") if isinstance(metrics.get(k), (int, float))}
+    try:
+        if "macs_m" not in size:
+            size["macs_m"] = space.macs(arch) / 1e6
+        if "params_m" not in size:
+            size["params_m"] = sum(t.numel() for t in space.build(arch).parameters()) / 1e6
+    except Exception as exc:  # a space without a net builder: the summary says n/a
+        log.info("cannot count the size of the best arch (%s: %s)", type(exc).__name__, exc)
+    return size
 
 
 def score_name(metrics: dict[str, Any], scorer: str) -> str:
