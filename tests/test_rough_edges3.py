@@ -596,3 +596,26 @@ def test_nb201_tabular_summary_prints_params_and_macs(tmp_path: Path, capsys: py
     info = json.loads(shown)
     assert f"params: {info['params_m']:.2f} M   MACs: {info['macs_m']:.0f} M" in out
     assert info["params_m"] > 0.1
+
+
+def test_summary_pareto_table_is_report_s_and_keeps_the_fast_end(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: the search summary's table hid the fast end of the front and differed from `nas report`
+    (9 vs 7 "left out")."""
+    run = tmp_path / "run"
+    code, out, err = nas(capsys, "search", "--space", "nb201", "--strategy", "nsga2", "--trials", "80",
+                         "--evaluator-option", "proxy=params", "--out", str(run), "--quiet")
+    assert code == 0, err
+    summary_table = out[out.index("Pareto front"):].strip()
+    code, rep, err = nas(capsys, "report", str(run), "--out", str(tmp_path / "rep"))
+    assert code == 0, err
+    report_table = rep[rep.index("Pareto front"):rep.index("\nwrote")].strip()
+    assert summary_table == report_table
+    rows = [line.split() for line in summary_table.splitlines()[2:] if line.strip()[:1].isdigit()]
+    lat = [float(r[2]) for r in rows]
+    assert lat == sorted(lat)   # fastest first
+    import csv
+    with open(next((tmp_path / "rep").glob("*.csv"))) as fh:
+        every = [float(r["latency_ms"]) for r in csv.DictReader(fh) if r.get("latency_ms")]
+    assert lat[0] == pytest.approx(min(every), abs=1e-3)   # the fastest trial of all (it is on the front)
+    assert "left out" not in summary_table or len(rows) == 10

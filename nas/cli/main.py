@@ -122,9 +122,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         if ex.get("train_size_why"):
             text += f" ({ex['train_size_why']})"
     if not getattr(args, "json", False):
-        from nas.pipeline.report import SearchRecord, latency_axes, pareto_table
+        from nas.pipeline.report import PARETO_ROWS, SearchRecord, latency_axes, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
-        text += "\n" + pareto_table(result.trials, latency_axes(result.trials, cfg.targets), limit=8, fmt=fmt,
+        text += "\n" + pareto_table(result.trials, latency_axes(result.trials, cfg.targets), limit=PARETO_ROWS, fmt=fmt,
                                     targets=cfg.targets)
     emit(args, s, text)
     return 0
@@ -132,9 +132,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from nas.api import report
-    from nas.pipeline.report import pareto_table
+    from nas.pipeline.report import PARETO_ROWS, pareto_table
     info, record = report(args.folder, args.storage, args.study, args.out, x=args.x, y=args.y)
-    table = pareto_table(record.trials, info["x"], args.y, limit=10, fmt=record.arch_format(),
+    table = pareto_table(record.trials, info["x"], args.y, limit=PARETO_ROWS, fmt=record.arch_format(),
                          targets=record.targets())
     text = (f"{info['trials']} trials ({info['failed']} failed)\n{table}\n"
             f"wrote {info['png']}, {info['html']}, {info['csv']}")

@@ -72,6 +72,10 @@ def pareto_front(trials: Sequence[Trial], x: str | Sequence[str] = "latency_ms",
     return front
 
 
+#: rows of the Pareto table, in the search summary and in `nas report` alike
+PARETO_ROWS = 10
+
+
 def pareto_table(trials: Sequence[Trial], x: str | Sequence[str] = "latency_ms", y: str = "score",
                  limit: int | None = None, fmt: ArchFormat | None = None, targets: Sequence[str] = ()) -> str:
     """The Pareto front as a plain-text table (best score last), one latency column per x metric."""
@@ -83,7 +87,10 @@ def pareto_table(trials: Sequence[Trial], x: str | Sequence[str] = "latency_ms",
         f", {len(trials) - done} failed" if len(trials) > done else "")
     if not front:
         return head
-    rows = front if limit is None or len(front) <= limit else front[-limit:]
+    if limit is None or len(front) <= limit:
+        rows = front
+    else:   # evenly spaced along the front, both ends kept: the fastest arch as well as the best score
+        rows = [front[round(i * (len(front) - 1) / (max(limit, 2) - 1))] for i in range(max(limit, 2))]
     widths = [max(10, len(n)) for n in names]
     lines = [head, f"  {'trial':>5}  {y:>10}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, widths))
              + f"  {'params_m':>8}  arch"]
@@ -92,7 +99,8 @@ def pareto_table(trials: Sequence[Trial], x: str | Sequence[str] = "latency_ms",
         lat = "  ".join(f"{_num(t, m):>{w}.3f}" for m, w in zip(xs, widths))
         lines.append(f"  {t.number:>5}  {_num(t, y):>10.4g}  {lat}  {_num(t, 'params_m'):>8.3f}  {arch}")
     if len(rows) < len(front):
-        lines.insert(2, f"  ... {len(front) - len(rows)} with a lower {y} left out")
+        lines.insert(2, f"  ... {len(front) - len(rows)} of the front left out (evenly spaced rows shown, "
+                        f"fastest to best)")
     return "\n".join(lines)
 
 
