@@ -619,3 +619,22 @@ def test_summary_pareto_table_is_report_s_and_keeps_the_fast_end(tmp_path: Path,
         every = [float(r["latency_ms"]) for r in csv.DictReader(fh) if r.get("latency_ms")]
     assert lat[0] == pytest.approx(min(every), abs=1e-3)   # the fastest trial of all (it is on the front)
     assert "left out" not in summary_table or len(rows) == 10
+
+
+@pytest.mark.quick
+def test_readme_api_list_names_every_public_function() -> None:
+    """Issue 29: the README's API list omitted nas.api_latency.predict_onnx, calibrate, predict_archs."""
+    import inspect
+    import re
+    import nas.api
+    import nas.api_latency
+    text = (ROOT / "README.md").read_text()
+    para = text[text.index("`nas.api` (all importable from `nas`) holds"):]
+    para = para[:para.index("The pipeline's steps")]
+    named = set(re.findall(r"`(\w+)`", para))
+    for module in (nas.api, nas.api_latency):
+        public = {n for n, f in vars(module).items() if inspect.isfunction(f) and not n.startswith("_")
+                  and f.__module__ == module.__name__}
+        public |= {n for n in getattr(module, "__all__", ()) if callable(getattr(module, n))
+                   and not inspect.isclass(getattr(module, n))}
+        assert public <= named, (module.__name__, sorted(public - named))
