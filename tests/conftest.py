@@ -18,6 +18,17 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+#: whole modules in the quick subset (`python -m pytest -m quick`, under 60 s CPU): the core types,
+#: the layer rules, evolution and the trial stores; single tests elsewhere carry @pytest.mark.quick
+QUICK_MODULES = ("test_core.py", "test_architecture.py", "test_evolution.py", "test_store.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
