@@ -39,7 +39,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _search_config(args: argparse.Namespace) -> Any:
     from nas.pipeline.config import SearchConfig, resume_config
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
-           "device": args.device, "heartbeat_s": args.heartbeat}
+           "device": args.device, "heartbeat_s": args.heartbeat, "verify": args.verify}
     if args.resume is None:
         return SearchConfig(space=args.space, space_options=_with_candidates(args),
                             targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
@@ -49,7 +49,7 @@ def _search_config(args: argparse.Namespace) -> Any:
                             strategy_options=space_options(args.strategy_option),
                             evaluator_options=space_options(args.evaluator_option),
                             storage=args.storage, study=args.study, dataset=args.dataset, epochs=args.epochs,
-                            batch_size=args.batch_size, **run)
+                            batch_size=args.batch_size, constraints=tuple(args.constraint or ()), **run)
     if args.candidates:
         raise UsageError(f"--resume {args.resume} searches the candidate list stored with it; drop --candidates")
     if args.no_resume or (args.out and args.out != args.resume):
@@ -62,7 +62,8 @@ def _search_config(args: argparse.Namespace) -> Any:
         ("strategy_option", "strategy_options", space_options), ("evaluator", "evaluator", str),
         ("evaluator_option", "evaluator_options", space_options), ("seed", "seed", int),
         ("trials", "trials", int), ("storage", "storage", str), ("study", "study", str),
-        ("dataset", "dataset", str), ("epochs", "epochs", int), ("batch_size", "batch_size", int))
+        ("dataset", "dataset", str), ("epochs", "epochs", int), ("batch_size", "batch_size", int),
+        ("constraint", "constraints", tuple))
         if getattr(args, name) != defaults.get(name)}
     return resume_config(args.resume, {**given, **run})
 
@@ -115,6 +116,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                           if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
         if ex.get("train_size_why"):
             text += f" ({ex['train_size_why']})"
+    text += budget_lines(s)
     if not getattr(args, "json", False):
         from nas.pipeline.report import SearchRecord, latency_axes, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
@@ -122,6 +124,33 @@ def cmd_search(args: argparse.Namespace) -> int:
                                     targets=cfg.targets)
     emit(args, s, text)
     return 0
+
+
+def budget_lines(s: dict[str, Any]) -> str:
+    """The budget report of a search summary: per bound the predicted value, bound and slack; the
+    projection of a weight-sharing result; --verify's measurement."""
+    b = s.get("budget")
+    if not b:
+        return ""
+    text = "\n  budget:  " + "\n           ".join(
+        f"{r['constraint']:<26} predicted {r['value']:.4g}  slack {r['slack']:+.4g}  {'ok' if r['ok'] else 'BROKEN'}"
+        for r in b["constraints"])
+    proj = (s.get("training") or {}).get("projection")
+    if proj and proj.get("changed"):
+        vals = lambda d: ", ".join(f"{k}={v:.4g}" for k, v in d.items())   # noqa: E731
+        score = (f"; score {proj['unconstrained_score']:.4g} -> {proj['projected_score']:.4g}"
+                 if isinstance(proj.get("unconstrained_score"), float) and
+                 isinstance(proj.get("projected_score"), float) else "")
+        text += (f"\n  projected: unconstrained {proj['unconstrained']} ({vals(proj['unconstrained_values'])})"
+                 f"\n             -> {proj['projected']} ({vals(proj['projected_values'])}); "
+                 f"{len(proj['changed'])} decision(s) changed by {proj['method']}{score}")
+    v = b.get("verify")
+    if v:
+        pred = f"{v['predicted_ms']:.3f} ms" if v.get("predicted_ms") is not None else "no cpu prediction"
+        bound = f", bound {v['bound_ms']:g} ms ({'met' if v['meets_bound'] else 'NOT met'})" if v.get("bound_ms") else ""
+        text += (f"\n  verify:  cpu measured {v['measured_ms']:.3f} ms (p10 {v['p10_ms']:.3f}, p90 {v['p90_ms']:.3f}, "
+                 f"{v['repeats']} runs, thread CPU time) vs predicted {pred}{bound}")
+    return text
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -178,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
     s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
                    help="latency bound, repeatable: the Nth bound applies to the Nth --target")
+    s.add_argument("--constraint", action="append", metavar="METRIC<=VALUE",
+                   help="hard bound, repeatable (all must hold): params_m, macs_m, peak_memory_mb (batch 1) or "
+                        "latency_ms[TARGET], e.g. --constraint 'params_m<=3' --constraint 'latency_ms[cpu]<=8'")
+    s.add_argument("--verify", metavar="DEVICE", help="cpu: export the best arch and time it on this machine "
+                                                     "(measured vs predicted vs bound, in best.json's budget)")
     s.add_argument("--candidates", metavar="FILE",
                    help="search only the archs listed in FILE (one block string or arch JSON per line, '#' "
                         "comments): every space; same as -o candidates=FILE")

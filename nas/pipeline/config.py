@@ -40,6 +40,8 @@ class SearchConfig:
     epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
     batch_size: int | None = None
     device: str | None = None                # torch device for training and proxies: cpu (default) or cuda
+    constraints: tuple[str, ...] = ()        # --constraint METRIC<=VALUE, all must hold (nas/strategies/constraints.py)
+    verify: str | None = None                # --verify cpu: export the best arch and time it on this machine
 
 
 def training_settings(cfg: SearchConfig) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def training_settings(cfg: SearchConfig) -> dict[str, Any]:
 
 #: settings that may change when a search is resumed (the rest must match the stored config)
 RUN_SETTINGS = ("trials", "out", "resume", "storage", "study", "runner", "workers", "address", "max_retries",
-                "store_params", "device", "heartbeat_s")
+                "store_params", "device", "heartbeat_s", "verify")
 RUNNERS = ("local", "ray")
 
 
@@ -93,8 +95,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "strategy": (str,), "strategy_options": (dict,), "evaluator": (str,), "evaluator_options": (dict,),
     "trials": (int,), "seed": (int,), "out": (str,), "resume": (bool,), "storage": (str,), "study": (str,),
     "runner": (str,), "workers": (int,), "address": (str,), "max_retries": (int,), "store_params": (bool,),
-    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "device": (str,)}
-_ITEM_TYPES: dict[str, tuple[type, ...]] = {"targets": (str,), "latency_ms": (int, float)}
+    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "device": (str,), "constraints": (list, tuple),
+    "verify": (str,)}
+_ITEM_TYPES: dict[str, tuple[type, ...]] = {"targets": (str,), "latency_ms": (int, float), "constraints": (str,)}
 
 
 def _type_problem(key: str, value: Any) -> str | None:
@@ -162,7 +165,7 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
         raise UsageError(f"--resume {folder} holds a search with other settings ({', '.join(changed)}): {diff}; "
                          f"resume with the same settings, or start a new search with another --out")
     data.update(overrides or {})
-    for key in ("targets", "latency_ms"):
+    for key in ("targets", "latency_ms", "constraints"):
         if key in data:
             data[key] = tuple(data[key])
     data.update(out=str(folder), resume=True)

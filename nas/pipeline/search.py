@@ -60,6 +60,8 @@ class SearchPlan:
     started: float
     #: (name, what its score is) of the evaluator a weight-sharing strategy trained (set by `train`)
     scored_by: tuple[str, str | None] | None = None
+    #: every bound (--constraint and --latency-ms) as a nas.strategies.constraints.Budget
+    budget: Any = None
 
 
 def search(cfg: SearchConfig, progress: bool = True, dist: Any = None) -> SearchResult | None:
@@ -131,7 +133,14 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
         check_reachable(cfg.address)
         prepare_connection(cfg.address)
     models = _latency_models(cfg, space, progress)
-    constraints, bounds, feasible = latency_constraints(cfg, models)
+    constraints, bounds, latency_ok = latency_constraints(cfg, models)
+    from nas.pipeline.budget import plan_budget
+    budget = plan_budget(cfg, space, models, bounds, progress)
+    have = {(c.metric, c.bound) for c in constraints}
+    constraints += [Constraint(b.key, b.value) for b in budget.bounds if (b.key, b.value) not in have]
+
+    def feasible(arch: Arch) -> bool:
+        return latency_ok(arch) and budget.feasible(arch)
     options = _check_options(strategy_cls, cfg.strategy_options)
     # strategies that take the problem (exact, evolution's repair) see the tables, bounds and score
     problem = problem_options(strategy_cls, space, models, bounds, cfg.evaluator, cfg.evaluator_options)
@@ -140,15 +149,19 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
+    from nas.strategies.constraints import attach
+    attach(strategy, budget, bool(cfg.strategy_options.get("repair", True)))
     evaluator = None if strategy_cls.weight_sharing else _make_evaluator(cfg, space)
     out = Path(cfg.out) if cfg.out and writer else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy) if writer else MemoryStore()
     if not writer:
-        return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
+        return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started,
+                          budget=budget)
     record_config(out, store, cfg)
     if hasattr(store, "set_constraints"):   # feasible vs infeasible in optuna-dashboard
         store.set_constraints([(c.metric, c.bound, c.upper) for c in constraints])
-    return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
+    return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started,
+                      budget=budget)
 
 
 def _make_evaluator(cfg: SearchConfig, space: SearchSpace) -> Evaluator:
@@ -273,12 +286,17 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
                        seed=cfg.seed, out=p.out, progress=progress, dist=dist)
     trained = p.strategy.prepare(ctx)
+    from nas.strategies.constraints import BudgetEvaluator, project_derived
+    project_derived(p.strategy, p.budget)   # weight-sharing results end on the feasible set
     if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
         p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))
     trained = p.evaluator if trained is None else trained
     if trained is None:
         raise NasError(f"strategy {cfg.strategy!r} trained nothing to score its trials with")
-    return Compose([LatencyEvaluator(p.models), trained]) if p.models else trained
+    parts = ([LatencyEvaluator(p.models)] if p.models else []) + [trained]
+    if p.budget:   # last: the bounded metrics as the budget judged feasibility
+        parts.append(BudgetEvaluator(p.budget))
+    return Compose(parts) if len(parts) > 1 else trained
 
 
 # ---- ask/tell run --------------------------------------------------------------------------------
@@ -304,9 +322,22 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
 def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
     """Best trial, summary (+ training info and inherited-weight exports), best.json."""
     best = best_trial(trials, p.strategy.metric, p.strategy.maximize, p.constraints)
+    if best is None and p.budget and any(t.ok for t in trials):
+        from nas.pipeline.budget import no_feasible
+        raise no_feasible(p.budget, [t for t in trials if t.ok], p.space)
     summary = _summary(p, best, trials)
     if p.strategy.info:
         summary["training"] = p.strategy.info
+    if best is not None and p.budget:
+        from nas.pipeline.budget import budget_summary, projection_scores
+        summary["budget"] = budget_summary(p.budget, best)
+        if "projection" in p.strategy.info:
+            projection_scores(p.strategy.info["projection"], trials, p.space)
+        if p.cfg.verify == "cpu":
+            from nas.pipeline.budget import verify_cpu
+            predicted = {k.split(".", 1)[1]: v for k, v in best.metrics.items() if k.startswith("latency_ms.")}
+            bounds = {b.target: b.value for b in p.budget.bounds if b.metric == "latency_ms"}
+            summary["budget"]["verify"] = verify_cpu(p.space, best.arch, p.out, predicted, bounds)
     if p.out is not None and best is not None:
         exports = export_inherited(p.strategy, best.arch, p.out)
         if exports:

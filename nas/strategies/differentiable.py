@@ -75,7 +75,8 @@ class DifferentiableStrategy(WeightSharingStrategy):
         top = policy.derive(rng)
         bound = ctx.bounds.get(target)
         fits = None if bound is None else (lambda a: float(lut.predict(ctx.space.make(a.genes))) <= bound)
-        arch = ctx.space.make(top.genes)
+        arch = self.unconstrained = ctx.space.make(top.genes)
+        self.policy = policy   # its logits order the choices when the result is projected on the bounds
         if fits is not None and not fits(top):
             arch = self._within_bound(policy, rng, fits, arch)
         self.seeds = [arch]

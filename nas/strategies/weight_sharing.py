@@ -126,8 +126,9 @@ class WeightSharingStrategy(RegularizedEvolution):
     def ask(self) -> Arch:
         for arch in self.seeds:
             if self.is_new(arch):
-                if not self.feasible(arch):
-                    log.warning("%s: derived arch %s violates the latency bound", self.name, self.space.format(arch))
+                if not self.feasible(arch):   # the unconstrained arch, scored beside its projection
+                    log.info("%s: scoring the unconstrained derived arch %s (it breaks a bound) for comparison",
+                             self.name, self.space.format(arch))
                 return arch
         return super().ask()
 
@@ -308,7 +309,7 @@ class SinglePathStrategy(WeightSharingStrategy):
             self.net, train, LatencyTerm.from_lut(small, lut), cfg, val=val, progress=ctx.progress, dist=ctx.dist),
             ctx, small, config=asdict(cfg), target=target)
         derived = self.net.derive()
-        arch = ctx.space.make(derived.genes)
+        arch = self.unconstrained = ctx.space.make(derived.genes)
         self.info.update(derived=ctx.space.format(arch), derived_latency_ms=float(lut.predict(arch)))
         bound = ctx.bounds.get(target)
         if bound is not None and lut.predict(arch) > bound:
