@@ -177,7 +177,9 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
 
 def config_dict(cfg: SearchConfig) -> dict[str, Any]:
     """The settings that define a search (JSON types), without the ones a resume may change."""
-    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_SETTINGS}))
+    # constraints: left out when none are given, so searches stored before --constraint existed resume
+    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_SETTINGS
+                                  and not (k == "constraints" and not v)}))
 
 
 def study_name(cfg: SearchConfig) -> str:
