@@ -50,8 +50,8 @@ def tight_bound(space: str, options: dict[str, Any], target: str, quantile: floa
 
 
 def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, target: str = "pixel1",
-                     quantile: float = 10.0, on_run: Callable[[dict[str, Any]], None] | None = None
-                     ) -> dict[str, Any]:
+                     quantile: float = 10.0, on_run: Callable[[dict[str, Any]], None] | None = None,
+                     first_seed: int = 0) -> dict[str, Any]:
     from nas.pipeline.config import SearchConfig
     from nas.pipeline.search import search
     wanted = list(strategies or FAMILIES)
@@ -66,7 +66,7 @@ def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, t
             continue
         bound = tight_bound(space, sopts, target, quantile)
         runs = []
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             cfg = SearchConfig(space=space, space_options=dict(sopts), targets=(target,), latency_ms=(bound,),
                                strategy=name, strategy_options=dict(opts), evaluator="zero-cost",
                                evaluator_options={"proxy": "flops"} if epochs is None else {},

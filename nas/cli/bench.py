@@ -81,10 +81,14 @@ def cmd_bench_budgets(args: argparse.Namespace) -> int:
 
     def show(run: dict[str, Any]) -> None:
         if not args.quiet:
-            print(f"  {run['strategy']} {run['space']} seed {run['seed']}: {'met' if run['met'] else 'MISSED'} "
-                  f"({run['cpu_s']:.1f} cpu s)", file=sys.stderr, flush=True)
+            slack = f", slack {run['slack_ms']:.3f} ms" if run.get("slack_ms") is not None else ""
+            lost = f", score lost {run['score_lost']:.4f}" if run.get("score_lost") is not None else ""
+            print(f"  {run['strategy']} {run['space']} seed {run['seed']}: {'met' if run['met'] else 'MISSED'}{slack}"
+                  f"{lost}{', projected' if run.get('projected') else ''} ({run['cpu_s']:.1f} cpu s)"
+                  + (f": {run['error']}" if run.get("error") else ""), file=sys.stderr, flush=True)
 
-    result = budget_benchmark(strategies, seeds=args.seeds, target=args.target, quantile=args.quantile, on_run=show)
+    result = budget_benchmark(strategies, seeds=args.seeds, target=args.target, quantile=args.quantile, on_run=show,
+                              first_seed=args.seed)
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
@@ -143,6 +147,7 @@ def add_bench_parser(sub: Any) -> None:
     u.add_argument("--strategies", metavar="A,B", help="default: every family (evolution, random, tpe, exact, supernet, "
                                                       "single-path, differentiable, darts)")
     u.add_argument("--seeds", type=int, default=10, help="searches per strategy (default 10)")
+    u.add_argument("--seed", type=int, default=0, help="first seed (seeds SEED ... SEED+seeds-1)")
     u.add_argument("--target", default="pixel1", help="latency target (default pixel1)")
     u.add_argument("--quantile", type=float, default=10.0,
                    help="the bound: this percentile of random archs' latency (default 10)")
