@@ -182,3 +182,68 @@ def test_no_arch_meets_names_the_closest(mbconv_budget: Budget) -> None:
     msg = str(no_feasible(mbconv_budget, trials, space))
     assert msg.startswith("no arch met params_m<=3, macs_m<=300, peak_memory_mb<=4, latency_ms[pixel1]<=75 in 5 trials")
     assert f"closest found: {space.format(closest)}" in msg and "\n" not in msg
+
+
+# ---- projection of weight-sharing results ----------------------------------------------------
+class _Derived:
+    """What project_derived reads of a weight-sharing strategy: its space, seeds and info."""
+
+    name = "fake"
+    fixed_trials = 1
+
+    def __init__(self, space, arch) -> None:  # type: ignore[no-untyped-def]
+        self.space, self.seeds, self.info, self.unconstrained = space, [arch], {}, arch
+
+
+def test_project_derived_moves_an_infeasible_result_and_scores_both(mbconv_budget: Budget) -> None:
+    from nas.strategies.constraints import project_derived
+    space = mbconv_budget.space
+    big = space.decode(np.array([len(d.choices) - 1 if "skip" not in d.choices else len(d.choices) - 2
+                                 for d in space.decisions]))
+    s = _Derived(space, big)
+    info = project_derived(s, mbconv_budget)
+    assert info is not None and not info["unconstrained_feasible"] and info["changed"]
+    assert mbconv_budget.feasible(s.seeds[0]) and s.seeds[1] == big and s.fixed_trials == 2
+    for key, bound in (("params_m", 3.0), ("macs_m", 300.0), ("peak_memory_mb", 4.0), ("latency_ms.pixel1", 75.0)):
+        assert info["projected_values"][key] <= bound
+    ok = _Derived(space, s.seeds[0])
+    assert project_derived(ok, mbconv_budget)["changed"] == [] and ok.seeds == [s.seeds[0]] and ok.fixed_trials == 1
+
+
+def test_project_derived_follows_the_architecture_weights(mbconv_budget: Budget) -> None:
+    """With log-probabilities, the projection is the most probable feasible arch (exact knapsack)."""
+    import torch
+
+    from nas.strategies.constraints import project_derived
+    space = mbconv_budget.space
+    rng = np.random.default_rng(0)
+    logits = [torch.tensor(rng.normal(size=len(d.choices)) * 3) for d in space.decisions]
+    top = space.decode(np.array([int(lg.argmax()) for lg in logits]))
+    s = _Derived(space, top)
+    s.policy = type("P", (), {"logits": logits})()   # type: ignore[attr-defined]
+    info = project_derived(s, mbconv_budget)
+    got = s.seeds[0]
+    assert mbconv_budget.feasible(got)
+    logp = lambda a: sum(float(lg.log_softmax(0)[c]) for lg, c in zip(logits, space.encode(a)))   # noqa: E731
+    if info["changed"]:   # no random feasible arch is more probable than the projection
+        others = [space.sample(rng) for _ in range(300)]
+        assert all(logp(a) <= logp(got) + 1e-9 for a in others if mbconv_budget.feasible(a))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy, space_args", [("single-path", ()), ("differentiable", ()),
+                                                   ("darts", ("-o", "variant=darts"))])
+def test_weight_sharing_results_meet_a_tight_bound(tmp_path: Path, strategy: str, space_args: tuple[str, ...]) -> None:
+    from nas.bench.budgets import tight_bound
+    space = "nasnet" if strategy == "darts" else "mbconv"
+    bound = tight_bound(space, {"variant": "darts"} if space_args else {}, "pixel1", 10.0)
+    out = tmp_path / strategy
+    extra = ("--strategy-option", "retrain_epochs=1") if strategy == "darts" else ()
+    assert main(["search", "--space", space, *space_args, "--target", "pixel1", "--latency-ms", f"{bound:.3f}",
+                 "--constraint", "params_m<=6", "--strategy", strategy, "--epochs", "1", "--dataset", "synthetic:32",
+                 "--batch-size", "16", "--quiet", "--out", str(out), *extra]) == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["budget"]["all_met"] and best["latency_ms"] <= bound + 1e-9
+    proj = best["training"]["projection"]
+    assert proj["projected_values"]["latency_ms.pixel1"] == pytest.approx(best["latency_ms"])
+    assert best["trials"] == 1 + bool(proj["changed"])

@@ -3,7 +3,7 @@
 For each (strategy, space) pair the bound is the `quantile`-th percentile of the predicted latency of
 400 random archs of the space on `target` (seeded): only that share of the space meets it. Each
 strategy runs `seeds` searches under `--latency-ms BOUND` with small settings (few trials, one
-training epoch on the embedded digits at the proxy size, the `flops` proxy for ask/tell strategies),
+training epoch at the proxy size on a small synthetic set (`dataset`, default 64 images, batches of 16), the `flops` proxy for ask/tell strategies),
 and the row reports the share of seeds whose result meets the bound, the mean slack (bound - predicted
 latency of the result), and for the weight-sharing / differentiable families the score lost to the
 projection (unconstrained arch's score - projected arch's score, both scored as trials; 0 when the
@@ -51,7 +51,7 @@ def tight_bound(space: str, options: dict[str, Any], target: str, quantile: floa
 
 def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, target: str = "pixel1",
                      quantile: float = 10.0, on_run: Callable[[dict[str, Any]], None] | None = None,
-                     first_seed: int = 0) -> dict[str, Any]:
+                     first_seed: int = 0, dataset: str = "synthetic:64", batch_size: int = 16) -> dict[str, Any]:
     from nas.pipeline.config import SearchConfig
     from nas.pipeline.search import search
     wanted = list(strategies or FAMILIES)
@@ -70,7 +70,8 @@ def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, t
             cfg = SearchConfig(space=space, space_options=dict(sopts), targets=(target,), latency_ms=(bound,),
                                strategy=name, strategy_options=dict(opts), evaluator="zero-cost",
                                evaluator_options={"proxy": "flops"} if epochs is None else {},
-                               trials=trials, seed=seed, epochs=epochs)
+                               trials=trials, seed=seed, epochs=epochs, dataset=None if epochs is None else dataset,
+                               batch_size=None if epochs is None else batch_size)
             t0 = time.process_time()
             run: dict[str, Any] = {"seed": seed}
             try:
@@ -99,7 +100,7 @@ def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, t
                      "projected": sum(bool(r.get("projected")) for r in runs) if lost else None,
                      "mean_score_lost": float(np.mean(lost)) if lost else None,
                      "cpu_s": sum(r["cpu_s"] for r in runs), "runs": runs})
-    return {"target": target, "quantile": quantile, "rows": rows}
+    return {"target": target, "quantile": quantile, "dataset": dataset, "batch_size": batch_size, "rows": rows}
 
 
 def format_budgets(result: dict[str, Any]) -> str:

@@ -88,7 +88,7 @@ def cmd_bench_budgets(args: argparse.Namespace) -> int:
                   + (f": {run['error']}" if run.get("error") else ""), file=sys.stderr, flush=True)
 
     result = budget_benchmark(strategies, seeds=args.seeds, target=args.target, quantile=args.quantile, on_run=show,
-                              first_seed=args.seed)
+                              first_seed=args.seed, dataset=args.dataset)
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
@@ -148,6 +148,9 @@ def add_bench_parser(sub: Any) -> None:
                                                       "single-path, differentiable, darts)")
     u.add_argument("--seeds", type=int, default=10, help="searches per strategy (default 10)")
     u.add_argument("--seed", type=int, default=0, help="first seed (seeds SEED ... SEED+seeds-1)")
+    u.add_argument("--dataset", default="synthetic:64", metavar="SPEC",
+                   help="training data of the weight-sharing families (default synthetic:64: cheap; digits for "
+                        "meaningful scores)")
     u.add_argument("--target", default="pixel1", help="latency target (default pixel1)")
     u.add_argument("--quantile", type=float, default=10.0,
                    help="the bound: this percentile of random archs' latency (default 10)")
