@@ -310,6 +310,9 @@ def attach(strategy: Any, budget: Budget, repair: bool = True) -> None:
     if not budget:
         return
     tables = budget.tables()
+    if tables is not None:   # a --latency-ms bound the strategy already holds under its target's name
+        tables = {k: (t, b) for k, (t, b) in tables.items()
+                  if not (k.startswith("latency_ms.") and getattr(strategy, "bounds", {}).get(k[11:]) == b)}
     if isinstance(strategy, ExactStrategy):
         if tables is None:
             raise UsageError(f"strategy 'exact' cannot enforce {', '.join(map(str, budget.bounds))}: a bounded "
