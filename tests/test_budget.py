@@ -171,6 +171,16 @@ def test_bad_input_one_line_nothing_written(tmp_path: Path, capsys: pytest.Captu
     assert not Path(out).exists()
 
 
+def test_sampling_strategy_that_finds_no_feasible_arch_names_the_closest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a sliver of the space (the smallest archs) meets both bounds: random sampling finds none
+    got, _ = _search(tmp_path, "--strategy", "random", "--latency-ms", "28", "--constraint", "params_m<=2.2",
+                     trials=2)
+    err = capsys.readouterr().err.strip()
+    assert got == 1 and len(err.splitlines()) == 1
+    assert "meets params_m<=2.2, latency_ms[pixel1]<=28; closest found: " in err and "(params_m=" in err
+
+
 def test_no_arch_meets_names_the_closest(mbconv_budget: Budget) -> None:
     from nas.pipeline.budget import no_feasible
     from nas.store.trial import COMPLETE, Trial

@@ -31,6 +31,7 @@ def plan_budget(cfg: Any, space: SearchSpace, models: Mapping[str, Any], bounds:
 
     budget = make_budget(space, cfg.constraints, bounds, models, lambda t: lut_model(t, space, progress))
     budget.check_possible()
+    budget.check_jointly_possible()
     return budget
 
 

@@ -183,6 +183,18 @@ class Budget:
                 raise SearchError(f"constraint {b} is impossible: the smallest {self.space.name} arch has "
                                   f"{b.label} = {low:.4g} {_UNITS[b.metric]}{where}")
 
+    def check_jointly_possible(self) -> None:
+        """SearchError when, on a separable space, no arch meets all bounds at once (one MILP)."""
+        tables = self.tables() if len(self.bounds) > 1 else None
+        if not tables:
+            return
+        from nas.strategies.exact import solve_choice_knapsack
+        zero = AdditiveTable(0.0, tuple(np.zeros(len(d.choices)) for d in self.space.decisions))
+        if solve_choice_knapsack(zero, {k: t for k, (t, _) in tables.items()},
+                                 {k: b for k, (_, b) in tables.items()}) is None:
+            raise SearchError(f"constraints {', '.join(map(str, self.bounds))} cannot hold together: no "
+                              f"{self.space.name} arch meets all of them (each alone is possible)")
+
     def tables(self) -> dict[str, tuple[AdditiveTable, float]] | None:
         """Additive (table, bound) per bound on a separable space, for exact and evolution's repair:
         sums for params/MACs/latency; peak memory as a 0/1 table of the choices over the bound
