@@ -7,7 +7,7 @@ using them on another CPU would be silently wrong. `resolve` finds the table for
    (`$NAS_CACHE_DIR` or the platform cache folder, e.g. ~/.cache/nas/tables/<cpu-slug>_ort-<version>/);
 2. a shipped measured table whose metadata names this CPU model and onnxruntime version;
 3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`: mbconv, nasnet - both variants -,
-   hytra, nb201), profile one now (progress bar; layers timed among 6 calibration nets, which also fit
+   hytra, nb201, ofa_mbv3), profile one now (progress bar; layers timed among 6 calibration nets, which also fit
    its net-level correction: latency/net_calibration.py) into the cache; for the others (vit_resnas), refuse
    with the one command that makes it.
    `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 TARGET = "cpu"
 #: spaces whose full table profiles in seconds: profiled automatically on first use (the shipped Xeon
 #: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra without calibration nets; with 10 of
-#: them, 15 / 40 / 62 s on a quiet 2-core EPYC VM (stop 20); earlier, on that VM at load 9,
+#: them, 15 / 40 / 62 s on a quiet 2-core EPYC VM (stop 20); ofa_mbv3 (93 layers + 10 calibration nets)
+#: 34 CPU s on the 2.8 GHz Xeon VM under load; earlier, on that VM at load 9,
 #: nasnet 15 s, its darts variant 2-4 s, hytra 29 s; vit_resnas took 108 s on the Xeon: refused)
-AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra"})
+AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra", "ofa_mbv3"})
 
 
 def cache_root() -> Path:

@@ -1,0 +1,72 @@
+"""`nas search --space ofa_mbv3 --evaluator predictor` at OFA's published Pixel 1 latencies.
+
+    python benchmarks/ofa_search.py [--target pixel1] [--trials 600] [--seed 0] [--bounds 20 28 40 58 79 132 143]
+
+For each latency bound: the best arch of an evolution search scored by the `predictor` evaluator
+(predicted ImageNet top-1 without fine-tuning), its latency on --target, MACs and params; next to
+(a) the best *measured* top-1 among the shipped DyNAS-T archs within the same bound on the same
+target (ground truth: what the predictor's pick should approach), and (b) OFA's published Pixel 1
+net at that latency (OFA README: top-1 after fine-tuning 25 or 75 epochs, params, MACs; these nets
+come from the wider w1.2 supernet at resolutions up to 224, timed with OFA's own Pixel 1 table).
+A bound below every arch of the space (at 224 px) is reported as infeasible, not searched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: OFA README, "Google Pixel1" specialized nets: latency ms -> (top-1 % after fine-tuning, params M, MACs M)
+OFA_PIXEL1: dict[int, tuple[float, float, int]] = {
+    143: (80.1, 9.2, 642), 132: (79.8, 9.2, 593), 79: (78.7, 8.2, 356), 58: (76.9, 5.8, 230),
+    40: (74.9, 6.0, 162), 28: (73.3, 5.2, 109), 20: (71.4, 4.3, 77)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default="pixel1")
+    ap.add_argument("--trials", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bounds", type=float, nargs="+", default=sorted(OFA_PIXEL1))
+    args = ap.parse_args()
+
+    from latency.targets import lut_model
+    from nas import SearchConfig, search
+    from nas.evaluators.predictor import _space, samples
+
+    space = _space()
+    model = lut_model(args.target, space)
+    data = samples()
+    measured = [(model.predict(s.arch), s.top1, s.arch) for s in data]
+    fastest = min(model.predict(space.parse(space.presets["ofa-min"])), min(m[0] for m in measured))
+    truth = {s.arch: s.top1 for s in data}
+    print(f"target {args.target}; evolution, {args.trials} trials, seed {args.seed}; fastest ofa_mbv3 arch at 224 px: "
+          f"{fastest:.1f} ms\n")
+    print("| bound ms | found: predicted top-1 | ms | MACs M | params M | measured top-1 of the found arch | "
+          "best measured top-1 within bound (ms) | OFA Pixel 1 net: top-1 fine-tuned, params M, MACs M |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    found: list[str] = []
+    for bound in args.bounds:
+        ofa = OFA_PIXEL1.get(int(bound)) if float(bound).is_integer() else None
+        ofa_text = f"{ofa[0]:.1f}%, {ofa[1]:.1f}, {ofa[2]}" if ofa else "-"
+        inside = [m for m in measured if m[0] <= bound]
+        best = max(inside, key=lambda m: m[1]) if inside else None
+        best_text = f"{best[1]:.2f} ({best[0]:.1f})" if best else "none"
+        if bound < fastest:
+            print(f"| {bound:g} | infeasible at 224 px | - | - | - | - | {best_text} | {ofa_text} |")
+            continue
+        result = search(SearchConfig(space="ofa_mbv3", targets=(args.target,), latency_ms=(bound,),
+                                     evaluator="predictor", trials=args.trials, seed=args.seed), progress=False)
+        assert result is not None and result.best is not None
+        m, arch = result.best.metrics, result.best.arch
+        known = f"{truth[arch]:.2f}" if arch in truth else "not measured"
+        print(f"| {bound:g} | {m['score']:.2f} | {m['latency_ms']:.1f} | {m['macs_m']:.0f} | {m['params_m']:.2f} | "
+              f"{known} | {best_text} | {ofa_text} |")
+        found.append(f"  {bound:g} ms: {space.format(arch)}")
+    print("\nfound archs:\n" + "\n".join(found))
+
+
+if __name__ == "__main__":
+    main()
