@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import ArchError, UsageError
 from search_spaces.catalog import get_space
 from search_spaces.ofa_data import ofa_rows
