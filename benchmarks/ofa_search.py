@@ -75,7 +75,8 @@ def main() -> None:
                                      evaluator="predictor", trials=args.trials, seed=args.seed), progress=False)
         assert result is not None and result.best is not None
         m, arch = result.best.metrics, result.best.arch
-        known = f"{truth[arch]:.2f}" if arch in truth else "not measured"
+        canon = space.canonical(arch)
+        known = f"{truth[canon]:.2f}" if canon in truth else "not measured"
         print(f"| {bound:g} | {m['score']:.2f} | {m['latency_ms']:.1f} | {m['macs_m']:.0f} | {m['params_m']:.2f} | "
               f"{known} | {best_text} | {ofa_text} |")
         found.append(f"  {bound:g} ms: {space.format(arch)}")

@@ -4,7 +4,9 @@ Fixed: stem conv 3x3/2 (16, h-swish) -> MBConv k3 e1 16->16 (ReLU, residual). Se
 stages of up to four MBConv blocks (widths 24, 40, 80, 112, 160; first-block strides 2, 2, 2, 1, 2;
 ReLU in the first two stages, h-swish in the last three; squeeze-excite in stages 2, 4 and 5, as in
 MobileNetV3-Large). Each block picks a kernel 3/5/7 and an expansion 3/4/6 ("k5e4"); the last two
-blocks of a stage may be "skip" (stage depth 2-4; skips only at the end of a stage). Fixed head:
+blocks of a stage may be "skip" (stage depth 2-4). Those two slots have the same shapes (input width,
+stride 1), so a stage is its non-skip blocks in order: "k3e3 skip" and "skip k3e3" there are one net,
+as with skips in `mbconv`; `canonical` moves skips to the end (OFA's form). Fixed head:
 1x1 conv 160->960 (h-swish), global pool, 1x1 conv 960->1280 (no BN, h-swish), linear -> classes.
 Expansion widths are make_divisible(cin * e, 8), SE widths make_divisible(mid // 4, 8), as in OFA.
 
@@ -93,14 +95,6 @@ class OFAMobileNetV3Space(SearchSpace):
         return [Decision(f"s{st}.b{j}", self._ops + ((SKIP,) if j >= MIN_DEPTH else ()))
                 for st, j, _, _, _ in self._positions]
 
-    def check_constraints(self, arch: Arch) -> None:
-        for st in range(len(STAGES)):
-            genes = arch.genes[st * MAX_DEPTH:(st + 1) * MAX_DEPTH]
-            depth = genes.index(SKIP) if SKIP in genes else MAX_DEPTH
-            if any(g != SKIP for g in genes[depth:]):
-                raise ArchError(f"ofa_mbv3 stage {st}: {' '.join(genes)!r} has a block after a skip; "
-                                f"skips may only end a stage (depth {MIN_DEPTH}-{MAX_DEPTH})")
-
     def _layer(self, pos: int, token: str) -> LayerSpec | None:
         if token == SKIP:
             return None
@@ -160,14 +154,24 @@ class OFAMobileNetV3Space(SearchSpace):
                 genes.append(_token(int(ks[i]), int(e[i])))
         return self.make(genes)
 
-    def to_ofa(self, arch: Arch) -> tuple[list[int], list[int], list[int]]:
-        """OFA's (ks, e, d) of `arch`; skipped slots get OFA's smallest choices (k3, e3)."""
+    def canonical(self, arch: Arch) -> Arch:
+        """The same net with each stage's skips at its end (OFA's order; what `from_ofa` returns)."""
         self.validate(arch)
+        genes: list[str] = []
+        for st in range(len(STAGES)):
+            stage = arch.genes[st * MAX_DEPTH:(st + 1) * MAX_DEPTH]
+            active = [g for g in stage if g != SKIP]
+            genes += active + [SKIP] * (MAX_DEPTH - len(active))
+        return self.make(genes)
+
+    def to_ofa(self, arch: Arch) -> tuple[list[int], list[int], list[int]]:
+        """OFA's (ks, e, d) of `arch` (its canonical form); skipped slots get the smallest choices (k3, e3)."""
+        genes = self.canonical(arch).genes
         ks, es, d = [], [], []
         for st in range(len(STAGES)):
-            genes = arch.genes[st * MAX_DEPTH:(st + 1) * MAX_DEPTH]
-            d.append(sum(g != SKIP for g in genes))
-            for g in genes:
+            stage = genes[st * MAX_DEPTH:(st + 1) * MAX_DEPTH]
+            d.append(sum(g != SKIP for g in stage))
+            for g in stage:
                 k, e = _parse_token(g) if g != SKIP else (KERNELS[0], EXPANSIONS[0])
                 ks.append(k)
                 es.append(e)

@@ -56,8 +56,13 @@ def test_ofa_encoding_round_trip_and_dont_care_slots(space) -> None:  # type: ig
     assert (space.from_ofa(changed, row.e, row.d) == arch) == (row.d[4] < 4)
     with pytest.raises(ArchError, match="depth"):
         space.from_ofa(row.ks, row.e, (1, 2, 3, 4, 4))
-    with pytest.raises(ArchError, match="after a skip"):
-        space.parse("k3e3 k3e3 skip k3e3 | " + " | ".join(["k3e3 k3e3 skip skip"] * 4))
+    # a skip between blocks: the same net (slots 2 and 3 share their shapes), one canonical form
+    rest = " | " + " | ".join(["k3e3 k3e3 skip skip"] * 4)
+    mid, end = space.parse("k3e3 k3e3 skip k5e4" + rest), space.parse("k3e3 k3e3 k5e4 skip" + rest)
+    assert [s.key for s in space.layers(mid)] == [s.key for s in space.layers(end)]
+    assert space.canonical(mid) == end and space.to_ofa(mid) == space.to_ofa(end)
+    with pytest.raises(ArchError, match="at least 2 blocks"):
+        space.parse("k3e3 skip skip skip" + rest)
 
 
 def test_pixel1_table_covers_the_space_and_equals_the_model(space) -> None:  # type: ignore[no-untyped-def]
@@ -96,9 +101,14 @@ def test_predictor_held_out_beats_macs_at_fixed_latency(space) -> None:  # type:
 def test_predictor_evaluator_and_its_refusals(space) -> None:  # type: ignore[no-untyped-def]
     from nas.evaluators.catalog import make_evaluator
     ev = make_evaluator("predictor", space)
-    row = max(ofa_rows(), key=lambda r: r.top1)
-    out = ev(space.from_ofa(row.ks, row.e, row.d))
+    row = max((r for r in ofa_rows() if 3 in r.d), key=lambda r: r.top1)   # a stage of depth 3: see below
+    arch = space.from_ofa(row.ks, row.e, row.d)
+    out = ev(arch)
     assert abs(out["accuracy"] - row.top1) < 0.3 and out["macs_m"] == row.macs / 1e6
+    genes = list(arch.genes)
+    stage = next(i for i in range(5) if genes[4 * i + 2] != "skip" and genes[4 * i + 3] == "skip")
+    genes[4 * stage + 2], genes[4 * stage + 3] = "skip", genes[4 * stage + 2]
+    assert ev(space.make(genes)) == out             # the same net written with a skip between blocks
     with pytest.raises(UsageError, match="outside the predictor's training range"):
         ev(space.parse(space.presets["ofa-min"]))      # 121.3M MACs, below every measured arch
     with pytest.raises(UsageError, match="resolution=192 is outside"):

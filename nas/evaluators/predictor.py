@@ -73,10 +73,11 @@ def features(space: SearchSpace, arch: Arch, model: str = "gbt") -> np.ndarray:
     from search_spaces.op_params import arch_size
     params, macs = arch_size(space, arch)
     if model == "ridge":
-        onehot = [np.eye(len(d.choices))[d.choices.index(g)] for g, d in zip(arch.genes, space.decisions)]
+        genes = space.canonical(arch).genes   # type: ignore[attr-defined]
+        onehot = [np.eye(len(d.choices))[d.choices.index(g)] for g, d in zip(genes, space.decisions)]
         return np.concatenate([*onehot, [np.log(macs), np.log(params)]])
-    ks, es, d = space.to_ofa(arch)   # type: ignore[attr-defined]
-    active = [g != "skip" for g in arch.genes]
+    ks, es, d = space.to_ofa(arch)   # type: ignore[attr-defined]   (canonical: skips end each stage)
+    active = [j < d[i // 4] for i, j in ((i, i % 4) for i in range(len(ks)))]
     return np.array([k if a else 0 for k, a in zip(ks, active)] + [e if a else 0 for e, a in zip(es, active)]
                     + list(d) + [macs / 1e6, params / 1e6], dtype=float)
 
