@@ -79,8 +79,8 @@ def main() -> None:
         known = f"{truth[canon]:.2f}" if canon in truth else "not measured"
         print(f"| {bound:g} | {m['score']:.2f} | {m['latency_ms']:.1f} | {m['macs_m']:.0f} | {m['params_m']:.2f} | "
               f"{known} | {best_text} | {ofa_text} |")
-        found.append(f"  {bound:g} ms: {space.format(arch)}")
-    print("\nfound archs:\n" + "\n".join(found))
+        found.append(f"  {bound:g} ms: {space.format(canon)}")
+    print("\nfound archs (canonical form: skips last in each stage):\n" + "\n".join(found))
 
 
 if __name__ == "__main__":
