@@ -117,12 +117,17 @@ def test_predictor_evaluator_and_its_refusals(space) -> None:  # type: ignore[no
         make_evaluator("predictor", get_space("mbconv"))
 
 
-def test_cli_refuses_another_space_and_resolution(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_refuses_another_space_resolution_and_out_of_range_candidates(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from latency.devices.pixel1 import build_table
     table = tmp_path / "p1_192.json"
     build_table(get_space("ofa_mbv3", resolution=192)).save(str(table))
+    listed = tmp_path / "candidates.txt"   # ofa-min (121.3M MACs, below the data) and a larger arch
+    listed.write_text(" | ".join(["k3e3 k3e3 skip skip"] * 5) + "\n"
+                      + " | ".join(["k3e3 k3e3 skip skip"] * 4 + ["k7e6 k7e6 skip skip"]) + "\n")
     for argv, needle in ((["--space", "nb201"], "'ofa_mbv3' only"),
-                         (["--space", "ofa_mbv3", "-o", "resolution=192", "--target", str(table)], "resolution=192")):
+                         (["--space", "ofa_mbv3", "-o", "resolution=192", "--target", str(table)], "resolution=192"),
+                         (["--space", "ofa_mbv3", "--candidates", str(listed)], "121.3M MACs, outside")):
         code = main(["search", *argv, "--evaluator", "predictor", "--trials", "2", "--out", str(tmp_path / "run")])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+        assert not (tmp_path / "run").exists()
