@@ -43,8 +43,10 @@ def main() -> None:
     measured = [(model.predict(s.arch), s.top1, s.arch) for s in data]
     fastest = min(model.predict(space.parse(space.presets["ofa-min"])), min(m[0] for m in measured))
     truth = {s.arch: s.top1 for s in data}
+    from search_spaces.op_params import arch_params
+    largest = arch_params(space, space.parse(space.presets["ofa-max"]))
     print(f"target {args.target}; evolution, {args.trials} trials, seed {args.seed}; fastest ofa_mbv3 arch at 224 px: "
-          f"{fastest:.1f} ms\n")
+          f"{fastest:.1f} ms; the largest (ofa-max) has {largest / 1e6:.2f}M params\n")
     if args.target == "pixel1":
         import json
 
