@@ -315,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as exc:
-        what = getattr(args, "interrupted", "finished trials are saved - run the same command again to resume")
+        what = getattr(exc, "nas_note", None) or getattr(   # a trainer's own note: what its checkpoint holds
+            args, "interrupted", "finished trials are saved - run the same command again to resume")
         print(f"nas: interrupted; {what}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:

@@ -271,7 +271,7 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        # evaluator_options: where searches stored before --dataset existed keep it
                        dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
-                       seed=cfg.seed, out=p.out, progress=progress, dist=dist)
+                       seed=cfg.seed, out=p.out, progress=progress, dist=dist, resume=cfg.resume)
     trained = p.strategy.prepare(ctx)
     if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
         p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))

@@ -68,9 +68,9 @@ class DifferentiableStrategy(WeightSharingStrategy):
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "differentiable.pt" if ctx.out else None
         expected = ExpectedLatency(lut) if getattr(lut, "separable", False) else None
-        self.trained(path, meta, holder, lambda: train_proxyless(
+        self.trained(path, meta, holder, lambda ck: train_proxyless(
             self.net, policy, *split_half(train, ctx.seed), cfg, lambda a: float(lut.predict(ctx.space.make(a.genes))),
-            expected, dist=ctx.dist), ctx, small)
+            expected, dist=ctx.dist, checkpoint=ck), ctx, small)
         rng = np.random.default_rng([ctx.seed, 0xDE])
         top = policy.derive(rng)
         bound = ctx.bounds.get(target)
