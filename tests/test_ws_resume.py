@@ -64,8 +64,8 @@ def _darts(ck: StepCheckpoint) -> tuple[list[dict[str, Any]], torch.nn.Module]:
     from nas.differentiable.darts import DartsConfig, DartsNet, train_darts
     torch.manual_seed(0)
     net = DartsNet(DARTS)
-    # 5 weight batches against 3 arch batches: the arch order is drawn again inside an epoch
-    hist = train_darts(net, tiny(40, 8), tiny(24, 8, 1), DartsConfig(epochs=2, batch_size=8, warmup_epochs=0),
+    # 3 weight batches against 2 arch batches: the arch order is drawn again inside an epoch
+    hist = train_darts(net, tiny(12, 8), tiny(8, 8, 1), DartsConfig(epochs=2, batch_size=4, warmup_epochs=0),
                        checkpoint=ck)
     return hist, net
 
@@ -80,9 +80,8 @@ def _differentiable(ck: StepCheckpoint) -> tuple[list[dict[str, Any]], torch.nn.
     return hist, torch.nn.ModuleDict({"net": net, "policy": policy})
 
 
-TRAINERS: dict[str, tuple[Callable[[StepCheckpoint], Any], int]] = {   # name -> (trainer, steps in all)
-    "supernet": (_supernet, 6), "single-path": (_single_path, 6), "darts": (_darts, 10),
-    "differentiable": (_differentiable, 6)}
+TRAINERS: dict[str, Callable[[StepCheckpoint], Any]] = {   # each: 2 epochs of 3 steps
+    "supernet": _supernet, "single-path": _single_path, "darts": _darts, "differentiable": _differentiable}
 
 
 def _same_history(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
@@ -100,17 +99,16 @@ def _same_history(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("name", list(TRAINERS))
 def test_interrupted_mid_epoch_then_resumed_equals_uninterrupted(tmp_path: Path, name: str) -> None:
-    trainer, steps = TRAINERS[name]
+    trainer = TRAINERS[name]
     whole, net = trainer(StepCheckpoint(None, {}))
     meta = {"run": name}
     path = tmp_path / "state.pt"
-    stop = 4 if steps == 6 else 7            # saved every 3 steps: steps after the last save are done again
-    with pytest.raises(KeyboardInterrupt):
-        trainer(Stop(path, meta, every=3, at=stop))
+    with pytest.raises(KeyboardInterrupt):   # saved at steps 2, 3 (epoch 1) and 4; step 5 is lost
+        trainer(Stop(path, meta, every=2, at=5))
     assert path.is_file()
-    ck = StepCheckpoint(path, meta, every=3)
+    ck = StepCheckpoint(path, meta, every=2)
     hist, again = trainer(ck)
-    assert ck.resumed is not None and ck.resumed["step"] == 3 * (stop // 3) and ck.resumed["steps"] == steps
+    assert ck.resumed == {"step": 4, "steps": 6, "epoch": 2, "checkpoint": str(path)}   # inside epoch 2
     _same_history(whole, hist)
     for (k, a), (_, b) in zip(net.state_dict().items(), again.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
@@ -145,3 +143,69 @@ def test_batch_cursor_draws_like_batch_indices_and_restores() -> None:
     assert got == ref and len(ref) == 4 and a.bit_generator.state == b.bit_generator.state
     with pytest.raises(UsageError, match="batches of 8"):
         BatchCursor(33, 16, b).load(cur.state())
+
+
+# ---- a real `nas search` stopped three ways during supernet training ------------------------------
+def _state_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception:   # not there yet
+        return -1
+
+
+def _stop_when(proc: Any, state: Path, past: int, sig: int) -> tuple[int, str]:
+    import time
+    deadline = time.monotonic() + 300
+    while _state_step(state) <= past:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"search ended or stalled before step {past} (rc {proc.returncode}):\n{out}\n{err}")
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_search_killed_terminated_interrupted_in_training_resumes_to_the_uninterrupted_history(
+        tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from test_resume_kill import start, tiny_table
+    table = tiny_table(tmp_path / "t.json")
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "nas", "search", "--space", "mbconv", "-o", "width_mult=0.25", "-o",
+                "resolution=32", "-o", "num_classes=10", "--target", str(table), "--strategy", "supernet",
+                "--dataset", "synthetic:256", "--epochs", "2", "--batch-size", "16", "--trials", "3",
+                "--strategy-option", "checkpoint_every=2", "--strategy-option", "calib_batches=1",
+                "--strategy-option", "random_paths=1", "--seed", "1", "--out", str(out), "--quiet"]
+
+    whole = subprocess.run(cmd(tmp_path / "whole"), capture_output=True, text=True, timeout=600,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "cut"
+    state = out / "supernet.state.pt"
+    code, _ = _stop_when(start(cmd(out)), state, 2, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    first = _state_step(state)
+    code, err = _stop_when(start(cmd(out)), state, first + 2, signal.SIGTERM)
+    saved = _state_step(state)
+    assert code == 143 and "Traceback" not in err
+    assert f"training is saved at step {saved} of 32 in {state}" in err, err
+    code, err = _stop_when(start(cmd(out)), state, saved + 2, signal.SIGINT)
+    assert code == 130 and "training is saved at step" in err and "Traceback" not in err
+    last = _state_step(state)
+    done = subprocess.run(cmd(out), capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert f"training: resumed at step {last} of 32" in done.stdout and not state.exists()
+    a = json.loads((tmp_path / "whole" / "best.json").read_text())
+    b = json.loads((out / "best.json").read_text())
+    assert b["training"]["resumed"]["step"] == last
+    _same_history(a["training"]["history"], b["training"]["history"])
+    assert a["arch"] == b["arch"]

@@ -106,6 +106,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
         if "://" in spec or spec.startswith("journal:"):
             text += f"\n  view:    optuna-dashboard {where}" + (f"   |   nas report {cfg.out}" if cfg.out else "")
+    back = (s.get("training") or {}).get("resumed")
+    if back:   # training continued from a mid-training checkpoint of an interrupted run
+        text += f"\n  training: resumed at step {back['step']} of {back['steps']} from {back['checkpoint']}"
     ex = s.get("exports") or {}
     if ex.get("torch"):
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
