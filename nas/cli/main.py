@@ -106,6 +106,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
         if "://" in spec or spec.startswith("journal:"):
             text += f"\n  view:    optuna-dashboard {where}" + (f"   |   nas report {cfg.out}" if cfg.out else "")
+    if s.get("peak_rss_mb"):
+        text += f"\n  memory:  peak {s['peak_rss_mb']:.0f} MB resident"
     back = (s.get("training") or {}).get("resumed")
     if back:   # training continued from a mid-training checkpoint of an interrupted run
         text += f"\n  training: resumed at step {back['step']} of {back['steps']} from {back['checkpoint']}"

@@ -329,6 +329,8 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             summary["exports"] = exports
     seconds = time.perf_counter() - p.started
     summary["seconds"] = round(seconds, 2)
+    from nas.core.memory import peak_rss_mb
+    summary["peak_rss_mb"] = peak_rss_mb()   # this process's peak so far (training included)
     if p.out is not None and best is not None:
         atomic_write_text(p.out / "best.json", json.dumps(summary, indent=1, default=str) + "\n")
     return SearchResult(p.cfg, trials, best, summary, seconds)

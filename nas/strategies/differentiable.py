@@ -27,6 +27,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
     follows_candidates = False   # the derived arch comes from the trained path probabilities
     default_epochs = 3
     fixed_trials = 1
+    estimates_memory = True
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.05, arch_lr: float = 0.1, paths: int = 2,
                  lam: float = 20.0, target_ms: float | None = None, width_mult: float | None = None,

@@ -55,7 +55,7 @@ class WeightSharingStrategy(RegularizedEvolution):
     def __init__(self, space: SearchSpace, *, epochs: int | None = None, batch_size: int | None = None,
                  dataset: str | None = None, resolution: int | None = None, device: str | None = None,
                  refine: int = 0, train_options: Mapping[str, Any] | None = None, train_size: str | None = None,
-                 checkpoint_every: int = 20, **kwargs: Any) -> None:
+                 checkpoint_every: int = 20, memory_gb: float = 2.0, **kwargs: Any) -> None:
         from nas.strategies.train_size import check_train_size
         super().__init__(space, **kwargs)
         self.epochs, self.batch_size, self.dataset = epochs, batch_size, dataset
@@ -68,6 +68,10 @@ class WeightSharingStrategy(RegularizedEvolution):
                              f"got {checkpoint_every!r}")
         #: training state written every this many steps (and after each epoch) for resuming
         self.checkpoint_every = checkpoint_every
+        if not isinstance(memory_gb, (int, float)) or isinstance(memory_gb, bool) or not memory_gb > 0:
+            raise UsageError(f"memory_gb must be a positive number of GB, got {memory_gb!r}")
+        #: train_size=auto trains the proxy when the searched size is estimated to need more than this
+        self.memory_gb = float(memory_gb)
         if self.refine < 0:
             raise UsageError(f"refine must be >= 0 (extra evolution trials after the derived arch), got {refine}")
         if train_options is not None and not isinstance(train_options, Mapping):
@@ -101,11 +105,32 @@ class WeightSharingStrategy(RegularizedEvolution):
         the size options `names` (+ `train_options`); the choice goes to `info["train_size"]`."""
         from nas.strategies.train_size import choose_train_space
         proxy = {n: getattr(self, n) for n in ("resolution", *names)}
-        small, why = choose_train_space(ctx.space, ctx.dataset, self.train_size, proxy,
-                                        [g for g in self.given if g in (*proxy, "train_options")],
+        given = [g for g in self.given if g in (*proxy, "train_options")]
+        small, why = choose_train_space(ctx.space, ctx.dataset, self.train_size, proxy, given,
                                         ctx.num_classes(), self.train_options)
+        if why["used"] == "searched" and self.estimates_memory:
+            gb = self._memory_gb(small, int(ctx.batch_size or self.default_batch_size))
+            why["memory_estimate_gb"] = gb
+            if gb > self.memory_gb and self.train_size == "auto":   # a laptop must run the default
+                small, why = choose_train_space(ctx.space, ctx.dataset, "proxy", proxy, given,
+                                                ctx.num_classes(), self.train_options)
+                why.update(asked="auto", searched_memory_estimate_gb=gb,
+                           why=f"training at the searched size needs about {gb:.1f} GB (estimate), over "
+                               f"memory_gb={self.memory_gb:g} (train_size=searched trains it anyway)")
+                log.warning("%s: %s; training the proxy instead", self.name, why["why"])
+            elif gb > self.memory_gb:
+                log.warning("%s: training at the searched size needs about %.1f GB (estimate), over memory_gb=%g",
+                            self.name, gb, self.memory_gb)
         self.size_info = why
         return small
+
+    #: the trainer's net is the space's supernet (`nas.supernet.memory` can estimate its training memory)
+    estimates_memory: ClassVar[bool] = False
+
+    @staticmethod
+    def _memory_gb(space: SearchSpace, batch_size: int) -> float:
+        from nas.supernet.memory import training_bytes
+        return round(training_bytes(space, batch_size)["bytes"] / 2**30, 2)
 
     def trained(self, path: Any, meta: dict[str, Any], module: Any, train: Callable[[Any], list[dict[str, Any]]],
                 ctx: TrainContext, small: SearchSpace, **info: Any) -> None:
@@ -225,6 +250,7 @@ class SupernetStrategy(WeightSharingStrategy):
 
     name = "supernet"
     default_epochs = 3
+    estimates_memory = True
 
     @classmethod
     def supported_spaces(cls) -> tuple[str, ...]:
