@@ -89,14 +89,23 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+FIRST = ("space", "strategy", "space_options", "dataset", "train_options", "config")   # named first
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     out = []
-    for key in sorted(set(old) | set(new)):
+    keys = sorted(set(old) | set(new), key=lambda k: (FIRST.index(k) if k in FIRST else len(FIRST), k))
+    for key in keys:
         a, b = old.get(key), new.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            out.append(f"{prefix}{key} {a!r} (this run: {b!r})")
+            out.append(f"{prefix}{key} {_short(a)} (this run: {_short(b)})")
     return out
 
 
