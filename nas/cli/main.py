@@ -85,6 +85,8 @@ def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
+    if not cfg.out and not cfg.storage:   # an interruption keeps nothing: say so, not "run it again to resume"
+        args.interrupted = "nothing was saved (no --out or --storage)"
     result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
     if result is None:   # a torchrun rank other than 0: it trained its shard; rank 0 searches and prints
         return 0
