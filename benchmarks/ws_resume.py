@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from test_ws_resume import TRAINERS, Stop  # noqa: E402  (the same tiny setups as the tests)
 
 from nas.training.resume import StepCheckpoint  # noqa: E402

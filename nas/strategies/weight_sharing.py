@@ -23,7 +23,6 @@ stays cheap.
 """
 from __future__ import annotations
 
-import json
 import logging
 from abc import abstractmethod
 from dataclasses import asdict

@@ -4,8 +4,8 @@
 training-mode forward of its largest path (and a few sampled ones) on a batch of 2 and counts the
 bytes autograd saves for the backward pass (`torch.autograd.graph.saved_tensors_hooks`; a tensor
 saved by several ops counted once). Those activations grow with the batch; parameters count four
-times (weights, gradients, momentum, a copy while a path is extracted). The estimate adds the interpreter with torch loaded
-(`BASE_BYTES`). It is what `train_size=auto` compares with the strategy's `memory_gb` before
+times (weights, gradients, momentum, a copy while a path is extracted). The estimate adds the
+interpreter with torch loaded (`BASE_BYTES`). It is what `train_size=auto` compares with the strategy's `memory_gb` before
 training at the searched size (nas/strategies/weight_sharing.py).
 
 The process's measured peak is `nas.core.memory.peak_rss_mb` (every search reports it).
