@@ -36,7 +36,7 @@ def main() -> None:
             hist, again = trainer(ck)
         key = "ce" if "ce" in whole[0] else "loss"
         diff = max(float((a - b).abs().max()) for a, b in zip(net.state_dict().values(), again.state_dict().values())
-                   if a.is_floating_point())
+                   if a.is_floating_point() and a.numel())
         print(f"{name:15s} resumed at step {ck.resumed['step']} of {ck.resumed['steps']}; "   # type: ignore[index]
               f"{key} per epoch uninterrupted {[round(h[key], 6) for h in whole]} resumed "
               f"{[round(h[key], 6) for h in hist]}; max |weight diff| {diff:.2e}; cpu {time.process_time() - t0:.1f} s")
