@@ -85,6 +85,8 @@ def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
+    if not cfg.out and not cfg.storage:   # an interruption keeps nothing: say so, not "run it again to resume"
+        args.interrupted = "nothing was saved (no --out or --storage)"
     result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
     if result is None:   # a torchrun rank other than 0: it trained its shard; rank 0 searches and prints
         return 0
@@ -106,6 +108,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
         if "://" in spec or spec.startswith("journal:"):
             text += f"\n  view:    optuna-dashboard {where}" + (f"   |   nas report {cfg.out}" if cfg.out else "")
+    if s.get("peak_rss_mb"):
+        text += f"\n  memory:  peak {s['peak_rss_mb']:.0f} MB resident"
+    back = (s.get("training") or {}).get("resumed")
+    if back:   # training continued from a mid-training checkpoint of an interrupted run
+        text += f"\n  training: resumed at step {back['step']} of {back['steps']} from {back['checkpoint']}"
     ex = s.get("exports") or {}
     if ex.get("torch"):
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
@@ -315,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as exc:
-        what = getattr(args, "interrupted", "finished trials are saved - run the same command again to resume")
+        what = getattr(exc, "nas_note", None) or getattr(   # a trainer's own note: what its checkpoint holds
+            args, "interrupted", "finished trials are saved - run the same command again to resume")
         print(f"nas: interrupted; {what}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:

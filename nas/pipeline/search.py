@@ -271,7 +271,7 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        # evaluator_options: where searches stored before --dataset existed keep it
                        dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
-                       seed=cfg.seed, out=p.out, progress=progress, dist=dist)
+                       seed=cfg.seed, out=p.out, progress=progress, dist=dist, resume=cfg.resume)
     trained = p.strategy.prepare(ctx)
     if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
         p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))
@@ -329,6 +329,8 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             summary["exports"] = exports
     seconds = time.perf_counter() - p.started
     summary["seconds"] = round(seconds, 2)
+    from nas.core.memory import peak_rss_mb
+    summary["peak_rss_mb"] = peak_rss_mb()   # this process's peak so far (training included)
     if p.out is not None and best is not None:
         atomic_write_text(p.out / "best.json", json.dumps(summary, indent=1, default=str) + "\n")
     return SearchResult(p.cfg, trials, best, summary, seconds)
