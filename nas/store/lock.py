@@ -10,7 +10,7 @@ when the lock is busy but that pid is dead on this host (a child that inherited 
 outlives the search), the lock file is replaced and taken over.
 
 Shared stores (PostgreSQL/MySQL URLs, `journal:PATH`) are not locked: several searches may work on
-one study there together (nas/cooperative.py).
+one study there together (nas/pipeline/cooperative.py).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def local_store_file(storage: str | None, out: str | Path | None) -> Path | None
     if storage is None:
         if out is None:
             return None
-        from nas.store import default_spec
+        from nas.store.study import default_spec
         storage = default_spec(out) or ""
     for prefix in ("sqlite:///", "jsonl:"):
         if storage.startswith(prefix):
