@@ -63,7 +63,7 @@ def calibration(dataset: str | None, input_shape: Sequence[int], images: int = 1
     elif str(dataset).endswith(".npy"):
         calib = npy_calibration(dataset)
     else:
-        from nas.data import load_dataset
+        from nas.training.data import load_dataset
         x, _ = load_dataset(dataset, split="train", resolution=res, limit=images)
         calib = Calibration(dataset, x.numpy())
     calib.check_input(input_shape)

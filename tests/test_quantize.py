@@ -14,7 +14,7 @@ from latency.onnx_io import export_onnx, session
 from latency.quantize import Calibration, Quantizer, QuantizeError, digits_calibration, float_ops
 from latency.table import LatencyTable
 from latency.targets import load_table, lut_model, target_names
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import UsageError
 from nas.core.layer import LayerSpec
 from nas.core.ops import build_layer
