@@ -100,3 +100,34 @@ def test_int8_export_refuses_images_the_net_cannot_take(untrained: Path, tmp_pat
         export_int8(space, arch, tmp_path / "q.onnx", gray, np.zeros((2, 3, 32, 32), np.float32), np.zeros(2, int),
                     state=model.state_dict())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quantize-top", "3"], "--quantize-top re-trains and quantizes finalists: it needs --evaluator train"),
+    (["--quantize-top", "-1", "--evaluator", "train"], "--quantize-top must be a whole number >= 0, got -1"),
+])
+def test_quantize_top_bad_input(tmp_path: Path, argv: list[str], message: str,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = nas(capsys, "search", "--space", "mbconv", "--target", "cpu", "--trials", "2",
+                       "--out", str(tmp_path / "run"), *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_quantize_top_reports_the_best_after_int8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The finalists are re-trained (same seed: the same accuracy as their trial) and re-scored in int8;
+    best.json holds the one with the highest int8 accuracy."""
+    from latency.devices.pixel1 import build_table
+    from search_spaces.catalog import get_space
+    table = build_table(get_space("mbconv", resolution=32, width_mult=0.25)).save(tmp_path / "mb.json")
+    out = tmp_path / "run"
+    code, _, err = nas(capsys, "search", "--space", "mbconv", *SMALL, "--target", str(table), "--latency-ms", "100",
+                       "--evaluator", "train", "--dataset", "synthetic:300", "--epochs", "1", "--trials", "4",
+                       "--quantize-top", "2", "--out", str(out))
+    assert code == 0, err
+    best = json.loads((out / "best.json").read_text())
+    rows = best["quantized_top"]
+    assert len(rows) == 2 and rows[0]["accuracy_int8"] >= rows[1]["accuracy_int8"]
+    assert best["trial_number"] == rows[0]["trial"] and best["arch"] == rows[0]["arch"]
+    assert all(abs(r["accuracy"] - r["score"]) < 0.02 for r in rows)   # re-training reproduces the trial

@@ -49,7 +49,7 @@ def _search_config(args: argparse.Namespace) -> Any:
                             strategy_options=space_options(args.strategy_option),
                             evaluator_options=space_options(args.evaluator_option),
                             storage=args.storage, study=args.study, dataset=args.dataset, epochs=args.epochs,
-                            batch_size=args.batch_size, **run)
+                            batch_size=args.batch_size, quantize_top=args.quantize_top, **run)
     if args.candidates:
         raise UsageError(f"--resume {args.resume} searches the candidate list stored with it; drop --candidates")
     if args.no_resume or (args.out and args.out != args.resume):
@@ -99,6 +99,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"  score:   {s['metrics'].get('score', float('nan')):.4g} ({s.get('score_is', s['evaluator'])})"
             f"   params: {s['metrics'].get('params_m', 0):.2f} M"
             f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
+    if s.get("quantized_top"):
+        text += f"\n  best after int8 quantization of the top {len(s['quantized_top'])} (re-trained):"
+        text += "".join(f"\n    trial {r['trial']:>4}: accuracy {r['accuracy']:.4f} -> int8 {r['accuracy_int8']:.4f}  "
+                        f"{r['arch']}" for r in s["quantized_top"])
     if cfg.out or cfg.storage:
         from nas.store.study import default_spec
         spec = cfg.storage or default_spec(cfg.out) or ""
@@ -181,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search a space for accurate, fast archs on a target")
     add_space_args(s, required=False)
     s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
+    s.add_argument("--quantize-top", type=int, default=0, metavar="K",
+                   help="with --evaluator train: re-train the K best feasible trials, quantize each to int8 "
+                        "(static QDQ) and report as best the one with the highest held-out accuracy after "
+                        "quantization (default 0: off)")
     s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
                    help="latency bound, repeatable: the Nth bound applies to the Nth --target")
     s.add_argument("--candidates", metavar="FILE",

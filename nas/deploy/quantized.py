@@ -95,3 +95,21 @@ def _output_classes(path: Path) -> int | None:
     import onnx
     dims = onnx.load(str(path), load_external_data=False).graph.output[0].type.tensor_type.shape.dim
     return int(dims[-1].dim_value) if dims and dims[-1].dim_value > 0 else None
+
+
+def int8_accuracy(model: Any, input_shape: tuple[int, ...], calibration: "Calibration", val_x: np.ndarray,
+                  val_y: np.ndarray) -> dict[str, Any]:
+    """Held-out accuracy of a trained torch `model` as float ONNX and after static int8 quantization
+    (for re-scoring search finalists: `nas search --quantize-top K`); nothing is kept on disk."""
+    import torch
+
+    from latency.onnx_io import export_onnx as export_graph
+    from latency.quantize import Quantizer
+    with tempfile.TemporaryDirectory() as tmp:
+        fpath = export_graph(model, torch.zeros(1, *input_shape), Path(tmp) / "float.onnx", dynamic_batch=True)
+        qpath, left = Quantizer(calibration).quantize(fpath, input_shape, "finalist", dst=Path(tmp) / "int8.onnx",
+                                                      inputs=calibration.inputs(input_shape, len(calibration.images)))
+        pf, pq = predict_classes(fpath, val_x), predict_classes(qpath, val_x)
+    y = np.asarray(val_y)
+    return {"accuracy_float_onnx": float(np.mean(pf == y)), "accuracy_int8": float(np.mean(pq == y)),
+            "int8_agreement": float(np.mean(pf == pq)), "int8_float_ops": left}
