@@ -141,7 +141,8 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
                 precision, space.name, cpu, ort, path)
     if profile is not None:
         return profile(space, path, progress)
-    return _profile(space, path, progress, precision)
+    # float keeps the three-argument call (tests replace `_profile` with such functions)
+    return _profile(space, path, progress) if precision == "float32" else _profile(space, path, progress, precision)
 
 
 def _profile(space: SearchSpace, path: Path, progress: bool, precision: str = "float32") -> "LatencyTable":

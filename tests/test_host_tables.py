@@ -62,7 +62,7 @@ def test_other_cpu_refuses_slow_spaces_with_the_command(machine: pytest.MonkeyPa
 
 
 def _fake_profile(calls: list[str]):  # type: ignore[no-untyped-def]
-    def profile(space: SearchSpace, path: Path, progress: bool, precision: str = "float32") -> LatencyTable:
+    def profile(space: SearchSpace, path: Path, progress: bool) -> LatencyTable:
         calls.append(str(path))
         table = LatencyTable(space.name, space.options(), {"source": "measured", "cpu": latency.profile.cpu_model()})
         for spec in space.all_layers():
