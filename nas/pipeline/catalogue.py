@@ -95,6 +95,8 @@ OPTION_HELP = {
     "proxy_batch": "batch size the proxy scores with",
     "members": "proxies of an ensemble proxy",
     "progress": "show progress bars",
+    "checkpoint_every": "training state written every this many steps, for resuming (0: after each epoch only)",
+    "memory_gb": "train_size=auto trains the proxy when the searched size needs more memory than this",
 }
 
 EVALUATOR_SUMMARIES = {
