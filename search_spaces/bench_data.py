@@ -148,3 +148,18 @@ def nb301_records(path: Path = NB301_ZC) -> dict[str, ZCRecord]:
         except (KeyError, TypeError, ValueError) as exc:
             raise NasError(f"benchmark data {path}: record {key!r:.120} is corrupt ({exc})") from None
     return out
+
+
+def nb301_naslib_params(space: Any, arch: Any) -> int:
+    """Parameters of `arch`'s net as NASLib counts them for its NB301 `params` score: NASLib builds the
+    cell ops with BatchNorm affine=False, so BN weights inside the ops do not count (stem,
+    preprocessing and head keep theirs). Built on the meta device: shapes only, no memory, no init."""
+    import torch
+    import torch.nn as nn
+    with torch.device("meta"):
+        net = space.build(arch)
+    total = sum(p.numel() for p in net.parameters())
+    for name, m in net.named_modules():
+        if isinstance(m, nn.BatchNorm2d) and ".ops." in name:
+            total -= sum(p.numel() for p in m.parameters())
+    return int(total)

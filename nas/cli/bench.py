@@ -1,6 +1,7 @@
 """`nas bench ...`: benchmark commands against shipped ground truth (thin: parse, call, print).
 
     nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
+    nas bench proxies --space nasnet -o variant=darts --truth nb301 [--archs N] ...
     nas bench latency [--devices a,b] [--sizes 10,100,900] [--repeats 5] [--seed 0] [--json]
     nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
 """
@@ -14,12 +15,13 @@ from typing import Any
 
 def cmd_bench_proxies(args: argparse.Namespace) -> int:
     from nas.bench.proxies import format_ranking, proxy_ranking
+    from nas.cli.args import space_options
     from nas.training.threads import set_torch_threads
     set_torch_threads(args.torch_threads or 1)   # small nets: one thread per process is fastest on shared cores
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()] if args.proxies else None
     result: dict[str, Any] = proxy_ranking(args.space, truth=args.truth, dataset=args.dataset, archs=args.archs,
                                            proxies=proxies, batch=args.batch, seed=args.seed,
-                                           progress=not args.quiet)
+                                           progress=not args.quiet, space_options=space_options(args.space_option))
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
@@ -71,9 +73,11 @@ def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     s = bsub.add_parser("proxies", help="Spearman / Kendall of every zero-cost proxy vs ground-truth accuracy")
-    s.add_argument("--space", required=True, help="nb201 or nats_sss")
+    s.add_argument("--space", required=True, help="nb201, nats_sss or nasnet (with -o variant=darts)")
+    s.add_argument("-o", "--space-option", action="append", metavar="KEY=VALUE",
+                   help="space option (nasnet: -o variant=darts; the nets default to NB301's 32 channels, 8 cells)")
     s.add_argument("--truth", default="cifar10", help="ground-truth column: cifar10 | cifar100 | ImageNet16-120 "
-                                                     "(nb201), cifar10 (nats_sss)")
+                                                     "(nb201), cifar10 (nats_sss), nb301 (nasnet -o variant=darts)")
     s.add_argument("--dataset", default="digits", metavar="SPEC",
                    help="batch for data-dependent proxies: digits (default, embedded), synthetic, cifar10:PATH")
     s.add_argument("--archs", type=int, metavar="N", help="score a seeded sample of N archs (default: all with truth)")
@@ -99,8 +103,9 @@ def add_bench_parser(sub: Any) -> None:
     s.set_defaults(func=cmd_bench_latency)
 
     t = bsub.add_parser("strategies", help="best ground-truth accuracy found vs evaluations: strategies vs random search")
-    t.add_argument("--space", required=True, help="nats_sss (pixel1 model, <= 10 ms) or nb201 (NASLib's 724 archs, "
-                                                 "measured pixel3, <= 14 ms)")
+    t.add_argument("--space", required=True, help="nats_sss (pixel1 model, <= 10 ms), nb201 (NASLib's 724 archs, "
+                                                 "measured pixel3, <= 14 ms) or nasnet (DARTS cells of NB301, "
+                                                 "pixel1 model, <= 120 ms)")
     t.add_argument("--strategies", metavar="A,B",
                    help="default: evolution,tpe,zero-cost,nsga2,optuna-nsga2 (random always runs)")
     t.add_argument("--seeds", type=int, default=20, help="seeds per strategy (default 20)")
