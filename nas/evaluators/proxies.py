@@ -226,8 +226,10 @@ def _min_corr_eigenvalue(fmap: "torch.Tensor") -> float:
     left, or fewer positions than channels (a singular matrix), the value is 0."""
     import torch
     m = fmap.reshape(fmap.shape[0], -1).double()
-    m = m[m.std(dim=1) > 1e-12]
     if m.shape[0] < 2 or m.shape[1] < 2:
+        return 0.0
+    m = m[m.std(dim=1) > 1e-12]
+    if m.shape[0] < 2:
         return 0.0
     corr = torch.corrcoef(m)
     eig = torch.linalg.eigvalsh(corr)
@@ -251,7 +253,9 @@ def meco(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
-            model(x[:1])
+            # the one input twice: train-mode BatchNorm sees the same statistics as for the input alone,
+            # and a 1x1 map (squeeze-excite) still has two values per channel
+            model(x[:1].expand(2, *x.shape[1:]))
     finally:
         for h in handles:
             h.remove()
