@@ -98,7 +98,8 @@ def _bench_space(space_name: str, truth: str, options: dict[str, Any] | None) ->
     if space_name not in TRUTHS:
         raise UsageError(f"no ground truth for space {space_name!r}; valid spaces: {', '.join(TRUTHS)}")
     if truth not in TRUTHS[space_name]:
-        raise UsageError(f"no {space_name} ground truth {truth!r}; valid --truth: {', '.join(TRUTHS[space_name])}")
+        raise UsageError(f"no {space_name} ground truth for dataset {truth!r}; valid datasets: "
+                         f"{', '.join(TRUTHS[space_name])}")
     options = dict(options or {})
     if space_name == "nasnet":
         if options.get("variant") != "darts":
