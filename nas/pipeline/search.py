@@ -307,6 +307,8 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
     summary = _summary(p, best, trials)
     if p.strategy.info:
         summary["training"] = p.strategy.info
+    if p.strategy.stats:
+        summary["strategy_stats"] = dict(p.strategy.stats)
     if p.out is not None and best is not None:
         exports = export_inherited(p.strategy, best.arch, p.out)
         if exports:
