@@ -115,6 +115,7 @@ class RegularizedEvolution(Strategy):
         self._gp_round = -1
         self._codes: dict[Arch, np.ndarray] = {}
         self._fit: tuple[int, np.ndarray | None] = (-1, None)
+        self._pop_fits: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))
         self._best: Trial | None = None   # fittest trial told so far (the local phase's centre)
         self._normal: list[Any] | None = None   # [trials read, X'X, X'y, count, sum y, sum y^2]
         self.budget: int | None = None
@@ -248,7 +249,15 @@ class RegularizedEvolution(Strategy):
     # ---- operators ----------------------------------------------------------------------------
     def _tournament(self, pop: Sequence[Trial]) -> Trial:
         idx = self.rng.choice(len(pop), size=min(self.sample_size, len(pop)), replace=False)
-        return max((pop[i] for i in idx), key=self.fitness)
+        fits = self._pop_fitness(pop)
+        return pop[int(idx[int(np.argmax(fits[idx]))])]   # the first of the fittest drawn, as max() picks
+
+    def _pop_fitness(self, pop: Sequence[Trial]) -> np.ndarray:
+        """Fitness of the population (computed once per population, not once per tournament entrant)."""
+        key = (len(self.history), len(pop))
+        if self._pop_fits[0] != key:
+            self._pop_fits = (key, np.array([self.fitness(t) for t in pop]))
+        return self._pop_fits[1]
 
     def _uniform_crossover(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:
         take_b = self.rng.random(len(a)) < 0.5

@@ -83,6 +83,7 @@ class GP:
 
     def fit(self, x: np.ndarray, y: np.ndarray, choose: bool = True) -> "GP":
         """Fit to features `x` and targets `y`; `choose`: pick the hyperparameters again (else keep them)."""
+        from scipy.linalg import cho_solve
         self.mean, self.std = float(y.mean()), float(y.std()) or 1.0
         z = (y - self.mean) / self.std
         d = self._sqdist(x, x)
@@ -94,7 +95,7 @@ class GP:
                 chol = np.linalg.cholesky(k)
             except np.linalg.LinAlgError:
                 continue
-            alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+            alpha = cho_solve((chol, True), z, check_finite=False)
             lml = -0.5 * float(z @ alpha) - float(np.log(np.diag(chol)).sum())
             if best is None or lml > best[0]:
                 best = (lml, (ell2, noise, chol, alpha))
