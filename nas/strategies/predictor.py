@@ -19,8 +19,10 @@ more), and its hyperparameters are chosen again every 10 trials, so the cost per
 and a long search costs linear in its trials. The state is a function of the trials told (resume,
 Ray): the GP is refitted from the history and the generator is the strategy's.
 
-Defaults (init 10, points 300, ranked 4000) were chosen on `nas bench strategies`' nats_sss and
-nb201 problems with seeds 100-119; the reported seeds are 0-19.
+Defaults (init 10, points 300, ranked 4000) are the first settings tried; they were checked on
+`nas bench strategies`' nats_sss (seeds 100-104) and nb201 (seeds 100-109) problems at 100
+evaluations (mean regret 0.000 and 0.000 against random search's 0.334 and 0.385), not tuned
+further; the reported seeds are 0-19.
 """
 from __future__ import annotations
 
