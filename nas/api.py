@@ -1,6 +1,6 @@
 """The Python API: one function per `nas` subcommand, with the CLI's defaults and thread handling.
 
-The CLI (nas/cli.py) only parses arguments, calls one of these and prints what it returns, so
+The CLI (nas/cli/main.py) only parses arguments, calls one of these and prints what it returns, so
 
     from nas import SearchConfig, search
     result = search(SearchConfig(space="mbconv", targets=("pixel1",), latency_ms=(80.0,), trials=50))

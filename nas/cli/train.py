@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                   resume=args.resume, progress=not args.quiet, torch_threads=args.torch_threads, device=args.device,
                   amp=args.amp, **given)
     try:
-        if args.runner == "ray":   # the same DDP job on Ray actors (nas/ray_train.py)
+        if args.runner == "ray":   # the same DDP job on Ray actors (nas/cluster/ray_train.py)
             from nas.cluster.ray_train import train_on_ray
             result = train_on_ray(args.workers, args.address, result=args.result, **kwargs)
         else:

@@ -63,7 +63,7 @@ class SearchPlan:
 
 
 def search(cfg: SearchConfig, progress: bool = True, dist: Any = None) -> SearchResult | None:
-    """Run the whole pipeline, holding the run lock of a local store (nas/run_lock.py): a second
+    """Run the whole pipeline, holding the run lock of a local store (nas/store/lock.py): a second
     search on the same --out is refused while this one runs.
 
     Under torchrun (`dist`: an active nas.training.distributed.DistContext) every rank plans and trains the
@@ -292,7 +292,7 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
         from nas.pipeline.ray_runner import run_ray_search
         return run_ray_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
                               workers=cfg.workers, address=cfg.address, max_retries=cfg.max_retries)
-    if getattr(p.store, "shared", False):   # several searches on one study: nas/cooperative.py
+    if getattr(p.store, "shared", False):   # several searches on one study: nas/pipeline/cooperative.py
         from nas.pipeline.cooperative import run_cooperative
         return run_cooperative(p.strategy, evaluator, n, p.store, progress=progress,
                                max_retries=cfg.max_retries, heartbeat_s=cfg.heartbeat_s)
