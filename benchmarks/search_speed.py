@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # search() from this checkout, as the CLI child gets via PYTHONPATH
 
 
 def _args(out: Path, store: str, trials: int, options: list[str]) -> list[str]:
