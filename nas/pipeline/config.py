@@ -40,6 +40,7 @@ class SearchConfig:
     epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
     batch_size: int | None = None
     device: str | None = None                # torch device for training and proxies: cpu (default) or cuda
+    quantize_top: int = 0                    # re-score the top K finalists of --evaluator train after int8 PTQ
 
 
 def training_settings(cfg: SearchConfig) -> dict[str, Any]:
@@ -72,6 +73,11 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"--heartbeat must be a positive number of seconds, got {cfg.heartbeat_s:g}")
     if cfg.max_retries < 0:
         raise UsageError(f"--max-retries must be at least 0, got {cfg.max_retries}")
+    if isinstance(cfg.quantize_top, bool) or not isinstance(cfg.quantize_top, int) or cfg.quantize_top < 0:
+        raise UsageError(f"--quantize-top must be a whole number >= 0, got {cfg.quantize_top!r}")
+    if cfg.quantize_top and cfg.evaluator != "train":
+        raise UsageError(f"--quantize-top re-trains and quantizes finalists: it needs --evaluator train, "
+                         f"not {cfg.evaluator!r}")
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):

@@ -271,7 +271,7 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        # evaluator_options: where searches stored before --dataset existed keep it
                        dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
-                       seed=cfg.seed, out=p.out, progress=progress, dist=dist)
+                       seed=cfg.seed, out=p.out, progress=progress, dist=dist, resume=cfg.resume)
     trained = p.strategy.prepare(ctx)
     if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
         p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))
@@ -304,7 +304,12 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
 def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
     """Best trial, summary (+ training info and inherited-weight exports), best.json."""
     best = best_trial(trials, p.strategy.metric, p.strategy.maximize, p.constraints)
+    rescored = quantize_finalists(p, trials) if p.cfg.quantize_top else None
+    if rescored:   # the best after post-training int8 quantization
+        best = next(t for t in trials if t.number == rescored[0]["trial"])
     summary = _summary(p, best, trials)
+    if rescored is not None:
+        summary["quantized_top"] = rescored
     if p.strategy.info:
         summary["training"] = p.strategy.info
     if p.strategy.stats:
@@ -331,9 +336,25 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             summary["exports"] = exports
     seconds = time.perf_counter() - p.started
     summary["seconds"] = round(seconds, 2)
+    from nas.core.memory import peak_rss_mb
+    summary["peak_rss_mb"] = peak_rss_mb()   # this process's peak so far (training included)
     if p.out is not None and best is not None:
         atomic_write_text(p.out / "best.json", json.dumps(summary, indent=1, default=str) + "\n")
     return SearchResult(p.cfg, trials, best, summary, seconds)
+
+
+def quantize_finalists(p: SearchPlan, trials: list[Trial]) -> list[dict[str, Any]]:
+    """The top `quantize_top` feasible trials by score, re-trained by the train evaluator, quantized to
+    int8 and scored again; sorted by int8 accuracy (best first, ties in the original order)."""
+    ok = [t for t in trials if t.ok and all(c.ok(t.value(c.metric)) for c in p.constraints)]
+    top = sorted(ok, key=lambda t: -t.value(p.strategy.metric))[:p.cfg.quantize_top]
+    quantized = getattr(p.evaluator, "quantized", None)
+    if quantized is None:
+        raise UsageError(f"--quantize-top needs the train evaluator, not {type(p.evaluator).__name__}")
+    rows = [{"trial": t.number, "arch": p.space.format(t.arch), "score": t.value(p.strategy.metric),
+             **quantized(t.arch)} for t in top]
+    log.info("re-scored %d finalists after int8 quantization", len(rows))
+    return sorted(rows, key=lambda r: -r["accuracy_int8"])
 
 
 def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str, Any]:

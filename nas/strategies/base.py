@@ -74,6 +74,8 @@ class TrainContext:
     progress: bool = True
     #: nas.training.distributed.DistContext under torchrun (data-parallel training), else None
     dist: Any = None
+    #: continue training saved in `out` (False: --no-resume, start over)
+    resume: bool = True
 
     def load(self, split: str, resolution: int) -> tuple[Any, Any]:
         from nas.training.data import load_dataset
