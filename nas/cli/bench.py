@@ -136,7 +136,7 @@ def add_bench_parser(sub: Any) -> None:
                                                  "measured pixel3, <= 14 ms) or nasnet (DARTS cells of NB301, "
                                                  "pixel1 model, <= 120 ms)")
     t.add_argument("--strategies", metavar="A,B",
-                   help="default: evolution,tpe,zero-cost,nsga2,optuna-nsga2 (random always runs)")
+                   help="default: evolution,bo,tpe,zero-cost,nsga2,optuna-nsga2 (random always runs)")
     t.add_argument("--seeds", type=int, default=20, help="seeds per strategy (default 20)")
     t.add_argument("--budgets", default="50,100,300", help="evaluation counts to report (default 50,100,300)")
     t.add_argument("--target", help="latency target (default: pixel1 for nats_sss, pixel3 for nb201)")
