@@ -54,16 +54,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from nas.api_latency import calibrate
     r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device,
                   basis=args.basis)
-    if "model" in r:   # --basis
-        errs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["cv_errors"].items())
-        emit(args, r, f"wrote {r['out']}: {r['model']} model fitted on {r['archs']} measured nets, chosen by "
-                      f"leave-one-out error ({errs}); {r['entries']} entries\nuse it with --target {r['out']}")
-        return 0
-    consts = ", ".join(f"{k}={v:.4g}" for k, v in r["constants"].items())
-    rho = "n/a" if r["cv_spearman"] is None else f"{r['cv_spearman']:.3f}"
-    emit(args, r, f"wrote {r['out']}: {r['entries']} layers of {r['space']} priced by a model fitted on {r['archs']} "
-                  f"measured nets ({r['graph']} ops, ridge {r['ridge']:g}); leave-one-out error {100 * r['cv_error']:.1f}%, "
-                  f"Spearman {rho}; train error {100 * r['train_error']:.1f}%\nconstants: {consts}\nuse it with --target {r['out']}")
+    fams = ", ".join(f"{k} {100 * v['cv_error']:.1f}% (weight {v['weight']:.2f})" for k, v in r["families"].items())
+    what = "predicted archs" if "basis" in r else f"layers of {r['space']}"
+    emit(args, r, f"wrote {r['out']}: {r['entries']} {what}, priced by a blend of model families fitted on "
+                  f"{r['archs']} measured nets and weighted by their leave-one-out error: {fams}\n"
+                  f"use it with --target {r['out']}")
     return 0
 
 
