@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nas.bench_strategies import format_strategies, plot_strategies, strategy_benchmark
+from nas.bench.strategies import format_strategies, plot_strategies, strategy_benchmark
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from latency.devices.pixel1 import build_table
     from latency.model import LUTModel
     from nas.api import train
-    from nas.torch_threads import set_torch_threads
+    from nas.training.threads import set_torch_threads
     from search_spaces.catalog import get_space
     set_torch_threads(None)
     m = _matrix_module()

@@ -28,7 +28,7 @@ from latency.profile import ProfileSettings, device_metadata, profile_layers
 from latency.table import LatencyTable
 from latency.targets import load_table, target_names, target_spaces
 from latency.validate import sample_archs, validate
-from nas.cli_args import space_options
+from nas.cli.args import space_options
 from nas.core.errors import LatencyError
 from search_spaces.catalog import SPACES, get_space
 

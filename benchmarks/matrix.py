@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     sys.path.insert(0, str(ROOT))
     from nas.core.errors import NasError
-    from nas.torch_threads import set_torch_threads
+    from nas.training.threads import set_torch_threads
     set_torch_threads(None)
     m = _matrix_module()
     out = Path(args.out or tempfile.mkdtemp(prefix="matrix-"))

@@ -2,7 +2,7 @@
 
     python benchmarks/nb201_calibrate.py [--devices pixel2,raspi4] [--repeats 5] [--seed 0] [--basis]
 
-Thin wrapper of nas.bench_latency (also `nas bench latency`): fits on the sampled archs only, then
+Thin wrapper of nas.bench.latency (also `nas bench latency`): fits on the sampled archs only, then
 Spearman against all 15,625 measured archs; mean over HELP's six test devices next to the anchors
 (HELP 0.932 with 10 archs, BRP-NAS 0.789 with 900, FLOPs 0.787).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.bench_latency import DEFAULT_SIZES, calibration_benchmark, format_benchmark
+from nas.bench.latency import DEFAULT_SIZES, calibration_benchmark, format_benchmark
 
 
 def main() -> None:

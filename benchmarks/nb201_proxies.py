@@ -2,7 +2,7 @@
 
     python benchmarks/nb201_proxies.py [--space nb201] [--truth cifar10] [--archs N] [--proxies a,b] [--dataset digits]
 
-A thin wrapper of `nas.bench_proxies.proxy_ranking` (the same as `nas bench proxies`): prints per
+A thin wrapper of `nas.bench.proxies.proxy_ranking` (the same as `nas bench proxies`): prints per
 proxy our Spearman / Kendall with the ground truth, NASLib's own score's Spearman on the same archs,
 Abdelfattah et al.'s published Spearman (all 15,625 archs), and for the data-free proxies the
 per-arch Spearman between our value and NASLib's.
@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from nas.bench_proxies import format_ranking, proxy_ranking
+from nas.bench.proxies import format_ranking, proxy_ranking
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from latency.bench_devices import DEVICES, nb201_latency
-from nas.bench_latency import HELP_TEST_DEVICES
+from nas.bench.latency import HELP_TEST_DEVICES
 from search_spaces.catalog import get_space
 
 

@@ -30,7 +30,7 @@ def train_accuracies(trainer: Any, arch: Any, seeds: int, base_seed: int) -> lis
     """Accuracy of `arch` trained `seeds` times (other init and shuffling, same data split)."""
     import torch
 
-    from nas.evaluators.training import train_eval
+    from nas.training.loops import train_eval
     accs = []
     for k in range(seeds):
         with torch.random.fork_rng(devices=[]):

@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nas.runner import run_search
-from nas.store import open_store
+from nas.pipeline.runner import run_search
+from nas.store.study import open_store
 from nas.strategies.catalog import STRATEGIES
-from nas.trial import MemoryStore
+from nas.store.trial import MemoryStore
 from search_spaces.catalog import get_space
 
 
@@ -72,7 +72,7 @@ def run_local(space: Any, ev: Any, n: int) -> float:
 def run_ray(space: Any, ev: Any, n: int, workers: int) -> tuple[float, float]:
     import ray
 
-    from nas.ray_runner import RayExecutor
+    from nas.pipeline.ray_runner import RayExecutor
     with RayExecutor(ev, workers=workers) as ex:
         startup = ex.startup_seconds
         # warm-up: every worker process imports nas and unpickles the evaluator once

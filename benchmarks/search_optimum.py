@@ -64,7 +64,7 @@ def setup(problem: Problem) -> Setup:
     from latency.targets import lut_model
     from nas.evaluators.base import Compose, LatencyEvaluator
     from nas.evaluators.catalog import make_evaluator
-    from nas.problem import SearchProblem
+    from nas.strategies.problem import SearchProblem
     from nas.strategies.exact import ExactStrategy
     from search_spaces.catalog import get_space
 
@@ -94,8 +94,8 @@ def run(name: str, s: Setup, seed: int, trials: int) -> tuple[np.ndarray, float]
         metrics = run_peer(name, s, seed, trials)
         rate = trials / (time.perf_counter() - t0)
     else:
-        from nas.problem import problem_options
-        from nas.runner import run_search
+        from nas.strategies.problem import problem_options
+        from nas.pipeline.runner import run_search
         from nas.strategies.catalog import STRATEGIES
         cls = STRATEGIES.get(name)
         strategy = cls(s.space, seed=seed, feasible=s.feasible,

@@ -48,7 +48,7 @@ def run(space_name: str, space_options: dict[str, Any], target: str, strategies:
     from latency.targets import lut_model
     from nas.evaluators.base import Compose, LatencyEvaluator
     from nas.evaluators.catalog import make_evaluator
-    from nas.runner import run_search
+    from nas.pipeline.runner import run_search
     from nas.strategies.catalog import STRATEGIES
     from nas.strategies.nsga2 import hypervolume_2d, objective_matrix
     from search_spaces.catalog import get_space

@@ -28,11 +28,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.cooperative import open_any_store, run_cooperative  # noqa: E402
-from nas.runner import run_search  # noqa: E402
-from nas.store import make_storage, open_store  # noqa: E402
+from nas.pipeline.cooperative import open_any_store, run_cooperative  # noqa: E402
+from nas.pipeline.runner import run_search  # noqa: E402
+from nas.store.study import make_storage, open_store  # noqa: E402
 from nas.strategies.catalog import STRATEGIES  # noqa: E402
-from nas.trial import MemoryStore  # noqa: E402
+from nas.store.trial import MemoryStore  # noqa: E402
 from tests.coop_worker import SPACE, SleepScore  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -13,20 +13,20 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from nas.core.errors import UsageError
-from nas.pipeline import SearchResult
-from nas.search_config import SearchConfig, resume_config
-from nas.torch_threads import set_torch_threads
+from nas.pipeline.search import SearchResult
+from nas.pipeline.config import SearchConfig, resume_config
+from nas.training.threads import set_torch_threads
 
 __all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "load_model", "train",
            "report", "list_catalogue", "predict_latency", "profile_latency", "set_torch_threads"]
 
 
 def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult | None:
-    """Run a search (see nas.pipeline). Fixes torch's CPU threads first, as the CLI
+    """Run a search (see nas.pipeline.search). Fixes torch's CPU threads first, as the CLI
     does (`torch_threads`; default half the cores, at most 4). Under torchrun a weight-sharing
     strategy trains data parallel; the result is returned on rank 0 and None on the other ranks."""
-    import nas.distributed as D
-    from nas.pipeline import search as run_pipeline
+    import nas.training.distributed as D
+    from nas.pipeline.search import search as run_pipeline
     world = D.world_size()
     if world > 1:
         check_distributed_search(cfg, world)
@@ -56,8 +56,8 @@ SECTIONS = ("spaces", "strategies", "evaluators", "targets")
 
 def list_catalogue(what: str, verbose: bool = False) -> list[dict[str, Any]]:
     """Rows describing the registered spaces, targets, strategies or evaluators: name, what it is,
-    options and defaults (see nas.catalogue); evaluator options only with `verbose`."""
-    import nas.catalogue as catalogue
+    options and defaults (see nas.pipeline.catalogue); evaluator options only with `verbose`."""
+    import nas.pipeline.catalogue as catalogue
     if what == "evaluators":
         return catalogue.evaluators(verbose)
     if what in SECTIONS:
@@ -84,14 +84,14 @@ def export(result: str, fmt: str, out: str, seed: int = 0, batch: int | None = N
            opset: int | None = None) -> dict[str, Any]:
     """Write a search result (best.json, random weights) or a trained model.pt (its weights) as ONNX
     (dynamic batch axis unless `batch`), torch, TorchScript or JSON."""
-    from nas.deploy import export as write
+    from nas.deploy.export import export as write
     set_torch_threads(None)
     return write(result, fmt, out, seed, batch=batch, opset=opset)
 
 
 def load_model(path: str) -> Any:
     """The torch module (eval mode, trained weights) of a .pt written by `nas train` or `nas export`."""
-    from nas.deploy import load_model as load
+    from nas.deploy.export import load_model as load
     return load(path)
 
 
@@ -99,28 +99,18 @@ def train(result: str | None = None, *, space: str | None = None, arch: str | No
           space_options: Mapping[str, Any] | None = None, out: str | None = None, resume: bool = False,
           progress: bool = True, torch_threads: int | None = None, **config: Any) -> Any:
     """Train an arch from scratch (a best.json, a .pt to fine-tune, or `space` + `arch`) with the
-    standard recipe (`config`: nas.retrain.TrainConfig fields); exports model.pt / model.onnx to `out`.
+    standard recipe (`config`: nas.training.retrain.TrainConfig fields); exports model.pt / model.onnx to `out`.
     Under torchrun, data parallel; returns the TrainResult on rank 0 and None on the others."""
-    import nas.distributed as D
-    from nas.retrain import TrainConfig, load_target, train_arch
-    sp, a, overrides, init = load_target(result, space, arch, dict(space_options or {}))
-    cfg = TrainConfig(**config)
-    D.check_device(cfg.device)
-    set_torch_threads(torch_threads)
-    ctx = D.setup(cfg.device)
-    try:
-        res = train_arch(sp, a, cfg, out=out, overrides=overrides, resume=resume, progress=progress, ctx=ctx,
-                         init=init)
-    finally:
-        D.teardown(ctx)
-    return res if ctx.is_main else None
+    from nas.training.retrain import run_training
+    return run_training(result, space=space, arch=arch, space_options=space_options, out=out, resume=resume,
+                        progress=progress, torch_threads=torch_threads, **config)
 
 
 def report(folder: str | None, storage: str | None = None, study: str | None = None, out: str | None = None,
            x: str | None = None, y: str = "score") -> tuple[dict[str, Any], Any]:
     """Pareto plot, HTML report and CSV of a search's trials; returns (info, the loaded search). `x`: the
     metric on the x axis; by default the latency on every target of the search (one panel each)."""
-    from nas.report import load_search, write_report
+    from nas.pipeline.report import load_search, write_report
     if folder is None and storage is None:
         raise UsageError("give a search folder (the --out of 'nas search') or --storage with --study")
     record = load_search(folder, storage, study)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from nas.core.errors import UsageError
-from nas.torch_threads import set_torch_threads
+from nas.training.threads import set_torch_threads
 
 if TYPE_CHECKING:
     from latency.table import LatencyTable

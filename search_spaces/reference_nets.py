@@ -1,7 +1,7 @@
 """Published networks with published Pixel 1 latencies, written as LayerSpec lists.
 
 These calibrate (CALIBRATION) and check (HELD_OUT, FAMILIES, `cell_held_out`) the Pixel 1 device
-model of `latency/devices/pixel1.py` (through `nas.pixel1_calibration`). Every latency is the single-thread TFLite float latency on the big core of a Google
+model of `latency/devices/pixel1.py` (through `latency.devices.pixel1_calibration`). Every latency is the single-thread TFLite float latency on the big core of a Google
 Pixel 1 as the cited source reports it; where the source is a repository README rather than the
 paper, that is said. Architectures follow the authors' released definitions (cited per builder);
 `published_params_m` / `published_macs_m` let tests check that the specs are the right nets.

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from nas.cooperative import open_any_store, run_cooperative
+from nas.pipeline.cooperative import open_any_store, run_cooperative
 from nas.strategies.catalog import STRATEGIES
 from search_spaces.catalog import get_space
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_api_search_equals_cli_search(tmp_path: Path) -> None:
     from nas import SearchConfig, search
-    from nas.cli import main
+    from nas.cli.main import main
     assert main(["search", "--space", "mbconv", "--target", "pixel1", "--latency-ms", "80", "--trials", "12",
                  "--seed", "3", "--quiet", "--out", str(tmp_path / "cli")]) == 0
     cli_best = json.loads((tmp_path / "cli" / "best.json").read_text())
@@ -28,7 +28,7 @@ def test_api_fixes_torch_threads_like_the_cli() -> None:
     """`from nas import search` used to leave torch at its default threads (7x slower than the CLI)."""
     code = ("import torch; torch.set_num_threads(7)\n"
             "from nas import SearchConfig, search\n"
-            "from nas.torch_threads import default_threads\n"
+            "from nas.training.threads import default_threads\n"
             "search(SearchConfig(space='mbconv', targets=('pixel1',), trials=2), progress=False)\n"
             "print(torch.get_num_threads(), default_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

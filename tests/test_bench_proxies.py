@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nas.bench_proxies import proxy_ranking
+from nas.bench.proxies import proxy_ranking
 from nas.core.errors import UsageError
 
 
@@ -27,7 +27,7 @@ def test_data_free_proxies_agree_with_naslib() -> None:
 
 
 def test_bench_cli_json_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     assert main(["bench", "proxies", "--space", "nats_sss", "--archs", "20", "--proxies", "params,flops", "--quiet",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

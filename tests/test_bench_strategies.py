@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nas.bench_strategies import curves, reference, setup_for, strategy_benchmark
+from nas.bench.strategies import curves, reference, setup_for, strategy_benchmark
 from nas.core.errors import UsageError
 
 

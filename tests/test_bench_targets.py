@@ -133,7 +133,7 @@ def test_tabular_evaluator_errors(tmp_path: Path) -> None:
 
 
 def test_cli_search_writes_ground_truth_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     out = tmp_path / "run"
     code = main(["search", "--space", "nats_sss", "--evaluator", "tabular", "--strategy", "evolution",
                  "--target", "pixel1", "--trials", "30", "--seed", "0", "--out", str(out)])

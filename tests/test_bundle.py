@@ -13,7 +13,7 @@ import pytest
 from latency.bundle import OVERHEAD_KEY, export_bundle, import_results, load_manifest
 from latency.model import LUTModel
 from latency.profile import ProfileSettings
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import LatencyError
 from search_spaces.catalog import get_space
 

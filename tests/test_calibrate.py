@@ -9,7 +9,7 @@ import pytest
 from latency.calibrate import FEATURES, FeatureCache, build_table, calibrate, fit_features
 from latency.model import LUTModel
 from latency.table import LatencyTable
-from nas.cli import main
+from nas.cli.main import main
 from search_spaces.catalog import get_space
 
 #: a made-up device: ms per feature unit (MACs, bytes, ops); conv / fc MACs are fixed in mbconv nets

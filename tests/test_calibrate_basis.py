@@ -13,8 +13,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from latency.bench_devices import nb201_latency
-from nas.bench_latency import HELP_TEST_DEVICES, reference_devices
-from nas.cli import main
+from nas.bench.latency import HELP_TEST_DEVICES, reference_devices
+from nas.cli.main import main
 
 
 def _measure(tmp_path: Path, ms: dict[str, float], n: int = 10, seed: int = 3) -> Path:
@@ -70,7 +70,7 @@ def test_benchmark_basis_never_holds_the_target_or_a_test_device() -> None:
 @pytest.mark.slow   # ~11 s of CPU: features of all 15,625 archs and 2 x 3 leave-one-out fits
 def test_bench_latency_basis_reports_the_model_kept_and_the_roofline_alone() -> None:
     """fpga latencies are a per-op roofline almost exactly (Spearman 1.000 from 10 archs)."""
-    from nas.bench_latency import calibration_benchmark
+    from nas.bench.latency import calibration_benchmark
     r = calibration_benchmark(["fpga"], [10], repeats=2, seed=0, basis=True)
     row = r["devices"]["fpga"]["10"]
     assert sum(row["models"].values()) == 2 and set(row["models"]) <= {"roofline", "basis", "basis+roofline"}

@@ -47,7 +47,7 @@ def test_every_space_keeps_to_its_candidate_list(name: str, tmp_path: Path) -> N
 
 
 def test_cli_search_evaluates_only_listed_archs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     from nas.evaluators.tabular import truth_table
     full = get_space("nats_sss")
     listed = ["8:8:8:8:8", "64:64:64:64:64", "32:32:32:32:32", "16:64:16:64:16", "64:8:64:8:64", "48:48:48:48:48"]
@@ -60,14 +60,14 @@ def test_cli_search_evaluates_only_listed_archs(tmp_path: Path, capsys: pytest.C
     assert summary["arch"] == max(listed, key=truth.__getitem__)   # the best of the list, by ground truth
     config = json.loads((out / "config.json").read_text())
     assert config["space_options"] == {"candidates": str(f.resolve())}
-    from nas.report import load_search
+    from nas.pipeline.report import load_search
     record = load_search(str(out))
     seen = {full.format(t.arch) for t in record.trials}
     assert seen <= set(listed) and len(seen) >= 4
 
 
 def test_candidate_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     bad = _write(tmp_path, "bad.txt", ["# header", "8:8:8:8:8", "8:8:8:8:9", "16:16:16:16:16"])
     twice = _write(tmp_path, "twice.txt", ["8:8:8:8:8", "16:16:16:16:16", "8:8:8:8:8"])
     good = _write(tmp_path, "good.txt", ["8:8:8:8:8", "16:16:16:16:16"])
@@ -100,7 +100,7 @@ def test_candidate_flag_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_nb201_candidate_flag_uses_its_own_list(tmp_path: Path) -> None:
     """nb201 has a native `candidates` option (also 'naslib'); the flag feeds it the same file."""
-    from nas.cli import main
+    from nas.cli.main import main
     from search_spaces.bench_data import nb201_records
     blocks = sorted(nb201_records("cifar10"))[:7]
     f = _write(tmp_path, "nb.txt", blocks)

@@ -9,10 +9,10 @@ import onnx
 import pytest
 import torch
 
-from nas.cli import main
-from nas.deploy import load_torch
+from nas.cli.main import main
+from nas.deploy.export import load_torch
 from latency.onnx_io import run, session
-from nas.report import load_search
+from nas.pipeline.report import load_search
 
 
 def nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

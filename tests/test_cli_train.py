@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 
 ARCH = "k3e3 skip skip skip | k3e3 skip skip skip | k3e3 skip skip skip | k3e3 skip skip skip | k3e3 skip skip skip | k3e3"
 SMALL = ["-o", "resolution=32", "-o", "width_mult=0.25"]
@@ -120,7 +120,7 @@ def test_bad_input_is_one_clear_line(case: str, best: Path, tmp_path: Path, caps
 
 def test_ctrl_c_says_how_to_resume(best: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from nas import retrain
+    from nas.training import retrain
 
     def interrupted(*a: object, **k: object) -> None:
         raise KeyboardInterrupt

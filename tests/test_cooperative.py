@@ -17,10 +17,10 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.cooperative import open_any_store, run_cooperative
-from nas.shared_store import BEAT, KEY, OWNER, SharedStudyStore, is_shared_spec
+from nas.pipeline.cooperative import open_any_store, run_cooperative
+from nas.store.shared import BEAT, KEY, OWNER, SharedStudyStore, is_shared_spec
 from nas.strategies.catalog import STRATEGIES
-from nas.trial import Trial
+from nas.store.trial import Trial
 from tests.coop_worker import SPACE, SleepScore
 from tests.postgres_server import postgres_url, study_name  # noqa: F401  (fixtures)
 
@@ -36,7 +36,7 @@ def shared_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def all_trials(spec: str, study: str) -> list[Any]:
-    from nas.store import make_storage
+    from nas.store.study import make_storage
     return optuna.load_study(study_name=study, storage=make_storage(spec)).get_trials(deepcopy=False)
 
 
@@ -165,6 +165,6 @@ def test_two_nas_search_commands_on_one_postgres_study(postgres_url: str, study_
 
 
 def test_heartbeat_must_be_positive(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     code = main(["search", "--heartbeat", "0", "--storage", f"journal:{tmp_path / 'j.log'}", "--study", "s"])
     assert code == 2 and "--heartbeat must be a positive number of seconds, got 0" in capsys.readouterr().err

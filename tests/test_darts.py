@@ -168,7 +168,7 @@ def bar_postfixes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_progress_bars_show_the_current_running_loss(bar_postfixes: list[str]) -> None:
     """Each step draws the running mean loss of the epoch so far, ending at the epoch's loss - not the
     step before's loss (DARTS, supernet) nor the previous epoch's (short training)."""
-    from nas.evaluators.training import train_eval
+    from nas.training.loops import train_eval
     torch.manual_seed(0)
     w_half, a_half = split_half(tiny_data(32), seed=0)      # 16 weight samples, batch 8: 2 steps per epoch
     hist = train_darts(DartsNet(SPACE), w_half, a_half, DartsConfig(epochs=2, batch_size=8), progress=True)

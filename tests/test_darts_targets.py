@@ -41,7 +41,7 @@ def test_shipped_darts_tables_cover_every_layer(target: str, source: str) -> Non
 
 
 def test_pixel1_darts_table_is_the_device_model() -> None:
-    """The shipped file is what `python -m nas.pixel1_calibration table` writes for these options."""
+    """The shipped file is what `python -m latency.devices.pixel1_calibration table` writes for these options."""
     from latency.devices.pixel1 import build_table
     shipped = LatencyTable.load(shipped_path("pixel1", DARTS))
     built = build_table(DARTS).entries
@@ -96,7 +96,7 @@ def test_nasnet_profiles_on_first_use_like_mbconv(monkeypatch: pytest.MonkeyPatc
 
 
 def test_list_targets_names_the_variant_not_the_file_hash(capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     assert main(["list", "targets"]) == 0
     out = capsys.readouterr().out
     assert "nasnet (blocks=4, variant=darts)" in out and "nasnet-3acae496" not in out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import (
+from nas.training.data import (
     CIFAR_MEAN,
     CIFAR_STD,
     IMAGENET_MEAN,

@@ -1,6 +1,6 @@
 """Weight-sharing searches under torchrun (gloo on CPU, 2 processes) against one process.
 
-The reductions (nas.distributed) are checked exactly on two spawned gloo ranks; whole searches
+The reductions (nas.training.distributed) are checked exactly on two spawned gloo ranks; whole searches
 (supernet, darts, single-path) within a tolerance - BatchNorm normalises each rank's half batch,
 so N processes cannot repeat one process bit for bit - and for what must hold exactly: every
 sample at most once per epoch, one set of output files, rank 0 alone prints and writes.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.cli import main
+from nas.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def _free_port() -> int:
 def _rank_main(rank: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
-    import nas.distributed as D
+    import nas.training.distributed as D
     ctx = D.setup("cpu")
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 3)
@@ -198,7 +198,7 @@ def _train_all(dist: Any) -> dict[str, Any]:
 def _whole_batch_rank(rank: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
-    import nas.distributed as D
+    import nas.training.distributed as D
     torch.set_num_threads(1)
     ctx = D.setup("cpu")
     sliced = _train_all(ctx)              # each rank its slice: different gradients before the sums

@@ -8,11 +8,11 @@ from latency.targets import lut_model
 from nas.core.errors import UsageError
 from nas.evaluators.base import Compose, LatencyEvaluator
 from nas.evaluators.catalog import make_evaluator
-from nas.problem import SearchProblem
-from nas.runner import run_search
+from nas.strategies.problem import SearchProblem
+from nas.pipeline.runner import run_search
 from nas.strategies.catalog import STRATEGIES
 from nas.strategies.evolution import RegularizedEvolution
-from nas.trial import COMPLETE, MemoryStore, Trial
+from nas.store.trial import COMPLETE, MemoryStore, Trial
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nas.core.errors import UsageError
-from nas.problem import AdditiveTable, SearchProblem
+from nas.strategies.problem import AdditiveTable, SearchProblem
 from nas import SearchConfig, search
 from nas.strategies.exact import solve_choice_knapsack
 
@@ -117,7 +117,7 @@ def test_exact_outside_search_names_what_to_use() -> None:
 
 
 def test_cli_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     code = main(["search", "--space", "mbconv", "--target", "xeon-2.8ghz", "--latency-ms", "8", "--strategy", "exact",
                  "--out", str(tmp_path / "o")])
     assert code == 2

@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import UsageError
-from nas.deploy import export, load_model
+from nas.deploy.export import export, load_model
 
 ARCH = "k3e6 skip skip skip | k5e3 skip skip skip | k3e3 k5e6 skip skip | k3e3 skip skip skip | k3e3 skip skip skip | k3e3"
 
@@ -115,7 +115,7 @@ SMALL_OPTIONS = {"mbconv": {"resolution": 32, "width_mult": 0.35}, "nasnet": {"c
 
 @pytest.mark.parametrize("name", sorted(SMALL_OPTIONS))
 def test_every_space_exports_a_dynamic_batch(name: str, tmp_path: Path) -> None:
-    from nas.deploy import export_onnx
+    from nas.deploy.export import export_onnx
     from search_spaces.catalog import get_space
     space = get_space(name, **SMALL_OPTIONS[name], num_classes=10)
     arch = space.sample(np.random.default_rng(0))

@@ -226,7 +226,7 @@ def argv(draw: Any) -> list[str]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A folder with a tiny latency table and a finished tiny search ("done") to point commands at."""
-    from nas.cli import main
+    from nas.cli.main import main
     root = tmp_path_factory.mktemp("fuzz")
     space = get_space("mbconv", width_mult=0.25, resolution=32, num_classes=10)
     table = LatencyTable("mbconv", space.options(), {"device": "synthetic"})
@@ -245,7 +245,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 @given(args=argv())
 def test_cli_never_tracebacks(args: list[str], workdir: tuple[Path, dict[str, str]],
                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from nas.cli import main
+    from nas.cli.main import main
     root, subst = workdir
     args = [subst.get(a, a) for a in args]
     monkeypatch.chdir(root)   # relative --out/--storage values land in the fixture folder

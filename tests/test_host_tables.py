@@ -13,7 +13,7 @@ import latency.profile
 from latency import host_tables
 from latency.table import LatencyTable
 from latency.targets import TABLES, load_table, lut_model, target_names
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import UsageError
 from nas.core.space import SearchSpace
 from search_spaces.catalog import get_space

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from nas.core.errors import UsageError
-from nas.runner import run_search
+from nas.pipeline.runner import run_search
 from nas.strategies.catalog import STRATEGIES
 from nas.strategies.base import parse_objectives
 from nas.strategies.nsga2 import (
@@ -18,7 +18,7 @@ from nas.strategies.nsga2 import (
     pareto_front,
     select_population,
 )
-from nas.trial import FAILED, Trial
+from nas.store.trial import FAILED, Trial
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)

@@ -14,7 +14,7 @@ from latency.net_calibration import CALIBRATION_SEED, calibrate, fit_from_table,
 from latency.profile import ProfileSettings, profile_space
 from latency.table import LatencyTable
 from latency.validate import Measured, format_report, sample_archs, validate
-from nas.cli import main
+from nas.cli.main import main
 from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs
 from tests.test_validate import synthetic_table

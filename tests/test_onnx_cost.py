@@ -21,7 +21,7 @@ from latency.onnx_cost import load_graph, parse_shape, predict_onnx
 from latency.onnx_io import export_onnx
 from latency.targets import lut_model
 from nas.api_latency import predict_onnx as api_predict_onnx
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import UsageError
 from search_spaces.catalog import get_space
 

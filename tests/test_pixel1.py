@@ -8,8 +8,8 @@ import pytest
 
 from latency.devices import pixel1 as P
 from latency.devices import primitives as M
-from nas import pixel1_calibration as C
-from nas import pixel1_sources as S
+from latency.devices import pixel1_calibration as C
+from latency.devices import pixel1_sources as S
 from search_spaces import reference_nets as R
 from latency.model import LUTModel
 from latency.table import LatencyTable
@@ -408,7 +408,7 @@ def test_module_cli_registers_the_new_ops(tmp_path: Path) -> None:
     import sys
     out = tmp_path / "h.json"
     opts = '{"width": 16, "depth": 4, "min_scales": [0], "resolution": 64}'
-    res = subprocess.run([sys.executable, "-m", "nas.pixel1_calibration", "table", "--space", "hytra",
+    res = subprocess.run([sys.executable, "-m", "latency.devices.pixel1_calibration", "table", "--space", "hytra",
                           "--options", opts, "--out", str(out)], check=False, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr

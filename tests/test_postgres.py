@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.cli import main
-from nas.report import load_search
-from nas.store import make_storage, open_store
-from nas.storage_errors import mask
-from nas.trial import COMPLETE, FAILED, Trial
+from nas.cli.main import main
+from nas.pipeline.report import load_search
+from nas.store.study import make_storage, open_store
+from nas.store.errors import mask
+from nas.store.trial import COMPLETE, FAILED, Trial
 from tests.postgres_server import postgres_url, study_name  # noqa: F401  (fixtures)
 from tests.test_store import SPACE, TINY, tiny_table
 
@@ -95,7 +95,7 @@ def test_cli_search_creates_and_resumes_a_study(postgres_url: str, study_name: s
 
 # ---- bad input ------------------------------------------------------------------------------------
 def run_cli(*argv: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
-    code = f"import sys\n{prelude}\nfrom nas.cli import main\nsys.exit(main(sys.argv[1:]))"
+    code = f"import sys\n{prelude}\nfrom nas.cli.main import main\nsys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 

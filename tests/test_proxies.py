@@ -17,7 +17,7 @@ from nas.evaluators.zero_cost import (
     ZeroCostEvaluator,
     proxy_names,
 )
-from nas.runner import run_search
+from nas.pipeline.runner import run_search
 from nas.strategies.catalog import STRATEGIES
 from search_spaces.catalog import SPACES, get_space
 
@@ -194,7 +194,7 @@ def test_default_batch_is_real_digits_and_noise_stays_an_option() -> None:
     mini-batches); `dataset=noise` keeps seeded Gaussian images with random labels."""
     import torch
 
-    from nas.data import load_dataset
+    from nas.training.data import load_dataset
     from nas.evaluators.zero_cost import DEFAULT_DATASET, NOISE
     space = tiny("mbconv")
     ev = ZeroCostEvaluator(space, seed=3, proxy="naswot", batch=8, resolution=None)

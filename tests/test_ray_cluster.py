@@ -20,10 +20,10 @@ from typing import Iterator
 
 import pytest
 
-from nas import ray_watchdog
+from nas.cluster import ray_watchdog
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCH = [sys.executable, "-c", "import sys; from nas.cli import main; sys.exit(main())", "search"]
+SEARCH = [sys.executable, "-c", "import sys; from nas.cli.main import main; sys.exit(main())", "search"]
 RAY_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
 
 

@@ -14,11 +14,11 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from latency.table import LatencyTable  # noqa: E402
-from nas.cli import main  # noqa: E402
+from nas.cli.main import main  # noqa: E402
 from nas.core.errors import UsageError  # noqa: E402
-from nas.ray_runner import RayExecutor, run_ray_search  # noqa: E402
-from nas.runner import run_search, trial_seed  # noqa: E402
-from nas.store import open_store  # noqa: E402
+from nas.pipeline.ray_runner import RayExecutor, run_ray_search  # noqa: E402
+from nas.pipeline.runner import run_search, trial_seed  # noqa: E402
+from nas.store.study import open_store  # noqa: E402
 from nas.strategies.catalog import STRATEGIES  # noqa: E402
 from search_spaces.catalog import get_space  # noqa: E402
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 
 pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]

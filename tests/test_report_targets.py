@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.cli import main
-from nas.report import SearchRecord, label, latency_axes, load_search, pareto_front, plot
-from nas.trial import COMPLETE, FAILED, Trial
+from nas.cli.main import main
+from nas.pipeline.report import SearchRecord, label, latency_axes, load_search, pareto_front, plot
+from nas.store.trial import COMPLETE, FAILED, Trial
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from latency.table import LatencyTable
-from nas.store import open_store
+from nas.store.study import open_store
 from search_spaces.catalog import get_space
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from nas import retrain
-from nas.augment import augment, resolve
-from nas.distributed import shard_indices
+from nas.training import retrain
+from nas.training.augment import augment, resolve
+from nas.training.distributed import shard_indices
 from nas.core.errors import UsageError
-from nas.retrain import TrainConfig, lr_at, train_arch
+from nas.training.retrain import TrainConfig, lr_at, train_arch
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv")                       # as searched: 224 px, 1000 classes, width 1.0
@@ -85,7 +85,7 @@ def test_config_checks() -> None:
 def test_train_learns_writes_files_equal_to_torch(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from nas.deploy import load_model
+    from nas.deploy.export import load_model
     old = os.umask(0o022)
     state = torch.random.get_rng_state()
     try:
@@ -113,7 +113,7 @@ def test_train_learns_writes_files_equal_to_torch(tmp_path: Path) -> None:
         assert got.shape == (b, 10)
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     # the exported weights are the trained ones: same held-out accuracy as reported
-    from nas.data import load_dataset
+    from nas.training.data import load_dataset
     xv, yv = load_dataset("synthetic:300", split="val", seed=3, resolution=32)
     with torch.no_grad():
         acc = float((model(xv).argmax(1) == yv).float().mean())

@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 
 from latency.targets import TABLES
-from nas.cli import main
+from nas.cli.main import main
 
 CPU_MBCONV = TABLES / "xeon-2.8ghz" / "mbconv.json"
 CONFIG = {"space": "mbconv", "space_options": {}, "targets": ["pixel1"], "latency_ms": [80.0],
@@ -184,7 +184,7 @@ def test_summary_names_the_proxy_and_report_names_present_metrics(tmp_path: Path
 
 def test_jsonl_garbage_line_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from nas.core.arch import Arch
-    from nas.trial import JsonlStore, Trial
+    from nas.store.trial import JsonlStore, Trial
     store = JsonlStore(tmp_path / "t.jsonl")
     for n in range(2):
         store.append(Trial(n, Arch("mbconv", ("k3e3",) * 21), {"score": float(n)}, "complete", None, 0.0, 0))
@@ -211,7 +211,7 @@ def test_sigterm_during_profile_says_layers_are_kept(monkeypatch: pytest.MonkeyP
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     import importlib
 
-    from nas.cli import Terminated
+    from nas.cli.main import Terminated
     api_latency = importlib.import_module("nas.api_latency")
 
     def stopped(*args: object, **kwargs: object) -> None:
@@ -223,7 +223,7 @@ def test_sigterm_during_profile_says_layers_are_kept(monkeypatch: pytest.MonkeyP
 
 def test_closed_pipe_gives_no_traceback() -> None:
     """`nas list targets | head -0`: the reader is gone before nas writes."""
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nas.cli import main; sys.exit(main())",
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nas.cli.main import main; sys.exit(main())",
                              "list", "targets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
@@ -261,8 +261,8 @@ def test_optuna_trials_carry_numeric_latency_and_constraints(tmp_path: Path) -> 
     import optuna
 
     from nas.core.arch import Arch
-    from nas.store import open_store
-    from nas.trial import Trial
+    from nas.store.study import open_store
+    from nas.store.trial import Trial
     url = f"sqlite:///{tmp_path / 't.db'}"
     store = open_store(url, "s")
     store.set_constraints([("latency_ms.cpu", 10.0, True)])
@@ -279,7 +279,7 @@ def test_ray_address_with_nothing_listening_fails_fast() -> None:
     import time
 
     from nas.core.errors import NasError
-    from nas.ray_runner import RayExecutor
+    from nas.pipeline.ray_runner import RayExecutor
     with socket.socket() as s:   # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -313,7 +313,7 @@ def test_sigterm_during_ray_search_exits_143(tmp_path: Path) -> None:
     import time
     pytest.importorskip("ray")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nas.cli import main; sys.exit(main())",
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nas.cli.main import main; sys.exit(main())",
                              "search", "--runner", "ray", "--workers", "2", "--trials", "400", "--quiet",
                              "--out", str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db, deadline = tmp_path / "run" / "trials.db", time.time() + 240

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.run_lock import RunLockedError, holder_info, local_store_file, lock_path, run_lock
-from nas.store import open_store
+from nas.store.lock import RunLockedError, holder_info, local_store_file, lock_path, run_lock
+from nas.store.study import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -31,7 +31,7 @@ def hold(path: Path, extra: str = "") -> subprocess.Popen[str]:
     """A process that takes the lock of store `path`, says 'held', then runs `extra` and sleeps."""
     code = textwrap.dedent(f"""
         import os, sys, time
-        from nas.run_lock import run_lock
+        from nas.store.lock import run_lock
         with run_lock("sqlite:///{path}", None):
             print("held", flush=True)
             {extra}

@@ -111,7 +111,7 @@ def test_presets_parse(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_onnx_export_matches_torch(name: str, rng: np.random.Generator, tmp_path) -> None:
-    from nas.deploy import export_onnx
+    from nas.deploy.export import export_onnx
 
     space = small(name)
     arch = space.sample(rng)

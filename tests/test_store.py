@@ -13,13 +13,13 @@ import optuna
 import pytest
 
 from latency.table import LatencyTable
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import UsageError
-from nas.report import load_search, pareto_front
-from nas.runner import run_search
-from nas.store import OptunaStore, make_storage, open_store
+from nas.pipeline.report import load_search, pareto_front
+from nas.pipeline.runner import run_search
+from nas.store.study import OptunaStore, make_storage, open_store
 from nas.strategies.catalog import STRATEGIES
-from nas.trial import COMPLETE, FAILED, Trial
+from nas.store.trial import COMPLETE, FAILED, Trial
 from search_spaces.catalog import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 't.db'}"
     open_store(url, "s", space=SPACE)
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from nas.store import open_store\nfrom nas.trial import Trial\nfrom search_spaces.catalog import get_space\n"
+            "from nas.store.study import open_store\nfrom nas.store.trial import Trial\nfrom search_spaces.catalog import get_space\n"
             "import numpy as np\n"
             "sp = get_space('mbconv', resolution=32, width_mult=0.25, num_classes=10)\n"
             f"st = open_store({url!r}, 's', space=sp)\n"
@@ -224,7 +224,7 @@ def test_pareto_front() -> None:
 
 
 def test_local_search_does_not_import_ray() -> None:
-    code = ("import sys; import nas.cli, nas.pipeline, nas.runner, nas.store, nas.report\n"
+    code = ("import sys; import nas.cli.main, nas.pipeline.search, nas.pipeline.runner, nas.store.study, nas.pipeline.report\n"
             "sys.exit('ray' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from nas.cli import main
-from nas.runner import run_search
-from nas.store import StoreError, open_store
-from nas.storage_errors import CORRUPT, FULL, fatal_cause
+from nas.cli.main import main
+from nas.pipeline.runner import run_search
+from nas.store.study import StoreError, open_store
+from nas.store.errors import CORRUPT, FULL, fatal_cause
 from nas.strategies.catalog import STRATEGIES
 from search_spaces.catalog import get_space
 
@@ -123,7 +123,7 @@ def test_concurrent_schema_creation_is_retried(monkeypatch: pytest.MonkeyPatch) 
     "... already exists" (PostgreSQL, alembic_version) and crashed. It is retried; other errors are not."""
     import optuna
 
-    from nas import store
+    from nas.store import study as store
     calls: list[int] = []
 
     def flaky(url: str, **kwargs: object) -> str:

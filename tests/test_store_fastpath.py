@@ -7,9 +7,9 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.store import open_store
-from nas.store_fastpath import supported
-from nas.trial import COMPLETE, FAILED, Trial
+from nas.store.study import open_store
+from nas.store.fastpath import supported
+from nas.store.trial import COMPLETE, FAILED, Trial
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from nas.core.errors import SearchError
-from nas.runner import run_search
+from nas.pipeline.runner import run_search
 from nas.strategies.catalog import STRATEGIES
-from nas.trial import MemoryStore
+from nas.store.trial import MemoryStore
 from search_spaces.catalog import get_space
 
 SPACE = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
@@ -77,7 +77,7 @@ def test_infeasible_constraint_raises() -> None:
 @pytest.mark.parametrize("name", ["evolution", "random"])
 def test_in_flight_archs_are_not_asked_again(name: str) -> None:
     """With several evaluations in flight (Ray), an arch handed out and not yet told is not proposed again."""
-    from nas.trial import COMPLETE, Trial
+    from nas.store.trial import COMPLETE, Trial
     space = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
     opts = {"population": 2, "sample_size": 2} if name == "evolution" else {}
     s = STRATEGIES.get(name)(space, seed=0, **opts)

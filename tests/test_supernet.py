@@ -132,7 +132,7 @@ def test_recalibrate_bn_restores_momentum_and_eval_mode() -> None:
 
 
 def test_inherited_weights_export_to_onnx(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from nas.deploy import export_onnx, export_torch, load_torch
+    from nas.deploy.export import export_onnx, export_torch, load_torch
     net = warmed_supernet()
     arch = SPACE.sample(np.random.default_rng(11))
     state = net.extract(arch)
@@ -209,7 +209,7 @@ def test_vit_resnas_subnets_inherit_leading_slices(stem: str) -> None:
 
 
 def test_vit_resnas_supernet_trains_and_exports(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from nas.deploy import export_onnx
+    from nas.deploy.export import export_onnx
     torch.manual_seed(0)
     net = build_supernet(VIT)
     g = torch.Generator().manual_seed(0)

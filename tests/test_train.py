@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nas.data import load_dataset
+from nas.training.data import load_dataset
 from nas.core.errors import UsageError
 from nas.evaluators.catalog import EVALUATORS, make_evaluator
-from nas.runner import run_search
+from nas.pipeline.runner import run_search
 from nas.strategies.catalog import STRATEGIES
-from nas.evaluators.training import TrainingError, recalibrate_bn, train_eval
+from nas.training.loops import TrainingError, recalibrate_bn, train_eval
 from search_spaces.catalog import get_space
 
 TRAIN = load_dataset("synthetic:200", split="train", seed=0, resolution=8)

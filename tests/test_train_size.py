@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import UsageError
-from nas.data import native_resolution
+from nas.training.data import native_resolution
 from nas.strategies.train_size import choose_train_space
 from search_spaces.catalog import get_space
 

@@ -21,7 +21,7 @@ from latency.validate import (
     validate,
     with_correction,
 )
-from nas.cli import main
+from nas.cli.main import main
 from nas.core.errors import LatencyError, UsageError
 from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs

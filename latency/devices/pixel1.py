@@ -15,7 +15,7 @@ and traffic are added, not max-ed (PIXEL1.md). The six free constants are fitted
 every published Pixel 1 source of `pixel1_data.json` (whole nets, a per-layer LUT, a per-op
 profile), each source weighted equally and given a speed level of its own (a measurement session;
 the tables use level 0, the 2018 sessions'), with a weak prior
-(``python -m nas.pixel1_calibration fit --write``), and stored in FITTED below: nothing is fitted
+(``python -m latency.devices.pixel1_calibration fit --write``), and stored in FITTED below: nothing is fitted
 at run time. Leave-one-source-out errors are in PIXEL1.md and in every table's metadata.
 
 The decomposition into primitives is `primitives.py` (extension point: `register_op("my_op", fn)`;
@@ -60,7 +60,7 @@ class Constants:
 #: the names `fit` adjusts; the others are fixed from hardware facts
 FIT_NAMES = ("eff_pw", "eff_dw", "eff_dw_large", "bandwidth_gbs", "l2_bandwidth_gbs", "overhead_us")
 
-# BEGIN FITTED (written by `python -m nas.pixel1_calibration fit --write`; do not edit by hand)
+# BEGIN FITTED (written by `python -m latency.devices.pixel1_calibration fit --write`; do not edit by hand)
 FITTED: dict[str, float] = {"eff_pw": 0.674, "eff_dw": 0.3178, "eff_dw_large": 0.3104, "bandwidth_gbs": 3.801, "l2_bandwidth_gbs": 5.262, "overhead_us": 1.905}
 # END FITTED
 
@@ -104,7 +104,7 @@ REFERENCES = [
 
 
 def table_metadata(c: Constants = CONSTANTS, checks: Mapping[str, Any] | None = None) -> dict[str, object]:
-    """Table metadata; `checks` are the model's errors on published data (nas.pixel1_calibration.report)."""
+    """Table metadata; `checks` are the model's errors on published data (latency.devices.pixel1_calibration.report)."""
     return {
         "device": DEVICE, "source": "model", "runtime": "TFLite float32 (modelled)", "runtime_version": "n/a (model)",
         "provider": "CPU, 1 big Kryo core @2.15 GHz (modelled)", "threads": 1, "batch": 1,

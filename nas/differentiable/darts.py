@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from nas.core.arch import Arch
 from nas.core.errors import UsageError
-from nas.evaluators.training import step_bar
+from nas.training.loops import step_bar
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal, recalibrate_bn
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_PRIMITIVES, build_cell_op, build_preprocess, out_size
 from search_spaces.nasnet import STEM_MULTIPLIER, NASNetSpace
@@ -238,12 +238,12 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                 progress: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
                 dist: Any = None) -> list[dict[str, Any]]:
     """Alternate alpha steps (on `train_a`) and weight steps (on `train_w`) for `cfg.epochs`.
-    `dist` (nas.distributed.DistContext): data parallel - every rank draws the same batches, trains
+    `dist` (nas.training.distributed.DistContext): data parallel - every rank draws the same batches, trains
     on its slice of both, and the alpha and weight gradients are summed over the ranks before each
     step (with `order=2`, every gradient of the unrolled step too)."""
     from tqdm import tqdm
 
-    import nas.distributed as D
+    import nas.training.distributed as D
     dist = dist or D.DistContext()
     (xw, yw), (xa, ya) = train_w, train_a
     rng = np.random.default_rng([cfg.seed, 0xDA])

@@ -137,9 +137,9 @@ def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Dat
                     predict: Callable[[Arch], float] | None, expected: ExpectedLatency | None,
                     dist: Any = None) -> list[dict[str, float]]:
     """Alternate weight steps and arch steps for `cfg.epochs`; returns one record per epoch. `dist`
-    (nas.distributed.DistContext): data parallel - the same batches and paths on every rank, each
+    (nas.training.distributed.DistContext): data parallel - the same batches and paths on every rank, each
     its slice; weight gradients and the arch step's rewards are summed over the ranks."""
-    import nas.distributed as D
+    import nas.training.distributed as D
     dist = dist or D.DistContext()
     rng = np.random.default_rng([cfg.seed, 0x9A7])
     device = next(supernet.parameters()).device

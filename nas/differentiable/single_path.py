@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from nas.core.arch import Arch
 from nas.core.errors import SearchError, UsageError
 from nas.supernet.mbconv import MBConvSupernet, SuperMBConv
-from nas.evaluators.training import step_bar
+from nas.training.loops import step_bar
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
 from search_spaces.mbconv import SKIP, MBConvSpace
 
@@ -293,11 +293,11 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
                       on_epoch: Callable[[dict[str, Any]], None] | None = None,
                       dist: Any = None) -> list[dict[str, Any]]:
     """Jointly train weights (SGD) and thresholds (SGD or Adam) on CE + latency penalty. `dist`
-    (nas.distributed.DistContext): data parallel - the same batches on every rank, each its slice,
+    (nas.training.distributed.DistContext): data parallel - the same batches on every rank, each its slice,
     weight and threshold gradients summed over the ranks (the latency term is the same everywhere)."""
     from tqdm import tqdm
 
-    import nas.distributed as D
+    import nas.training.distributed as D
     dist = dist or D.DistContext()
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5B])

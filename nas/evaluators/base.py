@@ -53,7 +53,7 @@ TRAINING_SETTINGS: dict[str, tuple[str, ...]] = {
 
 
 def with_training_settings(name: str, options: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """`options` of evaluator `name` plus the search-wide `settings` given (`nas.search_config.training_settings`);
+    """`options` of evaluator `name` plus the search-wide `settings` given (`nas.pipeline.config.training_settings`);
     explicit options win. A setting the evaluator has no use for is a usage error."""
     from nas.core.errors import UsageError
     takes = TRAINING_SETTINGS.get(name, ("dataset",))

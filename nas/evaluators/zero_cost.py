@@ -6,7 +6,7 @@
 The arch is built at a reduced proxy `resolution` (cheap; proxies are computed on the same reduced
 input for every arch, so their ranking stays comparable) with weights initialised from the
 evaluator's seed, and scored on one batch of real images: `batch` training images of `dataset` (a
-seeded random subset; default the embedded `digits`, upscaled; any spec of nas.data), as the reference
+seeded random subset; default the embedded `digits`, upscaled; any spec of nas.training.data), as the reference
 implementations do (NASWOT scores a real mini-batch of 128, zero-cost-nas of 64). `dataset=noise` keeps
 the old batch of seeded Gaussian images with random labels. The result holds `score` (the chosen
 proxy), the proxy under its own name, and `params_m` and `macs_m` of the full net (counted from the
@@ -116,7 +116,7 @@ class ZeroCostEvaluator:
         import torch
         shape = tuple(self.proxy_space.input_shape)
         if self.dataset != NOISE:
-            from nas.data import load_dataset, num_classes, parse_spec, resize
+            from nas.training.data import load_dataset, num_classes, parse_spec, resize
             # fixed-size datasets load at their own size and only the batch is resized (resizing all
             # 1,438 digits to 224 px took 27 s); normalising commutes with the bilinear resize
             native = parse_spec(self.dataset).kind in ("digits", "synthetic", "cifar10")

@@ -19,7 +19,7 @@ import numpy as np
 from nas.core.arch import Arch
 from nas.core.errors import SearchError, UsageError
 from nas.core.space import SearchSpace
-from nas.trial import Trial
+from nas.store.trial import Trial
 
 Feasible = Callable[[Arch], bool]
 Evaluator = Callable[[Arch], dict[str, float]]
@@ -72,15 +72,15 @@ class TrainContext:
     seed: int = 0
     out: Path | None = None
     progress: bool = True
-    #: nas.distributed.DistContext under torchrun (data-parallel training), else None
+    #: nas.training.distributed.DistContext under torchrun (data-parallel training), else None
     dist: Any = None
 
     def load(self, split: str, resolution: int) -> tuple[Any, Any]:
-        from nas.data import load_dataset
+        from nas.training.data import load_dataset
         return load_dataset(self.dataset, split=split, seed=self.seed, resolution=resolution)
 
     def num_classes(self) -> int:
-        from nas.data import num_classes
+        from nas.training.data import num_classes
         return num_classes(self.dataset)
 
 

@@ -48,9 +48,9 @@ import numpy as np
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError
-from nas.problem import AdditiveTable, SearchProblem
+from nas.strategies.problem import AdditiveTable, SearchProblem
 from nas.strategies.base import Strategy
-from nas.trial import Trial
+from nas.store.trial import Trial
 
 _CHILD_TRIES = 200
 LOCAL = 0.2

@@ -24,7 +24,7 @@ import numpy as np
 from nas.core.arch import Arch
 from nas.core.space import SearchSpace
 from nas.core.errors import SearchError, UsageError
-from nas.problem import AdditiveTable, SearchProblem
+from nas.strategies.problem import AdditiveTable, SearchProblem
 from nas.strategies.base import Strategy
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import numpy as np
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError
 from nas.strategies.base import Objectives, Strategy
-from nas.trial import Trial
+from nas.store.trial import Trial
 
 DEFAULT_SECOND_OBJECTIVE = ("latency_ms", False)
 

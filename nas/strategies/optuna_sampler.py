@@ -35,7 +35,7 @@ from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError
 from nas.strategies.base import Strategy
 from nas.strategies.nsga2 import DEFAULT_SECOND_OBJECTIVE
-from nas.trial import Trial
+from nas.store.trial import Trial
 
 if TYPE_CHECKING:
     import optuna

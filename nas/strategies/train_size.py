@@ -37,7 +37,7 @@ def choose_train_space(space: SearchSpace, dataset: str, mode: str, proxy: Mappi
     """(training space, what was chosen and why). `proxy`: the proxy-size options; `given`: the
     names of those the user set (they ask for the proxy); `extra`: further proxy options
     (`train_options`)."""
-    from nas.data import native_resolution
+    from nas.training.data import native_resolution
     from nas.supernet import training_space
     check_train_size(mode)
     searched_res = int(space.input_shape[-1])

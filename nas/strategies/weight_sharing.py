@@ -1,7 +1,7 @@
 """Weight-sharing strategies: `supernet` (one-shot + evolution), `single-path` and `darts`.
 
 These are trainers first: `prepare(ctx)` trains on the context's dataset and returns the evaluator
-the trials use (the optional training phase of `nas.pipeline`). After that they are
+the trials use (the optional training phase of `nas.pipeline.search`). After that they are
 ordinary ask/tell strategies - regularized evolution, whose state is rebuilt from the trials -
 so the runner, stores and resume work unchanged:
 
@@ -161,7 +161,7 @@ def reuse_or_train(path: Path | None, meta: dict[str, Any], module: Any,
     Under torchrun (`dist` active) rank 0 decides and every rank follows: a reused checkpoint is
     loaded on rank 0 and broadcast; after training only rank 0 writes it. The world size is part of
     `meta` (BatchNorm sees per-rank batches, so the weights differ a little from one process's)."""
-    import nas.distributed as D
+    import nas.training.distributed as D
     from nas.supernet.trainer import load_checkpoint, save_checkpoint
     dist = dist or D.DistContext()
     if dist.active:
@@ -380,7 +380,7 @@ class DartsStrategy(WeightSharingStrategy):
         from nas.supernet.trainer import RetrainEvaluator, to_device
         ctx = self.context(ctx)
         if self.auto_resolution:
-            from nas.data import parse_spec
+            from nas.training.data import parse_spec
             self.resolution = 8 if parse_spec(ctx.dataset or "digits").kind == "digits" else 16
         if getattr(ctx.space, "variant", None) != "darts":
             raise UsageError(f"darts searches the nasnet space with variant=darts (--space nasnet -o variant=darts); "

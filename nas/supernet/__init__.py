@@ -7,12 +7,14 @@ al. 2020) is a torch module with three extra methods:
 * ``largest()`` / ``smallest()`` - the two extreme archs the sandwich rule trains every step;
 * ``extract(arch)`` - a state dict for ``space.build(arch)``: the standalone net computes exactly
   what the supernet computes on that path (inherited weights, exportable with
-  ``nas.deploy.export_onnx(space, arch, out, state=...)``).
+  ``nas.deploy.export.export_onnx(space, arch, out, state=...)``).
 
 A space provides its supernet either with a ``supernet()`` method or by registering a factory in
 `SUPERNETS` under its name; `build_supernet` looks for both. Supernets are trained on a *training
 space*: the same decisions with cheaper options (resolution, width, classes of the dataset), see
 `training_space`. This module stays torch-free so that the registries import fast.
+
+May import nas.core, search_spaces, latency, nas.store, nas.deploy, nas.training and nas.cluster.
 """
 from __future__ import annotations
 

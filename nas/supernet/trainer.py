@@ -176,12 +176,12 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss, samples
     trained on and how many distinct and, with `val`, BN-recalibrated accuracy of the largest and
     smallest paths). A supernet whose `sampling` is "uniform" is trained on `max(1, random_paths)`
-    uniform paths per step instead (no distillation). `dist` (nas.distributed.DistContext): data
+    uniform paths per step instead (no distillation). `dist` (nas.training.distributed.DistContext): data
     parallel under torchrun - same batches and paths on every rank, each its slice, summed gradients."""
     from tqdm import tqdm
 
-    import nas.distributed as D
-    from nas.evaluators.training import step_bar
+    import nas.training.distributed as D
+    from nas.training.loops import step_bar
     dist = dist or D.DistContext()
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5A4D])
@@ -311,7 +311,7 @@ def supernet_evaluator_from_checkpoint(space: SearchSpace, seed: int = 0, *, che
                                        dataset: str | None = None, calib_batches: int = 8, batch_size: int = 64,
                                        device: str = "cpu") -> SupernetEvaluator:
     """The `supernet` evaluator factory: a trained supernet checkpoint scored on its dataset."""
-    from nas.data import load_dataset
+    from nas.training.data import load_dataset
     from nas.supernet import build_supernet, training_space
     if not checkpoint:
         raise UsageError("the supernet evaluator needs checkpoint=PATH (a supernet.pt written by "
@@ -354,7 +354,7 @@ class RetrainEvaluator:
                 f"{_size_note(self.train_space, self.report_space)}")
 
     def __call__(self, arch: Arch) -> dict[str, float]:
-        from nas.evaluators.training import train_eval
+        from nas.training.loops import train_eval
         sub = self.train_space.validate(Arch(self.train_space.name, arch.genes))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

@@ -5,7 +5,7 @@ driver; but the raylet's agents (DashboardAgent, RuntimeEnvAgent) notice their r
 report it to the dead GCS with a fixed 60 s timeout (ray._private.utils.publish_error_to_driver), so they
 lingered 60-90 s after a SIGKILLed `nas search --runner ray`.
 
-`nas.ray_session.start_watchdog` runs this file once Ray is up, as its own process
+`nas.cluster.ray_session.start_watchdog` runs this file once Ray is up, as its own process
 (`python -I THIS_FILE SESSION_DIR`: standard library only, it never imports the engine) in a new session,
 with a pipe as stdin. Every second it notes the processes below the search that belong to that Ray
 session - their command line names the session folder, or they run below one that does (the agents and

@@ -57,7 +57,7 @@ def check_sqlite_file(path: Path) -> None:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:   # SQLite's, but damaged
-            from nas.storage_errors import CORRUPT, fatal_message
+            from nas.store.errors import CORRUPT, fatal_message
             raise StoreError(fatal_message(str(path), str(path), CORRUPT, str(exc), "opening it")) from None
         raise StoreError(f"storage file {path} is not a SQLite database ({exc}), not a trial store; move it "
                          f"away or give another --out") from None

@@ -11,7 +11,7 @@ searched ones. Accuracy is measured on the dataset's held-out split (never train
 Under torchrun every rank trains its shard with DistributedDataParallel; `batch_size` is the global
 batch, split evenly, and each epoch's last partial batch is dropped, so N processes take exactly the
 batches of one process (the gradient is the same mean; only BatchNorm sees per-rank batch statistics). Only rank 0 writes:
-`checkpoint.pt` after each epoch (atomic), then `model.pt` (`nas.deploy.load_model`), `model.onnx`
+`checkpoint.pt` after each epoch (atomic), then `model.pt` (`nas.deploy.export.load_model`), `model.onnx`
 (dynamic batch, checked equal to torch) and `result.json`.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.core.arch import Arch
-from nas.distributed import DistContext
+from nas.training.distributed import DistContext
 from nas.core.errors import NasError, UsageError
 from nas.core.space import SearchSpace
 
@@ -63,7 +63,7 @@ class TrainConfig:
     val_samples: int | None = None
 
     def check(self, world_size: int = 1) -> None:
-        from nas.augment import MODES
+        from nas.training.augment import MODES
         for name, low in (("epochs", 1), ("batch_size", 1)):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < low:
                 raise UsageError(f"{name} must be a whole number >= {low}, got {getattr(self, name)!r}")
@@ -145,7 +145,7 @@ def prepare_out(out: str | Path) -> Path:
 def _save_atomic(obj: Any, path: Path) -> None:
     import torch
 
-    from nas.deploy import normal_permissions
+    from nas.deploy.export import normal_permissions
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
@@ -208,7 +208,7 @@ def _evaluate(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", ctx: Dis
             out = model(xb).float()
             loss += float(F.cross_entropy(out, yb, reduction="sum"))
             correct += float((out.argmax(1) == yb).sum())
-    from nas.distributed import all_sum
+    from nas.training.distributed import all_sum
     correct, loss, n = all_sum(ctx, [correct, loss, float(len(idx))])
     return correct / max(n, 1.0), loss / max(n, 1.0)
 
@@ -221,17 +221,17 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
     `overrides`: space options to train at instead of the searched ones (e.g. {"resolution": 32}).
     `out`: folder for checkpoint.pt, model.pt, model.onnx, result.json (None: nothing written).
     `resume`: continue from out/checkpoint.pt (which must come from the same settings).
-    `ctx`: the distributed context (nas.distributed.setup); None trains in this process alone.
+    `ctx`: the distributed context (nas.training.distributed.setup); None trains in this process alone.
     `init`: a state dict to start from instead of random weights (fine-tuning, e.g. a supernet's
     inherited subnet); tensors whose shape differs (a classifier for other classes) stay random."""
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    import nas.augment as aug
-    import nas.distributed as D
-    from nas.data import load_dataset, num_classes
-    from nas.evaluators.training import step_bar
+    import nas.training.augment as aug
+    import nas.training.distributed as D
+    from nas.training.data import load_dataset, num_classes
+    from nas.training.loops import step_bar
     cfg = config or TrainConfig()
     ctx = ctx or DistContext(device=D.check_device(cfg.device))
     cfg.check(ctx.world_size)
@@ -361,7 +361,7 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
 def _write_outputs(out: Path, tspace: SearchSpace, arch: Arch, model: "nn.Module", result: TrainResult) -> TrainResult:
     """model.pt, model.onnx (dynamic batch, checked at batch 1 and 8) and result.json, each written atomically."""
     from nas.core.files import atomic_write_text
-    from nas.deploy import export_onnx, export_torch, normal_permissions
+    from nas.deploy.export import export_onnx, export_torch, normal_permissions
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     export_torch(tspace, arch, out / MODEL_PT, state=state)
     diffs: dict[int, float] = {}
@@ -385,11 +385,11 @@ def load_target(result: str | None = None, space: str | None = None, arch: str |
     space_name = space
     init = None
     if result is not None and str(result).endswith(".pt"):   # fine-tune exported weights
-        from nas.deploy import load_torch
+        from nas.deploy.export import load_torch
         sp, a, model = load_torch(result)
         init = {k: v.detach() for k, v in model.state_dict().items()}
     elif result is not None:
-        from nas.deploy import load_result
+        from nas.deploy.export import load_result
         sp, a, _ = load_result(result)
     if result is not None:
         if arch is not None:
@@ -402,3 +402,24 @@ def load_target(result: str | None = None, space: str | None = None, arch: str |
         raise UsageError("give a result file (best.json of 'nas search') or both --space and --arch")
     sp = get_space(space_name, **overrides)
     return sp, sp.parse_any(arch), {}, None
+
+
+def run_training(result: str | None = None, *, space: str | None = None, arch: str | None = None,
+                 space_options: dict[str, Any] | None = None, out: str | None = None, resume: bool = False,
+                 progress: bool = True, torch_threads: int | None = None, **config: Any) -> Any:
+    """Train an arch from scratch (a best.json, a .pt to fine-tune, or `space` + `arch`) with the
+    standard recipe (`config`: TrainConfig fields); exports model.pt / model.onnx to `out`. `nas.api.train`
+    and the Ray actors of `nas train --runner ray` run this. Under torchrun, data parallel; returns the TrainResult on rank 0 and None on the others."""
+    import nas.training.distributed as D
+    from nas.training.threads import set_torch_threads
+    sp, a, overrides, init = load_target(result, space, arch, dict(space_options or {}))
+    cfg = TrainConfig(**config)
+    D.check_device(cfg.device)
+    set_torch_threads(torch_threads)
+    ctx = D.setup(cfg.device)
+    try:
+        res = train_arch(sp, a, cfg, out=out, overrides=overrides, resume=resume, progress=progress, ctx=ctx,
+                         init=init)
+    finally:
+        D.teardown(ctx)
+    return res if ctx.is_main else None

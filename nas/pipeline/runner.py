@@ -19,7 +19,7 @@ import numpy as np
 from nas.core.arch import Arch
 from nas.evaluators.base import Evaluator
 from nas.strategies.base import Strategy
-from nas.trial import COMPLETE, FAILED, MemoryStore, Trial, TrialStore
+from nas.store.trial import COMPLETE, FAILED, MemoryStore, Trial, TrialStore
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""`nas train --runner ray --workers N`: the torchrun training (nas.retrain) on a Ray cluster.
+"""`nas train --runner ray --workers N`: the torchrun training (nas.training.retrain) on a Ray cluster.
 
     nas train runs/p1/best.json --runner ray --workers 4 [--address HOST:6379] --out runs/t
 
 N Ray actors (one CPU each; one GPU each with `--device cuda`) form a torch.distributed group -
-gloo on CPUs, NCCL on GPUs, rendezvous at rank 0's node - and each runs `nas.api.train` as a
+gloo on CPUs, NCCL on GPUs, rendezvous at rank 0's node - and each runs `run_training` (nas.api.train) as a
 torchrun rank would (RANK, WORLD_SIZE, MASTER_ADDR/PORT set in the actor), so sharding, the global
 `--batch-size`, the checks and "only rank 0 writes" are those of `torchrun ... nas train`. Rank 0's
 result comes back to the caller. `--out` must be on a filesystem rank 0's node writes to (on one
@@ -39,14 +39,14 @@ class _Rank:
         # LOCAL_RANK 0: Ray gives each actor its own GPU (CUDA_VISIBLE_DEVICES), seen as cuda:0
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK="0", MASTER_ADDR=master[0],
                           MASTER_PORT=str(master[1]))
-        from nas.api import train
-        return train(**kwargs)
+        from nas.training.retrain import run_training
+        return run_training(**kwargs)
 
 
 def train_on_ray(workers: int, address: str | None = None, **kwargs: Any) -> Any:
-    """Run `nas.api.train(**kwargs)` on `workers` Ray actors as one data-parallel job; returns rank 0's
-    TrainResult. Starts an embedded Ray (`workers` CPUs) unless `address` names a cluster."""
-    from nas.ray_runner import _import_ray, _keep_sigterm_handler, _package_dirs, check_reachable
+    """Run `nas.training.retrain.run_training(**kwargs)` (nas.api.train) on `workers` Ray actors as one
+    data-parallel job; returns rank 0's TrainResult. Starts an embedded Ray (`workers` CPUs) unless `address` names a cluster."""
+    from nas.cluster.ray_session import _import_ray, _keep_sigterm_handler, _package_dirs, check_reachable
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if os.environ.get("WORLD_SIZE", "1") != "1":

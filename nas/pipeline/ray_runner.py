@@ -2,7 +2,7 @@
 
 `RayExecutor` keeps up to `workers` evaluations in flight and hands back each as it completes
 (`ray.wait(num_returns=1)`), so the runner tells the strategy and asks for the next one at once.
-Each task runs `nas.runner.evaluate_trial` with the trial's derived seed, so a failing evaluator
+Each task runs `nas.pipeline.runner.evaluate_trial` with the trial's derived seed, so a failing evaluator
 becomes a failed trial exactly as with the local runner. A task whose worker dies (os._exit, a
 segfault, SIGKILL, the OOM killer) or that Ray cannot run is evaluated again, up to `max_retries`
 times, with every attempt's error kept; after that it is a failed trial. Ray's own task retries are
@@ -11,36 +11,27 @@ switched off so that no crash goes unrecorded.
 The evaluator is `ray.put` once and unpickled once per worker process (a small cache), so
 evaluators holding tables or weights are not shipped with every task.
 
-Ray is imported only here and in nas.ray_session (connecting, the watchdog); the local runner never
-imports either.
+Ray is imported only here and in nas.cluster (connecting, the watchdog, `nas train --runner ray`); the local
+runner never imports either.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from nas.core.arch import Arch
 from nas.core.errors import NasError, UsageError
 from nas.evaluators.base import Evaluator
-from nas.ray_session import AUTH_FIX, prepare_connection, start_watchdog, stop_watchdog
-from nas.runner import evaluate_trial, run_search
+from nas.cluster.ray_session import (AUTH_FIX, _import_ray, _keep_sigterm_handler, _package_dirs, check_reachable,
+                                     prepare_connection, start_watchdog, stop_watchdog)
+from nas.pipeline.runner import evaluate_trial, run_search
 from nas.strategies.base import Strategy
-from nas.trial import FAILED, Trial, TrialStore
+from nas.store.trial import FAILED, Trial, TrialStore
 
 log = logging.getLogger(__name__)
 _CACHE: dict[str, Evaluator] = {}   # in each worker process: evaluator object id -> unpickled evaluator
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise UsageError("--runner ray needs Ray: pip install 'ray[default]>=2.9' (or the nas[ray] extra)") from None
-    return ray
 
 
 def _evaluate(number: int, arch: Arch, evaluator_ref: list[Any], seed: int) -> Trial:
@@ -54,51 +45,6 @@ def _evaluate(number: int, arch: Arch, evaluator_ref: list[Any], seed: int) -> T
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = evaluator
     return evaluate_trial(number, arch, evaluator, seed)
-
-
-def _package_dirs() -> list[str]:
-    """Our packages, shipped to a remote cluster's workers (runtime_env py_modules)."""
-    import importlib.util
-    dirs = []
-    for name in ("nas", "search_spaces", "latency"):   # located, not imported: `nas` imports this engine
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.submodule_search_locations:
-            raise NasError(f"cannot locate package {name!r} to ship to the Ray workers")
-        dirs.append(str(Path(list(spec.submodule_search_locations)[0])))
-    return dirs
-
-
-@contextlib.contextmanager
-def _keep_sigterm_handler() -> Iterator[None]:
-    """ray.init installs its own SIGTERM handler (a C++ stack dump and exit 15); put back the one the
-    CLI set, so SIGTERM stops a Ray search like a local one (exit 143, resumable)."""
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGTERM) is not before and before is not None:
-            signal.signal(signal.SIGTERM, before)
-
-
-def check_reachable(address: str, timeout_s: float = 10.0) -> None:
-    """Raise NasError unless something listens at a `HOST:PORT` (or `ray://HOST:PORT`) address:
-    ray.init would otherwise retry "Failed to connect to GCS" for many minutes."""
-    import socket
-    host_port = address.removeprefix("ray://")
-    host, sep, port = host_port.rpartition(":")
-    if address == "auto" or not sep or not port.isdigit():
-        return   # "auto" and other forms: Ray resolves them
-    try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise NasError(f"cannot connect to the Ray cluster at --address {address}: {exc.strerror or exc} "
-                       f"(is 'ray start --head' running there?)") from None
 
 
 class RayExecutor:

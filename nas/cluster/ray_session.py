@@ -9,7 +9,7 @@ turns it on by itself (only `address="auto"` does), so the driver sent no token 
 takes this process as it is; if it wants a token and one is here, token mode is switched on for this
 process (what `RAY_AUTH_MODE=token` does); otherwise it fails at once with the fix.
 
-Ray is imported only here and in nas.ray_runner.
+Ray is imported only here, in nas.cluster.ray_train and in nas.pipeline.ray_runner.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from nas.core.errors import NasError
+from nas.core.errors import NasError, UsageError
 
 log = logging.getLogger(__name__)
 AUTH_FIX = ("run `ray get-auth-token` on the head node and set RAY_AUTH_TOKEN=<that token> here "
@@ -146,3 +146,56 @@ def stop_watchdog(proc: Any, timeout_s: float = 5.0) -> None:
         proc.wait(timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired):
         log.debug("the Ray watchdog is still cleaning up")
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--runner ray needs Ray: pip install 'ray[default]>=2.9' (or the nas[ray] extra)") from None
+    return ray
+
+
+def _package_dirs() -> list[str]:
+    """Our packages, shipped to a remote cluster's workers (runtime_env py_modules)."""
+    import importlib.util
+    dirs = []
+    for name in ("nas", "search_spaces", "latency"):   # located, not imported: `nas` imports this engine
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise NasError(f"cannot locate package {name!r} to ship to the Ray workers")
+        dirs.append(str(Path(list(spec.submodule_search_locations)[0])))
+    return dirs
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """ray.init installs its own SIGTERM handler (a C++ stack dump and exit 15); put back the one the
+    CLI set, so SIGTERM stops a Ray search like a local one (exit 143, resumable)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is not before and before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise NasError unless something listens at a `HOST:PORT` (or `ray://HOST:PORT`) address:
+    ray.init would otherwise retry "Failed to connect to GCS" for many minutes."""
+    import socket
+    host_port = address.removeprefix("ray://")
+    host, sep, port = host_port.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return   # "auto" and other forms: Ray resolves them
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise NasError(f"cannot connect to the Ray cluster at --address {address}: {exc.strerror or exc} "
+                       f"(is 'ray start --head' running there?)") from None

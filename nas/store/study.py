@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, NasError, UsageError
-from nas.store_sqlite import StoreError
-from nas.trial import COMPLETE, FAILED, JsonlStore, Trial, TrialStore
+from nas.store.sqlite import StoreError
+from nas.store.trial import COMPLETE, FAILED, JsonlStore, Trial, TrialStore
 
 if TYPE_CHECKING:
     import optuna
@@ -65,7 +65,7 @@ def open_store(spec: str, study: str, *, space: "SearchSpace | None" = None,
                create: bool = True, params: bool = True, batch: bool = False) -> TrialStore:
     """Open (or create) the store a spec names; `fresh` discards the study's trials first. `batch`:
     this process is the study's only writer (a local SQLite file under the run lock), so quick
-    trials are written in batches (`nas.store_fastpath.WriteBatch`); call `flush()` at the end."""
+    trials are written in batches (`nas.store.fastpath.WriteBatch`); call `flush()` at the end."""
     if spec.startswith("jsonl:"):
         path = Path(spec[len("jsonl:"):])
         if fresh and path.exists():
@@ -94,14 +94,14 @@ def make_storage(spec: str) -> "optuna.storages.BaseStorage":
         if "://" not in spec:
             raise UsageError(f"storage {spec!r} is not a storage URL; valid forms: {SPEC_FORMS}")
         if spec.startswith("sqlite:///"):
-            from nas.store_sqlite import sqlite_storage
+            from nas.store.sqlite import sqlite_storage
             return sqlite_storage(spec)
         kwargs = {"connect_args": {"connect_timeout": 10}} if spec.startswith("postgresql") else {}
         return _rdb_storage(spec, kwargs)
     except NasError:
         raise
     except Exception as exc:  # ImportError (driver), sqlalchemy ArgumentError/OperationalError, OSError ...
-        from nas.storage_errors import describe   # one line, password masked, with the fix
+        from nas.store.errors import describe   # one line, password masked, with the fix
         message, usage = describe(spec, exc)
         raise (UsageError if usage else StoreError)(message) from None
 
@@ -173,23 +173,23 @@ class OptunaStore:
                 if self.study.metric_names is None:
                     self.study.set_metric_names([m for m, _ in self.objectives])
         self.name = study
-        from nas.storage_errors import storage_location
+        from nas.store.errors import storage_location
         self.where = storage_location(storage)   # the file or URL, in error messages
         self.constraints: tuple[tuple[str, float, bool], ...] = ()   # (metric, bound, upper), see set_constraints
         self._study_id = storage.get_study_id_from_name(study)
         self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
-        from nas.store_fastpath import supported
+        from nas.store.fastpath import supported
         #: finish trials in one transaction (nas/store_fastpath.py); their params are then written at
         #: the end, with the rest, instead of with 6 queries each when the trial starts
         self._fast = supported(storage)
         self._deferred: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}   # trial id -> params, dists
         self._batch = None
         if batch and self._fast:
-            from nas.store_fastpath import WriteBatch
+            from nas.store.fastpath import WriteBatch
             self._batch = WriteBatch(storage, self._study_id, storage.get_n_trials(self._study_id))
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
-        from nas.storage_errors import retry
+        from nas.store.errors import retry
         return retry(fn, what, self.where, StoreError)
 
     # -- study attributes -------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class OptunaStore:
             return number
         self.flush()   # rows go in number order
         if self._fast:   # one transaction; params are written when the trial finishes
-            from nas.store_fastpath import start_trial
+            from nas.store.fastpath import start_trial
             tid, number = self._retry(lambda: start_trial(self.storage, self._study_id, attrs), "creating a trial")
             if self._batch is not None:
                 self._batch.next_number = number + 1
@@ -302,7 +302,7 @@ class OptunaStore:
                 system: dict[str, Any] | None = None) -> None:
         from optuna.trial import TrialState
 
-        from nas.store_fastpath import finish_trial
+        from nas.store.fastpath import finish_trial
         state = TrialState.COMPLETE if values is not None else TrialState.FAIL
         if self._fast:   # RDB storages: params, attributes and state in one transaction
             params, dists = self._deferred.pop(tid, ({}, {}))

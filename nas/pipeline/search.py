@@ -24,11 +24,11 @@ from nas.core.errors import NasError, SearchError, UsageError
 from nas.core.files import atomic_write_text
 from nas.core.space import SearchSpace
 from nas.evaluators.base import Compose, Evaluator, LatencyEvaluator
-from nas.runner import Constraint, best_trial, run_search
-from nas.search_config import (RUN_SETTINGS, SearchConfig, check_config, config_dict, study_name,
+from nas.pipeline.runner import Constraint, best_trial, run_search
+from nas.pipeline.config import (RUN_SETTINGS, SearchConfig, check_config, config_dict, study_name,
                                training_settings)
 from nas.strategies.base import Strategy, TrainContext
-from nas.trial import MemoryStore, Trial, TrialStore
+from nas.store.trial import MemoryStore, Trial, TrialStore
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,12 @@ def search(cfg: SearchConfig, progress: bool = True, dist: Any = None) -> Search
     """Run the whole pipeline, holding the run lock of a local store (nas/run_lock.py): a second
     search on the same --out is refused while this one runs.
 
-    Under torchrun (`dist`: an active nas.distributed.DistContext) every rank plans and trains the
+    Under torchrun (`dist`: an active nas.training.distributed.DistContext) every rank plans and trains the
     weight-sharing strategy data-parallel; only rank 0 holds the lock, writes files and runs the
     trials. The other ranks return None once the training is over."""
     import contextlib
 
-    from nas.run_lock import run_lock
+    from nas.store.lock import run_lock
     check_config(cfg)   # before the lock: a bad --out/--storage must not create a folder (plan checks again, cheap)
     if dist is not None and not dist.is_main:
         p = _planned(dist, lambda: plan(cfg, False, writer=False))
@@ -89,7 +89,7 @@ def _planned(dist: Any, make: Callable[[], "SearchPlan"]) -> "SearchPlan":
     then found by the rest); when it fails on one rank every rank stops before the training."""
     if dist is None or not dist.active:
         return make()
-    import nas.distributed as D
+    import nas.training.distributed as D
     made: SearchPlan | None = None
     for turn in (True, False):
         if dist.is_main == turn:
@@ -109,7 +109,7 @@ def _planned(dist: Any, make: Callable[[], "SearchPlan"]) -> "SearchPlan":
 def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> SearchPlan:
     """Load and check everything; `progress`: bars for slow loading (profiling this machine's cpu table).
     `writer=False` (torchrun ranks but 0): no store, no --out, nothing written."""
-    from nas.problem import problem_options
+    from nas.strategies.problem import problem_options
     from nas.strategies.catalog import STRATEGIES
     from search_spaces.catalog import get_space
 
@@ -126,8 +126,8 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
         raise UsageError(f"--strategy {cfg.strategy} trains one shared net in this process; it runs with "
                          f"--runner local only (got --runner {cfg.runner})")
     if cfg.runner == "ray" and cfg.address and writer:   # an unreachable or refusing cluster: before writing
-        from nas.ray_runner import check_reachable
-        from nas.ray_session import prepare_connection
+        from nas.cluster.ray_session import check_reachable
+        from nas.cluster.ray_session import prepare_connection
         check_reachable(cfg.address)
         prepare_connection(cfg.address)
     models = _latency_models(cfg, space, progress)
@@ -209,7 +209,7 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
     if bad:
         raise UsageError(f"strategy {strategy_cls.name!r} has no option {bad[0]!r}; valid options: "
                          f"{', '.join(sorted(valid))}")
-    from nas.catalogue import strategy_options
+    from nas.pipeline.catalogue import strategy_options
     defaults = strategy_options(strategy_cls)
     for key, value in options.items():   # a number option given a string, list, ... (not a raw TypeError)
         default = defaults.get(key)
@@ -222,8 +222,8 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
 
 def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None) -> TrialStore:
     """The search's store: --storage, else DIR/trials.db for --out, else memory."""
-    from nas.cooperative import open_any_store   # shared studies for RDB servers and journals
-    from nas.store import default_spec
+    from nas.pipeline.cooperative import open_any_store   # shared studies for RDB servers and journals
+    from nas.store.study import default_spec
     spec = cfg.storage or default_spec(cfg.out)
     if spec is None:
         return MemoryStore()
@@ -249,7 +249,7 @@ def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> Non
     for old in olds:
         diff = sorted(k for k in set(old) | set(mine) if k not in RUN_SETTINGS and old.get(k) != mine.get(k))
         if diff:
-            from nas.storage_errors import mask
+            from nas.store.errors import mask
             where = (f"study {study_name(cfg)!r} in {mask(cfg.storage)}" if cfg.storage else
                      str(out) if out is not None else f"study {cfg.study!r}")
             raise UsageError(f"{where} holds a search with other settings ({', '.join(diff)}); "
@@ -289,11 +289,11 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
         log.info("%s yields its derived arch as %d trial(s) (--trials %d ignored; refine=N adds evolution trials)",
                  cfg.strategy, n, cfg.trials)
     if cfg.runner == "ray":
-        from nas.ray_runner import run_ray_search
+        from nas.pipeline.ray_runner import run_ray_search
         return run_ray_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
                               workers=cfg.workers, address=cfg.address, max_retries=cfg.max_retries)
     if getattr(p.store, "shared", False):   # several searches on one study: nas/cooperative.py
-        from nas.cooperative import run_cooperative
+        from nas.pipeline.cooperative import run_cooperative
         return run_cooperative(p.strategy, evaluator, n, p.store, progress=progress,
                                max_retries=cfg.max_retries, heartbeat_s=cfg.heartbeat_s)
     return run_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
@@ -369,7 +369,7 @@ def export_inherited(strategy: Strategy, arch: Arch, out: Path) -> dict[str, Any
     got = strategy.inherited(arch)
     if got is None:
         return {}
-    from nas.deploy import export_onnx, export_torch
+    from nas.deploy.export import export_onnx, export_torch
     small, state = got
     sub = small.validate(type(arch)(small.name, arch.genes))
     info: dict[str, Any] = {"space_options": small.options(), "torch": str(export_torch(small, sub, out / "subnet.pt",

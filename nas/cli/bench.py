@@ -13,8 +13,8 @@ from typing import Any
 
 
 def cmd_bench_proxies(args: argparse.Namespace) -> int:
-    from nas.bench_proxies import format_ranking, proxy_ranking
-    from nas.torch_threads import set_torch_threads
+    from nas.bench.proxies import format_ranking, proxy_ranking
+    from nas.training.threads import set_torch_threads
     set_torch_threads(args.torch_threads or 1)   # small nets: one thread per process is fastest on shared cores
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()] if args.proxies else None
     result: dict[str, Any] = proxy_ranking(args.space, truth=args.truth, dataset=args.dataset, archs=args.archs,
@@ -28,7 +28,7 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> int:
-    from nas.bench_latency import calibration_benchmark, format_benchmark
+    from nas.bench.latency import calibration_benchmark, format_benchmark
     from nas.core.errors import UsageError
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     try:
@@ -44,7 +44,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_strategies(args: argparse.Namespace) -> int:
-    from nas.bench_strategies import format_strategies, plot_strategies, strategy_benchmark
+    from nas.bench.strategies import format_strategies, plot_strategies, strategy_benchmark
     from nas.core.errors import UsageError
     strategies = [p.strip() for p in args.strategies.split(",") if p.strip()] if args.strategies else None
     try:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from nas.cli_args import add_space_args, emit, space_options
+from nas.cli.args import add_space_args, emit, space_options
 
 
 def _profile_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.cli_args import add_space_args, emit, space_options
+from nas.cli.args import add_space_args, emit, space_options
 from nas.core.errors import NasError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
@@ -23,7 +23,7 @@ Command = Callable[[argparse.Namespace], int]
 # ---- list ---------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     from nas.api import SECTIONS, list_catalogue
-    from nas.catalogue import lines
+    from nas.pipeline.catalogue import lines
     sections = [args.what] if args.what else list(SECTIONS)
     rows = {what: list_catalogue(what, args.verbose_list) for what in sections}
     if args.what:
@@ -37,7 +37,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # ---- search -------------------------------------------------------------------------------------
 def _search_config(args: argparse.Namespace) -> Any:
-    from nas.search_config import SearchConfig, resume_config
+    from nas.pipeline.config import SearchConfig, resume_config
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
            "device": args.device, "heartbeat_s": args.heartbeat}
     if args.resume is None:
@@ -100,7 +100,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"   params: {s['metrics'].get('params_m', 0):.2f} M"
             f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
     if cfg.out or cfg.storage:
-        from nas.store import default_spec
+        from nas.store.study import default_spec
         spec = cfg.storage or default_spec(cfg.out) or ""
         where = spec.partition(":")[2] if spec.startswith(("jsonl:", "journal:")) else spec
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
@@ -116,7 +116,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if ex.get("train_size_why"):
             text += f" ({ex['train_size_why']})"
     if not getattr(args, "json", False):
-        from nas.report import SearchRecord, latency_axes, pareto_table
+        from nas.pipeline.report import SearchRecord, latency_axes, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
         text += "\n" + pareto_table(result.trials, latency_axes(result.trials, cfg.targets), limit=8, fmt=fmt,
                                     targets=cfg.targets)
@@ -126,7 +126,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from nas.api import report
-    from nas.report import pareto_table
+    from nas.pipeline.report import pareto_table
     info, record = report(args.folder, args.storage, args.study, args.out, x=args.x, y=args.y)
     table = pareto_table(record.trials, info["x"], args.y, limit=10, fmt=record.arch_format(),
                          targets=record.targets())
@@ -157,9 +157,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from nas import __version__
-    from nas.cli_latency import add_latency_parser
-    from nas.cli_bench import add_bench_parser
-    from nas.cli_train import add_train_parser
+    from nas.cli.latency import add_latency_parser
+    from nas.cli.bench import add_bench_parser
+    from nas.cli.train import add_train_parser
     p = argparse.ArgumentParser(prog="nas", description="Neural architecture search with hardware-latency models.")
     p.add_argument("--version", action="version", version=f"nas {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")

@@ -2,9 +2,9 @@
 
 The model's free constants are fitted here once, jointly on every published source of
 latency/devices/pixel1_data.json (whole nets, Single-Path NAS's per-layer LUT, ProxylessNAS's per-op
-profile; `nas.pixel1_sources`), by least squares on log(predicted / measured) with each source
+profile; `latency.devices.pixel1_sources`), by least squares on log(predicted / measured) with each source
 weighted equally, a speed level per source (a measurement session; robust prior) and a weak prior,
-and written into pixel1.py's FITTED block (``python -m nas.pixel1_calibration fit --write``);
+and written into pixel1.py's FITTED block (``python -m latency.devices.pixel1_calibration fit --write``);
 nothing is fitted at run time. `loso` refits on
 all sources but one and reports the errors on the one left out, for every source; `report` holds
 every check that the shipped tables record in their metadata. Lives in the engine because it joins
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Sequence
 from latency.devices import pixel1
 from latency.devices.pixel1 import CONSTANTS, DEVICE, FIT_NAMES, Constants, build_table, layer_ms, net_ms
 from nas.core.errors import LatencyError, UsageError
-from nas.pixel1_sources import theta
+from latency.devices.pixel1_sources import theta
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from nas.pixel1_sources import Source
+    from latency.devices.pixel1_sources import Source
 
 
 # ---- errors, fit, leave-one-source-out ---------------------------------------------------------------
@@ -76,7 +76,7 @@ def fit_sessions(ids: Sequence[str] | None = None, start: Constants = Constants(
     import numpy as np
     from scipy.optimize import least_squares
 
-    from nas.pixel1_sources import sources
+    from latency.devices.pixel1_sources import sources
     srcs = [s for s in sources() if ids is None or s.id in ids]
     data = [(np.array([p.features for p in s.points]), np.array([p.measured_ms for p in s.points])) for s in srcs]
     x0 = np.log([getattr(start, k) for k in names])
@@ -120,7 +120,7 @@ def loso(spread: float = SESSION_SPREAD, weight: float = SESSION_WEIGHT) -> list
     session level 0, as a new session would be). `anchored`: the errors on its nets that no other source
     measured, after one factor for its session taken from the nets it shares with them (None if none).
     `spread` / `weight`: the session-level prior (an analysis of its sensitivity; the shipped fit uses the defaults)."""
-    from nas.pixel1_sources import sources
+    from latency.devices.pixel1_sources import sources
     srcs = sources()
     rows = []
     for src in srcs:
@@ -143,7 +143,7 @@ def spnas_arch_check(c: Constants = CONSTANTS, archs: int = 500, seed: int = 0) 
     import numpy as np
     from scipy.stats import spearmanr
 
-    from nas.pixel1_sources import DATA
+    from latency.devices.pixel1_sources import DATA
     from search_spaces.catalog import get_space
     src = next(s for s in _json.loads(DATA.read_text())["sources"] if s["id"] == "spnas_lut")
     lut = {(p["block"], p["choice"]): p["ms"] for p in src["points"]}
@@ -178,7 +178,7 @@ def _cell_errors(c: Constants) -> list[dict[str, object]]:
 
 def report(c: Constants = CONSTANTS, with_loso: bool = True) -> dict[str, object]:
     """Every check of the model with constants `c` (what the tables record in their metadata)."""
-    from nas.pixel1_sources import sources
+    from latency.devices.pixel1_sources import sources
     srcs = sources()
     out: dict[str, object] = {
         "sources": [{"id": s.id, "kind": s.kind, "n": len(s.points), "what": s.what, "citation": s.citation}
@@ -235,7 +235,7 @@ def _print_report(rep: dict[str, object]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.pixel1_calibration", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m latency.devices.pixel1_calibration", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fit", help="fit the free constants on every source and print every error")
     f.add_argument("--write", action="store_true", help="write the fitted constants into pixel1.py")

@@ -1,4 +1,4 @@
-"""`nas train`: train a found arch from scratch (nas.retrain.train_arch), alone or under torchrun.
+"""`nas train`: train a found arch from scratch (nas.training.retrain.train_arch), alone or under torchrun.
 
     nas train runs/p1/best.json --dataset digits -o resolution=32 -o width_mult=0.35 --out runs/t
     nas train --space mbconv --arch single-path-nas -o resolution=32 --epochs 5 --out runs/t
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from nas.cli_args import space_options
+from nas.cli.args import space_options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                   amp=args.amp, **given)
     try:
         if args.runner == "ray":   # the same DDP job on Ray actors (nas/ray_train.py)
-            from nas.ray_train import train_on_ray
+            from nas.cluster.ray_train import train_on_ray
             result = train_on_ray(args.workers, args.address, result=args.result, **kwargs)
         else:
             result = train(args.result, **kwargs)

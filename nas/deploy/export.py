@@ -5,7 +5,7 @@ or inherited from a supernet); the ONNX file is verified with `onnx.checker` and
 output is compared with torch on seeded inputs (batch 1 and 8 when the batch axis is dynamic, the
 default) before the file is kept. Files get normal permissions (0666 minus the umask).
 
-Loading: `nas.deploy.load_model("net.pt")` gives the nn.Module (eval mode) of a `--format torch`
+Loading: `nas.deploy.export.load_model("net.pt")` gives the nn.Module (eval mode) of a `--format torch`
 file; a `--format torchscript` file loads with plain `torch.jit.load("net.ts")`, without `nas`.
 """
 from __future__ import annotations

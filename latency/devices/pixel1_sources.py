@@ -4,7 +4,7 @@
 table, a released lookup table or per-op profile), with citations. This module turns every point
 into what the model prices: the primitives of a whole net, of one layer, or a single primitive, and
 sums them into the six features the model is linear in (`FEATURES`), so that fitting and
-leave-one-source-out validation (nas.pixel1_calibration) are fast and exact.
+leave-one-source-out validation (latency.devices.pixel1_calibration) are fast and exact.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from latency.devices.pixel1 import CONSTANTS, Constants
 from latency.devices.primitives import Primitive, decompose
 from nas.core.errors import LatencyError
 
-DATA = Path(__file__).resolve().parent.parent / "latency" / "devices" / "pixel1_data.json"
+DATA = Path(__file__).resolve().parent / "pixel1_data.json"
 
 #: the model is t = sum(features * theta): compute at the three rates, bytes at the two bandwidths, op count
 FEATURES = ("gmac_pw", "gmac_dw", "gmac_dw_large", "mb_l2", "mb_dram", "ops")

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError
-from nas.trial import Trial
+from nas.store.trial import Trial
 
 ArchFormat = Callable[[Arch], str]
 
@@ -126,8 +126,8 @@ class SearchRecord:
 
 def load_search(folder: str | Path | None, storage: str | None = None, study: str | None = None) -> SearchRecord:
     """The trials and config of a search: an --out folder, or a storage + study."""
-    from nas.search_config import SearchConfig, study_name
-    from nas.store import STORE_FILE, default_spec, open_store
+    from nas.pipeline.config import SearchConfig, study_name
+    from nas.store.study import STORE_FILE, default_spec, open_store
     config: dict[str, Any] = {}
     if folder is not None:
         folder = Path(folder)

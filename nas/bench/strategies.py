@@ -2,7 +2,7 @@
 
     nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
 
-Every strategy runs the ordinary in-process pipeline (`nas.pipeline.plan/train/run`, memory store) with
+Every strategy runs the ordinary in-process pipeline (`nas.pipeline.search.plan/train/run`, memory store) with
 the `tabular` evaluator (ground-truth CIFAR-10 accuracy) under one latency bound on one device:
 
 - `nats_sss`: all 32,768 NATS size-space archs, latency from the `pixel1` device model;
@@ -115,8 +115,8 @@ def _hypervolume(acc: np.ndarray, lat: np.ndarray, ref: tuple[float, float]) -> 
 # ---- runs ----------------------------------------------------------------------------------------------
 def run_strategy(setup: BenchSetup, strategy: str, seed: int, evaluations: int) -> tuple[np.ndarray, np.ndarray]:
     """(accuracy, latency) of the first `evaluations` trials of one seeded search, in evaluation order."""
-    from nas.pipeline import plan, run, train
-    from nas.search_config import SearchConfig
+    from nas.pipeline.search import plan, run, train
+    from nas.pipeline.config import SearchConfig
     options = dict(ZERO_COST_OPTIONS) if strategy == "zero-cost" else {}
     if strategy == "zero-cost":
         options["progress"] = False

@@ -23,22 +23,22 @@ from typing import Any, Callable
 import numpy as np
 
 from nas.evaluators.base import Evaluator
-from nas.runner import Executor, LocalExecutor, trial_seed
-from nas.shared_store import Heartbeat, SharedStudyStore, is_shared_spec
-from nas.store import make_storage, open_store
+from nas.pipeline.runner import Executor, LocalExecutor, trial_seed
+from nas.store.shared import Heartbeat, SharedStudyStore, is_shared_spec
+from nas.store.study import make_storage, open_store
 from nas.strategies.base import Strategy
-from nas.trial import Trial, TrialStore
+from nas.store.trial import Trial, TrialStore
 
 log = logging.getLogger(__name__)
 MAX_LOST_CLAIMS = 50   # then evaluate a duplicate rather than spin (a strategy that only proposes seen archs)
 
 
 def open_any_store(spec: str, study: str, *, heartbeat_s: float = 10.0, **kwargs: Any) -> TrialStore:
-    """`nas.store.open_store`, but a shared store (journal, RDB server) for specs several searches can share."""
+    """`nas.store.study.open_store`, but a shared store (journal, RDB server) for specs several searches can share."""
     if not is_shared_spec(spec):
         return open_store(spec, study, **kwargs)
     if kwargs.pop("fresh", False):
-        from nas.store import _delete_study
+        from nas.store.study import _delete_study
         _delete_study(make_storage(spec), study)
     return SharedStudyStore(spec, study, grace_s=grace_seconds(heartbeat_s), **kwargs)
 
@@ -63,7 +63,7 @@ def run_cooperative(strategy: Strategy, evaluator: Evaluator, trials: int, store
     foreign = {t.arch.space for t in history} - {strategy.space.name}
     if foreign:
         from nas.core.errors import UsageError
-        from nas.storage_errors import mask
+        from nas.store.errors import mask
         raise UsageError(f"study {store.name!r} in {mask(store.spec)} holds archs of space "
                          f"{', '.join(sorted(foreign))}, not {strategy.space.name!r}; use another --study")
     strategy.rebuild(history)
