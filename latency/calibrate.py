@@ -262,6 +262,9 @@ def read_measurements(path: str | Path, space: SearchSpace) -> list[tuple[Arch, 
     if len(out) < MIN_ARCHS:
         raise UsageError(f"measurements file {path} holds {len(out)} measured archs; calibration needs at least "
                          f"{MIN_ARCHS} (10 or more recommended)")
+    if max(ms for _, ms in out) - min(ms for _, ms in out) <= 1e-9 * max(ms for _, ms in out):
+        raise UsageError(f"measurements file {path}: all {len(out)} measured nets cost the same ({out[0][1]:g} ms): "
+                         f"nothing to fit; measure nets of different sizes")
     return out
 
 
