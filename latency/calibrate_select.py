@@ -24,6 +24,7 @@ on a path that cannot reach the output does not run (`space.live_layers`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -158,18 +159,80 @@ def fit_blend(xs: dict[str, np.ndarray], counts: np.ndarray, y: np.ndarray, refe
     return Blend(tuple(families), tuple(fits), cv, blend_weights(cv), tuple(count_columns))
 
 
-def layer_costs(blend: Blend, spec: LayerSpec) -> float:
-    """The blended model's cost of one layer (the per-layer families only: roofline, counts and
-    roofline+counts are additive over layers; the basis families are not)."""
+def layer_model(blend: Blend, x: np.ndarray | None = None, y: np.ndarray | None = None) -> dict[str, object]:
+    """The blend of the per-layer families as one linear per-layer model (they are all linear):
+    ms(layer) = features(layer) @ feature_weights + op_type_ms[op type of the layer], plus
+    intercept_ms once per net. Stored in the table's metadata, it prices the layers of any options
+    of the space (latency/targets.py rebuilds the table for other options from it)."""
     if any(f.startswith("basis") for f in blend.families):
         raise ValueError("a blend with a basis family prices whole nets, not layers")
-    feats = layer_features(spec)
-    onehot = np.array([1.0 if c == op_type(spec) else 0.0 for c in blend.count_columns])
-    cols = {"roofline": feats, "counts": onehot, "roofline+counts": np.concatenate([feats, onehot])}
-    total = 0.0
+    nf = len(FEATURES)
+    fw = np.zeros(nf)
+    tw = np.zeros(len(blend.count_columns))
     for f, m, w in zip(blend.families, blend.fits, blend.weights):
-        total += w * float(np.asarray(cols[f]) @ np.asarray(m.weights))
-    return max(0.0, total)
+        v = np.asarray(m.weights, float)
+        if f == "roofline":
+            fw += w * v
+        elif f == "counts":
+            tw += w * v
+        else:   # roofline+counts: features first, then the op types
+            fw += w * v[:nf]
+            tw += w * v[nf:]
+    c0 = intercept(blend)
+    moved: list[str] = []
+    if x is not None and y is not None:
+        # a feature that is the same in every measured net (the stem's MACs, the classifier's) cannot be
+        # told from the intercept: its cost sits in c0, which would then not change with the options
+        # (resolution, width, classes). Price such features by the two-constant model (one rate for all
+        # MACs, one per-op cost) and take that cost out of c0 (never below 0): the same predictions for
+        # the measured nets, and a stem / head that scale with the options elsewhere.
+        from latency.calibrate import _prior
+        fixed = np.ptp(x, axis=0) <= 1e-9 * np.maximum(np.abs(x).max(axis=0), 1.0)
+        fixed &= np.abs(fw * x.mean(axis=0)) <= 1e-9 * float(np.mean(y))   # and left unpriced by the fit
+        prior = _prior(x, np.asarray(y, float)) * fixed
+        cost = float(prior @ x[0])
+        if cost > 0:
+            alpha = min(1.0, c0 / cost)
+            fw += alpha * prior
+            c0 -= alpha * cost
+            moved = [f for f, v in zip(FEATURES, prior) if v > 0]
+    out: dict[str, object] = {"intercept_ms": c0, "graph": blend.roofline.graph, "fixed_features_priced_by_prior": moved,
+            "feature_weights": dict(zip(FEATURES, (float(x) for x in fw))),
+            "op_type_ms": dict(zip(blend.count_columns, (float(x) for x in tw))),
+            "note": "ms(layer) = features(layer) @ feature_weights + op_type_ms[op type] (0 for an op type "
+                    "none of the measured nets holds); intercept_ms once per net. For other options of the "
+                    "space an op type's cost is scaled by the layer's feature cost over op_type_reference_ms "
+                    "(a count does not know the layer's size)"}
+    return out
+
+
+def _type_reference(space: SearchSpace, model: dict) -> dict[str, float]:
+    """Per op type, the mean feature cost (features @ feature_weights) of the space's layers of that type."""
+    fw = np.array([float(model["feature_weights"].get(f, 0.0)) for f in FEATURES])
+    acc: dict[str, list[float]] = {}
+    for spec in space.all_layers():
+        acc.setdefault(op_type(spec), []).append(float(layer_features(spec) @ fw))
+    return {t: float(np.mean(v)) for t, v in acc.items()}
+
+
+def priced_table(space: SearchSpace, meta: dict) -> "LatencyTable":
+    """A per-layer table of `space` (any options) priced by the `layer_model` in `meta`."""
+    from latency.table import LatencyTable
+    model = meta["layer_model"]
+    meta = {**meta, "call_overhead_ms": float(model["intercept_ms"])}
+    fw = np.array([float(model["feature_weights"].get(f, 0.0)) for f in FEATURES])
+    types = model["op_type_ms"]
+    ref = model.get("op_type_reference_ms") or {}
+    same = json.dumps(space.options(), sort_keys=True) == json.dumps(meta.get("measured_options"), sort_keys=True)
+    table = LatencyTable(space.name, space.options(), dict(meta))
+    for spec in space.all_layers():
+        feat = float(layer_features(spec) @ fw)
+        t = op_type(spec)
+        count = float(types.get(t, 0.0))
+        if not same and ref.get(t, 0.0) > 0:
+            count *= feat / ref[t]
+        table.add(spec.key, max(0.0, feat + count))
+    return table
 
 
 def intercept(blend: Blend) -> float:
@@ -193,7 +256,6 @@ def calibrate_table(space: SearchSpace, rows: Sequence[tuple[Arch, float]], basi
     a per-layer table (the per-layer families are additive over layers), on the roofline's graph."""
     import datetime as dt
     from latency.measured import BENCH_OPTIONS, BENCH_SPACE, MeasuredTable
-    from latency.table import LatencyTable
     archs = [a for a, _ in rows]
     y = np.array([ms for _, ms in rows])
     bench = space.name == BENCH_SPACE and all(space.options().get(k) == v for k, v in BENCH_OPTIONS.items())
@@ -231,11 +293,10 @@ def calibrate_table(space: SearchSpace, rows: Sequence[tuple[Arch, float]], basi
         columns = cc.columns(archs)
         blend = fit_blend(xs, cc.matrix(archs, columns), y, None, columns)
     meta = {**meta_common, "source": "fitted from end-to-end measurements", "runtime": "as measured by the user",
-            "provider": "n/a (fitted)", "threads": "n/a", "call_overhead_ms": intercept(blend),
+            "provider": "n/a (fitted)", "threads": "n/a",
             "graph": blend.roofline.graph, "model": "blend of " + ", ".join(blend.families) + " (per layer)",
             "families": blend.summary(), "constants": blend.roofline.constants(),
-            "count_weights_ms": dict(zip(columns, blend.fits[blend.families.index("counts")].weights))}
-    table = LatencyTable(space.name, space.options(), meta)
-    for spec in space.all_layers():
-        table.add(spec.key, layer_costs(blend, spec))
-    return blend, table
+            "measured_options": space.options(),
+            "layer_model": layer_model(blend, measured_inputs(space, archs, blend.roofline.graph)[0][blend.roofline.graph], y)}
+    meta["layer_model"]["op_type_reference_ms"] = _type_reference(space, meta["layer_model"])
+    return blend, priced_table(space, meta)
