@@ -54,12 +54,17 @@ def main() -> None:
     def score(p: np.ndarray) -> dict[str, float]:
         return {"spearman": float(spearmanr(p, test_y)[0]), "mape": float(np.mean(np.abs(p / test_y - 1)))}
 
-    r = {"space": space.name, "options": space.options(), "fit_nets": args.fit, "test_nets": args.test,
+    halves = m.net_halves[args.fit:]   # each test net's median over the first and the second half of its rounds
+    repeat = {"spearman": float(spearmanr(halves[:, 0], halves[:, 1])[0]),
+              "mape": float(np.mean(np.abs(halves[:, 0] / halves[:, 1] - 1)))}
+    r = {"space": space.name, "repeatability": repeat, "options": space.options(), "fit_nets": args.fit, "test_nets": args.test,
          "measured_ms": [float(np.min(y)), float(np.max(y))], "clock": "cpu", "repeats": args.repeats,
          "ours": score(pred), "families": {f: score(p) | blend.summary()[f] for f, p in fams.items()},
          "counts_baseline": score(plain), "cpu_seconds": time.process_time() - t0}
     print(f"{space.name} {space.options()}: {args.fit} nets timed to fit, {args.test} to test "
           f"({r['measured_ms'][0]:.2f}-{r['measured_ms'][1]:.2f} ms, cpu clock, {args.repeats} repeats)")
+    print(f"  repeatability (first vs second half of the rounds of the test nets): Spearman "
+          f"{repeat['spearman']:.3f}, MAPE {100 * repeat['mape']:.1f}%")
     print(f"  ours (blend): Spearman {r['ours']['spearman']:.3f}, MAPE {100 * r['ours']['mape']:.1f}%")
     for f, s in r["families"].items():
         print(f"  {f:<16} Spearman {s['spearman']:.3f}, MAPE {100 * s['mape']:.1f}%  (cv {100 * s['cv_error']:.1f}%, "

@@ -55,7 +55,8 @@ def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = Fal
 
 
 def predict_onnx(onnx: str, targets: Sequence[str], breakdown: bool = False,
-                 input_shape: Sequence[int] | str | None = None, *, repeats: int = 50) -> dict[str, Any]:
+                 input_shape: Sequence[int] | str | None = None, *, repeats: int = 50,
+                 clock: str = "auto") -> dict[str, Any]:
     """Latency of any ONNX model: costed node by node on device-model targets (pixel1), timed with
     onnxruntime on `cpu` (this machine, one thread). `breakdown`: the per-node costs (device models)."""
     from latency.onnx_cost import DEVICE_MODELS, parse_shape
@@ -71,9 +72,11 @@ def predict_onnx(onnx: str, targets: Sequence[str], breakdown: bool = False,
             from latency.onnx_time import time_onnx
             from latency.profile import cpu_model
             set_torch_threads(None)
-            tm = time_onnx(onnx, shape, repeats=repeats)
-            rows[t] = {"latency_ms": tm.latency_ms, "iqr_ms": tm.iqr_ms, "input_shape": list(tm.input_shape),
-                       "method": f"onnxruntime, {tm.threads} thread, median of {tm.repeats} runs",
+            tm = time_onnx(onnx, shape, repeats=repeats, clock=clock)
+            rows[t] = {"latency_ms": tm.latency_ms, "iqr_ms": tm.iqr_ms, "spread": tm.spread,
+                       "input_shape": list(tm.input_shape), "clock": tm.clock, "load": tm.load, "note": tm.note,
+                       "method": f"onnxruntime, {tm.threads} thread, {tm.clock} clock, median of {tm.repeats} runs, "
+                                 f"IQR {tm.iqr_ms:.3f} ms ({100 * tm.spread:.0f}% of the median)",
                        "cpu": cpu_model()}
             continue
         cost = cost_onnx(onnx, t, shape)

@@ -33,10 +33,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def _predict_onnx(args: argparse.Namespace) -> int:
     from nas.api_latency import predict_onnx
-    out = predict_onnx(args.onnx, args.target, args.breakdown, args.input_shape)
+    out = predict_onnx(args.onnx, args.target, args.breakdown, args.input_shape, clock=args.clock)
     text = []
     for t, r in out["targets"].items():
         text.append(f"{t}: {r['latency_ms']:.3f} ms ({r['method']}, input {'x'.join(map(str, r['input_shape']))})")
+        if r.get("note"):
+            text.append(f"  note: {r['note']}")
         for row in r.get("breakdown", []):
             text.append(f"  {row['ms']:8.4f}  {row['op']:<20} {row['node']}  [{' '.join(row['primitives'])}]")
     emit(args, out, "\n".join(text))
@@ -186,6 +188,9 @@ def add_latency_parser(sub: Any) -> None:
                    help="any ONNX model: costed per node on device models (pixel1), timed here on cpu")
     s.add_argument("--input-shape", metavar="N,C,H,W", help="the ONNX input's shape (needed if it is dynamic)")
     s.add_argument("--breakdown", action="store_true", help="per-layer (per-node with --onnx) entries")
+    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="auto",
+                   help="--onnx --target cpu: clock of the timed runs (auto: the cpu clock for one thread, as "
+                        "profile / validate; default)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 

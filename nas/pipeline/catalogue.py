@@ -148,8 +148,17 @@ def targets() -> list[dict[str, Any]]:
                          "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date"),
                          "units": m.get("units", "ms"), "batch": m.get("batch"),
                          "matches": models[t].publications if t in models else m.get("publications"),
-                         "made": m.get("made")})
+                         "made": _made(m)})
     return rows
+
+
+def _made(m: dict[str, Any]) -> str | None:
+    """When and under what load a measured (host) table was profiled, for `nas list targets`."""
+    if m.get("source") != "measured":
+        return None
+    start, end = m.get("load_at_start"), m.get("load_at_end")
+    load = (f"load at start: {start}" + (f"; at end: {end}" if end else "")) if start else "load not recorded"
+    return f"{m.get('date') or 'date not recorded'}, {m.get('clock', 'wall')} clock, {load}"
 
 
 def _non_default(space: str, options: Any) -> dict[str, Any]:
