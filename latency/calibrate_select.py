@@ -42,6 +42,7 @@ FAMILIES = ("roofline", "counts", "basis", "basis+counts", "roofline+counts")
 #: the blend's weights: 1 / (cv + BLEND_EPS) ** BLEND_POWER
 BLEND_EPS = 1e-3
 BLEND_POWER = 2
+NEAREST = __import__("os").environ.get("NAS_NEAREST", "0") == "1"   # experiment switch
 #: integer parameters that name a choice (not a shape): part of the op type
 CHOICE_PARAMS = ("k", "e", "s", "heads")
 
@@ -100,6 +101,36 @@ def fit_counts(c: np.ndarray, y: np.ndarray, columns: Sequence[str] = ()) -> Col
                      _rel(loo, y), rho, len(y))
 
 
+def _rank_nearest(reference: np.ndarray, y: np.ndarray) -> int:
+    """The reference column whose values rank `y` best (Spearman; the first on ties)."""
+    from scipy.stats import spearmanr
+    rhos = [float(spearmanr(reference[:, k], y)[0]) if np.ptp(reference[:, k]) > 0 else -1.0
+            for k in range(reference.shape[1])]
+    return int(np.nanargmax(rhos))
+
+
+def fit_nearest(reference: np.ndarray, y: np.ndarray) -> tuple[int, ColumnFit]:
+    """The shipped device that ranks the measured nets best, scaled: ms = c0 + w * t_device (NNLS);
+    leave-one-out redoes the choice of the device in every fold."""
+    from scipy.stats import spearmanr
+    reference, y = np.asarray(reference, float), np.asarray(y, float)
+
+    def solve(col: np.ndarray, b: np.ndarray) -> np.ndarray:
+        sol, _ = nnls(np.column_stack([np.ones(len(b)), col]), b)
+        return sol
+
+    loo = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        k = _rank_nearest(reference[keep], y[keep])
+        s = solve(reference[keep, k], y[keep])
+        loo[i] = s[0] + s[1] * reference[i, k]
+    k = _rank_nearest(reference, y)
+    s = solve(reference[:, k], y)
+    rho = float(spearmanr(loo, y)[0]) if np.ptp(loo) > 0 and np.ptp(y) > 0 else None
+    return k, ColumnFit("nearest", (str(k),), float(s[0]), (float(s[1]),), 0.0, _rel(loo, y), rho, len(y))
+
+
 @dataclass(frozen=True)
 class Blend:
     """The calibrated model: families, their fits, leave-one-out errors and blend weights."""
@@ -124,6 +155,9 @@ class Blend:
         cols = {"roofline": x, "counts": counts, "roofline+counts": np.hstack([x, counts])}
         if reference is not None:
             cols.update({"basis": reference, "basis+counts": np.hstack([reference, counts])})
+            if "nearest" in self.families:
+                k = int(self.fits[self.families.index("nearest")].columns[0])
+                cols["nearest"] = reference[:, [k]]
         return {f: m.predict(cols[f]) for f, m in zip(self.families, self.fits)}
 
     def predict(self, xs: dict[str, np.ndarray], counts: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
@@ -155,6 +189,9 @@ def fit_blend(xs: dict[str, np.ndarray], counts: np.ndarray, y: np.ndarray, refe
     if reference is not None:
         fits += [fit_columns("basis", [], reference, y), fit_columns("basis+counts", [], np.hstack([reference, counts]), y)]
         families += ["basis", "basis+counts"]
+        if NEAREST:
+            fits.append(fit_nearest(reference, y)[1])
+            families.append("nearest")
     cv = tuple(float(f.cv_error) for f in fits)
     return Blend(tuple(families), tuple(fits), cv, blend_weights(cv), tuple(count_columns))
 
