@@ -122,6 +122,11 @@ def validate(space: str, table: str | None = None, target: str | None = None,
         raise UsageError("--save-correction needs --fit-correction")
     if (table is None) == (target is None):
         raise UsageError("give exactly one of --table FILE and --target NAME")
+    from latency.targets import model_targets
+    if target in model_targets():
+        raise UsageError(f"--target {target} is a device model of the Google Pixel 1, not a table timed with "
+                         f"onnxruntime: validate times nets on this machine, so it checks measured tables only "
+                         f"(--table FILE or a cpu target)")
     if save_correction:
         from nas.core.files import check_writable
         check_writable(save_correction, "--save-correction")

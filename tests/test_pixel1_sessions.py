@@ -109,3 +109,9 @@ def test_pixel1_2019_on_the_mobilenetv3_session_each_net_left_out() -> None:
     r = session_holdout()
     assert len(r["nets"]) == 10
     assert r["pixel1_2019"]["mape_pct"] < 7.0 and r["pixel1_level0"]["mape_pct"] > 15.0
+
+
+def test_validate_refuses_a_pixel1_target_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["latency", "validate", "--space", "mbconv", "--target", "pixel1-2019"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--target pixel1-2019 is a device model" in err
