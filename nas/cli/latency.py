@@ -201,8 +201,8 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--out", required=True, metavar="DEVICE.json", help="table file to write (use as --target)")
     s.add_argument("--device", help="device name to record (default: from the measurements file name)")
     s.add_argument("--basis", metavar="all|A,B",
-                   help="nb201: also model the device from these measured devices' latencies ('all': the 27 "
-                        "shipped) and keep the model with the smallest leave-one-out error")
+                   help="nb201: the measured devices' latencies join the blended families ('all': the 27 "
+                        "shipped); the table then holds the prediction of every arch")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
