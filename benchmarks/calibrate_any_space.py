@@ -34,12 +34,14 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chunk", type=int, default=0, help="nets timed interleaved per group (default 0: all in one, "
+                                                          "so a change of the machine's load hits fit and test nets alike)")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args()
     space = get_space(args.space, **space_options(args.space_option))
     archs = sample_archs(space, args.fit + args.test, args.seed)
     t0 = time.process_time()
-    m = measure(space, archs, ProfileSettings(warmup=3, repeats=args.repeats), joint=False, rounds=5, chunk=10,
+    m = measure(space, archs, ProfileSettings(warmup=3, repeats=args.repeats), joint=False, rounds=5, chunk=args.chunk,
                 progress=False, clock="cpu")
     y = m.net_ms
     fit_a, fit_y, test_a, test_y = archs[:args.fit], y[:args.fit], archs[args.fit:], y[args.fit:]
@@ -57,7 +59,8 @@ def main() -> None:
     halves = m.net_halves[args.fit:]   # each test net's median over the first and the second half of its rounds
     repeat = {"spearman": float(spearmanr(halves[:, 0], halves[:, 1])[0]),
               "mape": float(np.mean(np.abs(halves[:, 0] / halves[:, 1] - 1)))}
-    r = {"space": space.name, "repeatability": repeat, "options": space.options(), "fit_nets": args.fit, "test_nets": args.test,
+    r = {"space": space.name, "repeatability": repeat, "chunk": args.chunk or len(archs),
+         "options": space.options(), "fit_nets": args.fit, "test_nets": args.test,
          "measured_ms": [float(np.min(y)), float(np.max(y))], "clock": "cpu", "repeats": args.repeats,
          "ours": score(pred), "families": {f: score(p) | blend.summary()[f] for f, p in fams.items()},
          "counts_baseline": score(plain), "cpu_seconds": time.process_time() - t0}
