@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from scipy.optimize import nnls
@@ -39,6 +39,10 @@ from nas.core.arch import Arch
 from nas.core.errors import UsageError
 from nas.core.layer import LayerSpec
 from nas.core.space import SearchSpace
+
+if TYPE_CHECKING:
+    from latency.measured import MeasuredTable
+    from latency.table import LatencyTable
 
 FAMILIES = ("roofline", "counts", "roofline+counts", "basis", "basis+counts", "nearest")
 #: the blend's weights: 1 / (cv + BLEND_EPS) ** BLEND_POWER
@@ -184,11 +188,12 @@ def fit_blend(xs: dict[str, np.ndarray], counts: np.ndarray, y: np.ndarray, refe
                          f"measure nets of different sizes")
     roof = fit_best(xs, y)
     x = xs[roof.graph]
-    fits: list[Fit | ColumnFit] = [roof, fit_counts(counts, y, count_columns),
-                                   fit_columns("roofline+counts", [*FEATURES, *count_columns], np.hstack([x, counts]), y)]
+    both = fit_columns("roofline+counts", [*FEATURES, *count_columns], np.hstack([x, counts]), y)
+    fits: list[Fit | ColumnFit] = [roof, fit_counts(counts, y, count_columns), both]
     families = ["roofline", "counts", "roofline+counts"]
     if reference is not None:
-        fits += [fit_columns("basis", [], reference, y), fit_columns("basis+counts", [], np.hstack([reference, counts]), y)]
+        fits += [fit_columns("basis", [], reference, y),
+                 fit_columns("basis+counts", [], np.hstack([reference, counts]), y)]
         fits.append(fit_nearest(reference, y)[1])
         families += ["basis", "basis+counts", "nearest"]
     cv = tuple(float(f.cv_error) for f in fits)
@@ -232,7 +237,8 @@ def layer_model(blend: Blend, x: np.ndarray | None = None, y: np.ndarray | None 
             fw += alpha * prior
             c0 -= alpha * cost
             moved = [f for f, v in zip(FEATURES, prior) if v > 0]
-    out: dict[str, object] = {"intercept_ms": c0, "graph": blend.roofline.graph, "fixed_features_priced_by_prior": moved,
+    out: dict[str, object] = {"intercept_ms": c0, "graph": blend.roofline.graph,
+                              "fixed_features_priced_by_prior": moved,
             "feature_weights": dict(zip(FEATURES, (float(x) for x in fw))),
             "op_type_ms": dict(zip(blend.count_columns, (float(x) for x in tw))),
             "note": "ms(layer) = features(layer) @ feature_weights + op_type_ms[op type] (0 for an op type "
@@ -333,6 +339,6 @@ def calibrate_table(space: SearchSpace, rows: Sequence[tuple[Arch, float]], basi
             "graph": blend.roofline.graph, "model": "blend of " + ", ".join(blend.families) + " (per layer)",
             "families": blend.summary(), "constants": blend.roofline.constants(),
             "measured_options": space.options(),
-            "layer_model": layer_model(blend, measured_inputs(space, archs, blend.roofline.graph)[0][blend.roofline.graph], y)}
+            "layer_model": layer_model(blend, FeatureCache(space, blend.roofline.graph).matrix(archs), y)}
     meta["layer_model"]["op_type_reference_ms"] = _type_reference(space, meta["layer_model"])
     return blend, priced_table(space, meta)
