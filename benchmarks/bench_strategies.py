@@ -7,7 +7,7 @@ Every strategy searches with the `tabular` evaluator (ground-truth CIFAR-10 accu
 bound (nats_sss: pixel1 model <= 10 ms; nb201: NASLib's 724 archs, measured pixel3 <= 14 ms) for
 `--seeds` seeds; single-objective ones are scored by the best feasible accuracy found, multi-objective
 ones by the hypervolume of (accuracy, latency) against a fixed reference; a two-sided Mann-Whitney U test
-compares each with random search at the same budget. See nas/bench_strategies.py.
+compares each with random search at the same budget. See nas/bench/strategies.py.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ using them on another CPU would be silently wrong. `resolve` finds the table for
    (`$NAS_CACHE_DIR` or the platform cache folder, e.g. ~/.cache/nas/tables/<cpu-slug>_ort-<version>/);
 2. a shipped measured table whose metadata names this CPU model and onnxruntime version;
 3. otherwise, for spaces that profile in seconds (`AUTO_PROFILE`: mbconv, nasnet - both variants -,
-   hytra, nb201), profile one now (progress bar; layers timed among 6 calibration nets, which also fit
+   hytra, nb201, ofa_mbv3), profile one now (progress bar; layers timed among 6 calibration nets, which also fit
    its net-level correction: latency/net_calibration.py) into the cache; for the others (vit_resnas), refuse
    with the one command that makes it.
    `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
@@ -32,11 +32,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TARGET = "cpu"
+#: this machine with every layer statically quantized to int8 (latency.quantize), cached beside `cpu`
+INT8_TARGET = "cpu-int8"
+PRECISION_OF = {TARGET: "float32", INT8_TARGET: "int8"}
 #: spaces whose full table profiles in seconds: profiled automatically on first use (the shipped Xeon
 #: tables took 3.1 s for mbconv, 3.1 s for nasnet, 6.0 s for hytra without calibration nets; with 10 of
-#: them, 15 / 40 / 62 s on a quiet 2-core EPYC VM (stop 20); earlier, on that VM at load 9,
+#: them, 15 / 40 / 62 s on a quiet 2-core EPYC VM (stop 20); ofa_mbv3 (93 layers + 10 calibration nets)
+#: 34 CPU s on the 2.8 GHz Xeon VM under load; earlier, on that VM at load 9,
 #: nasnet 15 s, its darts variant 2-4 s, hytra 29 s; vit_resnas took 108 s on the Xeon: refused)
-AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra"})
+AUTO_PROFILE = frozenset({"mbconv", "nb201", "nasnet", "hytra", "ofa_mbv3"})
 
 
 def cache_root() -> Path:
@@ -72,8 +76,10 @@ def cpu_slug(cpu: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.") or "unknown-cpu"
 
 
-def host_dir() -> Path:
-    return cache_root() / f"{cpu_slug(host_cpu())}_ort-{runtime_version()}"
+def host_dir(precision: str = "float32") -> Path:
+    """The cache folder of this machine's tables; int8 tables in a sibling folder ending `_int8`."""
+    return cache_root() / (f"{cpu_slug(host_cpu())}_ort-{runtime_version()}" + ("" if precision == "float32" else
+                                                                                 f"_{precision}"))
 
 
 def options_suffix(options: dict[str, Any], plain_options: dict[str, Any] | None) -> str:
@@ -87,55 +93,67 @@ def options_suffix(options: dict[str, Any], plain_options: dict[str, Any] | None
     return "-" + hashlib.sha1(opts.encode()).hexdigest()[:8]
 
 
-def host_table_path(space: SearchSpace, shipped_options: dict[str, Any] | None = None) -> Path:
-    return host_dir() / f"{space.name}{options_suffix(space.options(), shipped_options)}.json"
+def host_table_path(space: SearchSpace, shipped_options: dict[str, Any] | None = None,
+                    precision: str = "float32") -> Path:
+    return host_dir(precision) / f"{space.name}{options_suffix(space.options(), shipped_options)}.json"
 
 
-def cached_spaces() -> list[str]:
-    d = host_dir()
+def cached_spaces(precision: str = "float32") -> list[str]:
+    d = host_dir(precision)
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
 
 
-def matches_host(metadata: dict[str, Any]) -> bool:
-    """Was this table measured on this CPU model with this onnxruntime version?"""
+def matches_host(metadata: dict[str, Any], precision: str = "float32") -> bool:
+    """Was this table measured on this CPU model with this onnxruntime version, at `precision`?"""
     return (metadata.get("source") == "measured" and metadata.get("cpu") == host_cpu()
-            and str(metadata.get("runtime_version")) == runtime_version())
+            and str(metadata.get("runtime_version")) == runtime_version()
+            and metadata.get("precision", "float32") == precision)
 
 
-def profile_command(space: SearchSpace, path: Path) -> str:
+def profile_command(space: SearchSpace, path: Path, precision: str = "float32") -> str:
     opts = "".join(f" -o {k}={json.dumps(v)}" for k, v in space.options().items()) if path.stem != space.name else ""
-    return f"nas latency profile --space {space.name}{opts} --out {path}"
+    prec = "" if precision == "float32" else f" --precision {precision}"
+    return f"nas latency profile --space {space.name}{opts}{prec} --out {path}"
 
 
 def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = True,
-            profile: Callable[[SearchSpace, Path, bool], "LatencyTable"] | None = None) -> "LatencyTable":
-    """The cpu table of `space` for this machine: cached, shipped for this CPU, profiled now, or refused.
+            profile: Callable[[SearchSpace, Path, bool], "LatencyTable"] | None = None,
+            precision: str = "float32") -> "LatencyTable":
+    """The cpu table of `space` for this machine at `precision` (float32: `cpu`, int8: `cpu-int8`):
+    cached, shipped for this CPU, profiled now, or refused.
 
     `shipped`: the shipped measured tables of the space (any target); `profile` (tests) replaces
     the onnxruntime profiling."""
     from latency.table import LatencyTable
     # the file name is relative to the options of the space's plain `<space>.json` shipped table
     options = next((t.space_options for t in shipped if Path(t.source).stem == space.name), None)
-    path = host_table_path(space, options)
+    path = host_table_path(space, options, precision)
     if path.exists():
         return LatencyTable.load(path)
     for table in shipped:
-        if matches_host(table.metadata) and json.dumps(table.space_options, sort_keys=True, default=list) == \
+        if matches_host(table.metadata, precision) and json.dumps(table.space_options, sort_keys=True, default=list) == \
                 json.dumps(space.options(), sort_keys=True, default=list):
             return table
     cpu, ort = host_cpu(), runtime_version()
     if space.name not in AUTO_PROFILE or os.environ.get("NAS_AUTO_PROFILE", "1").lower() in ("0", "false", "no"):
-        raise UsageError(f"no cpu latency table of space {space.name!r} for this machine ({cpu}, onnxruntime {ort}); "
-                         f"make it with: {profile_command(space, path)}")
-    log.warning("no cpu latency table of %s for this machine (%s, onnxruntime %s): profiling one into %s",
-                space.name, cpu, ort, path)
-    return (profile or _profile)(space, path, progress)
+        raise UsageError(f"no {precision} cpu latency table of space {space.name!r} for this machine ({cpu}, "
+                         f"onnxruntime {ort}); make it with: {profile_command(space, path, precision)}")
+    log.warning("no %s cpu latency table of %s for this machine (%s, onnxruntime %s): profiling one into %s",
+                precision, space.name, cpu, ort, path)
+    if profile is not None:
+        return profile(space, path, progress)
+    # float keeps the three-argument call (tests replace `_profile` with such functions)
+    return _profile(space, path, progress) if precision == "float32" else _profile(space, path, progress, precision)
 
 
-def _profile(space: SearchSpace, path: Path, progress: bool) -> "LatencyTable":
+def _profile(space: SearchSpace, path: Path, progress: bool, precision: str = "float32") -> "LatencyTable":
     from latency.net_calibration import profile_calibrated
     from latency.profile import ProfileSettings
+    from latency.quantize import Quantizer, digits_calibration
+    # int8: calibrated on the bundled digits; ops without an int8 kernel run in float (recorded per layer)
+    quant = Quantizer(digits_calibration(space.input_shape[-1])) if precision == "int8" else None
     # layers timed among 6 calibration nets, which also fit the net-level correction (10 in `nas latency profile`)
-    table = profile_calibrated(space, None, ProfileSettings(), progress=progress, clock="auto", nets=6)
+    table = profile_calibrated(space, None, ProfileSettings(precision=precision), progress=progress, clock="auto",
+                               nets=6, quant=quant)
     table.save(path)   # atomic: a concurrent run sees either no table or a whole one
     return table

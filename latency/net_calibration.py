@@ -28,6 +28,7 @@ from nas.core.errors import NasError
 
 if TYPE_CHECKING:
     from latency.profile import ProfileSettings
+    from latency.quantize import Quantizer
     from latency.table import LatencyTable
     from nas.core.arch import Arch
     from nas.core.space import SearchSpace
@@ -42,8 +43,9 @@ DEFAULT_NETS = 10
 
 def calibrate(space: "SearchSpace", table: "LatencyTable", settings: "ProfileSettings", clock: str,
               nets: int = DEFAULT_NETS, rounds: int = 10, seed: int = CALIBRATION_SEED,
-              progress: bool = True) -> "LatencyTable":
-    """Time `nets` archs with their layers, fit the table's correction on them, store it (in place).
+              progress: bool = True, quant: "Quantizer | None" = None) -> "LatencyTable":
+    """Time `nets` archs with their layers (int8 graphs with `quant`), fit the table's correction on
+    them, store it (in place).
 
     With fewer than 3 distinct archs (a tiny space) nothing is fitted and the table is returned as is."""
     from latency.validate import measure, sample_archs
@@ -53,7 +55,7 @@ def calibrate(space: "SearchSpace", table: "LatencyTable", settings: "ProfileSet
         return table
     t0 = time.perf_counter()
     meas = measure(space, archs, settings, joint=True, rounds=rounds, chunk=8, progress=progress, clock=clock,
-                   desc="calibration nets (export + timing)")
+                   desc="calibration nets (export + timing)", quant=quant)
     assert meas.layers is not None and meas.overhead_ms is not None  # joint=True always returns them
     _fit_and_store(space, table, meas.layers, meas.overhead_ms, meas.net_ms, "profile calibration nets, joint layer times",
                    seed=seed, clock=clock, seconds=time.perf_counter() - t0, rounds=rounds)
@@ -95,9 +97,10 @@ def _fit_and_store(space: "SearchSpace", table: "LatencyTable", layers: "list[La
 
 def profile_calibrated(space: "SearchSpace", out: "str | Path | None", settings: "ProfileSettings",
                        device: str | None = None, progress: bool = True, clock: str = "auto",
-                       nets: int = DEFAULT_NETS, seed: int = CALIBRATION_SEED) -> "LatencyTable":
+                       nets: int = DEFAULT_NETS, seed: int = CALIBRATION_SEED,
+                       quant: "Quantizer | None" = None) -> "LatencyTable":
     """Profile (or resume) the table of `space` with `nets` calibration nets timed in every group of
-    layers, then fit and store the correction (`nets` 0: a plain profile)."""
+    layers, then fit and store the correction (`nets` 0: a plain profile); `quant`: int8 graphs."""
     from latency.profile import profile_space
     from latency.table import LatencyTable
     from latency.validate import sample_archs
@@ -113,7 +116,8 @@ def profile_calibrated(space: "SearchSpace", out: "str | Path | None", settings:
             before = -1
     context = [(a.key, space.build(a), space.input_shape) for a in archs]
     t0 = time.perf_counter()
-    table = profile_space(space, out, settings, device=device, progress=progress, clock=clock, context=context)
+    table = profile_space(space, out, settings, device=device, progress=progress, clock=clock, context=context,
+                          quant=quant)
     if not archs or ("correction" in table.metadata and len(table.entries) == before):
         return table
     times = table.metadata.get("context_ms", {})
@@ -121,7 +125,7 @@ def profile_calibrated(space: "SearchSpace", out: "str | Path | None", settings:
     if all(a.key in times for a in archs):
         fit_from_table(space, table, archs, used, seed, time.perf_counter() - t0)
     else:   # a resumed table whose groups were timed without these nets: time them now, jointly
-        calibrate(space, table, settings, used, len(archs), seed=seed, progress=progress)
+        calibrate(space, table, settings, used, len(archs), seed=seed, progress=progress, quant=quant)
     if out is not None:
         table.save(out)
     return table

@@ -14,13 +14,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from latency.table import LatencyTable
 from nas.core.layer import LayerSpec
 from nas.core.space import SearchSpace
+
+if TYPE_CHECKING:
+    from latency.quantize import Quantizer
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,12 @@ class ProfileSettings:
     batch: int = 1
     warmup: int = 10
     repeats: int = 50
+    precision: str = "float32"   # or int8: each graph statically quantized (latency.quantize)
 
     def __post_init__(self) -> None:
+        from latency.quantize import check_precision
         from nas.core.errors import UsageError
+        check_precision(self.precision)
         for name in ("threads", "batch", "repeats"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -165,7 +171,8 @@ ContextNet = tuple[str, Any, Sequence[int]]
 def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table: LatencyTable,
                    out: str | Path | None = None, progress: bool = True,
                    on_entry: Callable[[str, float], None] | None = None,
-                   chunk: int = CHUNK, rounds: int = ROUNDS, context: Sequence[ContextNet] = ()) -> LatencyTable:
+                   chunk: int = CHUNK, rounds: int = ROUNDS, context: Sequence[ContextNet] = (),
+                   quant: "Quantizer | None" = None) -> LatencyTable:
     """Time every spec not already in `table`; save `table` to `out` after each group (resumable).
 
     Layers are timed in groups of `chunk`, round-robin (`time_interleaved`, `rounds` passes) with the
@@ -174,7 +181,9 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     a net and when `nas latency validate` checks them (layers timed among layers only read 5-15% fast
     and ranked the nets worse here: Spearman 0.46-0.93 against 0.92-0.98 in context). Each entry is
     the layer's median minus the empty call's median in the same group; each context net's median
-    in each group goes to ``metadata["context_ms"][key]`` (for `latency.net_calibration`)."""
+    in each group goes to ``metadata["context_ms"][key]`` (for `latency.net_calibration`).
+    `quant`: time every layer and context net as a statically quantized int8 graph; layers whose ops
+    stayed partly in float (the quantizer's fallback) are listed in ``metadata["float_ops"]``."""
     import torch
     from tqdm import tqdm
 
@@ -196,17 +205,25 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     bar = tqdm(total=len(context) + len(todo) + len(groups) * rounds, desc="profiling layers", unit="step",
                disable=not progress)
     with bar, tempfile.TemporaryDirectory() as nets_dir:
+        fallbacks = table.metadata.setdefault("float_ops", {}) if quant is not None else {}
+        index = {s.key: j for j, s in enumerate(todo)}
+
+        def layer_file(spec: LayerSpec, where: str) -> Path:
+            path = export_onnx(build_layer(spec), torch.randn(settings.batch, *spec.input_shape),
+                               Path(where) / f"layer{index[spec.key]}.onnx")
+            bar.update(1)
+            return quantized(path, spec.input_shape, quant, f"layer {spec.key}", fallbacks, spec.key)
+        # int8: quantize every layer before timing any, so that a layer it refuses leaves no table behind
+        ready = {s.key: layer_file(s, nets_dir) for s in todo} if quant is not None else {}
         net_paths = []
-        for j, (_, module, shape) in enumerate(context):
-            net_paths.append(export_onnx(module, torch.randn(settings.batch, *shape), Path(nets_dir) / f"net{j}.onnx"))
+        for j, (key, module, shape) in enumerate(context):
+            path = export_onnx(module, torch.randn(settings.batch, *shape), Path(nets_dir) / f"net{j}.onnx")
+            net_paths.append(quantized(path, shape, quant, f"calibration net {key}", {}))
             bar.update(1)
         for group in groups:
             with tempfile.TemporaryDirectory() as tmp:
                 paths = [export_onnx(torch.nn.AvgPool2d(1), torch.randn(settings.batch, 8, 1, 1), Path(tmp) / "ovh.onnx")]
-                for j, spec in enumerate(group):
-                    paths.append(export_onnx(build_layer(spec), torch.randn(settings.batch, *spec.input_shape),
-                                             Path(tmp) / f"{j}.onnx"))
-                    bar.update(1)
+                paths += [ready[s.key] if s.key in ready else layer_file(s, tmp) for s in group]
                 sessions = [session(p, settings.provider, settings.threads, settings.opt_level)
                             for p in paths + net_paths]
                 inputs = [rng.standard_normal((settings.batch, *shape)).astype(np.float32)
@@ -232,6 +249,17 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     return table
 
 
+def quantized(path: Path, shape: Sequence[int], quant: "Quantizer | None", label: str,
+              fallbacks: dict[str, list[str]], key: str | None = None) -> Path:
+    """`path` itself (float), or its int8 graph; ops left in float go to `fallbacks[key or label]`."""
+    if quant is None:
+        return path
+    out, left = quant.quantize(path, shape, label)
+    if left:
+        fallbacks[key or label] = left
+    return out
+
+
 def resolve_clock(clock: str, settings: ProfileSettings) -> tuple[str, str | None]:
     """`wall`, `cpu` or `auto` (cpu when the machine is busy and threads == 1) -> the clock to use and
     a note for the user (a switch made or a recommendation), checked against the settings."""
@@ -248,20 +276,28 @@ def resolve_clock(clock: str, settings: ProfileSettings) -> tuple[str, str | Non
 
 def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileSettings,
                   device: str | None = None, progress: bool = True, clock: str = "wall",
-                  context: Sequence[ContextNet] = ()) -> LatencyTable:
+                  context: Sequence[ContextNet] = (), quant: "Quantizer | None" = None) -> LatencyTable:
     """Build (or resume) the table of every distinct layer of `space` on this machine, timed on
     `clock` (wall, cpu or auto; recorded in the metadata, and a resumed table keeps its own), among
-    the `context` nets (`profile_layers`)."""
-    from nas.core.errors import LatencyError
+    the `context` nets (`profile_layers`); int8 settings need `quant`, whose description (format,
+    calibration) the table records."""
+    from nas.core.errors import LatencyError, UsageError
+    if (settings.precision == "int8") != (quant is not None):
+        raise UsageError(f"precision {settings.precision} needs {'a' if quant is None else 'no'} quantizer")
     meta = device_metadata(settings, device)
+    if quant is not None:
+        meta["quantization"] = quant.describe()
     table = None
     if out is not None and Path(out).exists():
         table = LatencyTable.load(out)
         table.check_space(space.name, space.options())
-        old = {k: table.metadata.get(k) for k in asdict(settings)}
+        old = {k: table.metadata.get(k, ProfileSettings.precision if k == "precision" else None) for k in asdict(settings)}
         if old != asdict(settings):
             raise LatencyError(f"{out} was profiled with settings {old}, not {asdict(settings)}; "
                                f"use another --out or the same settings to resume")
+        if quant is not None and table.metadata.get("quantization") != meta["quantization"]:
+            raise LatencyError(f"{out} was quantized as {table.metadata.get('quantization')}, not "
+                               f"{meta['quantization']}; use another --out or the same --dataset to resume")
     if table is None:
         chosen, note = resolve_clock(clock, settings)
         if note:
@@ -273,7 +309,7 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
     elif clock != "auto" and clock != table.metadata.get("clock", "wall"):
         raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
                            f"use another --out or the same clock to resume")
-    table = profile_layers(space.all_layers(), settings, table, out, progress, context=context)
+    table = profile_layers(space.all_layers(), settings, table, out, progress, context=context, quant=quant)
     from latency.contention import current_load
     load = current_load(settings.threads)
     table.metadata["load_at_end"] = load.describe() if load else None

@@ -23,6 +23,8 @@ from nas.core.space import SearchSpace
 
 TABLES = Path(__file__).parent / "tables"
 HOST = host_tables.TARGET
+#: this machine's targets -> precision (`cpu`: float32, `cpu-int8`: int8 graphs)
+HOSTS = host_tables.PRECISION_OF
 
 
 def shipped_names() -> list[str]:
@@ -37,14 +39,14 @@ def model_targets() -> dict[str, Any]:
 
 
 def target_names() -> list[str]:
-    return sorted({*shipped_names(), HOST, *measured_targets(), *model_targets()})
+    return sorted({*shipped_names(), *HOSTS, *measured_targets(), *model_targets()})
 
 
 def target_spaces(target: str) -> list[str]:
     if target in model_targets():
         target = "pixel1"   # every pixel1 target lists the spaces of the shipped (level-0) tables
-    if target == HOST:
-        return host_tables.cached_spaces()
+    if target in HOSTS:
+        return host_tables.cached_spaces(HOSTS[target])
     if target in measured_targets() and not (TABLES / target).is_dir():
         return measured_targets()[target]
     return sorted(p.stem for p in (TABLES / target).glob("*.json"))
@@ -59,12 +61,14 @@ def table_path(target: str, space: str) -> Path:
         return path
     if target not in target_names():
         raise UnknownNameError("target", target, target_names())
-    if target == HOST:
-        path = host_tables.host_dir() / f"{space}.json"
+    if target in HOSTS:
+        path = host_tables.host_dir(HOSTS[target]) / f"{space}.json"
+        prec = "" if HOSTS[target] == "float32" else f" --precision {HOSTS[target]}"
         if not path.exists():
-            raise UsageError(f"no cpu latency table{' of space ' + repr(space) if space else 's'} for this machine "
+            raise UsageError(f"no {target} latency table{' of space ' + repr(space) if space else 's'} for this machine "
                              f"({host_tables.host_cpu()}) yet; make it with: nas latency profile --space "
-                             f"{space or 'SPACE'} --out {path} (a search or predict on --target cpu does it for mbconv)")
+                             f"{space or 'SPACE'}{prec} --out {path} (a search or predict on --target {target} does "
+                             f"it for mbconv)")
         return path
     path = TABLES / target / f"{space}.json"
     if not path.exists() or target in measured_targets():
@@ -104,11 +108,11 @@ def shipped_measured(space: str) -> list[LatencyTable]:
 def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> LatencyTable | MeasuredTable:
     """The table of `target` for `space` (a per-layer table, or a measured whole-net table for measured
     targets and files); with a SearchSpace, `cpu` may profile this machine's table."""
-    if target == HOST:
+    if target in HOSTS:
         if isinstance(space, SearchSpace):
-            return host_tables.resolve(space, shipped_measured(space.name), progress)
+            return host_tables.resolve(space, shipped_measured(space.name), progress, precision=HOSTS[target])
         for table in shipped_measured(space):   # by file name: `nasnet` or `nasnet-3acae496`
-            if Path(table.source).stem == space and host_tables.matches_host(table.metadata):
+            if Path(table.source).stem == space and host_tables.matches_host(table.metadata, HOSTS[target]):
                 return table
     name = space.name if isinstance(space, SearchSpace) else space
     if target in model_targets():

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -40,6 +40,9 @@ from nas.core.arch import Arch
 from nas.core.errors import LatencyError, UsageError
 from nas.core.layer import LayerSpec
 from nas.core.space import SearchSpace
+
+if TYPE_CHECKING:
+    from latency.quantize import Calibration, Quantizer
 
 log = logging.getLogger(__name__)
 METRICS = ("n", "spearman", "kendall", "rmse_ms", "mape_pct", "within_5_pct", "within_10_pct", "bias_pct")
@@ -72,6 +75,7 @@ def settings_of(table: LatencyTable) -> ProfileSettings:
         raise LatencyError(f"latency table {table.source} was not measured with onnxruntime (runtime "
                            f"{m.get('runtime')!r}, source {m.get('source')!r}); validate times nets with "
                            f"onnxruntime on this machine, so it can only check onnxruntime tables")
+    m = {"precision": "float32", **m}   # tables from before int8 profiling are float
     missing = [f.name for f in fields(ProfileSettings) if f.name not in m]
     if missing:
         raise LatencyError(f"latency table {table.source} lacks the measurement settings {missing} in its metadata")
@@ -142,12 +146,14 @@ def check_clock(clock: str, settings: ProfileSettings) -> None:
 
 def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
             rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall",
-            desc: str = "validate (export + timing)") -> Measured:
-    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them)."""
+            desc: str = "validate (export + timing)", quant: "Quantizer | None" = None) -> Measured:
+    """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them);
+    with `quant`, every net and layer as its int8 graph (the empty call stays float, as in profiling)."""
     import torch
     from tqdm import tqdm
 
     from latency.onnx_io import export_onnx, session
+    from latency.profile import quantized
     from nas.core.ops import build_layer
     check_clock(clock, settings)
     if rounds < 1 or chunk < 0:
@@ -177,7 +183,8 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
 
         def export(name: str, module: Any, shape: Sequence[int]) -> Path:
             if name not in files:
-                files[name] = export_onnx(module, torch.randn(settings.batch, *shape), Path(tmp) / f"{len(files)}.onnx")
+                path = export_onnx(module, torch.randn(settings.batch, *shape), Path(tmp) / f"{len(files)}.onnx")
+                files[name] = path if name == "__overhead__" else quantized(path, shape, quant, name, {})
             return files[name]
 
         for g in range(n_groups):
@@ -227,10 +234,17 @@ class Validation:
 
 def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: int = 0, joint: bool = True,
              rounds: int = 10, chunk: int = 8, fit: bool = False, holdout: float = 0.5,
-             progress: bool = True, clock: str = "auto") -> Validation:
+             progress: bool = True, clock: str = "auto", calibration: "Calibration | None" = None) -> Validation:
+    """Time `samples` nets of `space` (and their layers: `joint`) and compare with `table`. An int8
+    table's nets and layers are quantized as it was (`latency.quantize.quantizer_of`; `calibration`:
+    the images, needed when the table was not calibrated on the bundled digits)."""
     from latency.model import LUTModel
+    from latency.quantize import quantizer_of
     table.check_space(space.name, space.options())
     settings = settings_of(table)
+    if calibration is not None:
+        calibration.check_input(space.input_shape)
+    quant = quantizer_of(table.metadata, calibration, space.input_shape[-1])
     if fit and not 0.0 < holdout < 1.0:
         raise UsageError(f"--holdout must be a fraction in (0, 1), got {holdout}")
     if fit and samples - max(1, int(round(samples * holdout))) < 3:
@@ -255,7 +269,7 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         warnings.append(f"the table's correction was fitted on archs sampled with seed {seed}, this validation's "
                         f"seed: the corrected rows are not held out; use another --seed")
         log.warning(warnings[-1])
-    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock)
+    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant)
     y = meas.net_ms
     noise = spread(meas.net_ms, meas.net_iqr_ms)
     if noise > NOISY_SPREAD:
@@ -342,6 +356,7 @@ HELD_LABELS = {"joint_lut": "joint LUT", "joint_corrected": "joint LUT + fitted 
 
 def format_report(r: dict[str, Any]) -> str:
     head = (f"validate {r['space']} with {r['table']}: {r['samples']} archs (seed {r['seed']}), "
+            f"{r['settings'].get('precision', 'float32')}, "
             f"{r['settings']['provider']} threads={r['settings']['threads']}, {r.get('clock', 'wall')} clock, "
             f"{'joint' if r['joint'] else 'nets-only'} run in {r['groups']} group(s) x {r['rounds']} rounds, {r['seconds']} s")
     cols = f"{'':28}{'n':>4}{'spearman':>10}{'kendall':>9}{'rmse_ms':>9}{'mape_%':>8}{'<=5%':>7}{'<=10%':>7}{'bias_%':>8}"

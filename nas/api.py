@@ -1,6 +1,6 @@
 """The Python API: one function per `nas` subcommand, with the CLI's defaults and thread handling.
 
-The CLI (nas/cli.py) only parses arguments, calls one of these and prints what it returns, so
+The CLI (nas/cli/main.py) only parses arguments, calls one of these and prints what it returns, so
 
     from nas import SearchConfig, search
     result = search(SearchConfig(space="mbconv", targets=("pixel1",), latency_ms=(80.0,), trials=50))
@@ -81,12 +81,49 @@ def show(space: str, arch: str, targets: Sequence[str] = (), space_options: Mapp
 
 
 def export(result: str, fmt: str, out: str, seed: int = 0, batch: int | None = None,
-           opset: int | None = None) -> dict[str, Any]:
+           opset: int | None = None, precision: str = "float32", dataset: str | None = None,
+           calibration_images: int = 128) -> dict[str, Any]:
     """Write a search result (best.json, random weights) or a trained model.pt (its weights) as ONNX
-    (dynamic batch axis unless `batch`), torch, TorchScript or JSON."""
+    (dynamic batch axis unless `batch`), torch, TorchScript or JSON. `precision` int8 (ONNX only):
+    a statically quantized QDQ file, calibrated on `calibration_images` training images of `dataset`
+    (default digits), with the held-out accuracy before and after quantization (the val split of
+    `dataset` with split seed `seed`: the images `nas train --seed` held out)."""
+    from latency.quantize import check_precision
     from nas.deploy.export import export as write
     set_torch_threads(None)
-    return write(result, fmt, out, seed, batch=batch, opset=opset)
+    if check_precision(precision) == "float32":
+        if dataset is not None:
+            raise UsageError("--dataset applies to --precision int8 only")
+        return write(result, fmt, out, seed, batch=batch, opset=opset)
+    if fmt != "onnx":
+        raise UsageError(f"--precision int8 writes ONNX only, not --format {fmt}")
+    return export_int8(result, out, dataset or "digits", seed, batch=batch, opset=opset,
+                       calibration_images=calibration_images)
+
+
+def export_int8(result: str, out: str, dataset: str = "digits", seed: int = 0, *, batch: int | None = None,
+                opset: int | None = None, calibration_images: int = 128) -> dict[str, Any]:
+    """`export(..., precision="int8")`: the int8 ONNX file of a model.pt / best.json and its accuracy cost."""
+    from latency.quantize import Calibration
+    from nas.deploy.export import load_result, load_torch, resolve_out
+    from nas.deploy.quantized import export_int8 as write_int8
+    from nas.training.data import load_dataset
+    if calibration_images < 1:
+        raise UsageError(f"calibration images must be at least 1, got {calibration_images}")
+    state = None
+    if str(result).endswith(".pt"):
+        space, arch, model = load_torch(result)
+        state = model.state_dict()
+    else:
+        space, arch, _ = load_result(result)
+    res = int(space.input_shape[-1])
+    x, _ = load_dataset(dataset, split="train", seed=seed, resolution=res, limit=calibration_images)
+    vx, vy = load_dataset(dataset, split="val", seed=seed, resolution=res)
+    info = write_int8(space, arch, resolve_out(out, "onnx"), Calibration(dataset, x.numpy()), vx.numpy(), vy.numpy(),
+                      seed=seed, state=state, batch=batch, opset=opset)
+    info.update(format="onnx", dataset=dataset, split_seed=seed,
+                weights="from " + str(result) if state is not None else f"random (seed {seed})")
+    return info
 
 
 def load_model(path: str) -> Any:

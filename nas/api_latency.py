@@ -11,6 +11,7 @@ from nas.core.errors import UsageError
 from nas.training.threads import set_torch_threads
 
 if TYPE_CHECKING:
+    from latency.quantize import Calibration
     from latency.table import LatencyTable
     from latency.validate import Validation
 
@@ -21,12 +22,16 @@ def _space(name: str, options: Mapping[str, Any] | None) -> Any:
 
 
 def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None, *, device: str | None = None,
-            progress: bool = True, clock: str = "auto", calibration_nets: int = 10, **settings: Any) -> "LatencyTable":
+            progress: bool = True, clock: str = "auto", calibration_nets: int = 10, dataset: str | None = None,
+            int8_strict: bool = False, **settings: Any) -> "LatencyTable":
     """Time every distinct layer of a space with onnxruntime on this machine; `settings` are
     ProfileSettings fields (provider, threads, opt_level, batch, warmup, repeats). `clock`: wall,
     cpu (preemption-corrected thread CPU time) or auto (cpu with one thread, else wall).
     `calibration_nets` sampled nets are then timed with their layers and a correction of the
-    net-level bias is fitted on them and stored (latency.net_calibration; 0: none)."""
+    net-level bias is fitted on them and stored (latency.net_calibration; 0: none). `precision`
+    int8 (a setting) times every graph statically quantized, calibrated on `dataset` (`calibration`);
+    Ops onnxruntime has no int8 kernel for run in float, recorded per layer in the table;
+    `int8_strict`: refuse them instead."""
     from latency.net_calibration import profile_calibrated
     from latency.profile import ProfileSettings
     from nas.core.files import check_writable
@@ -35,8 +40,34 @@ def profile(space: str, out: str, space_options: Mapping[str, Any] | None = None
     if calibration_nets < 0 or calibration_nets in (1, 2):
         raise UsageError(f"--calibration-nets must be 0 (none) or at least 3, got {calibration_nets}")
     set_torch_threads(None)   # torch only builds and exports the layers; onnxruntime uses its own threads
-    return profile_calibrated(_space(space, space_options), out, ProfileSettings(**settings), device=device,
-                              progress=progress, clock=clock, nets=calibration_nets)
+    sp = _space(space, space_options)
+    prof = ProfileSettings(**settings)
+    quant = None
+    if prof.precision == "int8":
+        from latency.quantize import Quantizer
+        quant = Quantizer(calibration(dataset, sp.input_shape), strict=int8_strict)
+    elif dataset is not None or int8_strict:
+        raise UsageError("--dataset and --int8-strict apply to --precision int8 only")
+    return profile_calibrated(sp, out, prof, device=device, progress=progress, clock=clock, nets=calibration_nets,
+                              quant=quant)
+
+
+def calibration(dataset: str | None, input_shape: Sequence[int], images: int = 16) -> "Calibration":
+    """Int8 calibration images for nets taking `input_shape` (C, H, W): `images` training images of
+    `dataset` (a `nas.data` spec, or a .npy file of N x C x H x W normalised images) at the nets'
+    resolution; None: the bundled digits. Images whose channels differ from the nets' are an error."""
+    from latency.quantize import Calibration, digits_calibration, npy_calibration
+    res = int(input_shape[-1])
+    if dataset is None or dataset == "digits":
+        calib = digits_calibration(res, images)
+    elif str(dataset).endswith(".npy"):
+        calib = npy_calibration(dataset)
+    else:
+        from nas.training.data import load_dataset
+        x, _ = load_dataset(dataset, split="train", resolution=res, limit=images)
+        calib = Calibration(dataset, x.numpy())
+    calib.check_input(input_shape)
+    return calib
 
 
 def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = False,
@@ -109,7 +140,8 @@ def _missing_layers(table: "LatencyTable") -> int | None:
 
 def validate(space: str, table: str | None = None, target: str | None = None,
              space_options: Mapping[str, Any] | None = None, *, save_correction: str | None = None,
-             fit_correction: bool = False, plot: str | None = None, **options: Any) -> "Validation":
+             fit_correction: bool = False, plot: str | None = None, dataset: str | None = None,
+             **options: Any) -> "Validation":
     """Measure sampled whole nets against a table's predictions (latency.validate.validate options);
     `plot`: predicted vs measured as a PNG; `save_correction`: also write the table with a
     correction fitted on all archs."""
@@ -133,7 +165,12 @@ def validate(space: str, table: str | None = None, target: str | None = None,
     set_torch_threads(None)
     sp = _space(space, space_options)
     lut = LatencyTable.load(table) if table else load_table(str(target), sp, progress=bool(options.get("progress", True)))
-    result = run_validation(sp, lut, fit=fit_correction, **options)
+    calib = None
+    if dataset is not None:
+        if lut.metadata.get("precision", "float32") != "int8":
+            raise UsageError("--dataset applies to int8 tables only (their calibration images)")
+        calib = calibration(dataset, sp.input_shape)
+    result = run_validation(sp, lut, fit=fit_correction, calibration=calib, **options)
     if plot:
         result.report["plot"] = str(plot_report(result.report, plot))
     if save_correction and result.correction is not None:

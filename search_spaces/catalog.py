@@ -19,12 +19,14 @@ from search_spaces.mbconv import MBConvSpace
 from search_spaces.nasnet import NASNetSpace
 from search_spaces.nats_sss import NATSSizeSpace
 from search_spaces.nb201 import NB201Space
+from search_spaces.ofa_mbv3 import OFAMobileNetV3Space
 from search_spaces.restrict import restricted
 from search_spaces.vit_resnas import VitResNASSpace
 
 #: the shipped spaces: this explicit list is the registry (space modules do not register themselves)
 SPACES: Registry[type[SearchSpace]] = Registry("space")
-for _cls in (MBConvSpace, NASNetSpace, HyTraSpace, VitResNASSpace, NB201Space, NATSSizeSpace):
+for _cls in (MBConvSpace, NASNetSpace, HyTraSpace, VitResNASSpace, NB201Space, NATSSizeSpace,
+             OFAMobileNetV3Space):
     SPACES.register(_cls.name, _cls)
 
 

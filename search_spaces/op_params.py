@@ -6,7 +6,7 @@ every op of every space). BatchNorm and LayerNorm count their affine weight and 
 statistics are buffers, not parameters). With `search_spaces.ops.layer_macs` this makes the
 size metrics of an arch (`arch_params`, `arch_macs`) cheap enough to compute every trial.
 
-Each function mirrors one builder in `ops.py`, `ops_extra.py`, `hytra_ops.py`, `vit_ops.py` or
+Each function mirrors one builder in `ops.py`, `ops_extra.py`, `mbv3_ops.py`, `hytra_ops.py`, `vit_ops.py` or
 `cell_ops.py`; a new op needs its count here too (`layer_params` raises naming the op otherwise).
 """
 from __future__ import annotations
@@ -49,6 +49,20 @@ def _head(p: dict[str, Any]) -> int:
     cin, cmid, classes = p["cin"], p["cmid"], p["classes"]
     n = cin * cmid + _norm(cmid) if cmid else 0
     return n + (cmid or cin) * classes + classes
+
+
+def _ir_block(p: dict[str, Any]) -> int:
+    cin, mid, cout, k, se_ch = p["cin"], p["mid"], p["cout"], p["k"], int(p.get("se_ch", 0))
+    n = cin * mid + _norm(mid) if mid != cin else 0       # expansion 1x1 (absent when mid == cin)
+    n += mid * k * k + _norm(mid)                          # depthwise kxk
+    if se_ch > 0:                                          # squeeze-excite: two 1x1 convs with bias
+        n += mid * se_ch + se_ch + se_ch * mid + mid
+    return n + mid * cout + _norm(cout)                    # projection 1x1
+
+
+def _v3_head(p: dict[str, Any]) -> int:
+    # 1x1 conv + BN, 1x1 conv without BN or bias (feature mix), linear with bias
+    return p["cin"] * p["c1"] + _norm(p["c1"]) + p["c1"] * p["c2"] + p["c2"] * p["classes"] + p["classes"]
 
 
 def _dwsep(p: dict[str, Any]) -> int:
@@ -146,6 +160,7 @@ def _cell_pre(p: dict[str, Any]) -> int:
 
 OP_PARAMS: dict[str, ParamCount] = {
     "conv_bn_act": _conv_bn_act, "mbconv": _mbconv, "head": _head, "dwsep": _dwsep,
+    "ir_block": _ir_block, "v3_head": _v3_head,
     "hytra_stem": _hytra_stem, "hytra_resconv": _hytra_resconv, "hytra_resatt": _hytra_resatt,
     "vit_patch_embed": _vit_patch_embed, "vit_conv_embed": _vit_conv_embed, "vit_block": _vit_block,
     "vit_reduce": _vit_reduce, "vit_head": _vit_head,

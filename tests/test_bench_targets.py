@@ -149,7 +149,7 @@ def test_cli_search_writes_ground_truth_accuracy(tmp_path: Path, capsys: pytest.
 
 
 
-@pytest.mark.parametrize("target", ["cpu", "pixel1"])
+@pytest.mark.parametrize("target", ["amd-epyc", "pixel1"])   # the shipped ones: `cpu` is this machine's own
 @pytest.mark.parametrize("space_name", ["nb201", "nats_sss"])
 def test_shipped_layer_tables_cover_the_benchmark_spaces(target: str, space_name: str) -> None:
     from latency.targets import load_table

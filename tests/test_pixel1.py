@@ -338,7 +338,7 @@ def test_lut_model_on_new_tables_equals_the_model() -> None:
 
 @pytest.mark.parametrize("name, options", [
     ("mbconv", {}), ("nasnet", {}), ("nasnet", {"variant": "darts"}), ("hytra", {}),
-    ("hytra", {"act": "swish", "se": True}), ("vit_resnas", {}), ("vit_resnas", {"stem": "linear"}),
+    ("hytra", {"act": "swish", "se": True}), ("vit_resnas", {}), ("vit_resnas", {"stem": "linear"}), ("ofa_mbv3", {}),
 ])
 def test_compute_primitives_carry_exactly_the_ops_macs(name: str, options: dict) -> None:
     for spec in get_space(name, **options).all_layers():

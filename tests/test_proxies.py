@@ -26,6 +26,7 @@ TINY: dict[str, dict] = {
     "mbconv": {"resolution": 32, "width_mult": 0.25, "num_classes": 10},
     "nasnet": {"resolution": 32, "channels": 8, "cells": 1, "num_classes": 10},
     "hytra": {"resolution": 32, "num_classes": 10, "width": 16},
+    "ofa_mbv3": {"resolution": 32, "num_classes": 10},
     "vit_resnas": {"resolution": 32, "patch": 4, "num_classes": 10, "widths": [[8, 16], [16, 24], [32]],
                    "heads": [[1, 2], [2], [2, 4]], "head_dims": [4, 4, 8], "mlp": [[8, 16], [32], [32, 64]],
                    "depths": [[1, 2], [1], [1, 2]]},

@@ -123,7 +123,7 @@ def test_sigint_and_sigkill_then_resume(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_during_batched_writes_then_resume(tmp_path: Path) -> None:
-    """Quick evaluations (`proxy=flops`) are written in batches (nas/store_fastpath.py WriteBatch). A
+    """Quick evaluations (`proxy=flops`) are written in batches (nas/store/fastpath.py WriteBatch). A
     SIGKILL loses only the unwritten batch: the resumed search ends with exactly --trials trials,
     numbered 0..N-1 with no duplicates or gaps, none left running, and the SQLite file intact."""
     out, trials = tmp_path / "fast", 1500

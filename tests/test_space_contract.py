@@ -19,6 +19,7 @@ SMALL: dict[str, dict] = {
     "hytra": {"resolution": 32, "num_classes": 10, "width": 16},
     "vit_resnas": {"resolution": 32, "num_classes": 10, "patch": 4},
     "nb201": {"channels": 8, "cells": 1},
+    "ofa_mbv3": {"resolution": 32, "num_classes": 10},
 }
 NAMES = SPACES.names()
 

@@ -1,4 +1,4 @@
-"""The one-transaction finish (nas/store_fastpath.py) stores exactly what Optuna's public API stores."""
+"""The one-transaction finish (nas/store/fastpath.py) stores exactly what Optuna's public API stores."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,7 +22,7 @@ The decomposition into primitives is `primitives.py` (extension point: `register
 ops without an entry raise `LatencyError` naming the op and the known ones). The ops of the nasnet,
 hytra and vit_resnas spaces are registered from `pixel1_ops.py` (imported here); their attention /
 LayerNorm terms are extrapolations from the CNN calibration (PIXEL1.md). The fit and its checks on
-published data are `nas/pixel1_calibration.py` (they need the published nets of search_spaces/).
+published data are `latency/devices/pixel1_calibration.py` (they need the published nets of search_spaces/).
 """
 from __future__ import annotations
 

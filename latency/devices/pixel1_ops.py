@@ -288,6 +288,9 @@ TRUST: dict[str, str] = {
     "vit_resnas": "extrapolated: LayerNorm, attention, softmax, GELU and token GEMMs are priced with constants "
                   "fitted on CNNs only; no published Pixel 1 latency of a vision transformer checks them. "
                   "Trust rankings more than absolute milliseconds.",
+    "ofa_mbv3": "calibrated: MobileNetV3 bnecks (ir_block: SE, h-swish) and the V3 head are the ops of the "
+                "MobileNetV3 nets in the calibration set (mbv3_session); 7x7 depthwise kernels use the k >= 5 rate. "
+                "Speed level of the 2018 sessions (level 0), not of the MobileNetV3 session.",
     "nb201": "close to the calibration: dense 3x3 / 1x1 convs, pooling and ReLU passes of small CIFAR nets (32x32 "
              "input), priced with the CNN constants; the node sums of a cell are not timed. Not checked on a "
              "published Pixel 1 latency; the measured nb201 targets (pixel2, pixel3, ...) are ground truth.",

@@ -35,3 +35,12 @@ def add_space_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=1, default=str) if getattr(args, "json", False) else text)
+
+
+def int8_text(info: dict[str, Any]) -> str:
+    left = f"; ops left in float: {', '.join(info['float_ops'])}" if info["float_ops"] else ""
+    return (f"wrote {info['out']}: int8 QDQ ONNX ({info['int8_bytes'] / 1e3:.0f} kB, float {info['float_bytes'] / 1e3:.0f} kB), "
+            f"runs in onnxruntime{left}; weights {info['weights']}\n"
+            f"held-out accuracy on {info['dataset']} ({info['heldout_images']} images): float {info['accuracy_float']:.4f}, "
+            f"int8 {info['accuracy_int8']:.4f} (drop {100 * info['accuracy_drop']:+.2f} points; the two agree on "
+            f"{100 * info['agreement']:.1f}%)")

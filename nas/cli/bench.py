@@ -3,6 +3,7 @@
     nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
     nas bench latency [--devices a,b] [--sizes 5,10,20] [--repeats 5] [--leave-out device|kind] [--json]
     nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
+    nas bench budgets [--strategies a,b] [--seeds 10] [--target pixel1] [--quantile 10] [--json]
 """
 from __future__ import annotations
 
@@ -68,6 +69,34 @@ def cmd_bench_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_budgets(args: argparse.Namespace) -> int:
+    import sys
+
+    from nas.bench.budgets import budget_benchmark, format_budgets
+    from nas.training.threads import set_torch_threads
+    if args.out:
+        from nas.core.files import check_writable
+        check_writable(args.out, "--out")
+    set_torch_threads(args.torch_threads or 1)
+    strategies = [p.strip() for p in args.strategies.split(",") if p.strip()] if args.strategies else None
+
+    def show(run: dict[str, Any]) -> None:
+        if not args.quiet:
+            slack = f", slack {run['slack_ms']:.3f} ms" if run.get("slack_ms") is not None else ""
+            lost = f", score lost {run['score_lost']:.4f}" if run.get("score_lost") is not None else ""
+            print(f"  {run['strategy']} {run['space']} seed {run['seed']}: {'met' if run['met'] else 'MISSED'}{slack}"
+                  f"{lost}{', projected' if run.get('projected') else ''} ({run['cpu_s']:.1f} cpu s)"
+                  + (f": {run['error']}" if run.get("error") else ""), file=sys.stderr, flush=True)
+
+    result = budget_benchmark(strategies, seeds=args.seeds, target=args.target, quantile=args.quantile, on_run=show,
+                              first_seed=args.seed, dataset=args.dataset)
+    if args.out:
+        from nas.core.files import atomic_write_text
+        atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1) if args.json else format_budgets(result))
+    return 0
+
+
 def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -115,3 +144,20 @@ def add_bench_parser(sub: Any) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print JSON: per strategy and budget, mean/std, p-value")
     t.set_defaults(func=cmd_bench_strategies)
+
+    u = bsub.add_parser("budgets", help="share of seeds whose result meets a tight latency bound, per strategy family")
+    u.add_argument("--strategies", metavar="A,B", help="default: every family (evolution, random, tpe, exact, supernet, "
+                                                      "single-path, differentiable, darts)")
+    u.add_argument("--seeds", type=int, default=10, help="searches per strategy (default 10)")
+    u.add_argument("--seed", type=int, default=0, help="first seed (seeds SEED ... SEED+seeds-1)")
+    u.add_argument("--dataset", default="synthetic:64", metavar="SPEC",
+                   help="training data of the weight-sharing families (default synthetic:64: cheap; digits for "
+                        "meaningful scores)")
+    u.add_argument("--target", default="pixel1", help="latency target (default pixel1)")
+    u.add_argument("--quantile", type=float, default=10.0,
+                   help="the bound: this percentile of random archs' latency (default 10)")
+    u.add_argument("--torch-threads", type=int, metavar="N", help="torch CPU threads (default 1)")
+    u.add_argument("--out", help="also write the JSON result to this file")
+    u.add_argument("--quiet", action="store_true", help="no per-run lines")
+    u.add_argument("--json", action="store_true", help="print JSON: per strategy the share met, slack, score lost")
+    u.set_defaults(func=cmd_bench_budgets)

@@ -14,7 +14,8 @@ from nas.cli.args import add_space_args, emit, space_options
 
 def _profile_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"provider": args.provider, "threads": args.threads, "opt_level": args.opt_level, "batch": args.batch,
-            "warmup": args.warmup, "repeats": args.repeats}
+            "warmup": args.warmup, "repeats": args.repeats,
+            **({"precision": args.precision} if getattr(args, "precision", None) else {})}
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -22,11 +23,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from latency.net_calibration import summary
     table = profile(args.space, args.out, space_options(args.space_option), device=args.device,
                     progress=not args.quiet, clock=args.clock, calibration_nets=args.calibration_nets,
-                    **_profile_settings(args))
+                    dataset=args.dataset, int8_strict=args.int8_strict, **_profile_settings(args))
     m, calib = table.metadata, summary(table)
     emit(args, {"out": args.out, "entries": len(table.entries), **m},
          f"wrote {args.out}: {len(table.entries)} layers of {table.space} on {m['device']} ({m['cpu']}), "
-         f"{m['provider']} threads={m['threads']}, {m.get('clock', 'wall')} clock, {m['profile_seconds']:.1f} s"
+         f"{m.get('precision', 'float32')}, {m['provider']} threads={m['threads']}, {m.get('clock', 'wall')} clock, "
+         f"{m['profile_seconds']:.1f} s"
+         + (f"\nint8 {m['quantization']['quant_format']}, weights {m['quantization']['weights']}, calibrated on "
+            f"{m['quantization']['calibration']['dataset']}" if "quantization" in m else "")
+         + (f"\n{len(m['float_ops'])} layers kept ops in float: "
+            f"{', '.join(sorted({o for v in m['float_ops'].values() for o in v}))}" if m.get("float_ops") else "")
          + (f"\n{calib}" if calib else ""))
     return 0
 
@@ -109,7 +115,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = validate(args.space, args.table, args.target, space_options(args.space_option),
                       save_correction=args.save_correction, fit_correction=args.fit_correction, plot=args.plot,
                       samples=args.samples, seed=args.seed, joint=args.joint, rounds=args.rounds, chunk=args.chunk,
-                      holdout=args.holdout, progress=not args.quiet, clock=args.clock)
+                      holdout=args.holdout, progress=not args.quiet, clock=args.clock, dataset=args.dataset)
     r = result.report
     text = format_report(r)
     if "plot" in r:
@@ -173,6 +179,15 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--calibration-nets", type=int, default=10, metavar="N",
                    help="time N sampled nets with their layers after the layers and store a correction of "
                         "the nets' bias against the sum of their layers (default 10; 0: none)")
+    s.add_argument("--precision", default="float32", metavar="float32|int8",
+                   help="int8: time each layer as a statically quantized QDQ graph (onnxruntime, per-channel "
+                        "weights; default float32)")
+    s.add_argument("--dataset", help="int8 calibration images: a dataset spec (digits, synthetic, cifar10:PATH, "
+                                     "imagefolder:PATH) or a .npy file of N x C x H x W images (default digits)")
+    s.add_argument("--int8-strict", action="store_true",
+                   help="int8: refuse layers holding ops onnxruntime has no int8 kernel for (default: those ops "
+                        "run in float between dequantize and quantize, as in a whole quantized net, and the "
+                        "table records them per layer)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile, interrupted="the layers measured so far are kept in the table - "
@@ -231,6 +246,8 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--holdout", type=float, default=0.5, help="share of archs held out from the fit")
     s.add_argument("--save-correction", metavar="OUT.json", help="write the table with the correction (fit on all)")
     s.add_argument("--plot", metavar="OUT.png", help="plot predicted vs measured")
+    s.add_argument("--dataset", help="int8 tables: their calibration images again (default: the bundled digits, "
+                                     "when the table used them)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_validate)

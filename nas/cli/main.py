@@ -39,7 +39,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _search_config(args: argparse.Namespace) -> Any:
     from nas.pipeline.config import SearchConfig, resume_config
     run = {"runner": args.runner, "workers": args.workers, "address": args.address, "max_retries": args.max_retries,
-           "device": args.device, "heartbeat_s": args.heartbeat}
+           "device": args.device, "heartbeat_s": args.heartbeat, "verify": args.verify}
     if args.resume is None:
         return SearchConfig(space=args.space, space_options=_with_candidates(args),
                             targets=tuple(args.target or ["pixel1"]), latency_ms=tuple(args.latency_ms or ()),
@@ -49,7 +49,8 @@ def _search_config(args: argparse.Namespace) -> Any:
                             strategy_options=space_options(args.strategy_option),
                             evaluator_options=space_options(args.evaluator_option),
                             storage=args.storage, study=args.study, dataset=args.dataset, epochs=args.epochs,
-                            batch_size=args.batch_size, **run)
+                            batch_size=args.batch_size, quantize_top=args.quantize_top,
+                            constraints=tuple(args.constraint or ()), **run)
     if args.candidates:
         raise UsageError(f"--resume {args.resume} searches the candidate list stored with it; drop --candidates")
     if args.no_resume or (args.out and args.out != args.resume):
@@ -62,7 +63,8 @@ def _search_config(args: argparse.Namespace) -> Any:
         ("strategy_option", "strategy_options", space_options), ("evaluator", "evaluator", str),
         ("evaluator_option", "evaluator_options", space_options), ("seed", "seed", int),
         ("trials", "trials", int), ("storage", "storage", str), ("study", "study", str),
-        ("dataset", "dataset", str), ("epochs", "epochs", int), ("batch_size", "batch_size", int))
+        ("dataset", "dataset", str), ("epochs", "epochs", int), ("batch_size", "batch_size", int),
+        ("constraint", "constraints", tuple))
         if getattr(args, name) != defaults.get(name)}
     return resume_config(args.resume, {**given, **run})
 
@@ -85,6 +87,8 @@ def _with_candidates(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(args: argparse.Namespace) -> int:
     from nas.api import search
     cfg = _search_config(args)
+    if not cfg.out and not cfg.storage:   # an interruption keeps nothing: say so, not "run it again to resume"
+        args.interrupted = "nothing was saved (no --out or --storage)"
     result = search(cfg, progress=not args.quiet, torch_threads=args.torch_threads)
     if result is None:   # a torchrun rank other than 0: it trained its shard; rank 0 searches and prints
         return 0
@@ -99,6 +103,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"  score:   {s['metrics'].get('score', float('nan')):.4g} ({s.get('score_is', s['evaluator'])})"
             f"   params: {s['metrics'].get('params_m', 0):.2f} M"
             f"   MACs: {s['metrics'].get('macs_m', 0):.0f} M")
+    if s.get("quantized_top"):
+        text += f"\n  best after int8 quantization of the top {len(s['quantized_top'])} (re-trained):"
+        text += "".join(f"\n    trial {r['trial']:>4}: accuracy {r['accuracy']:.4f} -> int8 {r['accuracy_int8']:.4f}  "
+                        f"{r['arch']}" for r in s["quantized_top"])
     if cfg.out or cfg.storage:
         from nas.store.study import default_spec
         spec = cfg.storage or default_spec(cfg.out) or ""
@@ -106,6 +114,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"
         if "://" in spec or spec.startswith("journal:"):
             text += f"\n  view:    optuna-dashboard {where}" + (f"   |   nas report {cfg.out}" if cfg.out else "")
+    if s.get("peak_rss_mb"):
+        text += f"\n  memory:  peak {s['peak_rss_mb']:.0f} MB resident"
+    back = (s.get("training") or {}).get("resumed")
+    if back:   # training continued from a mid-training checkpoint of an interrupted run
+        text += f"\n  training: resumed at step {back['step']} of {back['steps']} from {back['checkpoint']}"
     ex = s.get("exports") or {}
     if ex.get("torch"):
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
@@ -115,6 +128,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                           if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
         if ex.get("train_size_why"):
             text += f" ({ex['train_size_why']})"
+    text += budget_lines(s)
     if not getattr(args, "json", False):
         from nas.pipeline.report import SearchRecord, latency_axes, pareto_table
         fmt = SearchRecord([], {"space": cfg.space, "space_options": cfg.space_options}, "").arch_format()
@@ -122,6 +136,33 @@ def cmd_search(args: argparse.Namespace) -> int:
                                     targets=cfg.targets)
     emit(args, s, text)
     return 0
+
+
+def budget_lines(s: dict[str, Any]) -> str:
+    """The budget report of a search summary: per bound the predicted value, bound and slack; the
+    projection of a weight-sharing result; --verify's measurement."""
+    b = s.get("budget")
+    if not b:
+        return ""
+    text = "\n  budget:  " + "\n           ".join(
+        f"{r['constraint']:<26} predicted {r['value']:.4g}  slack {r['slack']:+.4g}  {'ok' if r['ok'] else 'BROKEN'}"
+        for r in b["constraints"])
+    proj = (s.get("training") or {}).get("projection")
+    if proj and proj.get("changed"):
+        vals = lambda d: ", ".join(f"{k}={v:.4g}" for k, v in d.items())   # noqa: E731
+        score = (f"; score {proj['unconstrained_score']:.4g} -> {proj['projected_score']:.4g}"
+                 if isinstance(proj.get("unconstrained_score"), float) and
+                 isinstance(proj.get("projected_score"), float) else "")
+        text += (f"\n  projected: unconstrained {proj['unconstrained']} ({vals(proj['unconstrained_values'])})"
+                 f"\n             -> {proj['projected']} ({vals(proj['projected_values'])}); "
+                 f"{len(proj['changed'])} decision(s) changed by {proj['method']}{score}")
+    v = b.get("verify")
+    if v:
+        pred = f"{v['predicted_ms']:.3f} ms" if v.get("predicted_ms") is not None else "no cpu prediction"
+        bound = f", bound {v['bound_ms']:g} ms ({'met' if v['meets_bound'] else 'NOT met'})" if v.get("bound_ms") else ""
+        text += (f"\n  verify:  cpu measured {v['measured_ms']:.3f} ms (p10 {v['p10_ms']:.3f}, p90 {v['p90_ms']:.3f}, "
+                 f"{v['repeats']} runs, thread CPU time) vs predicted {pred}{bound}")
+    return text
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -148,7 +189,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nas.api import export
-    info = export(args.result, args.format, args.out, args.seed, batch=args.batch, opset=args.opset)
+    info = export(args.result, args.format, args.out, args.seed, batch=args.batch, opset=args.opset,
+                  precision=args.precision, dataset=args.dataset)
+    if info.get("precision") == "int8":
+        from nas.cli.args import int8_text
+        emit(args, info, int8_text(info))
+        return 0
     extra = f" (max |{args.format} - torch| = {info['max_abs_diff_vs_torch']:.2e})" if "max_abs_diff_vs_torch" in info else ""
     emit(args, info, f"wrote {info['out']}{extra}; weights {info['weights']}")
     return 0
@@ -176,8 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search a space for accurate, fast archs on a target")
     add_space_args(s, required=False)
     s.add_argument("--target", action="append", help="latency target or table file, repeatable (default pixel1)")
+    s.add_argument("--quantize-top", type=int, default=0, metavar="K",
+                   help="with --evaluator train: re-train the K best feasible trials, quantize each to int8 "
+                        "(static QDQ) and report as best the one with the highest held-out accuracy after "
+                        "quantization (default 0: off)")
     s.add_argument("--latency-ms", action="append", type=float, metavar="MS",
                    help="latency bound, repeatable: the Nth bound applies to the Nth --target")
+    s.add_argument("--constraint", action="append", metavar="METRIC<=VALUE",
+                   help="hard bound, repeatable (all must hold): params_m, macs_m, peak_memory_mb (batch 1) or "
+                        "latency_ms[TARGET], e.g. --constraint 'params_m<=3' --constraint 'latency_ms[cpu]<=8'")
+    s.add_argument("--verify", metavar="DEVICE", help="cpu: export the best arch and time it on this machine "
+                                                     "(measured vs predicted vs bound, in best.json's budget)")
     s.add_argument("--candidates", metavar="FILE",
                    help="search only the archs listed in FILE (one block string or arch JSON per line, '#' "
                         "comments): every space; same as -o candidates=FILE")
@@ -236,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
     s.add_argument("--batch", type=int, help="onnx: fix the batch size to N (default: a dynamic batch axis)")
     s.add_argument("--opset", type=int, help="onnx: opset version (default 17)")
+    s.add_argument("--precision", default="float32", metavar="float32|int8",
+                   help="int8: a statically quantized QDQ ONNX file (per-channel weights), checked to run in "
+                        "onnxruntime, with held-out accuracy before and after quantization")
+    s.add_argument("--dataset", metavar="SPEC", help="int8: calibration images (train split) and held-out images "
+                                                     "(val split, split seed --seed) of this dataset (default digits)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_export)
 
@@ -315,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nas: error: {clip(str(exc))}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as exc:
-        what = getattr(args, "interrupted", "finished trials are saved - run the same command again to resume")
+        what = getattr(exc, "nas_note", None) or getattr(   # a trainer's own note: what its checkpoint holds
+            args, "interrupted", "finished trials are saved - run the same command again to resume")
         print(f"nas: interrupted; {what}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:

@@ -24,8 +24,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     kwargs = dict(space=args.space, arch=args.arch, space_options=space_options(args.space_option), out=args.out,
                   resume=args.resume, progress=not args.quiet, torch_threads=args.torch_threads, device=args.device,
                   amp=args.amp, **given)
+    if args.export_int8 and not args.out:
+        from nas.core.errors import UsageError
+        raise UsageError("--export-int8 needs --out (the folder of model.pt and model.int8.onnx)")
     try:
-        if args.runner == "ray":   # the same DDP job on Ray actors (nas/ray_train.py)
+        if args.runner == "ray":   # the same DDP job on Ray actors (nas/cluster/ray_train.py)
             from nas.cluster.ray_train import train_on_ray
             result = train_on_ray(args.workers, args.address, result=args.result, **kwargs)
         else:
@@ -48,7 +51,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.files:
         text += (f"\n  wrote {', '.join(result.files.values())}"
                  f"\n  max |onnx - torch|: {onnx}")
-    print(json.dumps(result.to_dict(), indent=1, default=str) if args.json else text)
+    data = result.to_dict()
+    if args.export_int8:   # the int8 file of the trained weights, and its accuracy cost
+        from nas.api import export_int8
+        from nas.cli.args import int8_text
+        data["int8"] = export_int8(result.files["torch"], os.path.join(args.out, "model.int8.onnx"),
+                                   result.config.dataset, result.config.seed)
+        text += "\n  " + int8_text(data["int8"]).replace("\n", "\n  ")
+    print(json.dumps(data, indent=1, default=str) if args.json else text)
     return 0
 
 
@@ -82,6 +92,9 @@ def add_train_parser(sub: Any) -> None:
     s.add_argument("--address", help="with --runner ray: a running Ray cluster (HOST:PORT); default an embedded one")
     s.add_argument("--out", help="folder for checkpoint.pt (each epoch), model.pt, model.onnx and result.json")
     s.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    s.add_argument("--export-int8", action="store_true",
+                   help="also write model.int8.onnx (static QDQ int8, calibrated on training images) and report "
+                        "the held-out accuracy before and after quantization")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_train)

@@ -117,7 +117,7 @@ def prepare_connection(address: str) -> None:
 
 
 def start_watchdog() -> subprocess.Popen[bytes] | None:
-    """Start nas/ray_watchdog.py for the Ray session this process just started (None if Ray does not say
+    """Start nas/cluster/ray_watchdog.py for the Ray session this process just started (None if Ray does not say
     which session that is, or off Linux). Closing its stdin - or this process dying - lets it clean up."""
     if not sys.platform.startswith("linux"):
         return None

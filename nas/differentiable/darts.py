@@ -236,12 +236,15 @@ def _second_order_alpha_grad(net: DartsNet, xt: torch.Tensor, yt: torch.Tensor, 
 
 def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, val: Data | None = None,
                 progress: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                dist: Any = None) -> list[dict[str, Any]]:
+                dist: Any = None, checkpoint: Any = None) -> list[dict[str, Any]]:
     """Alternate alpha steps (on `train_a`) and weight steps (on `train_w`) for `cfg.epochs`.
     `dist` (nas.training.distributed.DistContext): data parallel - every rank draws the same batches, trains
     on its slice of both, and the alpha and weight gradients are summed over the ranks before each
-    step (with `order=2`, every gradient of the unrolled step too)."""
+    step (with `order=2`, every gradient of the unrolled step too). `checkpoint`
+    (nas.training.resume.StepCheckpoint): the loop state every N steps and epoch; continued from."""
     from tqdm import tqdm
+
+    from nas.training.resume import BatchCursor, StepCheckpoint, seen_load, seen_state
 
     import nas.training.distributed as D
     dist = dist or D.DistContext()
@@ -255,20 +258,29 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
     per_epoch = sum(1 for _ in batch_indices(len(yw), cfg.batch_size, np.random.default_rng(0)))
     steps = max(1, cfg.epochs * per_epoch)
     lr_at = lambda s: cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * min(s, steps) / steps))  # noqa: E731
-    history: list[dict[str, Any]] = []
-    step = 0
-    bar = tqdm(total=steps, desc=f"darts search (order {cfg.order})", unit="step",
+    ck = checkpoint or StepCheckpoint(None, {})
+    back = ck.attach(rng, steps, net=net, opt_w=opt_w, opt_a=opt_a)
+    history: list[dict[str, Any]] = list(back.history) if back else []
+    step = back.step if back else 0
+    bar = tqdm(total=steps, initial=step, desc=f"darts search (order {cfg.order})", unit="step",
                disable=not progress or not dist.is_main)
-    with flush_denormal(), bar:
-        for epoch in range(cfg.epochs):
+    with flush_denormal(), bar, ck.guard():
+        for epoch in range(back.epoch if back else 0, cfg.epochs):
             t0, loss_sum, n_steps, seen, local_sum = time.perf_counter(), 0.0, 0, [], 0.0
             net.train()
-            arch_batches = batch_indices(len(ya), cfg.batch_size, rng)
-            for idx in batch_indices(len(yw), cfg.batch_size, rng):
-                idx_a = next(arch_batches, None)
+            arch_batches = BatchCursor(len(ya), cfg.batch_size, rng)
+            batches = BatchCursor(len(yw), cfg.batch_size, rng)
+            loop = back.loop if back is not None and epoch == back.epoch else None
+            if loop is not None:
+                batches.load(loop["batches"])
+                arch_batches.load(loop["arch_batches"])
+                loss_sum, n_steps, local_sum = loop["loss_sum"], loop["n_steps"], loop["local_sum"]
+                seen, t0 = seen_load(loop["seen"]), t0 - loop["seconds"]
+            for idx in batches:
+                idx_a = arch_batches.next()
                 if idx_a is None:
-                    arch_batches = batch_indices(len(ya), cfg.batch_size, rng)
-                    idx_a = next(arch_batches)
+                    arch_batches = BatchCursor(len(ya), cfg.batch_size, rng)
+                    idx_a = arch_batches.next()
                 part_w, part_a = D.batch_share(dist, idx), D.batch_share(dist, idx_a)
                 if part_w is None or part_a is None:
                     continue
@@ -302,6 +314,10 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                 step += 1
                 local_sum += float(loss.detach())
                 step_bar(bar, loss=local_sum / n_steps)   # this rank's running mean over the epoch so far
+                ck.after_step(epoch, step, history, lambda: {  # noqa: B023
+                    "batches": batches.state(), "arch_batches": arch_batches.state(),  # noqa: B023
+                    "loss_sum": loss_sum, "n_steps": n_steps, "local_sum": local_sum,  # noqa: B023
+                    "seen": seen_state(seen), "seconds": time.perf_counter() - t0})  # noqa: B023
             rec: dict[str, Any] = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
                                    "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen),
                                    "arch": net.space.format(net.derive())}
@@ -312,6 +328,7 @@ def train_darts(net: DartsNet, train_w: Data, train_a: Data, cfg: DartsConfig, v
                 rec["val_acc"] = accuracy(net, *val)
             log.info("darts epoch %d: loss %.4f, %s", epoch + 1, rec["loss"], rec["arch"])
             history.append(rec)
+            ck.save(epoch + 1, step, history)
             if on_epoch:
                 on_epoch(rec)
     return history

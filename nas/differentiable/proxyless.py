@@ -135,11 +135,13 @@ def penalty(latency: torch.Tensor | float, bound: float | None, lam: float) -> t
 
 def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Data, cfg: ProxylessConfig,
                     predict: Callable[[Arch], float] | None, expected: ExpectedLatency | None,
-                    dist: Any = None) -> list[dict[str, float]]:
+                    dist: Any = None, checkpoint: Any = None) -> list[dict[str, float]]:
     """Alternate weight steps and arch steps for `cfg.epochs`; returns one record per epoch. `dist`
     (nas.training.distributed.DistContext): data parallel - the same batches and paths on every rank, each
-    its slice; weight gradients and the arch step's rewards are summed over the ranks."""
+    its slice; weight gradients and the arch step's rewards are summed over the ranks. `checkpoint`
+    (nas.training.resume.StepCheckpoint): the loop state every N steps and epoch; continued from."""
     import nas.training.distributed as D
+    from nas.training.resume import BatchCursor, StepCheckpoint, seen_load, seen_state
     dist = dist or D.DistContext()
     rng = np.random.default_rng([cfg.seed, 0x9A7])
     device = next(supernet.parameters()).device
@@ -148,58 +150,76 @@ def train_proxyless(supernet: Any, policy: ArchPolicy, w_data: Data, a_data: Dat
     arch_opt = torch.optim.Adam(policy.parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999))
     steps = cfg.epochs * max(1, len(w_data[1]) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    baseline: float | None = None
-    history = []
-    for epoch in range(cfg.epochs):
-        t0, loss_sum, n_steps, lats, seen = time.perf_counter(), 0.0, 0, [], []
-        a_batches = batch_indices(len(a_data[1]), cfg.batch_size, rng)
-        for idx in batch_indices(len(w_data[1]), cfg.batch_size, rng):
-            supernet.train()
-            arch, _ = policy.sample(rng)                       # weight step: one path of the policy
-            supernet.set_arch(arch)
-            a_idx = next(a_batches, None)
-            if a_idx is None:
-                a_batches = batch_indices(len(a_data[1]), cfg.batch_size, rng)
-                a_idx = next(a_batches)
-            part_w, part_a = D.batch_share(dist, idx), D.batch_share(dist, a_idx)
-            if part_w is None or part_a is None:
-                continue
-            (mine, share), (mine_a, share_a) = part_w, part_a
-            with flush_denormal():
-                loss = F.cross_entropy(supernet(w_data[0][mine].to(device)), w_data[1][mine].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                D.average_gradients(dist, params, share)
-                nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
-            sched.step()
-            loss_sum, n_steps = loss_sum + share * float(loss.detach()), n_steps + 1
-            seen.append(mine)
-            xa, ya = a_data[0][mine_a].to(device), a_data[1][mine_a].to(device)
-            arch_loss = torch.zeros(())
-            for _ in range(cfg.paths):                           # arch step: REINFORCE on held-out data
-                arch, choice = policy.sample(rng)
+    ck = checkpoint or StepCheckpoint(None, {})
+    per_epoch = sum(1 for _ in batch_indices(len(w_data[1]), cfg.batch_size, np.random.default_rng(0)))
+    back = ck.attach(rng, cfg.epochs * per_epoch, net=supernet, policy=policy, opt=opt, arch_opt=arch_opt, sched=sched)
+    baseline: float | None = back.carry.get("baseline") if back else None
+    history: list[dict[str, Any]] = list(back.history) if back else []
+    step = back.step if back else 0
+    with ck.guard():
+        for epoch in range(back.epoch if back else 0, cfg.epochs):
+            t0, loss_sum, n_steps, lats, seen = time.perf_counter(), 0.0, 0, [], []
+            a_batches = BatchCursor(len(a_data[1]), cfg.batch_size, rng)
+            batches = BatchCursor(len(w_data[1]), cfg.batch_size, rng)
+            loop = back.loop if back is not None and epoch == back.epoch else None
+            if loop is not None:
+                batches.load(loop["batches"])
+                a_batches.load(loop["a_batches"])
+                loss_sum, n_steps, lats = loop["loss_sum"], loop["n_steps"], list(loop["lats"])
+                seen, t0 = seen_load(loop["seen"]), t0 - loop["seconds"]
+            for idx in batches:
+                supernet.train()
+                arch, _ = policy.sample(rng)                       # weight step: one path of the policy
                 supernet.set_arch(arch)
-                with torch.no_grad(), flush_denormal():   # the global batch's loss: the same reward on every rank
-                    reward = -D.all_sum(dist, [share_a * float(F.cross_entropy(supernet(xa), ya))])[0]
-                if expected is None and predict is not None:   # not separable: latency in the reward
-                    reward -= float(penalty(predict(arch), cfg.latency_ms, cfg.lam))
-                baseline = reward if baseline is None else cfg.baseline_decay * baseline + \
-                    (1 - cfg.baseline_decay) * reward
-                arch_loss = arch_loss - (reward - baseline) * policy.log_prob(choice) / cfg.paths
-            if expected is not None:
-                lat = expected(policy)
-                arch_loss = arch_loss + penalty(lat, cfg.latency_ms, cfg.lam)
-                lats.append(float(lat.detach()))
-            arch_opt.zero_grad(set_to_none=True)
-            arch_loss.backward()
-            arch_opt.step()
-        rec = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
-               "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen)}
-        if lats:
-            rec["expected_latency_ms"] = lats[-1]
-        log.info("differentiable epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in rec.items()})
-        history.append(rec)
+                a_idx = a_batches.next()
+                if a_idx is None:
+                    a_batches = BatchCursor(len(a_data[1]), cfg.batch_size, rng)
+                    a_idx = a_batches.next()
+                part_w, part_a = D.batch_share(dist, idx), D.batch_share(dist, a_idx)
+                if part_w is None or part_a is None:
+                    continue
+                (mine, share), (mine_a, share_a) = part_w, part_a
+                with flush_denormal():
+                    loss = F.cross_entropy(supernet(w_data[0][mine].to(device)), w_data[1][mine].to(device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    D.average_gradients(dist, params, share)
+                    nn.utils.clip_grad_norm_(params, 5.0)
+                    opt.step()
+                sched.step()
+                loss_sum, n_steps = loss_sum + share * float(loss.detach()), n_steps + 1
+                seen.append(mine)
+                xa, ya = a_data[0][mine_a].to(device), a_data[1][mine_a].to(device)
+                arch_loss = torch.zeros(())
+                for _ in range(cfg.paths):                           # arch step: REINFORCE on held-out data
+                    arch, choice = policy.sample(rng)
+                    supernet.set_arch(arch)
+                    with torch.no_grad(), flush_denormal():   # the global batch's loss: the same reward on every rank
+                        reward = -D.all_sum(dist, [share_a * float(F.cross_entropy(supernet(xa), ya))])[0]
+                    if expected is None and predict is not None:   # not separable: latency in the reward
+                        reward -= float(penalty(predict(arch), cfg.latency_ms, cfg.lam))
+                    baseline = reward if baseline is None else cfg.baseline_decay * baseline + \
+                        (1 - cfg.baseline_decay) * reward
+                    arch_loss = arch_loss - (reward - baseline) * policy.log_prob(choice) / cfg.paths
+                if expected is not None:
+                    lat = expected(policy)
+                    arch_loss = arch_loss + penalty(lat, cfg.latency_ms, cfg.lam)
+                    lats.append(float(lat.detach()))
+                arch_opt.zero_grad(set_to_none=True)
+                arch_loss.backward()
+                arch_opt.step()
+                step += 1
+                ck.after_step(epoch, step, history, lambda: {  # noqa: B023
+                    "batches": batches.state(), "a_batches": a_batches.state(), "loss_sum": loss_sum,  # noqa: B023
+                    "n_steps": n_steps, "lats": list(lats), "seen": seen_state(seen),  # noqa: B023
+                    "seconds": time.perf_counter() - t0}, {"baseline": baseline})  # noqa: B023
+            rec = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
+                   "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen)}
+            if lats:
+                rec["expected_latency_ms"] = lats[-1]
+            log.info("differentiable epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in rec.items()})
+            history.append(rec)
+            ck.save(epoch + 1, step, history, carry={"baseline": baseline})
     return history
 
 

@@ -291,11 +291,14 @@ def latency_penalty(lat: torch.Tensor, cfg: SinglePathConfig) -> torch.Tensor:
 def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg: SinglePathConfig,
                       val: Data | None = None, progress: bool = False,
                       on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                      dist: Any = None) -> list[dict[str, Any]]:
+                      dist: Any = None, checkpoint: Any = None) -> list[dict[str, Any]]:
     """Jointly train weights (SGD) and thresholds (SGD or Adam) on CE + latency penalty. `dist`
     (nas.training.distributed.DistContext): data parallel - the same batches on every rank, each its slice,
-    weight and threshold gradients summed over the ranks (the latency term is the same everywhere)."""
+    weight and threshold gradients summed over the ranks (the latency term is the same everywhere).
+    `checkpoint` (nas.training.resume.StepCheckpoint): the loop state every N steps and epoch; continued from."""
     from tqdm import tqdm
+
+    from nas.training.resume import BatchCursor, StepCheckpoint, seen_load, seen_state
 
     import nas.training.distributed as D
     dist = dist or D.DistContext()
@@ -311,15 +314,25 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
     per_epoch = sum(1 for _ in batch_indices(len(y), cfg.batch_size, np.random.default_rng(0)))
     steps = max(1, cfg.epochs * per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt_w, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    history: list[dict[str, Any]] = []
     net.relaxed = True
-    bar = tqdm(total=steps, desc="single-path search", unit="step", disable=not progress or not dist.is_main)
+    ck = checkpoint or StepCheckpoint(None, {})
+    back = ck.attach(rng, steps, net=net, opt_w=opt_w, opt_t=opt_t, sched=sched)
+    history: list[dict[str, Any]] = list(back.history) if back else []
+    step = back.step if back else 0
+    bar = tqdm(total=steps, initial=step, desc="single-path search", unit="step",
+               disable=not progress or not dist.is_main)
     every = list(net.parameters())
-    with flush_denormal(), bar:
-        for epoch in range(cfg.epochs):
+    with flush_denormal(), bar, ck.guard():
+        for epoch in range(back.epoch if back else 0, cfg.epochs):
             t0, ce_sum, lats, seen, local_ce = time.perf_counter(), 0.0, [], [], 0.0
             net.train()
-            for idx in batch_indices(len(y), cfg.batch_size, rng):
+            batches = BatchCursor(len(y), cfg.batch_size, rng)
+            loop = back.loop if back is not None and epoch == back.epoch else None
+            if loop is not None:
+                batches.load(loop["batches"])
+                ce_sum, lats, local_ce = loop["ce_sum"], list(loop["lats"]), loop["local_ce"]
+                seen, t0 = seen_load(loop["seen"]), t0 - loop["seconds"]
+            for idx in batches:
                 part = D.batch_share(dist, idx)
                 if part is None:
                     continue
@@ -344,6 +357,11 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
                 lats.append(float(lat.detach()))
                 local_ce += float(ce.detach())
                 step_bar(bar, ce=local_ce / len(lats), ms=lats[-1])   # running mean CE, current expected latency
+                step += 1
+                ck.after_step(epoch, step, history, lambda: {  # noqa: B023
+                    "batches": batches.state(), "ce_sum": ce_sum, "lats": list(lats),  # noqa: B023
+                    "local_ce": local_ce, "seen": seen_state(seen),  # noqa: B023
+                    "seconds": time.perf_counter() - t0})  # noqa: B023
             arch = net.derive()
             rec: dict[str, Any] = {"epoch": epoch + 1, "ce": D.all_sum(dist, [ce_sum])[0] / max(1, len(lats)),
                                    "latency_ms": lats[-1], "seconds": time.perf_counter() - t0,
@@ -353,6 +371,7 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
             log.info("single-path epoch %d: ce %.4f, latency %.2f ms, %s", epoch + 1, rec["ce"], rec["latency_ms"],
                      rec["arch"])
             history.append(rec)
+            ck.save(epoch + 1, step, history)
             if on_epoch:
                 on_epoch(rec)
     return history

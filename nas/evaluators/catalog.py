@@ -29,13 +29,19 @@ def _tabular(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
     return make_tabular(space, seed=seed, **options)
 
 
+def _predictor(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
+    from nas.evaluators.predictor import make_predictor
+    return make_predictor(space, seed=seed, **options)
+
+
 def _supernet(space: SearchSpace, seed: int = 0, **options: Any) -> Evaluator:
     from nas.supernet.trainer import supernet_evaluator_from_checkpoint
     return supernet_evaluator_from_checkpoint(space, seed=seed, **options)
 
 
 EVALUATORS: Registry[EvaluatorFactory] = Registry("evaluator")
-for _name, _factory in (("zero-cost", _zero_cost), ("train", _train), ("supernet", _supernet), ("tabular", _tabular)):
+for _name, _factory in (("zero-cost", _zero_cost), ("train", _train), ("supernet", _supernet), ("tabular", _tabular),
+                       ("predictor", _predictor)):
     EVALUATORS.register(_name, _factory)
 
 

@@ -61,6 +61,24 @@ class TrainEvaluator:
         return {"score": out["accuracy"], **out, "params_m": params / 1e6, "macs_m": self.space.macs(arch) / 1e6}
 
 
+    def quantized(self, arch: Arch, calibration_images: int = 128) -> dict[str, Any]:
+        """Train `arch` as `__call__` does (same seed, so the same weights up to thread nondeterminism),
+        then quantize it statically to int8 (calibrated on training images) and score both files on
+        the held-out split (`nas search --quantize-top K`)."""
+        import torch
+
+        from latency.quantize import Calibration
+        from nas.deploy.quantized import int8_accuracy
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self.train_space.build(arch, num_classes=self.num_classes)
+        out = train_eval(model, self.train, self.val, seed=self.seed, **self.kwargs)
+        calib = Calibration(self.dataset, self.train[0][:calibration_images].numpy())
+        q = int8_accuracy(model.eval(), tuple(self.train_space.input_shape), calib, self.val[0].numpy(),
+                          self.val[1].numpy())
+        return {"accuracy": out["accuracy"], **q}
+
+
 def make_train_evaluator(space: SearchSpace, seed: int = 0, **options: Any) -> TrainEvaluator:
     valid = [p for p in inspect.signature(TrainEvaluator.__init__).parameters if p not in ("self", "space", "seed")]
     bad = sorted(set(options) - set(valid))

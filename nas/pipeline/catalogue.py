@@ -40,6 +40,8 @@ EVALUATOR_SUMMARIES = {
     "train": "validation accuracy after a short training on --dataset (--epochs, --batch-size)",
     "supernet": "accuracy of the arch's path in a trained supernet checkpoint (checkpoint=PATH)",
     "tabular": "ground-truth accuracy from the shipped benchmark tables (nats_sss; nb201 with -o candidates=naslib)",
+    "predictor": "predicted ImageNet top-1 of ofa_mbv3 archs (224 px): a model fitted on the shipped DyNAS-T "
+                 "measurements (model=gbt or ridge)",
 }
 _HIDDEN = {"self", "space", "seed", "feasible", "kwargs", "args"}
 
@@ -129,6 +131,8 @@ def _evaluator_options(name: str) -> dict[str, Any]:
         return _defaults(supernet_evaluator_from_checkpoint)
     if name == "tabular":
         return {"dataset": "cifar10"}
+    if name == "predictor":
+        return {"model": "gbt", "dataset": "imagenet"}
     from nas.evaluators.catalog import EVALUATORS
     return _defaults(EVALUATORS.get(name))
 

@@ -40,6 +40,9 @@ class SearchConfig:
     epochs: int | None = None                # training epochs (supernet, single-path, darts, train evaluator)
     batch_size: int | None = None
     device: str | None = None                # torch device for training and proxies: cpu (default) or cuda
+    quantize_top: int = 0                    # re-score the top K finalists of --evaluator train after int8 PTQ
+    constraints: tuple[str, ...] = ()        # --constraint METRIC<=VALUE, all must hold (nas/strategies/constraints.py)
+    verify: str | None = None                # --verify cpu: export the best arch and time it on this machine
 
 
 def training_settings(cfg: SearchConfig) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def training_settings(cfg: SearchConfig) -> dict[str, Any]:
 
 #: settings that may change when a search is resumed (the rest must match the stored config)
 RUN_SETTINGS = ("trials", "out", "resume", "storage", "study", "runner", "workers", "address", "max_retries",
-                "store_params", "device", "heartbeat_s")
+                "store_params", "device", "heartbeat_s", "verify")
 RUNNERS = ("local", "ray")
 
 
@@ -72,6 +75,11 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"--heartbeat must be a positive number of seconds, got {cfg.heartbeat_s:g}")
     if cfg.max_retries < 0:
         raise UsageError(f"--max-retries must be at least 0, got {cfg.max_retries}")
+    if isinstance(cfg.quantize_top, bool) or not isinstance(cfg.quantize_top, int) or cfg.quantize_top < 0:
+        raise UsageError(f"--quantize-top must be a whole number >= 0, got {cfg.quantize_top!r}")
+    if cfg.quantize_top and cfg.evaluator != "train":
+        raise UsageError(f"--quantize-top re-trains and quantizes finalists: it needs --evaluator train, "
+                         f"not {cfg.evaluator!r}")
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -93,8 +101,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "strategy": (str,), "strategy_options": (dict,), "evaluator": (str,), "evaluator_options": (dict,),
     "trials": (int,), "seed": (int,), "out": (str,), "resume": (bool,), "storage": (str,), "study": (str,),
     "runner": (str,), "workers": (int,), "address": (str,), "max_retries": (int,), "store_params": (bool,),
-    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "device": (str,)}
-_ITEM_TYPES: dict[str, tuple[type, ...]] = {"targets": (str,), "latency_ms": (int, float)}
+    "dataset": (str,), "epochs": (int,), "batch_size": (int,), "device": (str,), "constraints": (list, tuple),
+    "verify": (str,)}
+_ITEM_TYPES: dict[str, tuple[type, ...]] = {"targets": (str,), "latency_ms": (int, float), "constraints": (str,)}
 
 
 def _type_problem(key: str, value: Any) -> str | None:
@@ -162,7 +171,7 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
         raise UsageError(f"--resume {folder} holds a search with other settings ({', '.join(changed)}): {diff}; "
                          f"resume with the same settings, or start a new search with another --out")
     data.update(overrides or {})
-    for key in ("targets", "latency_ms"):
+    for key in ("targets", "latency_ms", "constraints"):
         if key in data:
             data[key] = tuple(data[key])
     data.update(out=str(folder), resume=True)
@@ -174,7 +183,9 @@ def resume_config(folder: str | Path, overrides: dict[str, Any] | None = None) -
 
 def config_dict(cfg: SearchConfig) -> dict[str, Any]:
     """The settings that define a search (JSON types), without the ones a resume may change."""
-    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_SETTINGS}))
+    # constraints: left out when none are given, so searches stored before --constraint existed resume
+    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in RUN_SETTINGS
+                                  and not (k == "constraints" and not v)}))
 
 
 def study_name(cfg: SearchConfig) -> str:

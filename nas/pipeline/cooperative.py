@@ -1,11 +1,11 @@
 """Cooperating searches: several `nas search` processes (on one host or many) working on one study.
 
 Started with the same `--storage` (a PostgreSQL/MySQL URL or `journal:PATH` on a shared filesystem)
-and `--study`, each search runs `run_cooperative` instead of the plain loop of nas/runner.py:
+and `--study`, each search runs `run_cooperative` instead of the plain loop of nas/pipeline/runner.py:
 
     read the study -> tell the strategy what the others finished, mark what they run as asked
     -> retry a stale claim (its search died) or ask the strategy -> claim the trial in the study
-    (nas/shared_store.py; a claim that loses to another search's is withdrawn and we ask again)
+    (nas/store/shared.py; a claim that loses to another search's is withdrawn and we ask again)
     -> evaluate -> record -> tell
 
 and stops when the study holds `trials` finished trials; a search with nothing left to ask waits for

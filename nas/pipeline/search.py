@@ -60,10 +60,12 @@ class SearchPlan:
     started: float
     #: (name, what its score is) of the evaluator a weight-sharing strategy trained (set by `train`)
     scored_by: tuple[str, str | None] | None = None
+    #: every bound (--constraint and --latency-ms) as a nas.strategies.constraints.Budget
+    budget: Any = None
 
 
 def search(cfg: SearchConfig, progress: bool = True, dist: Any = None) -> SearchResult | None:
-    """Run the whole pipeline, holding the run lock of a local store (nas/run_lock.py): a second
+    """Run the whole pipeline, holding the run lock of a local store (nas/store/lock.py): a second
     search on the same --out is refused while this one runs.
 
     Under torchrun (`dist`: an active nas.training.distributed.DistContext) every rank plans and trains the
@@ -131,7 +133,14 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
         check_reachable(cfg.address)
         prepare_connection(cfg.address)
     models = _latency_models(cfg, space, progress)
-    constraints, bounds, feasible = latency_constraints(cfg, models)
+    constraints, bounds, latency_ok = latency_constraints(cfg, models)
+    from nas.pipeline.budget import plan_budget
+    budget = plan_budget(cfg, space, models, bounds, progress)
+    have = {(c.metric, c.bound) for c in constraints}
+    constraints += [Constraint(b.key, b.value) for b in budget.bounds if (b.key, b.value) not in have]
+
+    def feasible(arch: Arch) -> bool:
+        return latency_ok(arch) and budget.feasible(arch)
     options = _check_options(strategy_cls, cfg.strategy_options)
     # strategies that take the problem (exact, evolution's repair) see the tables, bounds and score
     problem = problem_options(strategy_cls, space, models, bounds, cfg.evaluator, cfg.evaluator_options)
@@ -140,15 +149,19 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
+    from nas.strategies.constraints import attach
+    attach(strategy, budget, bool(cfg.strategy_options.get("repair", True)))
     evaluator = None if strategy_cls.weight_sharing else _make_evaluator(cfg, space)
     out = Path(cfg.out) if cfg.out and writer else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy) if writer else MemoryStore()
     if not writer:
-        return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
+        return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started,
+                          budget=budget)
     record_config(out, store, cfg)
     if hasattr(store, "set_constraints"):   # feasible vs infeasible in optuna-dashboard
         store.set_constraints([(c.metric, c.bound, c.upper) for c in constraints])
-    return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started)
+    return SearchPlan(cfg, space, models, constraints, bounds, strategy, evaluator, store, out, started,
+                      budget=budget)
 
 
 def _make_evaluator(cfg: SearchConfig, space: SearchSpace) -> Evaluator:
@@ -271,14 +284,19 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        # evaluator_options: where searches stored before --dataset existed keep it
                        dataset=cfg.dataset or cfg.evaluator_options.get("dataset") or "digits",
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
-                       seed=cfg.seed, out=p.out, progress=progress, dist=dist)
+                       seed=cfg.seed, out=p.out, progress=progress, dist=dist, resume=cfg.resume)
     trained = p.strategy.prepare(ctx)
+    from nas.strategies.constraints import BudgetEvaluator, project_derived
+    project_derived(p.strategy, p.budget)   # weight-sharing results end on the feasible set
     if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
         p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))
     trained = p.evaluator if trained is None else trained
     if trained is None:
         raise NasError(f"strategy {cfg.strategy!r} trained nothing to score its trials with")
-    return Compose([LatencyEvaluator(p.models), trained]) if p.models else trained
+    parts = ([LatencyEvaluator(p.models)] if p.models else []) + [trained]
+    if p.budget:   # last: the bounded metrics as the budget judged feasibility
+        parts.append(BudgetEvaluator(p.budget))
+    return Compose(parts) if len(parts) > 1 else trained
 
 
 # ---- ask/tell run --------------------------------------------------------------------------------
@@ -292,7 +310,7 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
         from nas.pipeline.ray_runner import run_ray_search
         return run_ray_search(p.strategy, evaluator, n, p.store, resume=cfg.resume, progress=progress,
                               workers=cfg.workers, address=cfg.address, max_retries=cfg.max_retries)
-    if getattr(p.store, "shared", False):   # several searches on one study: nas/cooperative.py
+    if getattr(p.store, "shared", False):   # several searches on one study: nas/pipeline/cooperative.py
         from nas.pipeline.cooperative import run_cooperative
         return run_cooperative(p.strategy, evaluator, n, p.store, progress=progress,
                                max_retries=cfg.max_retries, heartbeat_s=cfg.heartbeat_s)
@@ -304,9 +322,27 @@ def run(p: SearchPlan, evaluator: Evaluator, progress: bool = True) -> list[Tria
 def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
     """Best trial, summary (+ training info and inherited-weight exports), best.json."""
     best = best_trial(trials, p.strategy.metric, p.strategy.maximize, p.constraints)
+    if best is None and p.budget and any(t.ok for t in trials):
+        from nas.pipeline.budget import no_feasible
+        raise no_feasible(p.budget, [t for t in trials if t.ok], p.space)
+    rescored = quantize_finalists(p, trials) if p.cfg.quantize_top else None
+    if rescored:   # the best after post-training int8 quantization
+        best = next(t for t in trials if t.number == rescored[0]["trial"])
     summary = _summary(p, best, trials)
+    if rescored is not None:
+        summary["quantized_top"] = rescored
     if p.strategy.info:
         summary["training"] = p.strategy.info
+    if best is not None and p.budget:
+        from nas.pipeline.budget import budget_summary, projection_scores
+        summary["budget"] = budget_summary(p.budget, best)
+        if "projection" in p.strategy.info:
+            projection_scores(p.strategy.info["projection"], trials, p.space)
+        if p.cfg.verify == "cpu":
+            from nas.pipeline.budget import verify_cpu
+            predicted = {k.split(".", 1)[1]: v for k, v in best.metrics.items() if k.startswith("latency_ms.")}
+            bounds = {b.target: b.value for b in p.budget.bounds if b.metric == "latency_ms"}
+            summary["budget"]["verify"] = verify_cpu(p.space, best.arch, p.out, predicted, bounds)
     if p.out is not None and best is not None:
         exports = export_inherited(p.strategy, best.arch, p.out)
         if exports:
@@ -329,9 +365,25 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             summary["exports"] = exports
     seconds = time.perf_counter() - p.started
     summary["seconds"] = round(seconds, 2)
+    from nas.core.memory import peak_rss_mb
+    summary["peak_rss_mb"] = peak_rss_mb()   # this process's peak so far (training included)
     if p.out is not None and best is not None:
         atomic_write_text(p.out / "best.json", json.dumps(summary, indent=1, default=str) + "\n")
     return SearchResult(p.cfg, trials, best, summary, seconds)
+
+
+def quantize_finalists(p: SearchPlan, trials: list[Trial]) -> list[dict[str, Any]]:
+    """The top `quantize_top` feasible trials by score, re-trained by the train evaluator, quantized to
+    int8 and scored again; sorted by int8 accuracy (best first, ties in the original order)."""
+    ok = [t for t in trials if t.ok and all(c.ok(t.value(c.metric)) for c in p.constraints)]
+    top = sorted(ok, key=lambda t: -t.value(p.strategy.metric))[:p.cfg.quantize_top]
+    quantized = getattr(p.evaluator, "quantized", None)
+    if quantized is None:
+        raise UsageError(f"--quantize-top needs the train evaluator, not {type(p.evaluator).__name__}")
+    rows = [{"trial": t.number, "arch": p.space.format(t.arch), "score": t.value(p.strategy.metric),
+             **quantized(t.arch)} for t in top]
+    log.info("re-scored %d finalists after int8 quantization", len(rows))
+    return sorted(rows, key=lambda r: -r["accuracy_int8"])
 
 
 def _summary(p: SearchPlan, best: Trial | None, trials: list[Trial]) -> dict[str, Any]:

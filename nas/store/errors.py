@@ -1,5 +1,5 @@
 """One clear line for a storage that cannot be opened or used: the URL with its password masked, what
-went wrong, and the fix. `make_storage` (nas/store.py) routes every failure to open a storage through
+went wrong, and the fix. `make_storage` (nas/store/study.py) routes every failure to open a storage through
 `describe`, so no traceback and no password ever reaches the terminal.
 
 `fatal_cause` recognises the failures no retry can cure - a full disk, a corrupt database file - under

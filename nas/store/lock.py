@@ -10,7 +10,7 @@ when the lock is busy but that pid is dead on this host (a child that inherited 
 outlives the search), the lock file is replaced and taken over.
 
 Shared stores (PostgreSQL/MySQL URLs, `journal:PATH`) are not locked: several searches may work on
-one study there together (nas/cooperative.py).
+one study there together (nas/pipeline/cooperative.py).
 """
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ class OptunaStore:
         self._study_id = storage.get_study_id_from_name(study)
         self._ids: dict[int, int] = {}   # trial number -> storage trial id, for trials we started
         from nas.store.fastpath import supported
-        #: finish trials in one transaction (nas/store_fastpath.py); their params are then written at
+        #: finish trials in one transaction (nas/store/fastpath.py); their params are then written at
         #: the end, with the rest, instead of with 6 queries each when the trial starts
         self._fast = supported(storage)
         self._deferred: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}   # trial id -> params, dists

@@ -74,6 +74,8 @@ class TrainContext:
     progress: bool = True
     #: nas.training.distributed.DistContext under torchrun (data-parallel training), else None
     dist: Any = None
+    #: continue training saved in `out` (False: --no-resume, start over)
+    resume: bool = True
 
     def load(self, split: str, resolution: int) -> tuple[Any, Any]:
         from nas.training.data import load_dataset
@@ -200,5 +202,12 @@ class Strategy(ABC):
                 fallback = arch
         if fallback is not None:
             return fallback
+        budget = getattr(self, "budget", None)   # nas.strategies.constraints.Budget, set by the search
+        if budget:
+            closest = budget.closest([self.space.sample(self.rng) for _ in range(200)])
+            got = budget.metrics(closest)
+            raise SearchError(f"no {self.space.name} arch out of {tries} random samples meets "
+                              f"{', '.join(map(str, budget.bounds))}; closest found: {self.space.format(closest)} "
+                              f"({', '.join(f'{b.label}={got[b.key]:.4g}' for b in budget.bounds)})")
         raise SearchError(f"no {self.space.name} arch out of {tries} random samples meets the constraints; "
                           f"loosen the latency bound")

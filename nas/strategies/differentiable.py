@@ -27,6 +27,7 @@ class DifferentiableStrategy(WeightSharingStrategy):
     follows_candidates = False   # the derived arch comes from the trained path probabilities
     default_epochs = 3
     fixed_trials = 1
+    estimates_memory = True
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.05, arch_lr: float = 0.1, paths: int = 2,
                  lam: float = 20.0, target_ms: float | None = None, width_mult: float | None = None,
@@ -68,14 +69,15 @@ class DifferentiableStrategy(WeightSharingStrategy):
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "differentiable.pt" if ctx.out else None
         expected = ExpectedLatency(lut) if getattr(lut, "separable", False) else None
-        self.trained(path, meta, holder, lambda: train_proxyless(
+        self.trained(path, meta, holder, lambda ck: train_proxyless(
             self.net, policy, *split_half(train, ctx.seed), cfg, lambda a: float(lut.predict(ctx.space.make(a.genes))),
-            expected, dist=ctx.dist), ctx, small)
+            expected, dist=ctx.dist, checkpoint=ck), ctx, small)
         rng = np.random.default_rng([ctx.seed, 0xDE])
         top = policy.derive(rng)
         bound = ctx.bounds.get(target)
         fits = None if bound is None else (lambda a: float(lut.predict(ctx.space.make(a.genes))) <= bound)
-        arch = ctx.space.make(top.genes)
+        arch = self.unconstrained = ctx.space.make(top.genes)
+        self.policy = policy   # its logits order the choices when the result is projected on the bounds
         if fits is not None and not fits(top):
             arch = self._within_bound(policy, rng, fits, arch)
         self.seeds = [arch]

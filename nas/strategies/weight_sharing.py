@@ -17,13 +17,12 @@ space (`resolution`, `width_mult` / `channels`, `cells`, any `train_options`; sa
 with the dataset's classes - `train_size` (nas/strategies/train_size.py) - while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
 (`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet). Checkpoints go to ``<out>/`` and are reused when a
-search resumes. Under torchrun every rank trains data-parallel (`ctx.dist`, nas/distributed.py); rank 0
+search resumes. Under torchrun every rank trains data-parallel (`ctx.dist`, nas/training/distributed.py); rank 0
 alone writes the checkpoint. Torch is imported only inside `prepare`, so registering these strategies
 stays cheap.
 """
 from __future__ import annotations
 
-import json
 import logging
 from abc import abstractmethod
 from dataclasses import asdict
@@ -55,7 +54,7 @@ class WeightSharingStrategy(RegularizedEvolution):
     def __init__(self, space: SearchSpace, *, epochs: int | None = None, batch_size: int | None = None,
                  dataset: str | None = None, resolution: int | None = None, device: str | None = None,
                  refine: int = 0, train_options: Mapping[str, Any] | None = None, train_size: str | None = None,
-                 **kwargs: Any) -> None:
+                 checkpoint_every: int = 20, memory_gb: float = 2.0, **kwargs: Any) -> None:
         from nas.strategies.train_size import check_train_size
         super().__init__(space, **kwargs)
         self.epochs, self.batch_size, self.dataset = epochs, batch_size, dataset
@@ -63,6 +62,15 @@ class WeightSharingStrategy(RegularizedEvolution):
         self.train_size = check_train_size(train_size or self.default_train_size)
         self.given: list[str] = []           # proxy-size options the user set
         self.resolution = int(self._size("resolution", resolution))
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+            raise UsageError(f"checkpoint_every must be a whole number of steps >= 0 (0: after each epoch only), "
+                             f"got {checkpoint_every!r}")
+        #: training state written every this many steps (and after each epoch) for resuming
+        self.checkpoint_every = checkpoint_every
+        if not isinstance(memory_gb, (int, float)) or isinstance(memory_gb, bool) or not memory_gb > 0:
+            raise UsageError(f"memory_gb must be a positive number of GB, got {memory_gb!r}")
+        #: train_size=auto trains the proxy when the searched size is estimated to need more than this
+        self.memory_gb = float(memory_gb)
         if self.refine < 0:
             raise UsageError(f"refine must be >= 0 (extra evolution trials after the derived arch), got {refine}")
         if train_options is not None and not isinstance(train_options, Mapping):
@@ -96,16 +104,39 @@ class WeightSharingStrategy(RegularizedEvolution):
         the size options `names` (+ `train_options`); the choice goes to `info["train_size"]`."""
         from nas.strategies.train_size import choose_train_space
         proxy = {n: getattr(self, n) for n in ("resolution", *names)}
-        small, why = choose_train_space(ctx.space, ctx.dataset, self.train_size, proxy,
-                                        [g for g in self.given if g in (*proxy, "train_options")],
+        given = [g for g in self.given if g in (*proxy, "train_options")]
+        small, why = choose_train_space(ctx.space, ctx.dataset, self.train_size, proxy, given,
                                         ctx.num_classes(), self.train_options)
+        if why["used"] == "searched" and self.estimates_memory:
+            gb = self._memory_gb(small, int(ctx.batch_size or self.default_batch_size))
+            why["memory_estimate_gb"] = gb
+            if gb > self.memory_gb and self.train_size == "auto":   # a laptop must run the default
+                small, why = choose_train_space(ctx.space, ctx.dataset, "proxy", proxy, given,
+                                                ctx.num_classes(), self.train_options)
+                why.update(asked="auto", searched_memory_estimate_gb=gb,
+                           why=f"training at the searched size needs about {gb:.1f} GB (estimate), over "
+                               f"memory_gb={self.memory_gb:g} (train_size=searched trains it anyway)")
+                log.warning("%s: %s; training the proxy instead", self.name, why["why"])
+            elif gb > self.memory_gb:
+                log.warning("%s: training at the searched size needs about %.1f GB (estimate), over memory_gb=%g",
+                            self.name, gb, self.memory_gb)
         self.size_info = why
         return small
 
-    def trained(self, path: Any, meta: dict[str, Any], module: Any, train: Callable[[], list[dict[str, Any]]],
+    #: the trainer's net is the space's supernet (`nas.supernet.memory` can estimate its training memory)
+    estimates_memory: ClassVar[bool] = False
+
+    @staticmethod
+    def _memory_gb(space: SearchSpace, batch_size: int) -> float:
+        from nas.supernet.memory import training_bytes
+        return round(training_bytes(space, batch_size)["bytes"] / 2**30, 2)
+
+    def trained(self, path: Any, meta: dict[str, Any], module: Any, train: Callable[[Any], list[dict[str, Any]]],
                 ctx: TrainContext, small: SearchSpace, **info: Any) -> None:
-        """Train (or reuse the checkpoint at `path`) and fill `info` with what the search reports."""
-        self.info = reuse_or_train(path, meta, module, train, ctx.dist)
+        """Train (or reuse the checkpoint at `path`, or continue the training state beside it) and fill
+        `info` with what the search reports. `train(checkpoint)` runs the trainer."""
+        meta = {**meta, "strategy": self.name}
+        self.info = reuse_or_train(path, meta, module, train, ctx.dist, resume=ctx.resume, every=self.checkpoint_every)
         self.info.update(train_space=small.options(), train_size=self.size_info, dataset=ctx.dataset, **info)
 
     # ---- flow hooks --------------------------------------------------------------------------
@@ -126,8 +157,9 @@ class WeightSharingStrategy(RegularizedEvolution):
     def ask(self) -> Arch:
         for arch in self.seeds:
             if self.is_new(arch):
-                if not self.feasible(arch):
-                    log.warning("%s: derived arch %s violates the latency bound", self.name, self.space.format(arch))
+                if not self.feasible(arch):   # the unconstrained arch, scored beside its projection
+                    log.info("%s: scoring the unconstrained derived arch %s (it breaks a bound) for comparison",
+                             self.name, self.space.format(arch))
                 return arch
         return super().ask()
 
@@ -141,47 +173,62 @@ def _seeded(seed: int, build: Callable[..., Any], *args: Any, **kwargs: Any) -> 
         return build(*args, **kwargs)
 
 
-def _checkpoint_ok(path: Path | None, meta: dict[str, Any]) -> bool:
-    """True when `path` holds a checkpoint written with exactly `meta` (else it is retrained)."""
-    if path is None or not path.is_file():
+def _checkpoint_ok(path: Path | None, meta: dict[str, Any], resume: bool = True) -> bool:
+    """True when `path` holds a checkpoint written with exactly `meta`; False when there is none (or
+    the search starts over: `resume` False). A resumed search refuses one of another run (space,
+    strategy, settings) or an unreadable one with a UsageError, overwriting nothing."""
+    if path is None or not path.is_file() or not resume:
         return False
-    from nas.supernet.trainer import load_checkpoint
-    old, _ = load_checkpoint(path)
-    same = json.loads(json.dumps(old, default=str)) == json.loads(json.dumps(meta, default=str))
-    if not same:
-        log.warning("%s was written with other settings; training again", path)
-    return same
+    from nas.training.resume import meta_mismatch, read_state
+    bad = meta_mismatch(path, read_state(path)["meta"], meta)
+    if bad is not None:
+        raise bad
+    return True
 
 
 def reuse_or_train(path: Path | None, meta: dict[str, Any], module: Any,
-                   train: Callable[[], list[dict[str, Any]]], dist: Any = None) -> dict[str, Any]:
+                   train: Callable[[Any], list[dict[str, Any]]], dist: Any = None, *, resume: bool = True,
+                   every: int = 20) -> dict[str, Any]:
     """Load `module` from the checkpoint at `path` if it was written with exactly `meta`, else run
-    `train()` (its per-epoch history) and save the checkpoint. Returns the training info.
+    `train(checkpoint)` (its per-epoch history) and save the checkpoint. Returns the training info.
+
+    `checkpoint` (nas.training.resume.StepCheckpoint at `<path stem>.state.pt`): the trainer writes its
+    loop state there every `every` steps and epoch and continues from it when a run was interrupted;
+    the file is removed once `path` is written. `resume` False (--no-resume): both files are ignored
+    and overwritten.
 
     Under torchrun (`dist` active) rank 0 decides and every rank follows: a reused checkpoint is
     loaded on rank 0 and broadcast; after training only rank 0 writes it. The world size is part of
     `meta` (BatchNorm sees per-rank batches, so the weights differ a little from one process's)."""
     import nas.training.distributed as D
     from nas.supernet.trainer import load_checkpoint, save_checkpoint
+    from nas.training.resume import StepCheckpoint
     dist = dist or D.DistContext()
     if dist.active:
         meta = {**meta, "world_size": dist.world_size}
     D.broadcast_module(dist, module)   # every rank starts from rank 0's weights
-    if D.agree(dist, _checkpoint_ok(path, meta) if dist.is_main else True):
+    if D.agree(dist, _checkpoint_ok(path, meta, resume) if dist.is_main else True):
         if dist.is_main:
             _, state = load_checkpoint(path)  # type: ignore[arg-type]
             module.load_state_dict(state)
             log.info("reusing %s", path)
         D.broadcast_module(dist, module)
         return {"checkpoint": str(path), "reused": True}
-    history = train()
+    state_path = path.with_name(path.stem + ".state.pt") if path is not None else None
+    if state_path is not None and not resume and state_path.exists() and dist.is_main:
+        state_path.unlink()   # --no-resume: start over
+    ck = StepCheckpoint(state_path, meta, every, dist)
+    history = train(ck)
     info: dict[str, Any] = {"history": history, "seconds": sum(h["seconds"] for h in history)}
+    if ck.resumed is not None:
+        info["resumed"] = ck.resumed
     if dist.active:
         info["distributed"] = {"world_size": dist.world_size, "backend": dist.backend,
                                "note": "data parallel: global batch split over the ranks, same paths on each"}
     if path is not None and dist.is_main:
         save_checkpoint(path, module, meta)
         info["checkpoint"] = str(path)
+        ck.finish()
     return info
 
 
@@ -203,6 +250,7 @@ class SupernetStrategy(WeightSharingStrategy):
 
     name = "supernet"
     default_epochs = 3
+    estimates_memory = True
 
     @classmethod
     def supported_spaces(cls) -> tuple[str, ...]:
@@ -239,8 +287,9 @@ class SupernetStrategy(WeightSharingStrategy):
         self.net = to_device(_seeded(ctx.seed, build_supernet, small), ctx.device)
         meta = supernet_meta(ctx.space, small, cfg, ctx.dataset)
         path = ctx.out / "supernet.pt" if ctx.out else None
-        self.trained(path, meta, self.net, lambda: train_supernet(self.net, train, cfg, val=val, progress=ctx.progress,
-                                                                  dist=ctx.dist), ctx, small, config=asdict(cfg))
+        self.trained(path, meta, self.net, lambda ck: train_supernet(
+            self.net, train, cfg, val=val, progress=ctx.progress, dist=ctx.dist, checkpoint=ck),
+            ctx, small, config=asdict(cfg))
         self.calib, self.calib_bs = calibration_set(train[0], ctx.seed), cfg.batch_size
         return SupernetEvaluator(self.net, self.calib, val, calib_batches=self.calib_batches,
                                  batch_size=cfg.batch_size, report_space=ctx.space)
@@ -304,11 +353,12 @@ class SinglePathStrategy(WeightSharingStrategy):
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
                 "config": asdict(cfg), "dataset": ctx.dataset, "target": target}
         path = ctx.out / "single_path.pt" if ctx.out else None
-        self.trained(path, meta, self.net, lambda: train_single_path(
-            self.net, train, LatencyTerm.from_lut(small, lut), cfg, val=val, progress=ctx.progress, dist=ctx.dist),
+        self.trained(path, meta, self.net, lambda ck: train_single_path(
+            self.net, train, LatencyTerm.from_lut(small, lut), cfg, val=val, progress=ctx.progress, dist=ctx.dist,
+            checkpoint=ck),
             ctx, small, config=asdict(cfg), target=target)
         derived = self.net.derive()
-        arch = ctx.space.make(derived.genes)
+        arch = self.unconstrained = ctx.space.make(derived.genes)
         self.info.update(derived=ctx.space.format(arch), derived_latency_ms=float(lut.predict(arch)))
         bound = ctx.bounds.get(target)
         if bound is not None and lut.predict(arch) > bound:
@@ -395,8 +445,8 @@ class DartsStrategy(WeightSharingStrategy):
         meta = {"space": ctx.space.name, "space_options": ctx.space.options(), "train_options": small.options(),
                 "config": asdict(cfg), "dataset": ctx.dataset, "cell_bn": "non-affine"}   # older darts.pt: retrained
         path = ctx.out / "darts.pt" if ctx.out else None
-        self.trained(path, meta, net, lambda: train_darts(net, *split_half(train, ctx.seed), cfg, val=val,
-                                                          progress=ctx.progress, dist=ctx.dist),
+        self.trained(path, meta, net, lambda ck: train_darts(net, *split_half(train, ctx.seed), cfg, val=val,
+                                                             progress=ctx.progress, dist=ctx.dist, checkpoint=ck),
                      ctx, small, config=asdict(cfg))
         normal, reduce = net.genotype()
         arch = net.derive(ctx.space)  # type: ignore[arg-type]

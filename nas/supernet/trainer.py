@@ -172,13 +172,17 @@ def sandwich_step(supernet: Any, optimizer: torch.optim.Optimizer, xb: torch.Ten
 def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | None = None,
                    progress: bool = False, calib_batches: int = 4,
                    on_epoch: Callable[[dict[str, float]], None] | None = None,
-                   dist: Any = None) -> list[dict[str, float]]:
+                   dist: Any = None, checkpoint: Any = None) -> list[dict[str, float]]:
     """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss, samples
     trained on and how many distinct and, with `val`, BN-recalibrated accuracy of the largest and
     smallest paths). A supernet whose `sampling` is "uniform" is trained on `max(1, random_paths)`
     uniform paths per step instead (no distillation). `dist` (nas.training.distributed.DistContext): data
-    parallel under torchrun - same batches and paths on every rank, each its slice, summed gradients."""
+    parallel under torchrun - same batches and paths on every rank, each its slice, summed gradients.
+    `checkpoint` (nas.training.resume.StepCheckpoint): saves the loop state every N steps and epoch, and
+    continues from it when it holds one."""
     from tqdm import tqdm
+
+    from nas.training.resume import BatchCursor, StepCheckpoint, seen_load, seen_state
 
     import nas.training.distributed as D
     from nas.training.loops import step_bar
@@ -197,12 +201,22 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     # a supernet with `sampling = "uniform"` (e.g. the cell space's) is trained SPOS-style
     uniform = getattr(supernet, "sampling", "sandwich") == "uniform"
-    history: list[dict[str, float]] = []
-    bar = tqdm(total=steps, desc="supernet training", unit="step", disable=not progress or not dist.is_main)
-    try:
-        for epoch in range(cfg.epochs):
+    ck = checkpoint or StepCheckpoint(None, {})
+    back = ck.attach(rng, steps, net=supernet, opt=opt, sched=sched)
+    history: list[dict[str, float]] = list(back.history) if back else []
+    step = back.step if back else 0
+    bar = tqdm(total=steps, initial=step, desc="supernet training", unit="step",
+               disable=not progress or not dist.is_main)
+    with bar, ck.guard():
+        for epoch in range(back.epoch if back else 0, cfg.epochs):
             t0, loss_sum, n_steps, seen, local_sum = time.perf_counter(), 0.0, 0, [], 0.0
-            for idx in batch_indices(len(y), cfg.batch_size, rng):
+            batches = BatchCursor(len(y), cfg.batch_size, rng)
+            loop = back.loop if back is not None and epoch == back.epoch else None
+            if loop is not None:
+                batches.load(loop["batches"])
+                loss_sum, n_steps, local_sum = loop["loss_sum"], loop["n_steps"], loop["local_sum"]
+                seen, t0 = seen_load(loop["seen"]), t0 - loop["seconds"]
+            for idx in batches:
                 if uniform:   # Single Path One-Shot: uniformly sampled paths only
                     paths = [space.sample(rng) for _ in range(max(1, cfg.random_paths))]
                 else:
@@ -219,7 +233,12 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                 seen.append(mine)
                 sched.step()
                 local_sum += loss
+                step += 1
                 step_bar(bar, loss=local_sum / n_steps)   # this rank's running mean over the epoch so far
+                ck.after_step(epoch, step, history, lambda: {  # noqa: B023
+                    "batches": batches.state(), "loss_sum": loss_sum, "n_steps": n_steps,  # noqa: B023
+                    "local_sum": local_sum, "seen": seen_state(seen),  # noqa: B023
+                    "seconds": time.perf_counter() - t0})  # noqa: B023
             rec = {"epoch": epoch + 1, "loss": D.all_sum(dist, [loss_sum])[0] / max(1, n_steps),
                    "seconds": time.perf_counter() - t0, **D.epoch_samples(dist, seen)}
             if val is not None:
@@ -230,10 +249,9 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                     rec[f"val_acc_{label}"] = accuracy(supernet, *val)
             log.info("supernet epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in rec.items()})
             history.append(rec)
+            ck.save(epoch + 1, step, history)
             if on_epoch:
                 on_epoch(rec)
-    finally:
-        bar.close()
     return history
 
 
@@ -298,7 +316,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     if not path.is_file():
         raise UsageError(f"supernet checkpoint {path} does not exist (it is written by 'nas search --strategy "
                          f"supernet --out DIR' as DIR/supernet.pt)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    from nas.training.resume import read_state
+    blob = read_state(path)
+    if "state_dict" not in blob:
+        raise UsageError(f"{path} holds no trained weights (a training state? those end in .state.pt)")
     return blob["meta"], blob["state_dict"]
 
 

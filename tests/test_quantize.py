@@ -1,0 +1,172 @@
+"""Int8 latency: statically quantized QDQ graphs (latency.quantize), int8 tables, the `cpu-int8` target,
+and the bad inputs of `nas latency profile --precision int8` (one line, exit 2, nothing written)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import latency.profile
+from latency import host_tables
+from latency.onnx_io import export_onnx, session
+from latency.quantize import Calibration, Quantizer, QuantizeError, digits_calibration, float_ops
+from latency.table import LatencyTable
+from latency.targets import load_table, lut_model, target_names
+from nas.cli.main import main
+from nas.core.errors import UsageError
+from nas.core.layer import LayerSpec
+from nas.core.ops import build_layer
+from nas.core.space import SearchSpace
+from search_spaces.catalog import get_space
+
+
+def _layer(space: str, prefix: str) -> LayerSpec:
+    return next(s for s in get_space(space).all_layers() if s.key.startswith(prefix))
+
+
+def _optimized_ops(path: Path, tmp: Path) -> list[str]:
+    import onnx
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp / "opt.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp / "opt.onnx")).graph.node]
+
+
+def test_conv_layer_runs_int8_kernels_and_agrees_with_float(tmp_path: Path) -> None:
+    """A 3x3 conv + BN + ReLU6 layer becomes one QLinearConv (per-channel weights) whose output stays
+    within a few quantization steps of the float layer's on digits-like input."""
+    spec = _layer("mbconv", "conv_bn_act(act=relu6,cin=3,cout=32")
+    module = build_layer(spec)
+    with torch.no_grad():   # BN statistics of a trained layer, not the identity of a fresh one
+        bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.running_mean.uniform_(-0.5, 0.5)
+    src = export_onnx(module, torch.randn(1, *spec.input_shape), tmp_path / "f.onnx")
+    calib = digits_calibration(224)
+    q, left = Quantizer(calib).quantize(src, spec.input_shape, spec.key)
+    assert left == []
+    ops = _optimized_ops(q, tmp_path)
+    assert ops.count("QLinearConv") == 1 and "Conv" not in ops
+    x = calib.inputs(spec.input_shape, 2)[1:]
+    yf = session(src).run(None, {"input": x})[0]
+    yq = session(q).run(None, {"input": x})[0]
+    step = (yf.max() - yf.min()) / 255   # one uint8 step of the output's range
+    assert np.abs(yq - yf).mean() < 2 * step and np.abs(yq - yf).max() < 12 * step
+    assert np.corrcoef(yq.ravel(), yf.ravel())[0, 1] > 0.99
+
+
+def test_average_pool_has_no_int8_kernel(tmp_path: Path) -> None:
+    """onnxruntime's CPU provider runs a lone AveragePool in float: reported, refused when strict."""
+    spec = _layer("nb201", "nb201_edge(cin=16,cout=16,op=avg_pool_3x3)")
+    src = export_onnx(build_layer(spec), torch.randn(1, *spec.input_shape), tmp_path / "f.onnx")
+    quant = Quantizer(digits_calibration(32))
+    q, left = quant.quantize(src, spec.input_shape, spec.key)
+    assert left == ["AveragePool"] == float_ops(q)
+    with pytest.raises(QuantizeError, match=r"cannot quantize op AveragePool of .*avg_pool_3x3"):
+        Quantizer(digits_calibration(32), strict=True).quantize(src, spec.input_shape, spec.key)
+
+
+def test_calibration_inputs_follow_the_layer_shape() -> None:
+    calib = digits_calibration(32, n=4)
+    assert calib.images.shape == (4, 3, 32, 32)
+    assert abs(float(calib.images.mean())) < 0.5   # normalised like nas.data's digits
+    x = calib.inputs((8, 16, 16))
+    assert x.shape == (4, 8, 16, 16) and np.allclose(x[:, 0], x[:, 3])   # channels repeated
+    assert calib.inputs((10, 7)).shape == (4, 10, 7)
+    with pytest.raises(UsageError, match="shape 1x32x32; the net takes 3x224x224"):
+        Calibration("gray.npy", np.zeros((4, 1, 32, 32), np.float32)).check_input((3, 224, 224))
+    with pytest.raises(UsageError, match="expected images N x C x H x W"):
+        Calibration("flat.npy", np.zeros((4, 3072), np.float32))
+
+
+def _bad(capsys: pytest.CaptureFixture[str], out: Path, *extra: str) -> str:
+    code = main(["latency", "profile", "--space", "nb201", "--out", str(out), "--clock", "cpu", "--quiet", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert not out.exists() and all(p.suffix == ".npy" for p in out.parent.iterdir())
+    return err
+
+
+def test_bad_int8_inputs_one_line_exit_2_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.json"
+    assert "unknown precision 'int4'; valid: float32, int8" in _bad(capsys, out, "--precision", "int4")
+    assert "unknown precision 'fp16'" in _bad(capsys, out, "--precision", "fp16")
+    gray = tmp_path / "gray.npy"
+    np.save(gray, np.zeros((8, 1, 32, 32), np.float32))
+    assert "shape 1x32x32; the net takes 3x32x32" in _bad(capsys, out, "--precision", "int8", "--dataset", str(gray))
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((8, 3072), np.float32))
+    assert "has shape (8, 3072)" in _bad(capsys, out, "--precision", "int8", "--dataset", str(flat))
+    assert "apply to --precision int8 only" in _bad(capsys, out, "--dataset", "digits")
+    # nb201's residual block pools its shortcut with an AveragePool, which has no int8 kernel
+    err = _bad(capsys, out, "--precision", "int8", "--int8-strict")
+    assert "cannot quantize op AveragePool of layer nb201_resblock" in err
+
+
+def test_int8_table_records_precision_format_calibration_and_float_ops(tmp_path: Path) -> None:
+    from nas.api_latency import profile
+    out = tmp_path / "nb201_int8.json"
+    table = profile("nb201", str(out), progress=False, clock="cpu", calibration_nets=0, precision="int8",
+                    warmup=1, repeats=3)
+    saved = LatencyTable.load(out)
+    m = saved.metadata
+    assert m["precision"] == "int8" and m["quantization"]["quant_format"] == "QDQ"
+    assert m["quantization"]["weights"].endswith("per channel")
+    assert m["quantization"]["calibration"]["dataset"] == "digits"
+    assert set(saved.entries) == {s.key for s in get_space("nb201").all_layers()} == set(table.entries)
+    pools = {k for k in saved.entries if "avg_pool_3x3" in k or k.startswith("nb201_resblock")}
+    assert pools and {k for k, v in m["float_ops"].items() if "AveragePool" in v} == pools
+    convs = [k for k in saved.entries if "nor_conv" in k]
+    assert convs and not set(convs) & set(m["float_ops"])
+
+
+def _fake_profile(calls: list[str]):  # type: ignore[no-untyped-def]
+    def prof(space: SearchSpace, path: Path, progress: bool, precision: str = "float32") -> LatencyTable:
+        calls.append(str(path))
+        table = LatencyTable(space.name, space.options(), {"source": "measured", "precision": precision,
+                                                            "cpu": latency.profile.cpu_model()})
+        for spec in space.all_layers():
+            table.add(spec.key, 0.5)
+        table.save(path)
+        return table
+    return prof
+
+
+def test_cpu_int8_target_is_cached_apart_from_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NAS_AUTO_PROFILE", "1")
+    monkeypatch.setattr(latency.profile, "cpu_model", lambda: "Fake CPU 8")
+    assert "cpu-int8" in target_names()
+    calls: list[str] = []
+    monkeypatch.setattr(host_tables, "_profile", _fake_profile(calls))
+    space = get_space("mbconv")
+    arch = space.parse_any("single-path-nas")
+    assert lut_model("cpu-int8", space, progress=False).predict(arch) == pytest.approx(0.5 * len(space.layers(arch)))
+    assert len(calls) == 1 and Path(calls[0]).parent.name.endswith("_int8")
+    lut_model("cpu-int8", space)   # cached
+    assert len(calls) == 1
+    assert load_table("cpu-int8", "mbconv").metadata["precision"] == "int8"
+    # a float table of this machine is not an int8 one
+    assert not host_tables.matches_host({"source": "measured", "cpu": "Fake CPU 8",
+                                         "runtime_version": host_tables.runtime_version()}, "int8")
+    monkeypatch.setenv("NAS_AUTO_PROFILE", "0")
+    with pytest.raises(UsageError, match="--precision int8 --out"):
+        load_table("cpu-int8", get_space("nasnet"))
+
+
+@pytest.mark.slow
+def test_real_int8_profile_on_first_use_and_validate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A tiny mbconv is really profiled as int8 on first use of `cpu-int8`, then validated on 4 nets."""
+    from latency.validate import validate
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NAS_AUTO_PROFILE", "1")
+    monkeypatch.setattr(latency.profile, "cpu_model", lambda: "Fake CPU 9")
+    space = get_space("mbconv", resolution=32, width_mult=0.25)
+    table = load_table("cpu-int8", space, progress=False)
+    assert table.metadata["precision"] == "int8" and "correction" in table.metadata
+    r = validate(space, table, samples=4, seed=3, rounds=2, progress=False, clock="cpu").report
+    assert r["settings"]["precision"] == "int8" and r["metrics"]["joint_lut"]["n"] == 4
+    assert r["metrics"]["joint_lut"]["spearman"] > 0
