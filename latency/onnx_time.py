@@ -1,8 +1,6 @@
 """Time a whole ONNX model on this machine with onnxruntime (`nas latency predict --target cpu --onnx`)."""
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,28 +16,35 @@ class Timing:
     input_shape: tuple[int, ...]
     threads: int
     repeats: int
+    clock: str = "wall"    # wall | cpu (latency.clocks; cpu: corrected for preemption)
+    note: str | None = None   # the clock choice made on a busy machine (latency.contention)
+    load: str | None = None   # the load when timing started
+
+    @property
+    def spread(self) -> float:
+        """IQR / median of the repeats (above latency.contention.NOISY_SPREAD: noisy)."""
+        return self.iqr_ms / self.latency_ms if self.latency_ms > 0 else 0.0
 
 
 def time_onnx(path: str | Path, input_shape: Sequence[int] | None = None, *, threads: int = 1,
-              warmup: int = 10, repeats: int = 50, seed: int = 0) -> Timing:
-    """Median wall time of one inference (batch of the input shape) with `threads` intra-op threads."""
+              warmup: int = 10, repeats: int = 50, seed: int = 0, clock: str = "auto") -> Timing:
+    """Median time of one inference (batch of the input shape) with `threads` intra-op threads, on the
+    clock `clock` (wall | cpu | auto: the policy of `nas latency profile` / `validate`, cpu for one thread)."""
     import numpy as np
     from onnx import helper
 
+    from latency.contention import current_load
+    from latency.profile import ProfileSettings, resolve_clock, stats, time_session
     model = load_graph(path, input_shape)   # validates the file and fixes the input shape
+    settings = ProfileSettings(threads=threads, warmup=max(0, warmup), repeats=max(1, repeats))
+    chosen, note = resolve_clock(clock, settings)
+    load = current_load(threads)
     inits = {t.name for t in model.graph.initializer}
     first = next(i for i in model.graph.input if i.name not in inits)
     shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
     dtype = helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     sess = session(path, threads=threads)
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(max(0, warmup)):
-        sess.run(None, feed)
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return Timing(statistics.median(times), q[2] - q[0], shape, threads, len(times))
+    times = time_session(sess, x, settings.warmup, settings.repeats, chosen)
+    med, iqr = stats(times)
+    return Timing(med, iqr, shape, threads, len(times), chosen, note, load.describe() if load else None)

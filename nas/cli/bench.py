@@ -2,7 +2,7 @@
 
     nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
     nas bench proxies --space nasnet -o variant=darts --truth nb301 [--archs N] ...
-    nas bench latency [--devices a,b] [--sizes 10,100,900] [--repeats 5] [--seed 0] [--json]
+    nas bench latency [--devices a,b] [--sizes 5,10,20] [--repeats 5] [--leave-out device|kind] [--json]
     nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
     nas bench budgets [--strategies a,b] [--seeds 10] [--target pixel1] [--quantile 10] [--json]
 """
@@ -31,18 +31,19 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> int:
-    from nas.bench.latency import calibration_benchmark, format_benchmark
+    from latency.bench_calibration import format_leave_device_out, leave_device_out
     from nas.core.errors import UsageError
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     try:
         sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     except ValueError:
-        raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 10,100,900") from None
-    result = calibration_benchmark(devices, sizes, repeats=args.repeats, seed=args.seed, basis=args.basis)
+        raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 5,10,20") from None
+    result = leave_device_out(devices, sizes, repeats=args.repeats, seed=args.seed, leave_out=args.leave_out,
+                              help_six=not args.no_help_six)
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1) if args.json else format_benchmark(result))
+    print(json.dumps(result, indent=1) if args.json else format_leave_device_out(result))
     return 0
 
 
@@ -119,13 +120,14 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--json", action="store_true", help="print JSON: per proxy spearman and kendall")
     s.set_defaults(func=cmd_bench_proxies)
 
-    s = bsub.add_parser("latency", help="nas latency calibrate on every measured NB201 device: Spearman vs all archs")
+    s = bsub.add_parser("latency", help="leave-device-out: nas latency calibrate on every measured NB201 device from n "
+                                         "nets, ours vs nearest device vs live-op counts (Spearman vs all archs)")
     s.add_argument("--devices", metavar="A,B", help="measured devices (default: all 27; see 'nas list targets')")
-    s.add_argument("--sizes", default="10,100,900", help="measured archs to calibrate on (default 10,100,900)")
-    s.add_argument("--repeats", type=int, default=5, help="random samples per size <= 100 (default 5)")
-    s.add_argument("--basis", action="store_true",
-                   help="also fit on the other devices' latencies (never the device itself nor HELP's six test "
-                        "devices) and keep the model with the smallest leave-one-out error")
+    s.add_argument("--sizes", default="5,10,20", help="measured nets to calibrate on (default 5,10,20)")
+    s.add_argument("--repeats", type=int, default=5, help="random draws of nets per device and size (default 5)")
+    s.add_argument("--leave-out", default="device", choices=("device", "kind"),
+                   help="the basis of shipped devices excludes the device (default) or every device of its kind")
+    s.add_argument("--no-help-six", action="store_true", help="skip HELP's six test devices at n=10")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="also write the JSON result to this file")
     s.add_argument("--json", action="store_true", help="print JSON: per device and size the Spearman")
