@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # search() from this checkout, as the CLI child gets via PYTHONPATH
 
 
 def _args(out: Path, store: str, trials: int, options: list[str]) -> list[str]:
@@ -42,7 +43,9 @@ def run_cli(out: Path, store: str, trials: int, options: list[str]) -> tuple[flo
     """(wall s, CPU s) of one `nas search` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # as a user runs it: no thread pinning here (the search pins its BLAS threads itself, nas/pipeline/threads.py)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
     subprocess.run([sys.executable, "-m", "nas.cli", *_args(out, store, trials, options)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0

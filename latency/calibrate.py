@@ -203,6 +203,20 @@ def fit_best(xs: dict[str, np.ndarray], y: np.ndarray) -> Fit:
 
 
 # ---- measurements file ---------------------------------------------------------------------------
+def _space_of(block: str, not_this: str) -> str | None:
+    """The first other shipped space (default options) that parses `block`, or None."""
+    from search_spaces.catalog import SPACES, get_space
+    for name in SPACES.names():
+        if name == not_this:
+            continue
+        try:
+            get_space(name).parse_any(block)
+        except (ArchError, NasError, ValueError):
+            continue
+        return name
+    return None
+
+
 def read_measurements(path: str | Path, space: SearchSpace) -> list[tuple[Arch, float]]:
     """`arch,ms` CSV rows as (arch, ms); any bad line, duplicate arch or too few archs raises UsageError."""
     try:   # read row by row (a 121 MB file was read whole before its line 14 was refused); BOM accepted
@@ -239,7 +253,13 @@ def _read_rows(path: str | Path, reader: Iterator[list[str]], space: SearchSpace
         try:
             arch = space.parse_any(block)
         except ArchError as exc:
-            raise UsageError(f"measurements file {path} line {line}: {block!r:.100} is no {space.name} arch: {exc}") \
+            other = _space_of(block, space.name)
+            if other and not out:   # the first net already: the whole file is of another space
+                raise UsageError(f"measurements file {path} holds {other} archs (line {line}: {block!r:.60}), "
+                                 f"not {space.name} archs: give --space {other} or the file of {space.name} nets") \
+                    from None
+            hint = f" (it is a {other} arch)" if other else f": {exc}"
+            raise UsageError(f"measurements file {path} line {line}: {block!r:.100} is no {space.name} arch{hint}") \
                 from None
         try:
             ms = float(ms_text)
@@ -259,6 +279,9 @@ def _read_rows(path: str | Path, reader: Iterator[list[str]], space: SearchSpace
     if len(out) < MIN_ARCHS:
         raise UsageError(f"measurements file {path} holds {len(out)} measured archs; calibration needs at least "
                          f"{MIN_ARCHS} (10 or more recommended)")
+    if max(ms for _, ms in out) - min(ms for _, ms in out) <= 1e-9 * max(ms for _, ms in out):
+        raise UsageError(f"measurements file {path}: all {len(out)} measured nets cost the same ({out[0][1]:g} ms): "
+                         f"nothing to fit; measure nets of different sizes")
     return out
 
 

@@ -122,11 +122,12 @@ def choose(roofline: Fit, reference: np.ndarray, features: np.ndarray, y: np.nda
 def basis_devices(spec: str) -> list[str]:
     """`--basis` value: 'all' (the 27 shipped NB201 devices) or comma-separated device names."""
     from latency.bench_devices import DEVICES, device
-    if spec.strip() == "all":
-        return list(DEVICES)
     names = [d.strip() for d in spec.split(",") if d.strip()]
     for d in names:
-        device(d)   # unknown: UnknownNameError listing the valid devices
+        if d != "all":
+            device(d)   # unknown: UnknownNameError listing the valid devices
+    if "all" in names:
+        return list(DEVICES)
     if not names:
         raise UsageError(f"--basis {spec!r} names no device; give 'all' or devices such as pixel3,raspi4")
     return list(dict.fromkeys(names))

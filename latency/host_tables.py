@@ -90,7 +90,10 @@ def options_suffix(options: dict[str, Any], plain_options: dict[str, Any] | None
     """The table file-name convention for space options, cached and shipped tables alike: `<space>.json`
     holds the options of the space's plain shipped table (its defaults), `<space>-<hash>.json` any
     other options, hash = the first 8 hex digits of the SHA-1 of the options as sorted JSON
-    (e.g. `nasnet-3acae496.json`: nasnet with variant=darts)."""
+    (e.g. `nasnet-3acae496.json`: nasnet with variant=darts). Options that do not change the nets (a
+    candidate list, `NET_NEUTRAL_OPTIONS`) are left out: a restricted space uses the space's tables."""
+    from nas.core.space import NET_NEUTRAL_OPTIONS
+    options = {k: v for k, v in options.items() if k not in NET_NEUTRAL_OPTIONS}
     opts = json.dumps(options, sort_keys=True, default=list)
     if plain_options is not None and json.dumps(plain_options, sort_keys=True, default=list) == opts:
         return ""

@@ -395,13 +395,17 @@ def cost_graph(model: "onnx.ModelProto", price: Callable[[Primitive], float], de
 
 
 # ---- device models -------------------------------------------------------------------------------
-def _pixel1_price() -> Callable[[Primitive], float]:
-    from latency.devices.pixel1 import primitive_ms
-    return primitive_ms
+def _pixel1_price(target: str = "pixel1") -> Callable[[], Callable[[Primitive], float]]:
+    def factory() -> Callable[[Primitive], float]:
+        from latency.devices.pixel1 import primitive_ms, session
+        factor = session(target).factor
+        return primitive_ms if factor == 1.0 else (lambda p: factor * primitive_ms(p))
+    return factory
 
 
 #: device-model targets that can cost an ONNX graph: name -> the primitive pricer's factory
-DEVICE_MODELS: dict[str, Callable[[], Callable[[Primitive], float]]] = {"pixel1": _pixel1_price}
+DEVICE_MODELS: dict[str, Callable[[], Callable[[Primitive], float]]] = {
+    "pixel1": _pixel1_price("pixel1"), "pixel1-2019": _pixel1_price("pixel1-2019")}
 
 
 def predict_onnx(path: str | Path, device: str = "pixel1", input_shape: Sequence[int] | None = None) -> GraphCost:

@@ -1,8 +1,6 @@
 """Time a whole ONNX model on this machine with onnxruntime (`nas latency predict --target cpu --onnx`)."""
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -22,10 +20,16 @@ class Timing:
     input_shape: tuple[int, ...]
     threads: int
     repeats: int
+    clock: str = "wall"    # wall | cpu (latency.clocks; cpu: corrected for preemption)
+    note: str | None = None   # the clock choice made on a busy machine (latency.contention)
+    load: str | None = None   # the load when timing started
+
+    @property
+    def spread(self) -> float:
+        """IQR / median of the repeats (above latency.contention.NOISY_SPREAD: noisy)."""
+        return self.iqr_ms / self.latency_ms if self.latency_ms > 0 else 0.0
 
 
-#: seconds a timing may take (a 4096x4096 conv ran for minutes): at least 3 runs, fewer repeats past it
-BUDGET_S = 30.0
 #: the largest tensor a timed model may make, as a share of the memory available
 MEMORY_SHARE = 0.5
 
@@ -57,36 +61,30 @@ def _check_tensor_sizes(model: "onnx.ModelProto", path: str) -> None:
 
 
 def time_onnx(path: str | Path, input_shape: Sequence[int] | None = None, *, threads: int = 1,
-              warmup: int = 10, repeats: int = 50, seed: int = 0) -> Timing:
-    """Median wall time of one inference (batch of the input shape) with `threads` intra-op threads."""
+              warmup: int = 10, repeats: int = 50, seed: int = 0, clock: str = "auto") -> Timing:
+    """Median time of one inference (batch of the input shape) with `threads` intra-op threads, on the
+    clock `clock` (wall | cpu | auto: the policy of `nas latency profile` / `validate`, cpu for one thread)."""
     import numpy as np
     from onnx import helper
 
+    from latency.contention import current_load
+    from latency.profile import ProfileSettings, resolve_clock, stats, time_session
     model = load_graph(path, input_shape)   # validates the file and fixes the input shape
+    settings = ProfileSettings(threads=threads, warmup=max(0, warmup), repeats=max(1, repeats))
+    chosen, note = resolve_clock(clock, settings)
+    load = current_load(threads)
     inits = {t.name for t in model.graph.initializer}
     first = next(i for i in model.graph.input if i.name not in inits)
     shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
     dtype = helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)
     _check_tensor_sizes(model, str(path))
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    times: list[float] = []
     try:   # onnxruntime's own errors (a custom-domain op, out of memory, ...) are one line naming the file
         sess = session(path, threads=threads)
-        feed = {sess.get_inputs()[0].name: x}
-        start = time.perf_counter()
-        for _ in range(max(0, warmup)):
-            sess.run(None, feed)
-            if time.perf_counter() - start > BUDGET_S / 4:   # a slow model: enough warm-up
-                break
-        for i in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            times.append((time.perf_counter() - t0) * 1e3)
-            if i >= 2 and time.perf_counter() - start > BUDGET_S:   # at least 3 runs, then the budget
-                break
+        times = time_session(sess, x, settings.warmup, settings.repeats, chosen)
     except Exception as exc:   # onnxruntime's Fail, InvalidGraph, NotImplemented ... derive from Exception only
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise NasError(f"onnxruntime cannot run {str(path)!r} at input {','.join(map(str, shape))}: "
                        f"{text[:300]}") from None
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return Timing(statistics.median(times), q[2] - q[0], shape, threads, len(times))
+    med, iqr = stats(times)
+    return Timing(med, iqr, shape, threads, len(times), chosen, note, load.describe() if load else None)

@@ -302,8 +302,17 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
         chosen, note = resolve_clock(clock, settings)
         if note:
             log.warning(note)
-        table = LatencyTable(space.name, space.options(), {**meta, "clock": chosen})
+        from latency.contention import current_load
+        load = current_load(settings.threads)
+        table = LatencyTable(space.name, space.options(), {**meta, "clock": chosen,
+                                                            "load_at_start": load.describe() if load else None})
     elif clock != "auto" and clock != table.metadata.get("clock", "wall"):
         raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
                            f"use another --out or the same clock to resume")
-    return profile_layers(space.all_layers(), settings, table, out, progress, context=context, quant=quant)
+    table = profile_layers(space.all_layers(), settings, table, out, progress, context=context, quant=quant)
+    from latency.contention import current_load
+    load = current_load(settings.threads)
+    table.metadata["load_at_end"] = load.describe() if load else None
+    if out is not None:
+        table.save(out)
+    return table

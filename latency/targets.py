@@ -31,11 +31,20 @@ def shipped_names() -> list[str]:
     return sorted(p.name for p in TABLES.iterdir() if p.is_dir() and any(p.glob("*.json")))
 
 
+def model_targets() -> dict[str, Any]:
+    """The device-model targets (latency/devices/pixel1.py TARGETS: `pixel1`, `pixel1-2019`): they
+    price any layer, so they build a table for any options of a space."""
+    from latency.devices.pixel1 import TARGETS as PIXEL1_TARGETS
+    return dict(PIXEL1_TARGETS)
+
+
 def target_names() -> list[str]:
-    return sorted({*shipped_names(), *HOSTS, *measured_targets()})
+    return sorted({*shipped_names(), *HOSTS, *measured_targets(), *model_targets()})
 
 
 def target_spaces(target: str) -> list[str]:
+    if target in model_targets():
+        target = "pixel1"   # every pixel1 target lists the spaces of the shipped (level-0) tables
     if target in HOSTS:
         return host_tables.cached_spaces(HOSTS[target])
     if target in measured_targets() and not (TABLES / target).is_dir():
@@ -106,6 +115,8 @@ def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> 
             if Path(table.source).stem == space and host_tables.matches_host(table.metadata, HOSTS[target]):
                 return table
     name = space.name if isinstance(space, SearchSpace) else space
+    if target in model_targets():
+        return _model_table(target, space)
     if target in measured_targets() and name in measured_targets()[target]:
         return shipped_table(target)
     if isinstance(space, SearchSpace) and target in shipped_names() and shipped_path(target, space).exists():
@@ -113,6 +124,20 @@ def load_table(target: str, space: str | SearchSpace, progress: bool = True) -> 
     else:
         path = table_path(target, name)
     return MeasuredTable.load(path) if is_measured_file(path) else LatencyTable.load(path)
+
+
+def _model_table(target: str, space: str | SearchSpace) -> LatencyTable:
+    """A pixel1 target's table: the shipped level-0 table where one was made for these options (it
+    records the model's checks), else built now for the options given; scaled to the target's session."""
+    from latency.devices.pixel1 import at_session, build_table
+    if isinstance(space, SearchSpace):
+        path = shipped_path("pixel1", space)
+        if not path.exists():
+            return build_table(space, target=target)
+    else:
+        path = table_path("pixel1", space)
+    table = LatencyTable.load(path)
+    return table if target == "pixel1" else at_session(table, target)
 
 
 def lut_model(target: str, space: SearchSpace, progress: bool = True) -> LUTModel | MeasuredModel:
@@ -126,6 +151,9 @@ def lut_model(target: str, space: SearchSpace, progress: bool = True) -> LUTMode
     except LatencyError as exc:
         if table.space != space.name:
             raise
+        if isinstance(table.metadata.get("layer_model"), dict):   # a calibrated device model: any options
+            from latency.calibrate_select import priced_table
+            return LUTModel(space, priced_table(space, table.metadata), name=target)
         options = space.options()
         changed = [k for k, v in options.items() if table.space_options.get(k) != v]
         diff = "; ".join(f"{k}: {table.space_options.get(k)} there, {options[k]} here" for k in changed)

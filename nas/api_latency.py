@@ -86,7 +86,8 @@ def predict(space: str, arch: str, targets: Sequence[str], breakdown: bool = Fal
 
 
 def predict_onnx(onnx: str, targets: Sequence[str], breakdown: bool = False,
-                 input_shape: Sequence[int] | str | None = None, *, repeats: int = 50) -> dict[str, Any]:
+                 input_shape: Sequence[int] | str | None = None, *, repeats: int = 50,
+                 clock: str = "auto") -> dict[str, Any]:
     """Latency of any ONNX model: costed node by node on device-model targets (pixel1), timed with
     onnxruntime on `cpu` (this machine, one thread). `breakdown`: the per-node costs (device models)."""
     from latency.onnx_cost import DEVICE_MODELS, parse_shape
@@ -102,9 +103,11 @@ def predict_onnx(onnx: str, targets: Sequence[str], breakdown: bool = False,
             from latency.onnx_time import time_onnx
             from latency.profile import cpu_model
             set_torch_threads(None)
-            tm = time_onnx(onnx, shape, repeats=repeats)
-            rows[t] = {"latency_ms": tm.latency_ms, "iqr_ms": tm.iqr_ms, "input_shape": list(tm.input_shape),
-                       "method": f"onnxruntime, {tm.threads} thread, median of {tm.repeats} runs",
+            tm = time_onnx(onnx, shape, repeats=repeats, clock=clock)
+            rows[t] = {"latency_ms": tm.latency_ms, "iqr_ms": tm.iqr_ms, "spread": tm.spread,
+                       "input_shape": list(tm.input_shape), "clock": tm.clock, "load": tm.load, "note": tm.note,
+                       "method": f"onnxruntime, {tm.threads} thread, {tm.clock} clock, median of {tm.repeats} runs, "
+                                 f"IQR {tm.iqr_ms:.3f} ms ({100 * tm.spread:.0f}% of the median)",
                        "cpu": cpu_model()}
             continue
         cost = cost_onnx(onnx, t, shape)
@@ -151,6 +154,11 @@ def validate(space: str, table: str | None = None, target: str | None = None,
         raise UsageError("--save-correction needs --fit-correction")
     if (table is None) == (target is None):
         raise UsageError("give exactly one of --table FILE and --target NAME")
+    from latency.targets import model_targets
+    if target in model_targets():
+        raise UsageError(f"--target {target} is a device model of the Google Pixel 1, not a table timed with "
+                         f"onnxruntime: validate times nets on this machine, so it checks measured tables only "
+                         f"(--table FILE or a cpu target)")
     if save_correction:
         from nas.core.files import check_writable
         check_writable(save_correction, "--save-correction")
@@ -198,41 +206,29 @@ def import_bundle(bundle_dir: str, out: str, results: str | None = None, device:
 
 def calibrate(space: str, measurements: str, out: str, space_options: Mapping[str, Any] | None = None, *,
               device: str | None = None, basis: str | None = None) -> dict[str, Any]:
-    """Fit a device model to whole-net latencies (CSV `arch,ms`) and write it as a latency table.
-    `basis` ('all' or device names; nb201 only): also fit on those measured devices' latencies and keep
-    the model with the smallest leave-one-out error (latency/calibrate_basis.py)."""
-    from latency.calibrate import build_table, calibrate as fit_model, check_measurements
+    """Fit a device model to whole-net latencies (CSV `arch,ms`) and write it as a latency table: the
+    fixed blend of model families of latency/calibrate_select.py. `basis` ('all' or device names; nb201
+    only): the shipped devices' latencies join the families (a whole-net table of every arch)."""
+    from latency.calibrate import check_measurements
+    from latency.calibrate_basis import basis_devices
+    from latency.calibrate_select import calibrate_table
     from nas.core.files import check_writable
     sp = _space(space, space_options)
-    rows = check_measurements(sp, measurements)   # bad input fails before anything is written
+    devices = basis_devices(basis) if basis is not None else None   # bad input fails before anything is written
+    rows = check_measurements(sp, measurements)
     check_writable(out, "--out")
-    if basis is not None:
-        return _calibrate_basis(sp, rows, measurements, out, device, basis)
-    fit = fit_model(sp, rows)
-    table = build_table(sp, fit, device or f"calibrated from {measurements}", source=str(measurements))
+    blend, table = calibrate_table(sp, rows, devices, device or f"calibrated from {measurements}", str(measurements))
     table.save(out)
-    return {"out": str(out), "space": sp.name, "entries": len(table.entries), "archs": fit.archs,
-            "constants": fit.constants(), "ridge": fit.ridge, "fixed": list(fit.fixed),
-            "graph": fit.graph,
-            "cv_error": fit.cv_error, "cv_spearman": fit.cv_spearman, "train_error": fit.train_error}
-
-
-def _calibrate_basis(sp: Any, rows: Any, measurements: str, out: str, device: str | None, basis: str
-                     ) -> dict[str, Any]:
-    from latency.calibrate import Fit
-    from latency.calibrate_basis import basis_devices, calibrate_with_basis
-    devices = basis_devices(basis)
-    pick, table = calibrate_with_basis(sp, rows, devices, device or f"calibrated from {measurements}",
-                                       str(measurements))
-    table.save(out)
-    m = pick.model
-    info: dict[str, Any] = {"out": str(out), "space": sp.name, "archs": len(rows), "model": pick.kind,
-                            "cv_errors": pick.cv_errors, "cv_spearman": m.cv_spearman, "ridge": m.ridge,
-                            "entries": len(table.entries), "basis": devices}
-    if isinstance(m, Fit):
-        info.update(constants=m.constants(), graph=m.graph)
-    else:
-        info["weights"] = {c: w for c, w in zip(m.columns, m.weights) if w > 0}
+    roof = blend.roofline
+    info: dict[str, Any] = {"out": str(out), "space": sp.name, "entries": len(table.entries), "archs": len(rows),
+                            "model": "blend", "families": blend.summary(), "graph": roof.graph,
+                            "constants": roof.constants(), "ridge": roof.ridge, "fixed": list(roof.fixed),
+                            "cv_error": roof.cv_error, "cv_spearman": roof.cv_spearman,
+                            "train_error": roof.train_error}
+    if devices is not None:
+        fit = blend.fits[blend.families.index("basis")]
+        info.update(basis=devices, basis_weights={c: w for c, w in zip(devices, fit.weights) if w > 0},
+                    basis_intercept_ms=fit.intercept_ms)
     return info
 
 

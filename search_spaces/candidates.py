@@ -28,6 +28,7 @@ class CandidateSet:
     source: str
     _index: dict[Arch, int] = field(default_factory=dict, compare=False, repr=False)
     _matrix: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    _vocab: dict[str, int] = field(default_factory=dict, compare=False, repr=False)   # gene text -> id
 
     def __post_init__(self) -> None:
         if not self.archs:
@@ -43,13 +44,29 @@ class CandidateSet:
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.archs[int(rng.integers(len(self.archs)))]
 
+    def _genes(self) -> np.ndarray:
+        """The candidates' genes as integer ids per decision (one vectorised comparison per distance)."""
+        if "genes" not in self._matrix:
+            text = [[str(g) for g in c.genes] for c in self.archs]
+            vocab = self._vocab
+            self._matrix["genes"] = np.array([[vocab.setdefault(g, len(vocab)) for g in row] for row in text])
+        return self._matrix["genes"]
+
+    def _row(self, genes: tuple[object, ...] | list[object]) -> np.ndarray:
+        self._genes()
+        return np.array([self._vocab.get(str(g), -1) for g in genes])
+
+    def by_distance(self, genes: tuple[object, ...] | list[object], rng: np.random.Generator) -> np.ndarray:
+        """Indices of every candidate, nearest to `genes` first (gene Hamming distance), ties in a
+        random order drawn from `rng`: the projection of a proposal onto the list."""
+        dist = (self._genes() != self._row(genes)).sum(axis=1)
+        return np.lexsort((rng.random(len(dist)), dist))
+
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
         """A candidate other than `arch` at the smallest gene (Hamming) distance from it."""
         if len(self.archs) < 2:
             raise ArchError(f"candidate list {self.source} holds one arch; there is nothing to mutate to")
-        if "genes" not in self._matrix:   # one gene matrix, so a mutation is one vectorised comparison
-            self._matrix["genes"] = np.array([[str(g) for g in c.genes] for c in self.archs])
-        dist = (self._matrix["genes"] != np.array([str(g) for g in arch.genes])).sum(axis=1)
+        dist = (self._genes() != self._row(arch.genes)).sum(axis=1)
         dist[dist == 0] = len(arch.genes) + 1
         nearest = np.flatnonzero(dist == dist.min())
         return self.archs[int(nearest[rng.integers(len(nearest))])]

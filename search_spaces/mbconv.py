@@ -103,7 +103,20 @@ class MBConvSpace(SearchSpace):
             r = conv_out(r, 3, s)
         return out
 
+    @cached_property
+    def _fixed_specs(self) -> tuple[list[LayerSpec], LayerSpec]:
+        return self._build_fixed()
+
+    @cached_property
+    def _layer_cache(self) -> dict[tuple[int, str], LayerSpec | None]:
+        return {}
+
     def _fixed(self) -> tuple[list[LayerSpec], LayerSpec]:
+        """(stem layers, head): built once per space (`layers()` runs several times per trial)."""
+        pre, head = self._fixed_specs
+        return list(pre), head
+
+    def _build_fixed(self) -> tuple[list[LayerSpec], LayerSpec]:
         c0, c1 = make_divisible(32 * self.width_mult), make_divisible(16 * self.width_mult)
         r0 = self.resolution
         r1 = conv_out(r0, 3, 2)
@@ -114,6 +127,14 @@ class MBConvSpace(SearchSpace):
         return pre, head
 
     def _layer(self, pos: int, token: str) -> LayerSpec | None:
+        """The spec of choice `token` at searchable position `pos`, built once per space and choice."""
+        key = (pos, token)
+        cache = self._layer_cache
+        if key not in cache:
+            cache[key] = self._build_layer(pos, token)
+        return cache[key]
+
+    def _build_layer(self, pos: int, token: str) -> LayerSpec | None:
         if token == SKIP:
             return None
         _, cin, cout, s, _ = self._positions[pos]

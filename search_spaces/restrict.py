@@ -7,6 +7,9 @@ The restricted space is an instance of a subclass of the space's class (same `na
 tables), whose `sample`, `mutate`, `size` and validation stay inside the list: an arch outside it
 raises ArchError naming the list. `options()` includes `candidates`, so a stored search rebuilds the
 same restricted space, and the object pickles (Ray workers) by rebuilding it from its options.
+
+Named lists (`NAMED_LISTS`): `nasnet -o variant=darts -o candidates=nb301` restricts the DARTS space to
+the 725 cells of NAS-Bench-301 that NASLib's subset has ground truth for (`bench_data.nb301_records`).
 """
 from __future__ import annotations
 
@@ -35,6 +38,21 @@ def _describing() -> Iterator[None]:
         _unrestricted.on = before
 
 
+def _nb301_list(space: SearchSpace) -> CandidateSet:
+    from search_spaces.bench_data import NB301_ZC, nb301_records
+    opts = space.options()
+    if opts.get("variant") != "darts" or opts.get("blocks") != 4:
+        raise UsageError(f"candidates=nb301 holds DARTS cells: use it with -o variant=darts (4 blocks), got "
+                         f"variant={opts.get('variant')!r}, blocks={opts.get('blocks')!r}")
+    with _describing():
+        archs = tuple(space.parse(b) for b in nb301_records())
+    return CandidateSet(archs, f"nb301 ({NB301_ZC.name})")
+
+
+#: space name -> named candidate list -> loader (the list is built from the space's own parse)
+NAMED_LISTS: dict[str, dict[str, Any]] = {"nasnet": {"nb301": _nb301_list}}
+
+
 class _CandidateMixin:
     """Overrides of a space class that keep its search inside `self._candidates`."""
 
@@ -43,6 +61,10 @@ class _CandidateMixin:
 
     def _restrict(self, spec: str) -> None:
         self.candidates, self._candidates = str(spec), None   # parse the file with the unrestricted rules
+        named = NAMED_LISTS.get(getattr(self, "name", ""), {})
+        if spec in named:
+            self._candidates = named[spec](self)
+            return
         self._candidates = read_candidates(self, spec)  # type: ignore[arg-type]
 
     def options(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def test_bench_cli_json_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     # wider nats_sss nets are more accurate (the data README: the maximum is reached by wide nets)
     assert out["proxies"]["params"]["spearman"] > 0.5
     assert main(["bench", "proxies", "--space", "mbconv"]) == 2
-    assert "valid spaces: nats_sss, nb201" in capsys.readouterr().err
+    assert "valid spaces: nb201, nats_sss, nasnet" in capsys.readouterr().err
     with pytest.raises(UsageError, match="valid datasets: cifar10, cifar100, ImageNet16-120"):
         proxy_ranking("nb201", truth="imagenet")
     with pytest.raises(UsageError, match="unknown zero-cost proxy 'bogus'"):

@@ -133,7 +133,7 @@ def test_cpu_target_times_the_model_here(tmp_path: Path) -> None:
     (["--target", "pixel1", "--onnx", "{bad}"], "is not an ONNX model"),
     (["--target", "pixel1", "--onnx", "{dyn}"], "dynamic dimensions"),
     (["--target", "pixel1", "--onnx", "{fancy}"], "cannot cost ONNX op type(s) FancyOp"),
-    (["--target", "cpu_tables.json", "--onnx", "{dyn}"], "not 'cpu_tables.json'; valid: pixel1, cpu"),
+    (["--target", "cpu_tables.json", "--onnx", "{dyn}"], "not 'cpu_tables.json'; valid: pixel1, pixel1-2019, cpu"),
     (["--target", "pixel1", "--onnx", "{dyn}", "--input-shape", "1,3,0"], "--input-shape"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],

@@ -137,9 +137,14 @@ def test_proxies_tell_archs_apart() -> None:
     space = tiny("mbconv")
     ev = ZeroCostEvaluator(space, seed=0, batch=4, resolution=None)
     rng = np.random.default_rng(5)
-    rows = [ev.proxies(space.sample(rng), MODEL_PROXIES) for _ in range(3)]
+    archs = [space.sample(rng) for _ in range(3)]
+    rows = [ev.proxies(a, MODEL_PROXIES) for a in archs]
     for proxy in MODEL_PROXIES:
-        assert len({round(r[proxy], 9) for r in rows}) == 3, proxy
+        if proxy != "swap":   # swap counts at most 2**batch patterns: 16 for all three at batch 4
+            assert len({round(r[proxy], 9) for r in rows}) == 3, proxy
+    assert {r["swap"] for r in rows} == {16.0}
+    wide = ZeroCostEvaluator(space, seed=0, batch=16, resolution=None)
+    assert len({wide.proxies(a, ["swap"])["swap"] for a in archs}) == 3
 
 
 # ---- the evaluator --------------------------------------------------------------------------------

@@ -66,6 +66,46 @@ FITTED: dict[str, float] = {"eff_pw": 0.674, "eff_dw": 0.3178, "eff_dw_large": 0
 
 CONSTANTS = replace(Constants(), **FITTED)
 
+# BEGIN SESSIONS (the fitted speed level, in %, of the sessions a target stands for: `fit_sessions` of
+# latency/devices/pixel1_calibration.py; tests/test_pixel1_sessions.py recomputes them)
+SESSION_LEVELS_PCT: dict[str, float] = {"mbv3_session": -12.86}
+# END SESSIONS
+
+
+@dataclass(frozen=True)
+class Session:
+    """A Pixel 1 target: the model at the speed level of one measurement session."""
+
+    target: str
+    session: str | None     # source id of pixel1_data.json whose level it uses; None: level 0
+    publications: str
+
+    @property
+    def level_pct(self) -> float:
+        return SESSION_LEVELS_PCT[self.session] if self.session else 0.0
+
+    @property
+    def factor(self) -> float:
+        return 1.0 + self.level_pct / 100.0
+
+
+#: the Pixel 1 targets. `pixel1` is level 0 (the 2018 sessions, which agree within ~2%);
+#: `pixel1-2019` the MobileNetV3 authors' session, for comparisons with 2019+ publications
+TARGETS: dict[str, Session] = {
+    "pixel1": Session("pixel1", None, "2018 sessions: MobileNetV2 (Sandler et al. 2018), MnasNet (Tan et al. 2019), "
+                                      "ProxylessNAS (Cai et al. 2019), Single-Path NAS (Stamoulis et al. 2019)"),
+    "pixel1-2019": Session("pixel1-2019", "mbv3_session",
+                           "2019+ sessions: MobileNetV3 (Howard et al. 2019, Table 3 P-1 column and its README), "
+                           "Once-for-All (Cai et al. 2020) and later papers that compare with them"),
+}
+
+
+def session(target: str) -> Session:
+    if target not in TARGETS:
+        from nas.core.errors import UnknownNameError
+        raise UnknownNameError("pixel1 target", target, sorted(TARGETS))
+    return TARGETS[target]
+
 
 def primitive_ms(prim: Primitive, c: Constants = CONSTANTS) -> float:
     if prim.kind not in KINDS:
@@ -103,10 +143,13 @@ REFERENCES = [
 ]
 
 
-def table_metadata(c: Constants = CONSTANTS, checks: Mapping[str, Any] | None = None) -> dict[str, object]:
+def table_metadata(c: Constants = CONSTANTS, checks: Mapping[str, Any] | None = None,
+                   target: str = "pixel1") -> dict[str, object]:
     """Table metadata; `checks` are the model's errors on published data (latency.devices.pixel1_calibration.report)."""
+    sess = session(target)
     return {
-        "device": DEVICE, "source": "model", "runtime": "TFLite float32 (modelled)", "runtime_version": "n/a (model)",
+        "device": DEVICE + ("" if sess.session is None else f", speed level of session {sess.session}"),
+        "target": target, "session_level_pct": sess.level_pct, "publications": sess.publications, "source": "model", "runtime": "TFLite float32 (modelled)", "runtime_version": "n/a (model)",
         "provider": "CPU, 1 big Kryo core @2.15 GHz (modelled)", "threads": 1, "batch": 1,
         "statistic": "model prediction", "call_overhead_ms": 0.0,
         "model": "per-op roofline: t = MACs/(peak*eff[kind, k]) + bytes/BW(bytes vs L2) + overhead per primitive "
@@ -118,13 +161,28 @@ def table_metadata(c: Constants = CONSTANTS, checks: Mapping[str, Any] | None = 
 
 
 def build_table(space: "SearchSpace", c: Constants = CONSTANTS,
-                checks: Mapping[str, Any] | None = None) -> "LatencyTable":
-    """A LatencyTable of every distinct layer of `space` (raises LatencyError on unknown ops)."""
+                checks: Mapping[str, Any] | None = None, target: str = "pixel1") -> "LatencyTable":
+    """A LatencyTable of every distinct layer of `space` with its options, at the speed level of
+    `target` (TARGETS; raises LatencyError on unknown ops)."""
     from latency.devices.pixel1_ops import TRUST
     from latency.table import LatencyTable
-    meta = table_metadata(c, checks)
+    meta = table_metadata(c, checks, target)
     meta["trust"] = TRUST.get(space.name, "extrapolated: ops outside the calibration set (MBConv CNNs)")
+    factor = session(target).factor
     table = LatencyTable(space.name, space.options(), meta)
     for spec in space.all_layers():
-        table.add(spec.key, layer_ms(spec, c))
+        table.add(spec.key, factor * layer_ms(spec, c))
     return table
+
+
+def at_session(table: "LatencyTable", target: str) -> "LatencyTable":
+    """A level-0 pixel1 table (a shipped one) at the speed level of `target`: every entry scaled."""
+    from latency.table import LatencyTable
+    sess = session(target)
+    meta = {**table.metadata, "target": target, "session_level_pct": sess.level_pct,
+            "publications": sess.publications,
+            "device": DEVICE + ("" if sess.session is None else f", speed level of session {sess.session}")}
+    out = LatencyTable(table.space, dict(table.space_options), meta, {}, table.source)
+    for key, entry in table.entries.items():
+        out.add(key, sess.factor * entry["ms"])
+    return out

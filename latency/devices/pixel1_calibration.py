@@ -67,7 +67,8 @@ def source_stats(src: "Source", c: Constants) -> dict[str, object]:
 
 
 def fit_sessions(ids: Sequence[str] | None = None, start: Constants = Constants(), names: Sequence[str] = FIT_NAMES,
-                 spread: float = SESSION_SPREAD, weight: float = SESSION_WEIGHT) -> tuple[Constants, dict[str, float]]:
+                 spread: float = SESSION_SPREAD, weight: float = SESSION_WEIGHT,
+                 given: Sequence["Source"] | None = None) -> tuple[Constants, dict[str, float]]:
     """Least squares on log(predicted / measured) over the sources `ids` (default: all), each source
     weighted 1/sqrt(n) so every source counts the same whatever its size, with a session level per
     source (SESSION_SPREAD) and a weak log-prior towards `start`. Deterministic; the constants are
@@ -77,7 +78,7 @@ def fit_sessions(ids: Sequence[str] | None = None, start: Constants = Constants(
     from scipy.optimize import least_squares
 
     from latency.devices.pixel1_sources import sources
-    srcs = [s for s in sources() if ids is None or s.id in ids]
+    srcs = [s for s in (sources() if given is None else given) if ids is None or s.id in ids]
     data = [(np.array([p.features for p in s.points]), np.array([p.measured_ms for p in s.points])) for s in srcs]
     x0 = np.log([getattr(start, k) for k in names])
     nk, d = len(names), spread
@@ -131,6 +132,33 @@ def loso(spread: float = SESSION_SPREAD, weight: float = SESSION_WEIGHT) -> list
         row["anchored"] = _anchored(src, others, c)
         rows.append(row)
     return rows
+
+
+def session_holdout(session_id: str = "mbv3_session") -> dict[str, object]:
+    """The `pixel1-2019` check: each net of the session left out in turn, the constants and the session
+    levels refitted on everything else (the session's other nets set its level), and the left-out
+    net predicted at that level. Also: the same nets priced at level 0 (what `pixel1` says)."""
+    import numpy as np
+
+    from latency.devices.pixel1_sources import sources
+    srcs = sources()
+    src = next((s for s in srcs if s.id == session_id), None)
+    if src is None:
+        raise UsageError(f"unknown source {session_id!r}; valid: {', '.join(s.id for s in srcs)}")
+    others = [s for s in srcs if s.id != session_id]
+    rows = []
+    for i, p in enumerate(src.points):
+        kept = replace(src, points=src.points[:i] + src.points[i + 1:])
+        c, levels = fit_sessions(given=[*others, kept])
+        base = float(np.array(p.features) @ theta(c))
+        pred = base * (1.0 + levels[session_id] / 100.0)
+        rows.append({"net": p.name, "measured_ms": p.measured_ms, "predicted_ms": round(pred, 2),
+                     "error_pct": round(100.0 * (pred / p.measured_ms - 1.0), 2),
+                     "level0_error_pct": round(100.0 * (base / p.measured_ms - 1.0), 2),
+                     "level_pct": levels[session_id]})
+    e = np.array([r["error_pct"] for r in rows])
+    e0 = np.array([r["level0_error_pct"] for r in rows])
+    return {"session": session_id, "nets": rows, "pixel1_2019": _summary(e), "pixel1_level0": _summary(e0)}
 
 
 def spnas_arch_check(c: Constants = CONSTANTS, archs: int = 500, seed: int = 0) -> dict[str, object]:
@@ -246,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"analysis: the session-level prior's spread (log; default {SESSION_SPREAD})")
     lo.add_argument("--session-weight", type=float, default=SESSION_WEIGHT, metavar="W",
                     help=f"analysis: the session-level prior's weight (default {SESSION_WEIGHT}; large: no levels)")
+    sub.add_parser("session", help="pixel1-2019 on the MobileNetV3 session's nets, each left out in turn")
     t = sub.add_parser("table", help="write a LatencyTable of a space's layers")
     t.add_argument("--space", default="mbconv")
     t.add_argument("--options", default="{}", help="space options as JSON, e.g. '{\"width_mult\": 0.75}'")
@@ -259,6 +288,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.write:
                 write_fitted(c)
                 sys.stdout.write(f"wrote the constants into {Path(pixel1.__file__)}\n")
+        elif args.cmd == "session":
+            r = session_holdout()
+            sys.stdout.write(f"session {r['session']}: each net left out of the fit (constants and session levels "
+                             f"refitted), predicted at the session's level\n")
+            for n in r["nets"]:
+                sys.stdout.write(f"  {n['net']:<40} measured {n['measured_ms']:>7.1f} ms  pixel1-2019 "
+                                 f"{n['predicted_ms']:>7.1f} ms ({n['error_pct']:+.1f}%)  pixel1 {n['level0_error_pct']:+.1f}%"
+                                 f"  (level {n['level_pct']:+.1f}%)\n")
+            a, b = r["pixel1_2019"], r["pixel1_level0"]
+            sys.stdout.write(f"  pixel1-2019: MAPE {a['mape_pct']:.1f}%, bias {a['bias_pct']:+.1f}%; pixel1 (level 0): "
+                             f"MAPE {b['mape_pct']:.1f}%, bias {b['bias_pct']:+.1f}%\n")
         elif args.cmd == "errors":
             _print_report(report(CONSTANTS))
         elif args.cmd == "loso" and not all(0 < v < math.inf for v in (args.session_spread, args.session_weight)):

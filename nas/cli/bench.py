@@ -1,7 +1,8 @@
 """`nas bench ...`: benchmark commands against shipped ground truth (thin: parse, call, print).
 
     nas bench proxies --space nb201 --truth cifar10 [--dataset DATA] [--archs N] [--proxies a,b] [--json]
-    nas bench latency [--devices a,b] [--sizes 10,100,900] [--repeats 5] [--seed 0] [--json]
+    nas bench proxies --space nasnet -o variant=darts --truth nb301 [--archs N] ...
+    nas bench latency [--devices a,b] [--sizes 5,10,20] [--repeats 5] [--leave-out device|kind] [--json]
     nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
     nas bench budgets [--strategies a,b] [--seeds 10] [--target pixel1] [--quantile 10] [--json]
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 def cmd_bench_proxies(args: argparse.Namespace) -> int:
     from nas.bench.proxies import format_ranking, proxy_ranking
+    from nas.cli.args import space_options
     from nas.training.threads import set_torch_threads
     set_torch_threads(args.torch_threads or 1)   # small nets: one thread per process is fastest on shared cores
     if args.out:   # checked before minutes of work
@@ -23,7 +25,7 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
     proxies = [p.strip() for p in args.proxies.split(",") if p.strip()] if args.proxies else None
     result: dict[str, Any] = proxy_ranking(args.space, truth=args.truth, dataset=args.dataset, archs=args.archs,
                                            proxies=proxies, batch=args.batch, seed=args.seed,
-                                           progress=not args.quiet)
+                                           progress=not args.quiet, space_options=space_options(args.space_option))
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
@@ -32,21 +34,22 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> int:
-    from nas.bench.latency import calibration_benchmark, format_benchmark
+    from latency.bench_calibration import format_leave_device_out, leave_device_out
     from nas.core.errors import UsageError
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     try:
         sizes = [int(n) for n in args.sizes.split(",") if n.strip()]
     except ValueError:
-        raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 10,100,900") from None
-    if args.out:
+        raise UsageError(f"--sizes {args.sizes!r} must be comma-separated integers, e.g. 5,10,20") from None
+    if args.out:   # checked before the work
         from nas.core.files import check_writable
         check_writable(args.out, "--out")
-    result = calibration_benchmark(devices, sizes, repeats=args.repeats, seed=args.seed, basis=args.basis)
+    result = leave_device_out(devices, sizes, repeats=args.repeats, seed=args.seed, leave_out=args.leave_out,
+                              help_six=not args.no_help_six)
     if args.out:
         from nas.core.files import atomic_write_text
         atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1) if args.json else format_benchmark(result))
+    print(json.dumps(result, indent=1) if args.json else format_leave_device_out(result))
     return 0
 
 
@@ -106,9 +109,11 @@ def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     s = bsub.add_parser("proxies", help="Spearman / Kendall of every zero-cost proxy vs ground-truth accuracy")
-    s.add_argument("--space", required=True, help="nb201 or nats_sss")
+    s.add_argument("--space", required=True, help="nb201, nats_sss or nasnet (with -o variant=darts)")
+    s.add_argument("-o", "--space-option", action="append", metavar="KEY=VALUE",
+                   help="space option (nasnet: -o variant=darts; the nets default to NB301's 32 channels, 8 cells)")
     s.add_argument("--truth", default="cifar10", help="ground-truth column: cifar10 | cifar100 | ImageNet16-120 "
-                                                     "(nb201), cifar10 (nats_sss)")
+                                                     "(nb201), cifar10 (nats_sss), nb301 (nasnet -o variant=darts)")
     s.add_argument("--dataset", default="digits", metavar="SPEC",
                    help="batch for data-dependent proxies: digits (default, embedded), synthetic, cifar10:PATH")
     s.add_argument("--archs", type=int, metavar="N", help="score a seeded sample of N archs (default: all with truth)")
@@ -121,23 +126,25 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--json", action="store_true", help="print JSON: per proxy spearman and kendall")
     s.set_defaults(func=cmd_bench_proxies)
 
-    s = bsub.add_parser("latency", help="nas latency calibrate on every measured NB201 device: Spearman vs all archs")
+    s = bsub.add_parser("latency", help="leave-device-out: nas latency calibrate on every measured NB201 device from n "
+                                         "nets, ours vs nearest device vs live-op counts (Spearman vs all archs)")
     s.add_argument("--devices", metavar="A,B", help="measured devices (default: all 27; see 'nas list targets')")
-    s.add_argument("--sizes", default="10,100,900", help="measured archs to calibrate on (default 10,100,900)")
-    s.add_argument("--repeats", type=int, default=5, help="random samples per size <= 100 (default 5)")
-    s.add_argument("--basis", action="store_true",
-                   help="also fit on the other devices' latencies (never the device itself nor HELP's six test "
-                        "devices) and keep the model with the smallest leave-one-out error")
+    s.add_argument("--sizes", default="5,10,20", help="measured nets to calibrate on (default 5,10,20)")
+    s.add_argument("--repeats", type=int, default=5, help="random draws of nets per device and size (default 5)")
+    s.add_argument("--leave-out", default="device", choices=("device", "kind"),
+                   help="the basis of shipped devices excludes the device (default) or every device of its kind")
+    s.add_argument("--no-help-six", action="store_true", help="skip HELP's six test devices at n=10")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="also write the JSON result to this file")
     s.add_argument("--json", action="store_true", help="print JSON: per device and size the Spearman")
     s.set_defaults(func=cmd_bench_latency)
 
     t = bsub.add_parser("strategies", help="best ground-truth accuracy found vs evaluations: strategies vs random search")
-    t.add_argument("--space", required=True, help="nats_sss (pixel1 model, <= 10 ms) or nb201 (NASLib's 724 archs, "
-                                                 "measured pixel3, <= 14 ms)")
+    t.add_argument("--space", required=True, help="nats_sss (pixel1 model, <= 10 ms), nb201 (NASLib's 724 archs, "
+                                                 "measured pixel3, <= 14 ms) or nasnet (DARTS cells of NB301, "
+                                                 "pixel1 model, <= 120 ms)")
     t.add_argument("--strategies", metavar="A,B",
-                   help="default: evolution,tpe,zero-cost,nsga2,optuna-nsga2 (random always runs)")
+                   help="default: evolution,bo,tpe,zero-cost,nsga2,optuna-nsga2 (random always runs)")
     t.add_argument("--seeds", type=int, default=20, help="seeds per strategy (default 20)")
     t.add_argument("--budgets", default="50,100,300", help="evaluation counts to report (default 50,100,300)")
     t.add_argument("--target", help="latency target (default: pixel1 for nats_sss, pixel3 for nb201)")

@@ -39,10 +39,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def _predict_onnx(args: argparse.Namespace) -> int:
     from nas.api_latency import predict_onnx
-    out = predict_onnx(args.onnx, args.target, args.breakdown, args.input_shape)
+    out = predict_onnx(args.onnx, args.target, args.breakdown, args.input_shape, clock=args.clock)
     text = []
     for t, r in out["targets"].items():
         text.append(f"{t}: {r['latency_ms']:.3f} ms ({r['method']}, input {'x'.join(map(str, r['input_shape']))})")
+        if r.get("note"):
+            text.append(f"  note: {r['note']}")
         for row in r.get("breakdown", []):
             text.append(f"  {row['ms']:8.4f}  {row['op']:<20} {row['node']}  [{' '.join(row['primitives'])}]")
     emit(args, out, "\n".join(text))
@@ -60,16 +62,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from nas.api_latency import calibrate
     r = calibrate(args.space, args.measurements, args.out, space_options(args.space_option), device=args.device,
                   basis=args.basis)
-    if "model" in r:   # --basis
-        errs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["cv_errors"].items())
-        emit(args, r, f"wrote {r['out']}: {r['model']} model fitted on {r['archs']} measured nets, chosen by "
-                      f"leave-one-out error ({errs}); {r['entries']} entries\nuse it with --target {r['out']}")
-        return 0
-    consts = ", ".join(f"{k}={v:.4g}" for k, v in r["constants"].items())
-    rho = "n/a" if r["cv_spearman"] is None else f"{r['cv_spearman']:.3f}"
-    emit(args, r, f"wrote {r['out']}: {r['entries']} layers of {r['space']} priced by a model fitted on {r['archs']} "
-                  f"measured nets ({r['graph']} ops, ridge {r['ridge']:g}); leave-one-out error {100 * r['cv_error']:.1f}%, "
-                  f"Spearman {rho}; train error {100 * r['train_error']:.1f}%\nconstants: {consts}\nuse it with --target {r['out']}")
+    fams = ", ".join(f"{k} {100 * v['cv_error']:.1f}% (weight {v['weight']:.2f})" for k, v in r["families"].items())
+    what = "predicted archs" if "basis" in r else f"layers of {r['space']}"
+    emit(args, r, f"wrote {r['out']}: {r['entries']} {what}, priced by a blend of model families fitted on "
+                  f"{r['archs']} measured nets and weighted by their leave-one-out error: {fams}\n"
+                  f"use it with --target {r['out']}")
     return 0
 
 
@@ -206,6 +203,9 @@ def add_latency_parser(sub: Any) -> None:
                    help="any ONNX model: costed per node on device models (pixel1), timed here on cpu")
     s.add_argument("--input-shape", metavar="N,C,H,W", help="the ONNX input's shape (needed if it is dynamic)")
     s.add_argument("--breakdown", action="store_true", help="per-layer (per-node with --onnx) entries")
+    s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="auto",
+                   help="--onnx --target cpu: clock of the timed runs (auto: the cpu clock for one thread, as "
+                        "profile / validate; default)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 
@@ -216,8 +216,8 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--out", required=True, metavar="DEVICE.json", help="table file to write (use as --target)")
     s.add_argument("--device", help="device name to record (default: from the measurements file name)")
     s.add_argument("--basis", metavar="all|A,B",
-                   help="nb201: also model the device from these measured devices' latencies ('all': the 27 "
-                        "shipped) and keep the model with the smallest leave-one-out error")
+                   help="nb201: the measured devices' latencies join the blended families ('all': the 27 "
+                        "shipped); the table then holds the prediction of every arch")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 

@@ -14,12 +14,20 @@ References for the definitions:
 - grad_norm, fisher (Theis et al. 2018; Turner et al. 2020 "BlockSwap"), jacob_cov (Mellor et al.
   2020, "NAS without training", v1): as collected in Abdelfattah et al. 2021.
 - naswot: Mellor et al. 2021 (v2, the log-determinant of the binary-code kernel).
+- meco: Jiang et al., NeurIPS 2023, "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via
+  Minimum Eigenvalue of Correlation" (sum over layers of the smallest eigenvalue of the Pearson
+  correlation matrix between a layer's channels, from one input; no labels, no backward pass).
+- swap: Peng et al., ICLR 2024, "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-fast NAS"
+  (number of distinct sample-wise ReLU activation patterns over a batch; optionally regularised by
+  the parameter count, `swap_regularised`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
 
 from nas.core.registry import Registry
 
@@ -210,6 +218,94 @@ def naswot(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
     return float(logdet) if sign > 0 else -math.inf
 
 
+# ---- MeCo and SWAP ---------------------------------------------------------------------------------
+def _min_corr_eigenvalue(fmap: "torch.Tensor") -> float:
+    """Smallest eigenvalue of the Pearson correlation matrix of the channels of one feature map
+    (C, positions...): channels are the variables, positions the observations. Channels that are
+    constant over the positions (no defined correlation) are left out; with fewer than two channels
+    left, or fewer positions than channels (a singular matrix), the value is 0."""
+    import torch
+    m = fmap.reshape(fmap.shape[0], -1).double()
+    if m.shape[0] < 2 or m.shape[1] < 2:
+        return 0.0
+    m = m[m.std(dim=1) > 1e-12]
+    if m.shape[0] < 2:
+        return 0.0
+    corr = torch.corrcoef(m)
+    eig = torch.linalg.eigvalsh(corr)
+    return max(float(eig[0]), 0.0)
+
+
+def meco(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """MeCo (Jiang et al. 2023): sum over the conv layers of the smallest eigenvalue of the correlation
+    matrix of the layer's output channels (`_min_corr_eigenvalue`), for ONE input (the batch's first),
+    one forward pass in train mode as initialised. Layers with at least as many channels as spatial
+    positions give a singular matrix and add 0 (our reading of the definition; the paper's MeCo_opt
+    variant is not implemented). Linear layers are left out: one input gives them one position."""
+    import torch
+    import torch.nn as nn
+    total = [0.0]
+
+    def hook(_m: Any, _i: Any, out: torch.Tensor) -> None:
+        if isinstance(out, torch.Tensor) and out.dim() >= 3:
+            total[0] += _min_corr_eigenvalue(out.detach()[0])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            # the one input twice: train-mode BatchNorm sees the same statistics as for the input alone,
+            # and a 1x1 map (squeeze-excite) still has two values per channel
+            model(x[:1].expand(2, *x.shape[1:]))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def swap_patterns(model: "nn.Module", x: "torch.Tensor") -> int:
+    """Distinct sample-wise activation patterns: every unit after a pointwise activation (each channel
+    at each position of each activation module) gives the bit vector of where it is positive over the
+    batch; the result is how many distinct bit vectors occur (at most min(units, 2**batch): with a
+    small batch it saturates at 2**batch on large nets, so SWAP wants a larger batch than NASWOT)."""
+    import torch
+    n = x.shape[0]
+    words = (n + 61) // 62   # a pattern is packed into int64 words of 62 bits each
+    weights = torch.zeros(words, n, dtype=torch.int64, device=x.device)
+    for i in range(n):
+        weights[i // 62, i] = 2 ** (i % 62)
+    codes: list[Any] = []
+
+    def hook(_m: Any, _i: Any, out: torch.Tensor) -> None:
+        bits = (out.detach().reshape(n, -1) > 0).to(torch.int64)
+        packed = (weights @ bits).T.contiguous().cpu().numpy()   # (units, words)
+        codes.append(np.unique(packed.view(np.dtype((np.void, 8 * words))).ravel()))   # per layer first
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in _ACTIVATIONS]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not codes:
+        return 0
+    return int(np.unique(np.concatenate(codes)).size)
+
+
+def swap(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """SWAP score (Peng et al. 2024), unregularised: `swap_patterns` over the batch. Labels unused."""
+    return float(swap_patterns(model, x))
+
+
+def swap_regularised(score: float, params_m: float, mu: float, sigma: float) -> float:
+    """SWAP's size regularisation: score * exp(-(params_m - mu)**2 / sigma), params in millions; mu
+    sets the model size the search is steered to, sigma how tightly (our reading of Peng et al. 2024:
+    a Gaussian of the parameter count multiplies the score)."""
+    if sigma <= 0:
+        raise ValueError(f"swap sigma must be positive, got {sigma}")
+    return score * math.exp(-((params_m - mu) ** 2) / sigma)
+
+
 # ---- size baselines ------------------------------------------------------------------------------
 def params_proxy(space: "SearchSpace", arch: "Arch") -> float:
     """Trainable parameters of the full net (from the space's layer specs; nothing is built)."""
@@ -228,5 +324,8 @@ PROXIES.register("grad_norm", ProxyDef("grad_norm", model_fn=grad_norm, log_scal
 PROXIES.register("fisher", ProxyDef("fisher", model_fn=fisher, log_scale=True, doc="Fisher (Theis et al. 2018)"))
 PROXIES.register("jacob_cov", ProxyDef("jacob_cov", model_fn=jacob_cov, doc="Jacobian covariance (Mellor et al. 2020)"))
 PROXIES.register("naswot", ProxyDef("naswot", model_fn=naswot, doc="NASWOT log-det (Mellor et al. 2021)"))
+PROXIES.register("meco", ProxyDef("meco", model_fn=meco, doc="MeCo min eigenvalue of feature correlation (Jiang et al. 2023)"))
+PROXIES.register("swap", ProxyDef("swap", model_fn=swap, log_scale=True,
+                                  doc="distinct sample-wise activation patterns (Peng et al. 2024)"))
 PROXIES.register("params", ProxyDef("params", arch_fn=params_proxy, log_scale=True, doc="parameters of the full net"))
 PROXIES.register("flops", ProxyDef("flops", arch_fn=flops_proxy, log_scale=True, doc="MACs at full resolution"))

@@ -13,7 +13,10 @@ proxy), the proxy under its own name, and `params_m` and `macs_m` of the full ne
 space's layer specs). Nothing is built when every proxy asked for is counted from the arch
 (`params`, `flops`): then an evaluation costs microseconds, not a torch net.
 Proxies (nas.evaluators.proxies, `PROXIES`): synflow, snip, grad_norm, fisher, jacob_cov,
-naswot, and the size baselines params and flops.
+naswot, meco, swap, and the size baselines params and flops. `proxy=swap` with `swap_mu=M` (and
+`swap_sigma=S`, default 1) scores SWAP times exp(-(params_m - M)**2 / S) (its paper's size
+regularisation, steering the search toward nets of about M million parameters); the raw count stays
+in the `swap` metric.
 
 `ensemble` makes a per-arch score out of several proxies without depending on which archs were
 seen before (so trial order, resumes and parallel workers do not change it): each member proxy is
@@ -85,11 +88,26 @@ class ZeroCostEvaluator:
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, proxy: str = "naswot", batch: int = 16,
                  resolution: int | None = 64, num_classes: int | None = None, dataset: str | None = None,
-                 members: str | Sequence[str] | None = None, reference: int = 20, device: str = "cpu") -> None:
+                 members: str | Sequence[str] | None = None, reference: int = 20, device: str = "cpu",
+                 swap_mu: float | None = None, swap_sigma: float | None = None) -> None:
         if int(batch) < 2:
             raise UsageError(f"zero-cost batch must be at least 2 (jacob_cov and naswot compare samples), got {batch}")
         self.space, self.seed, self.batch, self.device = space, int(seed), int(batch), device
         self.proxy_name = proxy
+        self.swap_reg: tuple[float, float] | None = None
+        if swap_mu is not None or swap_sigma is not None:
+            if proxy != "swap":
+                raise UsageError(f"swap_mu / swap_sigma regularise proxy=swap, not proxy={proxy}")
+            try:
+                mu, sigma = float(swap_mu if swap_mu is not None else math.nan), float(1.0 if swap_sigma is None
+                                                                                       else swap_sigma)
+            except (TypeError, ValueError):
+                raise UsageError(f"swap_mu and swap_sigma must be numbers (millions of parameters), got "
+                                 f"{swap_mu!r}, {swap_sigma!r}") from None
+            if not math.isfinite(mu) or not (math.isfinite(sigma) and sigma > 0):
+                raise UsageError(f"swap regularisation needs a finite swap_mu and a positive swap_sigma, got "
+                                 f"swap_mu={swap_mu!r}, swap_sigma={swap_sigma!r}")
+            self.swap_reg = (mu, sigma)
         if proxy == ENSEMBLE:
             self.members = _members(members)
         else:
@@ -197,6 +215,9 @@ class ZeroCostEvaluator:
         values = self.proxies(arch, self.members, model)
         params, macs = arch_size(self.space, arch)
         score = self.ensemble_score(values) if self.proxy_name == ENSEMBLE else values[self.proxy_name]
+        if self.swap_reg is not None:
+            from nas.evaluators.proxies import swap_regularised
+            score = swap_regularised(score, params / 1e6, *self.swap_reg)
         out = {"score": float(score), **values}
         if self.proxy_name == ENSEMBLE:
             out[ENSEMBLE] = float(score)

@@ -204,8 +204,9 @@ def _evaluator_options(name: str) -> dict[str, Any]:
 
 
 def targets() -> list[dict[str, Any]]:
-    from latency.targets import load_table, target_names, target_spaces
+    from latency.targets import load_table, model_targets, target_names, target_spaces
     rows = []
+    models = model_targets()
     for t in target_names():
         for sp in target_spaces(t):
             table = load_table(t, sp)
@@ -215,8 +216,19 @@ def targets() -> list[dict[str, Any]]:
                          "source": m.get("source"),
                          "runtime": f"{m.get('runtime')} {m.get('runtime_version', '')}".strip(),
                          "provider": m.get("provider"), "threads": m.get("threads"), "date": m.get("date"),
-                         "units": m.get("units", "ms"), "batch": m.get("batch")})
+                         "units": m.get("units", "ms"), "batch": m.get("batch"),
+                         "matches": models[t].publications if t in models else m.get("publications"),
+                         "made": _made(m)})
     return rows
+
+
+def _made(m: dict[str, Any]) -> str | None:
+    """When and under what load a measured (host) table was profiled, for `nas list targets`."""
+    if m.get("source") != "measured":
+        return None
+    start, end = m.get("load_at_start"), m.get("load_at_end")
+    load = (f"load at start: {start}" + (f"; at end: {end}" if end else "")) if start else "load not recorded"
+    return f"{m.get('date') or 'date not recorded'}, {m.get('clock', 'wall')} clock, {load}"
 
 
 def _non_default(space: str, options: Any) -> dict[str, Any]:
@@ -244,6 +256,10 @@ def lines(what: str, rows: list[dict[str, Any]], verbose: bool = False) -> list[
                    else r["runtime"])
             out.append(f"{r['target']:<14} {_space_label(r):<{width}} {r['source'] or '':<9} {r['device']} | {r['units']}, "
                        f"batch {r['batch']} | {run} {r['date'] or ''}".rstrip())
+            if r.get("made"):
+                out.append(f"{'':<15}made: {r['made']}")
+            if r.get("matches") and r is next(x for x in rows if x["target"] == r["target"]):
+                out.append(f"{'':<15}matches the publications of: {r['matches']}")
             continue
         mark = " [default]" if r.get("default") else ""
         head = f"{r['name']:<12} {r['about']}{mark}"   # a space even after a long name

@@ -6,6 +6,7 @@ resumes from the store with nothing lost (`resume=True` rebuilds the strategy fr
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -18,6 +19,7 @@ import numpy as np
 
 from nas.core.arch import Arch
 from nas.evaluators.base import Evaluator
+from nas.pipeline.threads import search_blas_threads
 from nas.strategies.base import Strategy
 from nas.store.trial import COMPLETE, FAILED, MemoryStore, Trial, TrialStore
 
@@ -122,6 +124,8 @@ def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: Tri
     best = max((strategy.fitness(t) for t in done), default=None)
     in_flight: dict[int, Arch] = {}
     failed = sum(not t.ok for t in done)
+    pinned = contextlib.ExitStack()   # the strategy's small solves: one BLAS thread, not one per core
+    pinned.enter_context(search_blas_threads())
     try:
         while len(done) < trials:
             while len(in_flight) < max(1, executor.capacity) and len(done) + len(in_flight) < trials:
@@ -146,6 +150,7 @@ def run_search(strategy: Strategy, evaluator: Evaluator, trials: int, store: Tri
                 bar.set_postfix(best=f"{best if strategy.maximize else -best:.4g}", failed=failed, refresh=False)
             bar.update(1)
     finally:
+        pinned.close()
         bar.close()
         flush = getattr(store, "flush", None)
         if flush:   # stores that batch their writes: everything finished is stored when this returns

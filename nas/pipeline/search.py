@@ -349,6 +349,8 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             predicted = {k.split(".", 1)[1]: v for k, v in best.metrics.items() if k.startswith("latency_ms.")}
             bounds = {b.target: b.value for b in p.budget.bounds if b.metric == "latency_ms"}
             summary["budget"]["verify"] = verify_cpu(p.space, best.arch, p.out, predicted, bounds)
+    if p.strategy.stats:
+        summary["strategy_stats"] = dict(p.strategy.stats)
     if p.out is not None and best is not None:
         exports = export_inherited(p.strategy, best.arch, p.out)
         if exports:

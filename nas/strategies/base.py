@@ -110,6 +110,7 @@ class Strategy(ABC):
         self.seen: set[Arch] = set()       # archs told (evaluated)
         self.pending: set[Arch] = set()    # archs handed out and not told yet (in flight on a runner)
         self.info: dict[str, Any] = {}     # what a training phase reports (best.json's `training`)
+        self.stats: dict[str, Any] = {}    # counts of how the search proposed (summary's `strategy_stats`)
 
     @abstractmethod
     def ask(self) -> Arch:

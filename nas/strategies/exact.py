@@ -9,7 +9,9 @@ We solve it as a 0/1 integer program (one binary per decision and choice; scipy.
 i.e. HiGHS branch-and-cut, with a zero optimality gap) and re-check the answer on the latency
 models themselves, tightening a bound by the excess if rounding let a solution through.
 
-Trial n is the n-th best feasible arch: each ask excludes the archs already evaluated or in
+With one bounded target, trial n is the n-th arch of one ranked list of the k best feasible archs
+(`nas.strategies.kbest`, a dynamic program; k = twice the budget, at least 100, grown when used up).
+With several, trial n is the n-th best feasible arch from the integer program: each ask excludes the archs already evaluated or in
 flight with one "no-good" cut each (the chosen choices may not all be picked again), so the state
 is a function of the trial history (resume, Ray) and the first trial is the optimum. Any other
 problem is a usage error naming why, pointing to `--strategy evolution`.
@@ -121,6 +123,9 @@ class ExactStrategy(Strategy):
                              "table of a separable space; use --strategy evolution")
         self.problem, self.score = problem, problem.score_table()
         self.bounds = dict(problem.bounds)
+        self.budget: int | None = None
+        self._ranked: list[Arch] | None = None
+        self._complete = False
 
     def solve(self, exclude: Iterable[Arch] = ()) -> Arch | None:
         """The best feasible arch not in `exclude` (None when there is none)."""
@@ -128,7 +133,32 @@ class ExactStrategy(Strategy):
                                       [self.space.encode(a) for a in exclude])
         return None if codes is None else self.space.decode(codes)
 
+    def ranked(self) -> list[Arch] | None:
+        """With one bounded target: the best `2 x budget` (at least 100) feasible archs, best first, from
+        one dynamic program (`nas.strategies.kbest`), grown when the search has used them up; None with
+        several bounds (each ask then solves the integer program with the evaluated archs cut off)."""
+        if len(self.bounds) != 1 or self.latency is None:
+            return None
+        used = len(self.seen) + len(self.pending) + 1
+        if self._ranked is None or (len(self._ranked) < used and not self._complete):
+            from nas.strategies.kbest import k_best
+            k = max(100, 2 * (self.budget or 0), 2 * len(self._ranked or []), used)
+            (target, bound), = self.bounds.items()
+            codes = k_best(self.score, self.latency[target], bound, k, self.maximize)
+            self._ranked = [self.space.decode(c) for c in codes]
+            self._complete = len(codes) < k   # every feasible arch is listed
+        return self._ranked
+
+    def trials(self, requested: int) -> int:
+        self.budget = int(requested)
+        return requested
+
     def ask(self) -> Arch:
+        ranked = self.ranked()
+        if ranked is not None:
+            for arch in ranked:   # an arch on the bound by the table but over it by the model's rounding: next
+                if self.is_new(arch) and self.feasible(arch):
+                    return arch
         arch = self.solve(self.seen | self.pending)
         if arch is None:   # every feasible arch has been evaluated
             return self.sample_feasible()

@@ -16,7 +16,15 @@ to zero inactive genes), the repaired arch is enqueued and asked next instead. A
 breaks the latency constraint is told PRUNED (TPE counts pruned trials among the bad ones, so it
 learns to avoid the infeasible region); a proposal already evaluated is told FAIL (ignored) and
 asked again. After `max_retries` rejected proposals in a row the arch is a random feasible one,
-enqueued so the study still records it.
+enqueued so the study still records it (counted in `stats["random"]`, logged, and reported in the
+search summary's `strategy_stats`).
+
+On a candidate list (nb201's `candidates=naslib`, `--candidates FILE`) the sampler still proposes
+over the space's decisions, but a proposal outside the list, infeasible or already evaluated is
+*projected*: the study is told it failed (or was pruned) and the nearest candidate to it (fewest
+genes differing, ties at random) that is feasible and new is enqueued and evaluated instead, so the
+search stays where the sampler points rather than falling back to random archs. Each projection
+counts in `stats["replaced"]` (of `stats["proposals"]`).
 
 TPE defaults to the multivariate variant (one joint Parzen estimator over all decisions): on the
 mbconv space it needed fewer proposals per accepted arch under a constraint and each proposal was
@@ -60,6 +68,7 @@ class OptunaStrategy(Strategy):
             d.name: optuna.distributions.CategoricalDistribution(list(range(len(d.choices)))) for d in space.decisions}
         self._study: optuna.Study | None = None
         self._pending: dict[Arch, list[int]] = {}
+        self.stats.update(proposals=0, replaced=0, random=0)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per trial otherwise
 
     # ---- to implement -------------------------------------------------------------------------
@@ -137,29 +146,55 @@ class OptunaStrategy(Strategy):
     def ask(self) -> Arch:
         import optuna
         study = self._ensure_study()
+        candidates = getattr(self.space, "_candidates", None)
+        genes: list[Any] = []
         for _ in range(self.max_retries):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 ot = study.ask(self._dists)
+            self.stats["proposals"] += 1
             genes = [d.choices[ot.params[d.name]] for d in self.space.decisions]
             try:
                 arch = self.space.make(genes)
             except ArchError:
                 self._tell(ot.number, None, "fail")
+                if candidates is not None:
+                    return self._project(genes, candidates)
                 fixed = self._repair(genes)
                 if fixed is not None and fixed not in self.seen and self.feasible(fixed):
                     study.enqueue_trial(self._params(fixed), skip_if_exists=False)
                 continue
             if not self.feasible(arch):
                 self._tell(ot.number, None, "pruned")
+                if candidates is not None:
+                    return self._project(genes, candidates)
                 continue
-            if arch in self.seen or arch in self._pending:
+            if arch in self.seen or arch in self._pending or arch in self.pending:
                 self._tell(ot.number, None, "fail")
+                if candidates is not None:
+                    return self._project(genes, candidates)
                 continue
             self._pending.setdefault(arch, []).append(ot.number)
             return arch
         arch = self.sample_feasible()
-        log.debug("%s: %d proposals rejected in a row; asking a random feasible arch", self.name, self.max_retries)
+        self.stats["random"] += 1
+        if self.stats["random"] in (1, 10, 100, 1000):
+            log.info("%s: %d proposals rejected in a row; asked a random feasible arch (%d times so far)",
+                     self.name, self.max_retries, self.stats["random"])
+        self._pending.setdefault(arch, []).append(self._ask_fixed(arch))
+        return arch
+
+    def _project(self, genes: list[Any], candidates: Any) -> Arch:
+        """The candidate nearest to the proposal `genes` (fewest genes differing, ties at random) that is
+        feasible and new; the study records it as an enqueued trial, so the sampler learns from the arch
+        actually evaluated. Counted in `stats["replaced"]`."""
+        self.stats["replaced"] += 1
+        for i in candidates.by_distance(genes, self.rng):
+            arch = candidates.archs[int(i)]
+            if self.is_new(arch) and arch not in self._pending and self.feasible(arch):
+                self._pending.setdefault(arch, []).append(self._ask_fixed(arch))
+                return arch
+        arch = self.sample_feasible()   # every candidate is evaluated or infeasible: a repeat
         self._pending.setdefault(arch, []).append(self._ask_fixed(arch))
         return arch
 
