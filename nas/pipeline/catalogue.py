@@ -97,6 +97,10 @@ OPTION_HELP = {
     "progress": "show progress bars",
     "checkpoint_every": "training state written every this many steps, for resuming (0: after each epoch only)",
     "memory_gb": "train_size=auto trains the proxy when the searched size needs more memory than this",
+    "screen": "evolution without latency tables: children drawn per ask, the best by a Gaussian process kept (1: off)",
+    "init": "bo: random feasible trials before the Gaussian process ranks archs",
+    "points": "bo: most trials the Gaussian process is fitted to",
+    "ranked": "bo: most unevaluated archs scored per ask",
 }
 
 EVALUATOR_SUMMARIES = {
