@@ -309,7 +309,10 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
     elif clock != "auto" and clock != table.metadata.get("clock", "wall"):
         raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
                            f"use another --out or the same clock to resume")
+    timed_before = len(table.entries) if "load_at_end" in table.metadata else -1
     table = profile_layers(space.all_layers(), settings, table, out, progress, context=context, quant=quant)
+    if len(table.entries) == timed_before:
+        return table   # a finished table: nothing timed, nothing rewritten
     from latency.contention import current_load
     load = current_load(settings.threads)
     table.metadata["load_at_end"] = load.describe() if load else None

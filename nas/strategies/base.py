@@ -203,7 +203,7 @@ class Strategy(ABC):
                 fallback = arch
         if fallback is not None:
             return fallback
-        budget = getattr(self, "budget", None)   # nas.strategies.constraints.Budget, set by the search
+        budget = getattr(self, "constraint_budget", None)   # nas.strategies.constraints.Budget, set by the search
         if budget:
             closest = budget.closest([self.space.sample(self.rng) for _ in range(200)])
             got = budget.metrics(closest)

@@ -318,7 +318,7 @@ def attach(strategy: Any, budget: Budget, repair: bool = True) -> None:
     test, which the search built from the same budget. A bound `exact` cannot solve is a usage error."""
     from nas.strategies.evolution import RegularizedEvolution
     from nas.strategies.exact import ExactStrategy
-    strategy.budget = budget
+    strategy.constraint_budget = budget   # not `budget`: evolution and exact keep their trial budget there
     if not budget:
         return
     tables = budget.tables()
