@@ -95,14 +95,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def leave_device_out(devices: Sequence[str] | None = None, sizes: Sequence[int] = DEFAULT_SIZES,
-                     repeats: int = 5, seed: int = 0, leave_out: str = "device", help_six: bool = True,
-                     progress: bool = False) -> dict[str, Any]:
-    """Spearman over all 15,625 archs of ours / nearest / counts / roofline, per device and n."""
+def check_benchmark_args(devices: Sequence[str] | None, sizes: Sequence[int], repeats: int) -> list[str]:
+    """The devices a leave-device-out benchmark runs on (all shipped ones by default), after checking
+    its sizes (5 to 15,625 measured archs), repeats and device names (UsageError / UnknownNameError)."""
     from latency.bench_devices import DEVICES, device as check_device
-    t0 = time.process_time()
-    if leave_out not in LEAVE_OUT:
-        raise UsageError(f"--leave-out {leave_out!r}; valid: {', '.join(LEAVE_OUT)}")
     for n in sizes:
         if n < 5 or n > 15625:
             raise UsageError(f"--sizes: {n} archs is outside [5, 15625]")
@@ -111,6 +107,17 @@ def leave_device_out(devices: Sequence[str] | None = None, sizes: Sequence[int] 
     names = list(devices) if devices else list(DEVICES)
     for d in names:
         check_device(d)   # unknown device: UnknownNameError listing the valid ones
+    return names
+
+
+def leave_device_out(devices: Sequence[str] | None = None, sizes: Sequence[int] = DEFAULT_SIZES,
+                     repeats: int = 5, seed: int = 0, leave_out: str = "device", help_six: bool = True,
+                     progress: bool = False) -> dict[str, Any]:
+    """Spearman over all 15,625 archs of ours / nearest / counts / roofline, per device and n."""
+    t0 = time.process_time()
+    if leave_out not in LEAVE_OUT:
+        raise UsageError(f"--leave-out {leave_out!r}; valid: {', '.join(LEAVE_OUT)}")
+    names = check_benchmark_args(devices, sizes, repeats)
     data = _Data()
     rng = np.random.default_rng(seed)
     rows: dict[str, Any] = {}

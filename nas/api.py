@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from nas.core.errors import UsageError
 from nas.pipeline.search import SearchResult
 from nas.pipeline.config import SearchConfig, resume_config
-from nas.pipeline.catalogue import SECTIONS, list_catalogue   # re-exported: the API
+from nas.pipeline.catalogue import SECTIONS, list_catalogue  # noqa: F401 (re-exported: the API)
 from nas.training.threads import set_torch_threads
 
 __all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "load_model", "train",
@@ -92,17 +92,12 @@ def export_int8(result: str, out: str, dataset: str = "digits", seed: int = 0, *
                 opset: int | None = None, calibration_images: int = 128) -> dict[str, Any]:
     """`export(..., precision="int8")`: the int8 ONNX file of a model.pt / best.json and its accuracy cost."""
     from latency.quantize import Calibration
-    from nas.deploy.export import load_result, load_torch, resolve_out
+    from nas.deploy.export import load_source, resolve_out
     from nas.deploy.quantized import export_int8 as write_int8
     from nas.training.data import load_dataset
     if calibration_images < 1:
         raise UsageError(f"calibration images must be at least 1, got {calibration_images}")
-    state = None
-    if str(result).endswith(".pt"):
-        space, arch, model = load_torch(result)
-        state = model.state_dict()
-    else:
-        space, arch, _ = load_result(result)
+    space, arch, state = load_source(result)
     res = int(space.input_shape[-1])
     x, _ = load_dataset(dataset, split="train", seed=seed, resolution=res, limit=calibration_images)
     vx, vy = load_dataset(dataset, split="val", seed=seed, resolution=res)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 from nas.core.arch import Arch
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
-from nas.core.space import Decision, SearchSpace
+from nas.core.space import Decision
+from search_spaces.chain import ChainLayers
 from search_spaces.ops import MAX_CLASSES, MAX_RESOLUTION, build_layer, conv_out, conv_spec, head_spec, make_divisible, mbconv_spec
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def _token(k: int, e: int) -> str:
     return f"k{k}e{e}"
 
 
-class MBConvSpace(SearchSpace):
+class MBConvSpace(ChainLayers):
     name = "mbconv"
     presets = {
         # Single-Path NAS (Stamoulis et al. 2019): the net found for Pixel 1 (79 ms), as released in its code.
@@ -141,27 +142,6 @@ class MBConvSpace(SearchSpace):
         k, e = int(token[1:token.index("e")]), int(token[token.index("e") + 1:])
         r = self._resolutions[pos]
         return mbconv_spec(cin, cout, k, e, s, (r, r))
-
-    def layers(self, arch: Arch) -> list[LayerSpec]:
-        self.validate(arch)
-        pre, head = self._fixed()
-        body = [self._layer(i, g) for i, g in enumerate(arch.genes)]
-        return pre + [b for b in body if b is not None] + [head]
-
-    def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
-        pre, head = self._fixed()
-        per = [[[spec] if (spec := self._layer(i, c)) else [] for c in d.choices]
-               for i, d in enumerate(self.decisions)]
-        return pre + [head], per
-
-    def all_layers(self) -> list[LayerSpec]:
-        fixed, per = self.separable_layers()
-        seen: dict[str, LayerSpec] = {s.key: s for s in fixed}
-        for choices in per:
-            for specs in choices:
-                for s in specs:
-                    seen.setdefault(s.key, s)
-        return list(seen.values())
 
     # ---- block string ------------------------------------------------------------------------
     def format(self, arch: Arch) -> str:

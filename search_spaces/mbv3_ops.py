@@ -17,39 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nas.core.layer import LayerSpec
-from search_spaces.ops import OPS, OpDef, _act
+from search_spaces.ops import OPS, OpDef, _act, inverted_residual
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
 
 def _build_ir_block(cin: int, mid: int, cout: int, k: int, s: int, se_ch: int = 0, act: str = "relu") -> "nn.Module":
-    import torch
-    import torch.nn as nn
-
-    class IRBlock(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            layers: list[nn.Module] = []
-            if mid != cin:
-                layers += [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), _act(act)]
-            layers += [nn.Conv2d(mid, mid, k, s, k // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), _act(act)]
-            self.pre = nn.Sequential(*layers)
-            self.se = None
-            if se_ch > 0:
-                self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, se_ch, 1), nn.ReLU(inplace=True),
-                                        nn.Conv2d(se_ch, mid, 1), nn.Hardsigmoid())
-            self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-            self.residual = s == 1 and cin == cout
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.pre(x)
-            if self.se is not None:
-                y = y * self.se(y)
-            y = self.project(y)
-            return x + y if self.residual else y
-
-    return IRBlock()
+    return inverted_residual(cin, mid, cout, k, s, act, se_ch, "hardsigmoid")
 
 
 def _ir_block_macs(spec: LayerSpec) -> int:

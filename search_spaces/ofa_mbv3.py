@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 from nas.core.arch import Arch
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
-from nas.core.space import Decision, SearchSpace
+from nas.core.space import Decision
+from search_spaces.chain import ChainLayers
 from search_spaces.mbv3_ops import ir_block_spec, v3_head_spec
 from search_spaces.ops import MAX_CLASSES, MAX_RESOLUTION, build_layer, conv_out, conv_spec, make_divisible
 
@@ -50,7 +51,7 @@ def _parse_token(token: str) -> tuple[int, int]:
     return int(token[1:token.index("e")]), int(token[token.index("e") + 1:])
 
 
-class OFAMobileNetV3Space(SearchSpace):
+class OFAMobileNetV3Space(ChainLayers):
     name = "ofa_mbv3"
     presets = {
         "ofa-min": " | ".join(["k3e3 k3e3 skip skip"] * 5),
@@ -110,27 +111,6 @@ class OFAMobileNetV3Space(SearchSpace):
         pre = [conv_spec(3, STEM, 3, 2, (r0, r0), act="hswish"), ir_block_spec(STEM, STEM, FIRST, 3, 1, r1)]
         r = self._positions[-1][4]
         return pre, v3_head_spec(STAGES[-1][0], FINAL_EXPAND, LAST, self.num_classes, r)
-
-    def layers(self, arch: Arch) -> list[LayerSpec]:
-        self.validate(arch)
-        pre, head = self._fixed()
-        body = [self._layer(i, g) for i, g in enumerate(arch.genes)]
-        return pre + [b for b in body if b is not None] + [head]
-
-    def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
-        pre, head = self._fixed()
-        per = [[[spec] if (spec := self._layer(i, c)) else [] for c in d.choices]
-               for i, d in enumerate(self.decisions)]
-        return pre + [head], per
-
-    def all_layers(self) -> list[LayerSpec]:
-        fixed, per = self.separable_layers()
-        seen: dict[str, LayerSpec] = {s.key: s for s in fixed}
-        for choices in per:
-            for specs in choices:
-                for s in specs:
-                    seen.setdefault(s.key, s)
-        return list(seen.values())
 
     # ---- OFA's encoding ----------------------------------------------------------------------
     def from_ofa(self, ks: Sequence[int], e: Sequence[int], d: Sequence[int]) -> Arch:

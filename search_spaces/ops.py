@@ -64,24 +64,27 @@ def conv_spec(cin: int, cout: int, k: int, s: int, hw: tuple[int, int], act: str
 
 
 # ---- mbconv (inverted residual, optional squeeze-excite) --------------------------------------
-def _build_mbconv(cin: int, cout: int, k: int, e: int, s: int, se: float = 0.0, act: str = "relu6") -> "nn.Module":
+def inverted_residual(cin: int, mid: int, cout: int, k: int, s: int, act: str, se_ch: int = 0,
+                      gate: str = "sigmoid") -> "nn.Module":
+    """[1x1 expand cin->mid + BN + act] (absent when mid == cin), depthwise kxk/s + BN + act, [squeeze-
+    excite: pool, 1x1 mid->se_ch, ReLU, 1x1 se_ch->mid, `gate` (sigmoid or hardsigmoid), scale], 1x1
+    project mid->cout + BN, residual add when s == 1 and cin == cout: the block of `mbconv` and `ir_block`."""
     import torch
     import torch.nn as nn
 
-    class MBConv(nn.Module):
+    class InvertedResidual(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            mid = cin * e
             layers: list[nn.Module] = []
-            if e != 1:
+            if mid != cin:
                 layers += [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), _act(act)]
             layers += [nn.Conv2d(mid, mid, k, s, k // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), _act(act)]
             self.pre = nn.Sequential(*layers)
             self.se = None
-            if se > 0:
-                red = max(1, int(cin * se))
-                self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, red, 1), nn.ReLU(inplace=True),
-                                        nn.Conv2d(red, mid, 1), nn.Sigmoid())
+            if se_ch > 0:
+                self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, se_ch, 1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(se_ch, mid, 1), nn.Hardsigmoid() if gate == "hardsigmoid"
+                                        else nn.Sigmoid())
             self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
             self.residual = s == 1 and cin == cout
 
@@ -92,7 +95,12 @@ def _build_mbconv(cin: int, cout: int, k: int, e: int, s: int, se: float = 0.0, 
             y = self.project(y)
             return x + y if self.residual else y
 
-    return MBConv()
+    return InvertedResidual()
+
+
+def _build_mbconv(cin: int, cout: int, k: int, e: int, s: int, se: float = 0.0, act: str = "relu6") -> "nn.Module":
+    # e == 1 has no expansion (mid == cin); squeeze-excite to int(cin * se) channels, sigmoid gate
+    return inverted_residual(cin, cin * e, cout, k, s, act, max(1, int(cin * se)) if se > 0 else 0, "sigmoid")
 
 
 def _mbconv_macs(spec: LayerSpec) -> int:

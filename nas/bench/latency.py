@@ -54,20 +54,13 @@ def calibration_benchmark(devices: Sequence[str] | None = None, sizes: Sequence[
     a fit-free baseline and the anchors. `basis`: also fit on the other devices' latencies
     (`reference_devices`; latency/calibrate_basis.py) and keep the model with the smallest
     leave-one-out error on the n archs; `models` counts the kinds kept."""
-    from latency.bench_devices import DEVICES, device, nb201_latency
+    from latency.bench_calibration import check_benchmark_args
+    from latency.bench_devices import nb201_latency
     from latency.calibrate import FEATURES, GRAPHS, FeatureCache, fit_best
     from latency.calibrate_basis import choose
-    from nas.core.errors import UsageError
     from search_spaces.catalog import get_space
     t0 = time.perf_counter()
-    for n in sizes:
-        if n < 5 or n > 15625:
-            raise UsageError(f"--sizes: {n} archs is outside [5, 15625]")
-    if repeats < 1:
-        raise UsageError(f"--repeats {repeats} must be at least 1")
-    names = list(devices) if devices else list(DEVICES)
-    for d in names:
-        device(d)   # unknown device: UnknownNameError listing the valid ones
+    names = check_benchmark_args(devices, sizes, repeats)
     data = nb201_latency()
     space = get_space("nb201")
     blocks = sorted(data.index, key=data.index.__getitem__)

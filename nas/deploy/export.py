@@ -226,18 +226,22 @@ def resolve_out(out: str | Path, fmt: str) -> Path:
     return path
 
 
+def load_source(result: str | Path) -> tuple[SearchSpace, Arch, dict[str, Any] | None]:
+    """Space, arch and weights (None for a best.json / result.json, which hold no weights) of an export source."""
+    if str(result).endswith(".pt"):
+        space, arch, model = load_torch(result)
+        return space, arch, model.state_dict()
+    space, arch, _ = load_result(result)
+    return space, arch, None
+
+
 def export(result: str | Path, fmt: str, out: str | Path, seed: int = 0, *, batch: int | None = None,
            opset: int | None = None) -> dict[str, Any]:
     """Export `result` (a best.json, a `nas train` result.json, or a .pt from either) as `fmt` to `out`
     (a file, or an existing folder to write DEFAULT_NAMES[fmt] into). A .pt source keeps its weights."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
-    state = None
-    if str(result).endswith(".pt"):
-        space, arch, model = load_torch(result)
-        state = model.state_dict()
-    else:
-        space, arch, _ = load_result(result)
+    space, arch, state = load_source(result)
     out = resolve_out(out, fmt)
     from nas.core.files import check_writable
     check_writable(out, "--out")   # before the work: an immutable or missing-permission folder says so at once

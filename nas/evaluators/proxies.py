@@ -196,6 +196,18 @@ def jacob_cov(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float
 
 
 # ---- activation patterns -------------------------------------------------------------------------
+def _forward_with_hook(model: Any, x: Any, hook: Any) -> None:
+    """One forward pass without gradients, `hook` on the output of every activation (ReLU and kin)."""
+    import torch
+    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in _ACTIVATIONS]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def naswot(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
     """NASWOT (Mellor et al. 2021): log-determinant of the kernel of binary activation codes.
     Nets whose units separate the inputs of a batch into more distinct patterns score higher."""
@@ -207,13 +219,7 @@ def naswot(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
         codes = (out.detach().reshape(n, -1) > 0).double()
         k.add_(codes @ codes.T + (1 - codes) @ (1 - codes).T)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in _ACTIVATIONS]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hook(model, x, hook)
     sign, logdet = torch.linalg.slogdet(k)
     return float(logdet) if sign > 0 else -math.inf
 
@@ -280,13 +286,7 @@ def swap_patterns(model: "nn.Module", x: "torch.Tensor") -> int:
         packed = (weights @ bits).T.contiguous().cpu().numpy()   # (units, words)
         codes.append(np.unique(packed.view(np.dtype((np.void, 8 * words))).ravel()))   # per layer first
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in _ACTIVATIONS]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hook(model, x, hook)
     if not codes:
         return 0
     return int(np.unique(np.concatenate(codes)).size)
