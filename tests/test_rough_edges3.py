@@ -638,3 +638,38 @@ def test_readme_api_list_names_every_public_function() -> None:
         public |= {n for n in getattr(module, "__all__", ()) if callable(getattr(module, n))
                    and not inspect.isclass(getattr(module, n))}
         assert public <= named, (module.__name__, sorted(public - named))
+
+
+# ---- rough2: nas train --resume with another --epochs; the recipe mismatch names the keys -------------------
+TRAIN_SMALL = ("train", "--space", "mbconv", "--arch", "single-path-nas", "-o", "resolution=32",
+               "-o", "width_mult=0.25", "--dataset", "synthetic:60", "--batch-size", "20", "--warmup-epochs", "0.5",
+               "--quiet")
+
+
+@pytest.mark.quick
+def test_resume_with_other_epochs_is_refused_or_said(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 29: `--resume --epochs 1` on a 2-epoch checkpoint said "epochs: 1" with 2 epochs of history;
+    `--resume --epochs 4` on a finished 2-epoch run re-started the cosine schedule without a word; a recipe
+    mismatch printed two 12-key dicts."""
+    import torch
+    out = str(tmp_path / "t")
+    code, _, err = nas(capsys, *TRAIN_SMALL, "--epochs", "2", "--out", out)
+    assert code == 0, err
+    ck = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 2 and ck["epochs"] == 2 and ck["schedule_changes"] == []
+    code, _, err = nas(capsys, *TRAIN_SMALL, "--epochs", "1", "--out", out, "--resume")
+    assert code == 2 and "--epochs 1" in err and "already has 2 epochs" in err and len(err.strip().splitlines()) == 1
+    code, _, err = nas(capsys, *TRAIN_SMALL, "--epochs", "2", "--lr", "0.2", "--out", out, "--resume")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "recipe differs in lr (checkpoint 0.05, this run 0.2)" in err and "batch_size" not in err
+    with caplog.at_level(logging.WARNING):
+        code, text, err = nas(capsys, *TRAIN_SMALL, "--epochs", "4", "--out", out, "--resume")
+    assert code == 0, err
+    assert "from 2 to 4 epochs after epoch 2" in caplog.text and "re-stretched" in caplog.text
+    assert "schedule changed after epoch 2: from 2 to 4 epochs" in text
+    result = json.loads((tmp_path / "t" / "result.json").read_text())
+    assert result["schedule_changes"] == [{"after_epoch": 2, "epochs_from": 2, "epochs_to": 4}]
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+    ck = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)
+    assert ck["epochs"] == 4 and ck["schedule_changes"] == result["schedule_changes"]

@@ -46,6 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     text = (f"trained {result.arch}\n  {result.epochs} epochs on {result.config.dataset} in "
             f"{result.seconds:.1f} s ({result.world_size} process{'es' if result.world_size > 1 else ''}), "
             f"{result.params_m:.3f} M params\n  held-out accuracy {result.accuracy:.4f} (loss {result.val_loss:.4f}){diff}")
+    for c in result.schedule_changes:   # --resume with another --epochs: say the schedule is not one run's
+        text += (f"\n  schedule changed after epoch {c['after_epoch']}: from {c['epochs_from']} to {c['epochs_to']} "
+                 f"epochs (the cosine decay re-stretched; not the same as one {c['epochs_to']}-epoch run)")
     if result.init_tensors is not None:
         text += f"\n  started from {args.result}: {result.init_tensors[0]} of {result.init_tensors[1]} tensors"
     if result.files:

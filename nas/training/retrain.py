@@ -103,6 +103,7 @@ class TrainResult:
     files: dict[str, str] = field(default_factory=dict)
     onnx_max_abs_diff: dict[int, float] = field(default_factory=dict)
     init_tensors: tuple[int, int] | None = None   # (loaded, of all) when started from given weights
+    schedule_changes: tuple[dict[str, int], ...] = ()   # --resume with another --epochs: where and from/to
 
     @property
     def differs(self) -> dict[str, list[Any]]:
@@ -184,10 +185,21 @@ def _load_checkpoint(path: Path, space: SearchSpace, arch: Arch, cfg: TrainConfi
         raise UsageError(f"{path} is not a readable nas train checkpoint: {exc}") from None
     mine = {"space": space.name, "space_options": space.options(), "arch": arch.to_dict(),
             "recipe": cfg.recipe(), "world_size": world}
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
     for key, value in mine.items():
-        if json.dumps(ck.get(key), sort_keys=True, default=str) != json.dumps(value, sort_keys=True, default=str):
-            raise UsageError(f"cannot resume from {path}: its {key} is {ck.get(key)!r}, this run has {value!r}; "
-                             f"use the same settings or another --out")
+        theirs = ck.get(key)
+        if same(theirs, value):
+            continue
+        if isinstance(theirs, dict) and isinstance(value, dict):   # name only the entries that differ
+            names = sorted(set(theirs) | set(value), key=str)
+            what = ", ".join(f"{k} (checkpoint {theirs.get(k, '<none>')!r}, this run {value.get(k, '<none>')!r})"
+                             for k in names if not same(theirs.get(k), value.get(k)))
+            text = f"its {key} differs in {what}"
+        else:
+            text = f"its {key} is {theirs!r}, this run has {value!r}"
+        raise UsageError(f"cannot resume from {path}: {text}; use the same settings or another --out")
     return ck
 
 
@@ -281,6 +293,7 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     scaler = torch.amp.GradScaler(dev.type, enabled=cfg.amp and dev.type == "cuda")
     start, history, seconds = 0, [], 0.0
+    changes: list[dict[str, int]] = []   # --resume with another --epochs: the schedule was re-stretched here
     init_tensors = _load_matching(model, init) if init is not None else None
     if resume and ck_path is not None:
         ck = _load_checkpoint(ck_path, tspace, arch, cfg, ctx.world_size)
@@ -288,6 +301,13 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         start, history, seconds = int(ck["epoch"]), list(ck["history"]), float(ck["seconds"])
+        if cfg.epochs < start:
+            raise UsageError(f"--epochs {cfg.epochs}: the checkpoint {ck_path} already has {start} epochs; give "
+                             f"--epochs {start} (export it again) or more (train on)")
+        planned = ck.get("epochs")   # the schedule's length (absent in checkpoints of older versions)
+        changes = list(ck.get("schedule_changes", []))
+        if planned is not None and int(planned) != cfg.epochs:
+            changes.append({"after_epoch": start, "epochs_from": int(planned), "epochs_to": cfg.epochs})
         log.info("resuming %s after epoch %d", ck_path, start)
     net: Any = model
     if ctx.active:
@@ -301,6 +321,13 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
     if steps == 0:
         raise UsageError(f"{len(ytr)} training samples make no batch of {cfg.batch_size}; lower --batch-size")
     total, warmup = cfg.epochs * steps, int(round(cfg.warmup_epochs * steps))
+    if changes and changes[-1]["after_epoch"] == start and start > 0 and history:
+        c = changes[-1]
+        log.warning("--epochs %d changes the run of %s from %d to %d epochs after epoch %d: the cosine schedule is "
+                    "re-stretched over %d epochs (the learning rate goes from %.3g at the end of epoch %d to %.3g); "
+                    "result.json records it under schedule_changes", cfg.epochs, ck_path, c["epochs_from"],
+                    cfg.epochs, start, cfg.epochs, float(history[-1]["lr"]), start,
+                    lr_at(start * steps, total, warmup, cfg.lr))
     autocast_dtype = torch.bfloat16 if dev.type == "cpu" else torch.float16
     acc, val_loss = math.nan, math.nan
     # the global torch RNG (dropout, stochastic depth) is reseeded per epoch, so a resumed run repeats the
@@ -353,7 +380,8 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
                 _save_atomic({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scaler": scaler.state_dict(), "history": history, "seconds": seconds,
                               "space": tspace.name, "space_options": tspace.options(), "arch": arch.to_dict(),
-                              "recipe": cfg.recipe(), "world_size": ctx.world_size}, ck_path)
+                              "recipe": cfg.recipe(), "world_size": ctx.world_size, "epochs": cfg.epochs,
+                              "schedule_changes": changes}, ck_path)
             D.barrier(ctx)
     finally:
         bar.close()
@@ -364,7 +392,7 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
     result = TrainResult(space=space.name, arch=space.format(arch), space_options=tspace.options(),
                          searched_options=space.options(), config=cfg, accuracy=acc, val_loss=val_loss,
                          epochs=cfg.epochs, seconds=seconds, world_size=ctx.world_size, params_m=params_m,
-                         history=tuple(history), init_tensors=init_tensors)
+                         history=tuple(history), init_tensors=init_tensors, schedule_changes=tuple(changes))
     if out_dir is not None and ctx.is_main:
         result = _write_outputs(out_dir, tspace, arch, model, result)
     D.barrier(ctx)
