@@ -127,4 +127,9 @@ def test_ctrl_c_says_how_to_resume(best: Path, tmp_path: Path, capsys: pytest.Ca
 
     monkeypatch.setattr(retrain, "train_arch", interrupted)
     code, _, err = nas(capsys, "train", str(best), "--out", str(tmp_path / "run"), "--quiet")
-    assert code == 130 and "checkpoint.pt - add --resume to continue" in err and "Traceback" not in err
+    # stopped before the first epoch ended: no checkpoint, and it says so (issue 29, rough2)
+    assert code == 130 and "no epoch had finished, nothing was saved" in err and "Traceback" not in err
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"x")
+    code, _, err = nas(capsys, "train", str(best), "--out", str(tmp_path / "run"), "--quiet", "--resume")
+    assert code == 130 and "checkpoint.pt - run the same command again to continue" in err

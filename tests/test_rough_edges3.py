@@ -673,3 +673,45 @@ def test_resume_with_other_epochs_is_refused_or_said(tmp_path: Path, capsys: pyt
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
     ck = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)
     assert ck["epochs"] == 4 and ck["schedule_changes"] == result["schedule_changes"]
+
+
+# ---- rough2: what an interrupted nas train / nas bench says (there are no trials) ----------------------------
+@pytest.mark.quick
+@pytest.mark.parametrize("signal_name", ["KeyboardInterrupt", "Terminated"])
+def test_interrupted_train_names_its_checkpoint(signal_name: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29: SIGTERM of `nas train` said "finished trials are saved - run the same command again"."""
+    from nas.cli.main import Terminated
+    exc = KeyboardInterrupt if signal_name == "KeyboardInterrupt" else Terminated
+    rc = 130 if exc is KeyboardInterrupt else 143
+
+    def stop(*a: object, **k: object) -> None:
+        raise exc()
+
+    monkeypatch.setattr("nas.api.train", stop)
+    base = ("train", "--space", "mbconv", "--arch", "single-path-nas", "--quiet")
+    code, _, err = nas(capsys, *base)
+    assert code == rc and err.strip() == "nas: interrupted; nothing was saved (no --out)"
+    out = tmp_path / "t"
+    out.mkdir()
+    code, _, err = nas(capsys, *base, "--out", str(out))
+    assert code == rc and "no epoch had finished" in err and "trials" not in err
+    (out / "checkpoint.pt").write_bytes(b"x")
+    code, _, err = nas(capsys, *base, "--out", str(out))
+    assert code == rc and f"{out / 'checkpoint.pt'} - run the same command with --resume" in err
+    assert "trials" not in err
+
+
+@pytest.mark.quick
+def test_interrupted_bench_says_nothing_was_saved(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29: a stopped `nas bench` said "finished trials are saved - run the same command again to resume"."""
+    from nas.cli.main import Terminated
+
+    def stop(*a: object, **k: object) -> None:
+        raise Terminated()
+
+    monkeypatch.setattr("nas.bench.strategies.strategy_benchmark", stop)
+    code, _, err = nas(capsys, "bench", "strategies", "--space", "nb201", "--quiet")
+    assert code == 143 and "nothing was saved" in err and "trials" not in err and "resume" not in err

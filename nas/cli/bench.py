@@ -105,6 +105,10 @@ def cmd_bench_budgets(args: argparse.Namespace) -> int:
     return 0
 
 
+# a benchmark writes its result only at the end: an interruption keeps nothing (not "trials are saved")
+BENCH_STOPPED = "the benchmark stopped; nothing was saved (its result is written only when it finishes)"
+
+
 def add_bench_parser(sub: Any) -> None:
     b = sub.add_parser("bench", help="benchmarks against shipped ground truth (NAS-Bench-201, NATS)")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -124,7 +128,7 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--out", help="also write the JSON result to this file")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print JSON: per proxy spearman and kendall")
-    s.set_defaults(func=cmd_bench_proxies)
+    s.set_defaults(func=cmd_bench_proxies, interrupted=BENCH_STOPPED)
 
     s = bsub.add_parser("latency", help="leave-device-out: nas latency calibrate on every measured NB201 device from n "
                                          "nets, ours vs nearest device vs live-op counts (Spearman vs all archs)")
@@ -137,7 +141,7 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="also write the JSON result to this file")
     s.add_argument("--json", action="store_true", help="print JSON: per device and size the Spearman")
-    s.set_defaults(func=cmd_bench_latency)
+    s.set_defaults(func=cmd_bench_latency, interrupted=BENCH_STOPPED)
 
     t = bsub.add_parser("strategies", help="best ground-truth accuracy found vs evaluations: strategies vs random search")
     t.add_argument("--space", required=True, help="nats_sss (pixel1 model, <= 10 ms), nb201 (NASLib's 724 archs, "
@@ -154,7 +158,7 @@ def add_bench_parser(sub: Any) -> None:
     t.add_argument("--out", help="also write the JSON result to this file")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print JSON: per strategy and budget, mean/std, p-value")
-    t.set_defaults(func=cmd_bench_strategies)
+    t.set_defaults(func=cmd_bench_strategies, interrupted=BENCH_STOPPED)
 
     u = bsub.add_parser("budgets", help="share of seeds whose result meets a tight latency bound, per strategy family")
     u.add_argument("--strategies", metavar="A,B", help="default: every family (evolution, random, tpe, exact, supernet, "
@@ -171,4 +175,4 @@ def add_bench_parser(sub: Any) -> None:
     u.add_argument("--out", help="also write the JSON result to this file")
     u.add_argument("--quiet", action="store_true", help="no per-run lines")
     u.add_argument("--json", action="store_true", help="print JSON: per strategy the share met, slack, score lost")
-    u.set_defaults(func=cmd_bench_budgets)
+    u.set_defaults(func=cmd_bench_budgets, interrupted=BENCH_STOPPED)

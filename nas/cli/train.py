@@ -16,8 +16,23 @@ from typing import Any
 from nas.cli.args import space_options
 
 
+def _interrupted_note(args: argparse.Namespace) -> str:
+    """What an interrupted `nas train` kept: the last finished epoch's checkpoint, or nothing."""
+    rank = os.environ.get("RANK", "0")
+    if rank != "0":
+        return f"rank {rank} stopped; rank 0 keeps the checkpoint"
+    if not args.out:
+        return "nothing was saved (no --out)"
+    ck = os.path.join(args.out, "checkpoint.pt")
+    if not os.path.exists(ck):
+        return f"no epoch had finished, nothing was saved in {args.out}"
+    again = "run the same command again" if args.resume else "run the same command with --resume"
+    return f"the last finished epoch is in {ck} - {again} to continue"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from nas.api import train
+    from nas.cli.main import Terminated
     given = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "weight_decay",
                                             "label_smoothing", "warmup_epochs", "augment", "seed")
              if getattr(args, k) is not None}
@@ -33,12 +48,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             result = train_on_ray(args.workers, args.address, result=args.result, **kwargs)
         else:
             result = train(args.result, **kwargs)
-    except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":
-            where = (f"the last finished epoch is in {args.out}/checkpoint.pt - add --resume to continue"
-                     if args.out else "nothing was saved (no --out)")
-            print(f"nas: interrupted; {where}", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated):   # SIGINT or SIGTERM: main prints this note (there are no trials)
+        args.interrupted = _interrupted_note(args)
+        raise
     if result is None:   # a torchrun rank other than 0: rank 0 prints
         return 0
     diff = "".join(f"\n  trained at {k}={t} (searched {s})" for k, (s, t) in result.differs.items())
