@@ -715,3 +715,17 @@ def test_interrupted_bench_says_nothing_was_saved(capsys: pytest.CaptureFixture[
     monkeypatch.setattr("nas.bench.strategies.strategy_benchmark", stop)
     code, _, err = nas(capsys, "bench", "strategies", "--space", "nb201", "--quiet")
     assert code == 143 and "nothing was saved" in err and "trials" not in err and "resume" not in err
+
+
+# ---- rough2: nas bench budgets and seeds are bounded ---------------------------------------------------------
+@pytest.mark.quick
+@pytest.mark.parametrize("argv,text", [
+    (["strategies", "--space", "nb201", "--budgets", "50,10000000"], "--budgets 10000000 is too large: at most 10000"),
+    (["strategies", "--space", "nb201", "--seeds", "100000000"], "--seeds 100000000 is too many: at most 1000"),
+    (["budgets", "--seeds", "100000000"], "--seeds 100000000 is too many: at most 1000"),
+])
+def test_bench_budgets_and_seeds_are_bounded(argv: list[str], text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: `nas bench strategies --budgets 10000000` was accepted silently (and ran for ever)."""
+    code, _, err = nas(capsys, "bench", *argv, "--quiet")
+    assert code == 2 and text in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -49,6 +49,9 @@ def tight_bound(space: str, options: dict[str, Any], target: str, quantile: floa
     return float(np.percentile([model.predict(sp.sample(rng)) for _ in range(archs)], quantile))
 
 
+MAX_SEEDS = 1000   # searches per strategy
+
+
 def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, target: str = "pixel1",
                      quantile: float = 10.0, on_run: Callable[[dict[str, Any]], None] | None = None,
                      first_seed: int = 0, dataset: str = "synthetic:64", batch_size: int = 16) -> dict[str, Any]:
@@ -60,6 +63,8 @@ def budget_benchmark(strategies: Sequence[str] | None = None, seeds: int = 10, t
         raise UsageError(f"nas bench budgets: no case for strategy {bad[0]!r}; valid: {', '.join(FAMILIES)}")
     if seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    if seeds > MAX_SEEDS:   # each seed is a real search per strategy
+        raise UsageError(f"--seeds {seeds} is too many: at most {MAX_SEEDS}")
     rows = []
     for name, space, sopts, opts, trials, epochs in CASES:
         if name not in wanted:

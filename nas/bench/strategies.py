@@ -183,6 +183,11 @@ def _stats(values: np.ndarray) -> dict[str, float]:
             "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
 
 
+#: bounds of the command line: a run is max(budgets) evaluations per strategy and seed, and each keeps its curve
+MAX_SEEDS = 1000
+MAX_BUDGET = 10_000
+
+
 def strategy_benchmark(space: str, strategies: Sequence[str] | None = None, seeds: int = 20,
                        budgets: Sequence[int] = (50, 100, 300), target: str | None = None,
                        latency_ms: float | None = None, seed: int = 0, progress: bool = True,
@@ -199,9 +204,14 @@ def strategy_benchmark(space: str, strategies: Sequence[str] | None = None, seed
                              f"{', '.join(SINGLE_OBJECTIVE + MULTI_OBJECTIVE)}")
     if seeds < 2:
         raise UsageError(f"--seeds must be at least 2 for a significance test, got {seeds}")
+    if seeds > MAX_SEEDS:
+        raise UsageError(f"--seeds {seeds} is too many: at most {MAX_SEEDS}")
     budgets = sorted({int(b) for b in budgets})
     if not budgets or budgets[0] < 1:
         raise UsageError(f"--budgets must be positive evaluation counts, got {budgets}")
+    if budgets[-1] > MAX_BUDGET:
+        raise UsageError(f"--budgets {budgets[-1]} is too large: at most {MAX_BUDGET} evaluations "
+                         f"(every strategy runs that many per seed)")
     setup = setup_for(space, target, latency_ms)
     t0 = time.perf_counter()
     ref_info = reference(setup)
