@@ -729,3 +729,18 @@ def test_bench_budgets_and_seeds_are_bounded(argv: list[str], text: str, capsys:
     code, _, err = nas(capsys, "bench", *argv, "--quiet")
     assert code == 2 and text in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+# ---- rough2: a busy --storage SQLite file is named as the file, not as its folder -----------------------------
+@pytest.mark.quick
+def test_busy_sqlite_storage_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: a second study in one SQLite --storage file said "<parent folder> is in use by another search"."""
+    from nas.store.lock import run_lock
+    db = tmp_path / "shared" / "studies.db"
+    db.parent.mkdir()
+    with run_lock(f"sqlite:///{db}", None):   # the first search (study a) runs
+        code, _, err = nas(capsys, "search", "--space", "nb201", "--strategy", "random", "--trials", "2",
+                           "--storage", f"sqlite:///{db}", "--study", "b", "--out", str(tmp_path / "b"), "--quiet")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"the storage file {db} is in use by another search" in err and "another --storage file" in err
+    assert f"{db.parent} is in use" not in err

@@ -54,9 +54,10 @@ def lock_path(store_file: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(storage: str | None, out: str | Path | None) -> Iterator[Path | None]:
+def run_lock(storage: str | None, out: str | Path | None, what: str | None = None) -> Iterator[Path | None]:
     """Hold the single-writer lock of the search's local store while the block runs (no-op for
-    shared or in-memory stores); yields the lock file."""
+    shared or in-memory stores); yields the lock file. `what` names the locked thing in a refusal
+    (default: the --out folder, or the --storage file when one is given)."""
     store_file = local_store_file(storage, out)
     if store_file is None:
         yield None
@@ -67,7 +68,9 @@ def run_lock(storage: str | None, out: str | Path | None) -> Iterator[Path | Non
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out or path.parent}: cannot create the folder ({exc.strerror})") from None
-    fd = _acquire(path)
+    if what is None:   # a --storage file may hold several studies, in any folder: name the file, not its folder
+        what = f"the storage file {store_file}" if storage is not None else str(path.parent)
+    fd = _acquire(path, what)
     try:
         yield path
     except BaseException:
@@ -98,7 +101,7 @@ def holder_info(path: Path) -> dict[str, object]:
     return info if isinstance(info, dict) else {}
 
 
-def _acquire(path: Path, tries: int = 3) -> int:
+def _acquire(path: Path, what: str, tries: int = 3) -> int:
     import fcntl
     for _ in range(tries):
         try:
@@ -114,7 +117,7 @@ def _acquire(path: Path, tries: int = 3) -> int:
             info = _busy_holder(path)
             if _is_stale(info) and _break(path, info):
                 continue
-            raise RunLockedError(_refusal(path, info)) from None
+            raise RunLockedError(_refusal(what, info)) from None
         if not _same_file(fd, path):   # replaced by a takeover between open and flock: start over
             os.close(fd)
             continue
@@ -182,9 +185,11 @@ def _write_info(fd: int) -> None:
     os.pwrite(fd, data, 0)
 
 
-def _refusal(path: Path, info: dict[str, object]) -> str:
+def _refusal(what: str, info: dict[str, object]) -> str:
     who = (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}" if info
            else "a process that has not said who it is")
-    return (f"{path.parent} is in use by another search ({who}); wait for it or stop it, or use another "
-            f"--out. Searches that should work on one study together need a shared store: "
+    other = "--storage file (one search at a time on a SQLite or jsonl file, whatever its --study)" \
+        if what.startswith("the storage file") else "--out"
+    return (f"{what} is in use by another search ({who}); wait for it or stop it, or use another "
+            f"{other}. Searches that should work on one study together need a shared store: "
             f"--storage postgresql://USER@HOST/DB (or journal:PATH) --study NAME")

@@ -454,7 +454,7 @@ def _out_lock(out: str | None) -> Iterator[None]:
         return
     from nas.store.lock import RunLockedError, run_lock
     try:
-        lock = run_lock(f"jsonl:{Path(out) / CHECKPOINT}", None)
+        lock = run_lock(f"jsonl:{Path(out) / CHECKPOINT}", None, what=str(out))
         lock.__enter__()
     except RunLockedError as exc:
         raise NasError(str(exc).replace("another search", "another run").split("; wait")[0]
