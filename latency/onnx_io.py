@@ -29,6 +29,8 @@ def export_onnx(module: "torch.nn.Module", example: "torch.Tensor", path: str | 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
+    from nas.core.files import clean_stale_temps
+    clean_stale_temps(path)   # those of earlier writes killed before their rename
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)   # hidden
     os.close(fd)
     try:

@@ -744,3 +744,38 @@ def test_busy_sqlite_storage_names_the_file(tmp_path: Path, capsys: pytest.Captu
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert f"the storage file {db} is in use by another search" in err and "another --storage file" in err
     assert f"{db.parent} is in use" not in err
+
+
+# ---- rough2: stale hidden temp files of killed writes are cleaned on the next run ----------------------------
+@pytest.mark.quick
+def test_stale_temp_files_of_killed_writes_are_cleaned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: a SIGKILL between write and rename left `.NAME.XXXXXXXX.onnx/.pt` and `.checkpoint.pt.XXXXXXXX`
+    that accumulated run after run."""
+    from nas.core.files import STALE_TEMP_S, atomic_write_text, clean_stale_temps
+    old = __import__("time").time() - STALE_TEMP_S - 60
+    best = _best(tmp_path)
+    d = tmp_path / "out"
+    d.mkdir()
+
+    def leftover(name: str, age: float | None = old) -> Path:
+        p = d / name
+        p.write_bytes(b"half a file")
+        if age is not None:
+            os.utime(p, (age, age))
+        return p
+
+    stale = [leftover(".checkpoint.pt.k2m_9xqz"), leftover(".model.onnx.ab12cd34.onnx"),
+             leftover(".model.pt.zz00yy11.pt"), leftover("..model.onnx.tmp.onnx.x1y2z3w4.onnx")]
+    fresh = leftover(".model.onnx.qq12ww34.onnx", age=None)            # a live writer's: kept
+    other = [leftover(".model.onnx.not-ours"), leftover(".gitignore"),   # not temp names of ours: kept
+             leftover(".result.json.ab12cd3")]
+    assert clean_stale_temps(d / "checkpoint.pt") == [stale[0]]
+    atomic_write_text(d / "result.json", "{}\n")            # an atomic write cleans its own stale temps
+    code, _, err = nas(capsys, "export", str(best), "--format", "onnx", "--out", str(d / "model.onnx"))
+    assert code == 0, err
+    code, _, err = nas(capsys, "export", str(best), "--format", "torch", "--out", str(d / "model.pt"))
+    assert code == 0, err
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and all(p.exists() for p in other)
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [fresh.name, *(p.name for p in other), "result.json", "model.onnx", "model.pt"])

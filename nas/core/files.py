@@ -1,9 +1,48 @@
 """Atomic file writes: readers (and a search killed mid-write) never see half a file."""
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+#: a hidden temporary file `.NAME.XXXXXXXX[.suffix]` older than this was left by a killed writer
+STALE_TEMP_S = 15 * 60
+_TEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")   # tempfile's random part, 8 of them
+_TEMP_SUFFIXES = ("", "pt", "onnx", "tmp", "ts", "probe")
+
+
+def clean_stale_temps(path: str | Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove the hidden temporary files of `path` (`.NAME.XXXXXXXX[.pt|.onnx|...]`, made by mkstemp
+    beside it) that a writer killed between write and rename (SIGKILL) left, once older than
+    `older_than_s` (a live writer's file is younger: it is renamed within seconds). Called before each
+    atomic write of `path`, so the next run cleans up. Returns the removed files."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except OSError:
+        return []
+    removed, now = [], time.time()
+    for name in names:
+        stem, _, suffix = name[len(prefix):].partition(".")
+        if len(stem) != 8 or not set(stem) <= _TEMP_CHARS or suffix not in _TEMP_SUFFIXES:
+            continue
+        tmp = path.parent / name
+        try:
+            st = os.lstat(tmp)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    if removed:
+        log.info("removed %d stale temporary file(s) of killed writes: %s", len(removed),
+                 ", ".join(str(r) for r in removed))
+    return removed
 
 
 def read_gzip_text(path: str | Path, what: str = "data file") -> str:
@@ -22,6 +61,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:

@@ -78,6 +78,8 @@ def export_torch(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0,
     model = build_model(space, arch, seed, state)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    from nas.core.files import clean_stale_temps
+    clean_stale_temps(out)   # those of earlier writes killed before their rename
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pt")   # hidden
     os.close(fd)
     try:
@@ -137,7 +139,9 @@ def export_torchscript(space: SearchSpace, arch: Arch, out: str | Path, seed: in
         traced = torch.jit.trace(model, torch.randn(2, *space.input_shape, generator=gen))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".ts")
+    from nas.core.files import clean_stale_temps
+    clean_stale_temps(out)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".ts")   # hidden
     os.close(fd)
     try:
         torch.jit.save(traced, tmp)
@@ -179,7 +183,9 @@ def export_onnx(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0, 
     gen = torch.Generator().manual_seed(seed)
     checks = CHECK_BATCHES if batch is None else (int(batch),)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.onnx")
+    tmp = out.with_name(f".{out.name}.tmp.onnx")   # onnx_io writes it atomically (and cleans its stale temps)
+    from nas.core.files import clean_stale_temps
+    clean_stale_temps(out)
     worst = 0.0
     try:
         example = torch.randn(checks[-1], *space.input_shape, generator=gen)

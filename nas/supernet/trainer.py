@@ -300,7 +300,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     import tempfile
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
+    from nas.core.files import clean_stale_temps
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt")   # hidden
     os.close(fd)
     try:
         torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)

@@ -134,6 +134,8 @@ def read_state(path: Path) -> dict[str, Any]:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    from nas.core.files import clean_stale_temps
+    clean_stale_temps(path)   # those of saves killed before their rename
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
