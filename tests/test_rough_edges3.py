@@ -770,11 +770,14 @@ def test_stale_temp_files_of_killed_writes_are_cleaned(tmp_path: Path, capsys: p
     other = [leftover(".model.onnx.not-ours"), leftover(".gitignore"),   # not temp names of ours: kept
              leftover(".result.json.ab12cd3")]
     assert clean_stale_temps(d / "checkpoint.pt") == [stale[0]]
+    stale.append(leftover(".checkpoint.pt.a1b2c3d4"))
     atomic_write_text(d / "result.json", "{}\n")            # an atomic write cleans its own stale temps
     code, _, err = nas(capsys, "export", str(best), "--format", "onnx", "--out", str(d / "model.onnx"))
     assert code == 0, err
     code, _, err = nas(capsys, "export", str(best), "--format", "torch", "--out", str(d / "model.pt"))
     assert code == 0, err
+    from nas.training.retrain import prepare_out
+    prepare_out(d)                                                # `nas train --out d` cleans its files' temps
     assert not any(p.exists() for p in stale)
     assert fresh.exists() and all(p.exists() for p in other)
     assert sorted(p.name for p in d.iterdir()) == sorted(

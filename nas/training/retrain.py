@@ -141,6 +141,9 @@ def prepare_out(out: str | Path) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise UsageError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+    from nas.core.files import clean_stale_temps
+    for name in (CHECKPOINT, MODEL_PT, MODEL_ONNX, RESULT):   # temp files of an earlier run killed mid-write
+        clean_stale_temps(out / name)
     for name in ("checkpoint.pt", "model.pt", "result.json"):   # files replaced later (after an epoch)
         try:
             if (out / name).is_file():
