@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from nas.core.space import SearchSpace
 
 #: images of the datasets whose size is known without reading them (train split)
-KNOWN_IMAGES = {"digits": 1797, "cifar10": 50_000}
+KNOWN_IMAGES = {"digits": 1797}
 #: the backward pass keeps each layer's output; gradients and workspace about double it again
 ACTIVATION_FACTOR = 3
 
@@ -31,9 +31,26 @@ def dataset_images(dataset: str, limit: int | None = None) -> int:
     if spec.kind == "synthetic":
         n = int(spec.arg) if spec.arg else 512
         n += max(10, n // 4)   # the val split
+    elif spec.kind == "cifar10":
+        n = _cifar_images(spec.arg)
     else:
         n = KNOWN_IMAGES.get(spec.kind, 0)   # an image folder: not counted (read lazily per class)
     return min(n, limit) if limit else n
+
+
+def _cifar_images(root: str) -> int:
+    """Images in the train batches, from their sizes (3,073 bytes an image, either format): a folder
+    that is not CIFAR-10 counts 0 here, so the loader's own error names what is wrong with it."""
+    from pathlib import Path
+
+    from nas.training.data import _cifar_dir
+    try:
+        folder, fmt = _cifar_dir(Path(root))
+    except UsageError:
+        return 0
+    ext = ".bin" if fmt == "bin" else ""
+    files = [folder / f"data_batch_{i}{ext}" for i in range(1, 6)]
+    return sum(f.stat().st_size for f in files if f.is_file()) // 3073
 
 
 def estimate(space: "SearchSpace", arch: "Arch", dataset: str, batch: int, limit: int | None = None
