@@ -23,10 +23,19 @@ def pytest_configure(config: pytest.Config) -> None:
 QUICK_MODULES = ("test_core.py", "test_architecture.py", "test_evolution.py", "test_store.py")
 
 
+#: node ids of the slowest tests, measured (tests/slow_tests.txt says how): marked `slow` here, so the
+#: default suite stays near 4 minutes of CPU and `python -m pytest -m slow` still runs them
+SLOW_TESTS = frozenset(line.split("#")[0].strip() for line in
+                       (Path(__file__).with_name("slow_tests.txt")).read_text().splitlines()
+                       if line.split("#")[0].strip())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in QUICK_MODULES:
             item.add_marker(pytest.mark.quick)
+        if item.nodeid in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
