@@ -138,9 +138,13 @@ def test_journal_write_on_full_disk_is_one_line_and_the_next_search_opens(tmp_pa
     assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
     errors = [line for line in full.stderr.splitlines() if not line.startswith("WARNING")]
     assert errors == ["nas: error: cannot write: disk full for this process (file size limit, ulimit -f, reached)"]
+    # where the limit cuts depends on the records' lengths (timestamps): usually inside a record (torn),
+    # rarely at a record's end; a torn tail must be set aside, and either way the study opens again
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "set aside" in again.stderr and list(tmp_path.glob("study.log.torn-*"))
+    if torn:
+        assert "set aside" in again.stderr and list(tmp_path.glob("study.log.torn-*"))
 
 
 # ---- High: --torch-threads and --workers are bounded ------------------------------------------------------
