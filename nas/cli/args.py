@@ -44,3 +44,7 @@ def int8_text(info: dict[str, Any]) -> str:
             f"held-out accuracy on {info['dataset']} ({info['heldout_images']} images): float {info['accuracy_float']:.4f}, "
             f"int8 {info['accuracy_int8']:.4f} (drop {100 * info['accuracy_drop']:+.2f} points; the two agree on "
             f"{100 * info['agreement']:.1f}%)")
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler or `kill`): stop like Ctrl-C - the running trial is retried on resume."""

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.cli.args import add_space_args, emit, space_options
+from nas.cli.args import Terminated, add_space_args, emit, space_options
 from nas.core.errors import NasError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
@@ -320,10 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_bench_parser(sub)
     return p
-
-
-class Terminated(BaseException):
-    """SIGTERM (a scheduler or `kill`): stop like Ctrl-C - the running trial is retried on resume."""
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 from nas.cli.args import space_options
@@ -32,7 +31,7 @@ def _interrupted_note(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nas.api import train
-    from nas.cli.main import Terminated
+    from nas.cli.args import Terminated
     given = {k: getattr(args, k) for k in ("dataset", "epochs", "batch_size", "lr", "weight_decay",
                                             "label_smoothing", "warmup_epochs", "augment", "seed")
              if getattr(args, k) is not None}
