@@ -45,6 +45,16 @@ def clean_stale_temps(path: str | Path, older_than_s: float = STALE_TEMP_S) -> l
     return removed
 
 
+def hidden_temp(path: str | Path, suffix: str = "") -> str:
+    """A new hidden temp file `.NAME.XXXXXXXX<suffix>` beside `path`, for a write that ends by renaming it
+    onto `path`; the temps of earlier writes of `path` that were killed before their rename go first."""
+    path = Path(path)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return tmp
+
+
 def read_gzip_text(path: str | Path, what: str = "data file") -> str:
     """The text of a gzip file; a missing or non-gzip file raises NasError naming it."""
     import gzip

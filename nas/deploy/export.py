@@ -72,16 +72,13 @@ def export_torch(space: SearchSpace, arch: Arch, out: str | Path, seed: int = 0,
                  state: dict[str, Any] | None = None) -> Path:
     """Save {space, space_options, arch (JSON + block string), state_dict}; reload with `load_torch`."""
     import os
-    import tempfile
 
     import torch
     model = build_model(space, arch, seed, state)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from nas.core.files import clean_stale_temps
-    clean_stale_temps(out)   # those of earlier writes killed before their rename
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pt")   # hidden
-    os.close(fd)
+    from nas.core.files import hidden_temp
+    tmp = hidden_temp(out, ".pt")
     try:
         try:
             torch.save({"space": space.name, "space_options": space.options(), "arch": arch.to_dict(),
@@ -128,7 +125,6 @@ def export_torchscript(space: SearchSpace, arch: Arch, out: str | Path, seed: in
     """A traced TorchScript file (loads with `torch.jit.load`, no `nas` needed), checked against the
     module at batch 1 and 8; returns (path, max abs difference)."""
     import os
-    import tempfile
     import warnings
 
     import torch
@@ -139,10 +135,8 @@ def export_torchscript(space: SearchSpace, arch: Arch, out: str | Path, seed: in
         traced = torch.jit.trace(model, torch.randn(2, *space.input_shape, generator=gen))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from nas.core.files import clean_stale_temps
-    clean_stale_temps(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".ts")   # hidden
-    os.close(fd)
+    from nas.core.files import hidden_temp
+    tmp = hidden_temp(out, ".ts")
     try:
         torch.jit.save(traced, tmp)
         loaded = torch.jit.load(tmp)

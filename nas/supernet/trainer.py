@@ -297,13 +297,10 @@ def calibration_set(x: torch.Tensor, seed: int) -> torch.Tensor:
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Atomically save {meta, state_dict}; `meta` must be JSON-like (space, options, config, ...)."""
     import os
-    import tempfile
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from nas.core.files import clean_stale_temps
-    clean_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt")   # hidden
-    os.close(fd)
+    from nas.core.files import hidden_temp
+    tmp = hidden_temp(path, ".pt")
     try:
         torch.save({"meta": meta, "state_dict": model.state_dict()}, tmp)
         os.replace(tmp, path)

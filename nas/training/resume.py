@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -134,10 +133,8 @@ def read_state(path: Path) -> dict[str, Any]:
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    from nas.core.files import clean_stale_temps
-    clean_stale_temps(path)   # those of saves killed before their rename
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    from nas.core.files import hidden_temp
+    tmp = hidden_temp(path, ".tmp")
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)

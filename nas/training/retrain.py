@@ -157,10 +157,8 @@ def _save_atomic(obj: Any, path: Path) -> None:
     import torch
 
     from nas.deploy.export import normal_permissions
-    from nas.core.files import clean_stale_temps
-    clean_stale_temps(path)   # those of epochs whose save was killed before its rename
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    from nas.core.files import hidden_temp
+    tmp = hidden_temp(path)
     try:
         try:
             torch.save(obj, tmp)
