@@ -154,3 +154,97 @@ def test_two_rank_training_stopped_and_resumed_equals_uninterrupted(tmp_path: Pa
     with pytest.raises(UsageError, match="written by 2 data-parallel processes"):
         _supernet(StepCheckpoint(path, {"run": "supernet", "world_size": 2}, every=2), None)
     assert path.read_bytes() == before
+
+
+# ---- whole searches: --runner ray --workers 2 against one process ------------------------------------------
+@pytest.mark.slow
+def test_supernet_search_on_two_ray_workers_matches_one(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    from latency.devices.pixel1 import build_table
+    from search_spaces.catalog import get_space
+    root = Path(__file__).resolve().parents[1]
+    table = build_table(get_space("mbconv", resolution=32, width_mult=0.25)).save(tmp_path / "mb32.json")
+    args = ["search", "--space", "mbconv", "-o", "resolution=32", "-o", "width_mult=0.25", "--target", str(table),
+            "--strategy", "supernet", "--dataset", "synthetic:256", "--epochs", "2", "--batch-size", "32", "--trials",
+            "6", "--seed", "1", "--strategy-option", "random_paths=1", "--strategy-option", "calib_batches=2",
+            "--strategy-option", "population=3", "--strategy-option", "sample_size=2", "--torch-threads", "1",
+            "--quiet", "--json"]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--runner", "ray", "--workers", "2"])):
+        done = subprocess.run([sys.executable, "-m", "nas.cli", *args, *extra, "--out", name], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = json.loads(done.stdout)
+    one, two = runs["one"], runs["two"]
+    h1, h2 = one["training"]["history"], two["training"]["history"]
+    assert len(h1) == len(h2) == 2 and all(h["samples"] == h["distinct"] == 256 for h in h1 + h2)
+    assert "distributed" not in one["training"] and two["training"]["distributed"]["world_size"] == 2
+    # the same tolerance as torchrun's test (tests/test_distributed_search.py): per-rank BatchNorm
+    assert abs(h1[0]["loss"] - h2[0]["loss"]) <= 0.05 * h1[0]["loss"] and abs(h1[1]["loss"] - h2[1]["loss"]) <= 0.3
+    assert one["trials"] == two["trials"] == 6 and abs(one["metrics"]["accuracy"] - two["metrics"]["accuracy"]) <= 0.15
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert json.loads((tmp_path / "two" / "best.json").read_text())["arch"] == two["arch"]
+
+
+# ---- bad input: one line, exit 2, nothing overwritten ------------------------------------------------------
+@pytest.mark.parametrize("extra, message", [
+    (["--runner", "ray"], "trains on --workers N processes: give --workers"),
+    (["--runner", "ray", "--workers", "2", "--batch-size", "33"], "batch size 33 does not divide over 2 processes"),
+])
+def test_ray_weight_sharing_bad_input_is_one_line_before_ray_starts(
+        extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from nas.cli.main import main
+    code = main(["search", "--space", "mbconv", "--target", "pixel1", "--strategy", "supernet", "--dataset",
+                 "synthetic:32", "--quiet", "--out", str(tmp_path / "run"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() and "ray" not in sys.modules
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    scratch = (".lock", "-shm", "-wal")   # the lock and sqlite's own scratch files aside
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.endswith(scratch)}
+
+
+@pytest.mark.slow
+def test_bad_checkpoints_and_settings_are_one_line_exit_2_nothing_overwritten(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli.main import main
+    from nas.training.resume import FORMAT
+    from test_resume_kill import tiny_table
+    table = tiny_table(tmp_path / "t.json")
+    out = tmp_path / "run"
+    cmd = ["search", "--space", "mbconv", "-o", "width_mult=0.25", "-o", "resolution=32", "-o", "num_classes=10",
+           "--target", str(table), "--strategy", "supernet", "--dataset", "synthetic:64", "--epochs", "1",
+           "--batch-size", "16", "--trials", "2", "--strategy-option", "calib_batches=1", "--strategy-option",
+           "random_paths=1", "--strategy-option", "population=2", "--strategy-option", "sample_size=1",
+           "--torch-threads", "1", "--quiet", "--out", str(out)]
+    assert main(cmd) == 0
+    capsys.readouterr()
+    good = torch.load(out / "supernet.pt", weights_only=True)
+
+    def refused(args: list[str], message: str) -> None:
+        before = _files(out)
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert _files(out) == before   # nothing written, nothing overwritten
+
+    refused(["search", "--resume", str(out), "--epochs", "3"], "other settings")
+    torch.save({**good, "meta": {**good["meta"], "strategy": "single-path"}}, out / "supernet.pt")
+    refused(cmd, "written by another training run (strategy 'single-path' (this run: 'supernet'))")
+    torch.save({**good, "meta": {**good["meta"], "space": "nasnet"}}, out / "supernet.pt")
+    refused(cmd, "written by another training run (space 'nasnet' (this run: 'mbconv')")
+    (out / "supernet.pt").write_bytes(b"not a checkpoint")
+    refused(cmd, "supernet.pt is not a readable checkpoint")
+    (out / "supernet.pt").unlink()          # no final checkpoint: training starts from its state file
+    (out / "supernet.state.pt").write_bytes(b"\x80garbage")
+    refused(cmd, "supernet.state.pt is not a readable checkpoint")
+    torch.save({"format": FORMAT, "meta": {**good["meta"], "space": "nasnet", "strategy": "darts"}},
+               out / "supernet.state.pt")
+    refused(cmd, "supernet.state.pt was written by another training run (space 'nasnet' (this run: 'mbconv')")

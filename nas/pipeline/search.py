@@ -359,6 +359,7 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             searched = p.space.options()
             differs = {k: v for k, v in exports["space_options"].items() if searched.get(k) != v}
             exports["trained_at"] = {k: {"trained": v, "searched": searched.get(k)} for k, v in differs.items()}
+            exports["built_at"] = {k: exports["space_options"][k] for k in SIZE_OPTIONS if k in exports["space_options"]}
             proxy = sorted(k for k in differs if k != "num_classes")
             size = (p.strategy.info.get("train_size") or {})
             exports["train_size"] = "proxy" if proxy else "searched"
@@ -435,6 +436,10 @@ def score_name(metrics: dict[str, Any], scorer: str) -> str:
     if not same:
         return scorer
     return f"{same[0]} proxy" if scorer == "zero-cost" else f"{same[0]}, {scorer}"
+
+
+#: the space options that make a net's size: the ones the summary names for subnet.pt / subnet.onnx
+SIZE_OPTIONS = ("resolution", "width_mult", "channels", "cells", "patch", "num_classes")
 
 
 def export_inherited(strategy: Strategy, arch: Arch, out: Path) -> dict[str, Any]:
