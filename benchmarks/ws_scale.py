@@ -3,9 +3,10 @@ the result (per-epoch training loss, the best trial's score, the derived arch).
 
     OMP_NUM_THREADS=1 python benchmarks/ws_scale.py [--only supernet,darts] [--ray]
 
-Each search is tiny (256 synthetic 32x32 images, or 16x16 for darts; 2 epochs of global batches of 32) so the
-whole comparison takes a few CPU minutes. CPU seconds are the children's user+sys (getrusage), the figure
-to compare on a shared machine; 2 processes do the same number of optimizer steps on half batches each, and
+Each search is tiny (256 synthetic 32x32 images, or 16x16 for darts; 2 epochs of global batches of 32;
+the supernet one is README's "Resuming and scaling" command with --seed 1 --torch-threads 1), so the whole
+comparison takes a few CPU minutes. CPU seconds are the children's user+sys (getrusage), the figure to
+compare on a shared machine; 2 processes do the same number of optimizer steps on half batches each, and
 add the collectives. `--ray`: also `--runner ray --workers 2` (an embedded Ray).
 """
 from __future__ import annotations
@@ -24,25 +25,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tables(tmp: Path) -> dict[str, str]:
-    from latency.devices.pixel1 import build_table
-    from search_spaces.catalog import get_space
-    mb = build_table(get_space("mbconv", resolution=32, width_mult=0.25)).save(tmp / "mb32.json")
-    dt = build_table(get_space("nasnet", variant="darts", channels=4, cells=1, resolution=16)).save(tmp / "d16.json")
-    return {"mbconv": str(mb), "darts": str(dt)}
-
-
-def searches(t: dict[str, str]) -> dict[str, list[str]]:
+def searches() -> dict[str, list[str]]:
     common = ["--dataset", "synthetic:256", "--epochs", "2", "--batch-size", "32", "--seed", "1",
               "--torch-threads", "1", "--quiet", "--json"]
-    mb = ["--space", "mbconv", "-o", "resolution=32", "-o", "width_mult=0.25", "--target", t["mbconv"]]
+    mb = ["--space", "mbconv", "-o", "resolution=32", "-o", "width_mult=0.25", "--target", "pixel1"]
     return {
-        "supernet": [*mb, "--strategy", "supernet", "--trials", "6", "--strategy-option", "random_paths=1",
-                     "--strategy-option", "calib_batches=2", "--strategy-option", "population=3",
-                     "--strategy-option", "sample_size=2", *common],
+        "supernet": [*mb, "--strategy", "supernet", "--trials", "6", *common],
         "single-path": [*mb, "--strategy", "single-path", "--latency-ms", "5", *common],
         "darts": ["--space", "nasnet", "-o", "variant=darts", "-o", "channels=4", "-o", "cells=1", "-o",
-                  "resolution=16", "--target", t["darts"], "--strategy", "darts", "--strategy-option", "channels=4",
+                  "resolution=16", "--target", "pixel1", "--strategy", "darts", "--strategy-option", "channels=4",
                   "--strategy-option", "retrain_epochs=1", *common],
         "differentiable": [*mb, "--strategy", "differentiable", "--latency-ms", "5", *common],
     }
@@ -76,7 +67,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        todo = searches(tables(tmp))
+        todo = searches()
         names = a.only.split(",") if a.only else list(todo)
         for name in names:
             for launch in ("1", "2", *(["ray"] if a.ray else [])):

@@ -151,7 +151,7 @@ def test_two_rank_training_stopped_and_resumed_equals_uninterrupted(tmp_path: Pa
     # a state written by two processes is refused by one, naming the count, and is left as it was
     path = tmp_path / "supernet.state.pt"
     before = path.read_bytes()
-    with pytest.raises(UsageError, match="written by 2 data-parallel processes"):
+    with pytest.raises(UsageError, match="written by 2 data-parallel processes and this run has 1"):
         _supernet(StepCheckpoint(path, {"run": "supernet", "world_size": 2}, every=2), None)
     assert path.read_bytes() == before
 

@@ -57,6 +57,7 @@ def reuse_or_train(path: Path | None, meta: dict[str, Any], module: Any,
     dist = dist or D.DistContext()
     if dist.active:
         meta = {**meta, "world_size": dist.world_size}
+        path = D.from_main(dist, path)   # only rank 0 has --out; the others must take the same collectives
     D.broadcast_module(dist, module)   # every rank starts from rank 0's weights
     reuse, refused = True, None
     if dist.is_main:

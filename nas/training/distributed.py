@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -259,6 +259,16 @@ def broadcast_module(ctx: DistContext, module: "torch.nn.Module") -> None:
     if ctx.active:
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, 0)
+
+
+def from_main(ctx: DistContext, value: Any) -> Any:
+    """Rank 0's `value` (any picklable object) on every rank; `value` itself on one process."""
+    import torch.distributed as dist
+    if not ctx.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=collective_device(ctx))
+    return box[0]
 
 
 def agree(ctx: DistContext, ok: bool) -> bool:

@@ -174,6 +174,13 @@ class StepCheckpoint:
         if blob.get("format") != FORMAT:
             raise UsageError(f"{self.path} is not a nas training state (format {blob.get('format')!r}); "
                              f"move it away to start over")
+        written, world = len(blob.get("ranks") or ()) or 1, self.dist.world_size if self.dist is not None else 1
+        if written != world:   # each rank's running sums and BN statistics are in it: the same count goes on
+            how = (f"torchrun --nproc_per_node={written} or --runner ray --workers {written}" if written > 1
+                   else "one process: no torchrun, no --runner ray")
+            raise UsageError(f"{self.path} was written by {written} data-parallel process{'es' * (written > 1)} "
+                             f"and this run has {world}; continue it with {how}, or start over with --no-resume "
+                             f"or another --out")
         bad = meta_mismatch(self.path, blob["meta"], self.meta)
         if bad is not None:
             raise bad
@@ -183,14 +190,7 @@ class StepCheckpoint:
         """`check()` on one process; under dist rank 0 checks and every rank gets its blob (or its
         refusal: rank 0 raises the UsageError, the others stop with a line pointing at it)."""
         if self.dist is None:
-            blob = self.check()
-            if blob is not None and blob.get("ranks"):
-                raise UsageError(f"{self.path} was written by {len(blob['ranks'])} data-parallel processes; continue "
-                                 f"it with as many (torchrun --nproc_per_node={len(blob['ranks'])} or --runner ray "
-                                 f"--workers {len(blob['ranks'])}), or move it away to start over")
-            return blob
-        import torch.distributed as torch_dist
-
+            return self.check()
         import nas.training.distributed as D
         blob, error = None, None
         if self.dist.is_main:
@@ -203,13 +203,7 @@ class StepCheckpoint:
                 raise error
             raise UsageError(f"rank {self.dist.rank}: rank 0 refused the training state {self.path} (its message "
                              f"says why)")
-        box = [blob]
-        torch_dist.broadcast_object_list(box, src=0, device=D.collective_device(self.dist))
-        blob = box[0]
-        if blob is not None and len(blob.get("ranks") or []) != self.dist.world_size:
-            raise UsageError(f"{self.path} holds no state for rank {self.dist.rank} of {self.dist.world_size}; "
-                             f"move it away to start over")
-        return blob
+        return D.from_main(self.dist, blob)  # type: ignore[no-any-return]
 
     def attach(self, rng: np.random.Generator, total_steps: int, **objects: Any) -> Restored | None:
         """Register what is saved; restore it from `path` when a state is there. Returns where to go on."""
