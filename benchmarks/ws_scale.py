@@ -7,7 +7,8 @@ Each search is tiny (256 synthetic 32x32 images, or 16x16 for darts; 2 epochs of
 the supernet one is README's "Resuming and scaling" command with --seed 1 --torch-threads 1), so the whole
 comparison takes a few CPU minutes. CPU seconds are the children's user+sys (getrusage), the figure to
 compare on a shared machine; 2 processes do the same number of optimizer steps on half batches each, and
-add the collectives. `--ray`: also `--runner ray --workers 2` (an embedded Ray).
+add the collectives. `--ray`: also `--runner ray --workers 2` (an embedded Ray; its CPU time is not
+counted: Ray's worker processes are not children of this one).
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def run(args: list[str], launch: str, out: Path) -> dict[str, Any]:
     s = json.loads(done.stdout)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     tr = s.get("training") or {}
-    return {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "score": s["metrics"].get("score"),
-            "loss": [round(h["loss"], 4) for h in tr.get("history", []) if "loss" in h],
+    # Ray's processes are children of its raylet, not of ours: getrusage does not count them
+    return {"cpu_s": None if launch == "ray" else round(cpu, 1), "wall_s": round(wall, 1), "score": s["metrics"].get("score"),
+            "loss": [round(h.get("loss", h.get("ce", float("nan"))), 4) for h in tr.get("history", [])],
             "arch": s["arch"], "world": (tr.get("distributed") or {}).get("world_size", 1)}
 
 
@@ -73,7 +75,8 @@ def main() -> None:
             for launch in ("1", "2", *(["ray"] if a.ray else [])):
                 r = run(todo[name], launch, tmp / f"{name}-{launch}")
                 label = {"1": "1 process", "2": "torchrun x2", "ray": "ray x2"}[launch]
-                print(f"{name:<15} {label:<12} cpu {r['cpu_s']:>6.1f} s  wall {r['wall_s']:>6.1f} s  "
+                cpu = "   n/a" if r["cpu_s"] is None else f"{r['cpu_s']:>6.1f}"
+                print(f"{name:<15} {label:<12} cpu {cpu} s  wall {r['wall_s']:>6.1f} s  "
                       f"loss/epoch {r['loss']}  best score {r['score']:.4f}  arch {r['arch']}", flush=True)
 
 
