@@ -269,7 +269,9 @@ def _conv(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
     kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if kernel == 1 else "conv")
     if kind == "conv" and node.op_type == "Conv":
         nbytes += im2col_bytes(cin // groups, kernel, _numel(y[2:])) * x[0]
-    return [Primitive(kind, macs * x[0], nbytes, max((int(v) for v in w[2:]), default=1))]
+    strides = attrs.get("strides") or [1]
+    return [Primitive(kind, macs * x[0], nbytes, max((int(v) for v in w[2:]), default=1), max(int(v) for v in strides),
+                      F32 * _numel(x) if kind == "dw" else 0)]
 
 
 def _gemm(g: _Graph, node: Any, attrs: dict[str, Any]) -> list[Primitive]:
