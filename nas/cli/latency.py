@@ -110,7 +110,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from latency.validate import format_report
+    from latency.validate_report import format_report
     from nas.api_latency import validate
     result = validate(args.space, args.table, args.target, space_options(args.space_option),
                       save_correction=args.save_correction, fit_correction=args.fit_correction, plot=args.plot,
