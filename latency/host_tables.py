@@ -141,8 +141,14 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
     # the file name is relative to the options of the space's plain `<space>.json` shipped table
     options = next((t.space_options for t in shipped if Path(t.source).stem == space.name), None)
     path = host_table_path(space, options, precision)
-    if path.exists():
-        return LatencyTable.load(path)
+    from latency.host_check import recheck, settle
+
+    def redo() -> "LatencyTable":   # float keeps the three-argument call (tests replace `_profile` with such functions)
+        if profile is not None:
+            return profile(space, path, progress)
+        return _profile(space, path, progress) if precision == "float32" else _profile(space, path, progress, precision)
+    if path.exists():   # profiled on a busy machine and not yet checked on a quiet one: checked now
+        return recheck(LatencyTable.load(path), space, path, redo)
     for table in shipped:
         if matches_host(table.metadata, precision) and json.dumps(table.space_options, sort_keys=True, default=list) == \
                 json.dumps(net_options(space), sort_keys=True, default=list):
@@ -154,10 +160,7 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
     log.warning("no %s cpu latency table of %s for this machine (%s, onnxruntime %s): profiling one into %s%s",
                 precision, space.name, cpu, ort, path,
                 f"; it takes {PROFILE_TIME[space.name]}" if space.name in PROFILE_TIME else "")
-    if profile is not None:
-        return profile(space, path, progress)
-    # float keeps the three-argument call (tests replace `_profile` with such functions)
-    return _profile(space, path, progress) if precision == "float32" else _profile(space, path, progress, precision)
+    return settle(redo(), space, path, redo)   # profiled on a busy machine: checked against a quiet re-timing
 
 
 def _profile(space: SearchSpace, path: Path, progress: bool, precision: str = "float32") -> "LatencyTable":
