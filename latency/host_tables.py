@@ -13,6 +13,8 @@ using them on another CPU would be silently wrong. `resolve` finds the table for
    that makes its table. The file name and the match ignore the options that restrict the search, not
    the nets (`candidates`): a candidate file reuses the space's table.
    `NAS_AUTO_PROFILE=0` refuses for every space (the test suite sets it: it never profiles silently).
+A table profiled on a busy machine is checked against a quiet re-timing of a few layers before it is
+trusted (re-profiled if off, `pending` while the machine stays busy): latency/host_check.py.
 """
 from __future__ import annotations
 
