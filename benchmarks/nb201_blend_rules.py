@@ -1,6 +1,6 @@
 """Blend rules for few-shot calibration, each fixed in advance, scored leave-device-out on the 27 NB201 devices.
 
-    python benchmarks/nb201_blend_rules.py device 5,10     # or: kind 10   (about 9 CPU minutes for device 5,10)
+    python benchmarks/nb201_blend_rules.py device 5,10     # or: kind 10   (kind 10: 39 s CPU; device 5,10: 9 min wall at load 19)
 
 For every device and n, 5 draws of n measured nets (seed 0); the families of latency/calibrate_select.py
 are fitted on the n nets only, then blended by each rule: `cur` (the shipped rule, weights
@@ -8,7 +8,8 @@ are fitted on the n nets only, then blended by each rule: `cur` (the shipped rul
 (1/(cv+0.001)), `exp_n` (exp(-(cv/cv_min - 1) n / 2)), `top3` (plain mean of the 3 smallest cv) and
 `best` (smallest cv). Spearman against all 15,625 archs. Result (issue 24, stop 32; the draws differ
 from `nas bench latency`'s): every rule within 0.004 of `cur` in mean at n=5 and 10, pixel2 at n=10
-0.884-0.893 under all of them (ceiling 0.906, benchmarks/nb201_rank_ceiling.py): no rule is adopted.
+0.884-0.893 under all of them (ceiling 0.906, benchmarks/nb201_rank_ceiling.py); `kind 10`: means
+0.952-0.958, pixel2 0.890-0.897. No rule is adopted.
 """
 import sys
 
