@@ -131,3 +131,26 @@ def test_cli_refuses_another_space_resolution_and_out_of_range_candidates(tmp_pa
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
         assert not (tmp_path / "run").exists()
+
+
+def test_loose_bound_search_keeps_to_the_predictor_range(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """pixel1 160 ms admits archs above the rows' MACs (ofa-max: 168 ms); with evolution's default fill=1
+    every child used to grow past them and every trial failed (exit 1). The predictor's declared range
+    is now a constraint, so repair and fill stay inside it."""
+    import json
+    out = tmp_path / "run"
+    code = main(["search", "--space", "ofa_mbv3", "--target", "pixel1", "--latency-ms", "160", "--evaluator",
+                 "predictor", "--out", str(out)])
+    capsys.readouterr()
+    assert code == 0
+    best = json.loads((out / "best.json").read_text())
+    rows = {r["constraint"]: r for r in best["budget"]["constraints"]}
+    assert set(rows) == {"macs_m<=506.48", "latency_ms[pixel1]<=160"}, rows
+    assert all(r["ok"] for r in rows.values()) and rows["macs_m<=506.48"]["slack"] < 10   # on the range's edge
+    # a --constraint on the same metric: the tighter of the two is kept
+    code = main(["search", "--space", "ofa_mbv3", "--target", "pixel1", "--latency-ms", "160", "--evaluator",
+                 "predictor", "--constraint", "macs_m<=900", "--trials", "12", "--out", str(tmp_path / "r2")])
+    capsys.readouterr()
+    assert code == 0
+    best = json.loads((tmp_path / "r2" / "best.json").read_text())
+    assert [r["constraint"] for r in best["budget"]["constraints"]][0] == "macs_m<=506.48"
