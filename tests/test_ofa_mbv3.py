@@ -154,3 +154,23 @@ def test_loose_bound_search_keeps_to_the_predictor_range(tmp_path, capsys) -> No
     assert code == 0
     best = json.loads((tmp_path / "r2" / "best.json").read_text())
     assert [r["constraint"] for r in best["budget"]["constraints"]][0] == "macs_m<=506.48"
+
+
+def test_an_evaluators_valid_bounds_become_constraints(space) -> None:  # type: ignore[no-untyped-def]
+    """make_budget adds an evaluator's declared bound, or tightens a --constraint on the same metric; the
+    evolution repair tables then hold it (the loose-bound search above relies on this)."""
+    from nas.evaluators.base import valid_bounds
+    from nas.strategies.constraints import make_budget
+
+    class Declares:
+        valid_bounds = {"macs_m": 300.0}
+
+    assert valid_bounds(Declares()) == {"macs_m": 300.0} and valid_bounds(object()) == {}
+    implied = valid_bounds(Declares())
+    for texts, kept in (((), 300.0), (("macs_m<=900",), 300.0), (("macs_m<=250",), 250.0)):
+        budget = make_budget(space, texts, {}, {}, lambda t: None, implied)
+        assert [(b.metric, b.value) for b in budget.bounds] == [("macs_m", kept)]
+    budget = make_budget(space, (), {}, {}, lambda t: None, implied)
+    assert not budget.feasible(space.parse(space.presets["ofa-max"])) and budget.tables() is not None
+    with pytest.raises(ValueError, match="latency_ms"):
+        make_budget(space, (), {}, {}, lambda t: None, {"latency_ms": 5.0})
