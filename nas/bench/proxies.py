@@ -20,7 +20,7 @@ Published anchors (Abdelfattah et al., ICLR 2021, Table 1; all 15,625 NB201 arch
 synflow 0.74, jacob_cov 0.73, snip 0.60, grad_norm 0.59, fisher 0.36, vote 0.82. Claims of the newer
 proxies: MeCo 0.89 on NB201 CIFAR-10 (Jiang et al., NeurIPS 2023, abstract), SWAP 0.90 on NB201
 CIFAR-100 for its size-regularised score (Peng et al., ICLR 2024, abstract; our `swap` row is the
-unregularised score, whose regulariser needs a target size).
+unregularised score, `swap_reg` the regularised one with a target size chosen without the truth).
 """
 from __future__ import annotations
 
