@@ -175,4 +175,4 @@ def test_list_strategies_says_which_spaces_each_searches() -> None:
     rows = {r["name"]: r["spaces"] for r in list_catalogue("strategies")}
     assert rows["darts"] == "nasnet with variant=darts (-o variant=darts)"
     assert rows["single-path"] == "mbconv" and rows["evolution"] == "every space"
-    assert rows["supernet"] == "hytra, mbconv, nasnet, vit_resnas"
+    assert rows["supernet"] == "hytra, mbconv, nasnet, ofa_mbv3, vit_resnas"
