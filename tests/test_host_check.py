@@ -125,3 +125,20 @@ def test_first_use_profiling_goes_through_the_check(monkeypatch: pytest.MonkeyPa
     assert len(profiled) == 2 and model is not None
     from nas.pipeline.catalogue import _made
     assert _made(cached.metadata).endswith("; re-profiled quiet (the busy one read 1.3x)")
+
+
+def test_profile_command_says_when_the_machine_was_busy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`nas latency profile --out FILE` writes the user's own file, which nothing re-checks: it says so."""
+    import nas.api_latency
+    from nas.cli.main import main
+    table = made(True)
+    table.metadata.update({"device": "this cpu", "cpu": "Fake CPU", "provider": "CPUExecutionProvider",
+                           "profile_seconds": 1.0})
+    monkeypatch.setattr(nas.api_latency, "profile", lambda *a, **k: table)
+    assert main(["latency", "profile", "--space", "mbconv", "--out", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert "note: the machine was busy while profiling (load average 9.00 on 2 cores" in out
+    table.metadata["busy_at_start"] = False
+    assert main(["latency", "profile", "--space", "mbconv", "--out", str(tmp_path / "t.json")]) == 0
+    assert "busy" not in capsys.readouterr().out

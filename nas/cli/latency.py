@@ -33,7 +33,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
             f"{m['quantization']['calibration']['dataset']}" if "quantization" in m else "")
          + (f"\n{len(m['float_ops'])} layers kept ops in float: "
             f"{', '.join(sorted({o for v in m['float_ops'].values() for o in v}))}" if m.get("float_ops") else "")
-         + (f"\n{calib}" if calib else ""))
+         + (f"\n{calib}" if calib else "")
+         + (f"\nnote: the machine was busy while profiling ({m.get('load_at_end') or m.get('load_at_start')}): its "
+            f"layers may read slow (+21% seen); profile again on a quiet machine (cached cpu tables are checked "
+            f"against a quiet re-timing automatically; this file is not)"
+            if m.get("busy_at_start") or m.get("busy_at_end") else ""))
     return 0
 
 
