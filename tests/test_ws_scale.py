@@ -253,3 +253,23 @@ def test_bad_checkpoints_and_settings_are_one_line_exit_2_nothing_overwritten(
     torch.save({"format": FORMAT, "meta": {**good["meta"], "space": "nasnet", "strategy": "darts"}},
                out / "supernet.state.pt")
     refused(cmd, "supernet.state.pt was written by another training run (space 'nasnet' (this run: 'mbconv')")
+
+
+def test_ray_weight_sharing_search_runs_the_search_as_the_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nas.api.search` hands a weight-sharing search with --runner ray to N Ray processes, each running the
+    search as a torchrun rank would (runner local inside: the ranks must not start Ray again)."""
+    import nas.api
+    from nas.pipeline.config import SearchConfig
+    seen: dict[str, Any] = {}
+
+    def fake(workers: int, address: str | None, target: str, kwargs: dict[str, Any], cuda: bool = False) -> str:
+        seen.update(workers=workers, address=address, target=target, cuda=cuda, **kwargs)
+        return "rank 0's result"
+    monkeypatch.setattr("nas.cluster.ray_train.run_on_ray", fake)
+    cfg = SearchConfig(space="mbconv", targets=("pixel1",), strategy="supernet", runner="ray", workers=2,
+                       batch_size=32, dataset="synthetic:64")
+    assert nas.api.search(cfg, progress=False, torch_threads=1) == "rank 0's result"
+    assert seen["workers"] == 2 and seen["target"] == "nas.api:search" and seen["address"] is None
+    inner = seen["cfg"]
+    assert (inner.runner, inner.workers, inner.address) == ("local", None, None) and inner.strategy == "supernet"
+    assert seen["progress"] is False and seen["torch_threads"] == 1 and seen["cuda"] is False
