@@ -305,7 +305,8 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
         from latency.contention import current_load
         load = current_load(settings.threads)
         table = LatencyTable(space.name, space.options(), {**meta, "clock": chosen,
-                                                            "load_at_start": load.describe() if load else None})
+                                                            "load_at_start": load.describe() if load else None,
+                                                            "busy_at_start": load.busy if load else None})
     elif clock != "auto" and clock != table.metadata.get("clock", "wall"):
         raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
                            f"use another --out or the same clock to resume")
@@ -321,6 +322,7 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
     from latency.contention import current_load
     load = current_load(settings.threads)
     table.metadata["load_at_end"] = load.describe() if load else None
+    table.metadata["busy_at_end"] = load.busy if load else None   # latency.host_check re-times a busy one
     if out is not None:
         table.save(out)
     return table

@@ -13,7 +13,8 @@ from latency.model import LUTModel
 from latency.net_calibration import CALIBRATION_SEED, calibrate, fit_from_table, profile_calibrated, summary
 from latency.profile import ProfileSettings, profile_space
 from latency.table import LatencyTable
-from latency.validate import Measured, format_report, sample_archs, validate
+from latency.validate import Measured, sample_archs, validate
+from latency.validate_report import format_report
 from nas.cli.main import main
 from search_spaces.catalog import get_space
 from search_spaces.ops import layer_macs

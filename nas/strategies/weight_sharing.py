@@ -16,7 +16,7 @@ Training runs at the searched size when the data allows, else on a smaller copy 
 space (`resolution`, `width_mult` / `channels`, `cells`, any `train_options`; same decisions), always
 with the dataset's classes - `train_size` (nas/strategies/train_size.py) - while latency is predicted
 with the searched space's tables. ``supernet`` works on every space with a supernet
-(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet). Checkpoints go to ``<out>/`` and are reused when a
+(`nas.supernet.SUPERNETS`: mbconv, hytra, vit_resnas, nasnet, ofa_mbv3). Checkpoints go to ``<out>/`` and are reused when a
 search resumes. Under torchrun every rank trains data-parallel (`ctx.dist`, nas/training/distributed.py); rank 0
 alone writes the checkpoint. Torch is imported only inside `prepare`, so registering these strategies
 stays cheap.
