@@ -311,7 +311,12 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
         raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
                            f"use another --out or the same clock to resume")
     timed_before = len(table.entries) if "load_at_end" in table.metadata else -1
-    table = profile_layers(space.all_layers(), settings, table, out, progress, context=context, quant=quant)
+    specs = space.all_layers()
+    joins = space.all_join_layers() if quant is not None else []
+    if joins:   # int8: node sums and zero edges are requantizing kernels, priced as layers (model.layer_list)
+        specs += joins
+        table.metadata["joins"] = "node sums and zero edges timed as layers (space.join_layers)"
+    table = profile_layers(specs, settings, table, out, progress, context=context, quant=quant)
     if len(table.entries) == timed_before:
         return table   # a finished table: nothing timed, nothing rewritten
     from latency.contention import current_load

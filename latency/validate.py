@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -146,9 +146,11 @@ def check_clock(clock: str, settings: ProfileSettings) -> None:
 
 def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
             rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall",
-            desc: str = "validate (export + timing)", quant: "Quantizer | None" = None) -> Measured:
+            desc: str = "validate (export + timing)", quant: "Quantizer | None" = None,
+            layers_of: "Callable[[Arch], list[LayerSpec]] | None" = None) -> Measured:
     """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them);
-    with `quant`, every net and layer as its int8 graph (the empty call stays float, as in profiling)."""
+    with `quant`, every net and layer as its int8 graph (the empty call stays float, as in profiling).
+    `layers_of`: the layers of an arch the table prices (`latency.model.layer_list`; default `space.layers`)."""
     import torch
     from tqdm import tqdm
 
@@ -160,6 +162,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
         raise UsageError(f"--rounds must be >= 1 and --chunk >= 0, got {rounds} and {chunk}")
     chunk = chunk or len(archs)
     rounds = min(rounds, settings.repeats)
+    layers_of = layers_of or space.layers
     n_groups = -(-len(archs) // chunk)
     net_ms, net_iqr = np.zeros(len(archs)), np.zeros(len(archs))
     layers: list[list[tuple[LayerSpec, float]]] = [[] for _ in archs]
@@ -193,7 +196,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             for i in idx:
                 nets.append(export(f"net{i}", space.build(archs[i]), space.input_shape))
                 bar.update(1)
-            specs = {s.key: s for i in idx for s in space.layers(archs[i])} if joint else {}
+            specs = {s.key: s for i in idx for s in layers_of(archs[i])} if joint else {}
             paths = [export("__overhead__", torch.nn.AvgPool2d(1), (8, 1, 1))] if joint else []
             paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
             shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
@@ -210,7 +213,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 for j, i in enumerate(idx):
                     raw_net[i] = raw[len(paths) + j]
                     if joint:
-                        raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in space.layers(archs[i]))
+                        raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in layers_of(archs[i]))
             meds = [stats(t) for t in times]
             for j, i in enumerate(idx):
                 net_ms[i], net_iqr[i] = meds[len(paths) + j]
@@ -220,7 +223,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 local = {k: max(0.0, meds[1 + j][0] - ovh) for j, k in enumerate(specs)}
                 for i in idx:
                     overhead[i] = ovh
-                    layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
+                    layers[i] = [(s, local[s.key]) for s in layers_of(archs[i])]
     return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
                     time.perf_counter() - t0, n_groups, net_halves, switch_groups or None,
                     raw_net if switch_groups else None, raw_joint if switch_groups and joint else None)
@@ -238,7 +241,7 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
     """Time `samples` nets of `space` (and their layers: `joint`) and compare with `table`. An int8
     table's nets and layers are quantized as it was (`latency.quantize.quantizer_of`; `calibration`:
     the images, needed when the table was not calibrated on the bundled digits)."""
-    from latency.model import LUTModel
+    from latency.model import LUTModel, layer_list
     from latency.quantize import quantizer_of
     table.check_space(space.name, space.options())
     settings = settings_of(table)
@@ -269,14 +272,15 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         warnings.append(f"the table's correction was fitted on archs sampled with seed {seed}, this validation's "
                         f"seed: the corrected rows are not held out; use another --seed")
         log.warning(warnings[-1])
-    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant)
+    layers_of = layer_list(space, table.metadata)
+    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant, layers_of=layers_of)
     y = meas.net_ms
     noise = spread(meas.net_ms, meas.net_iqr_ms)
     if noise > NOISY_SPREAD:
         msg = (f"noisy timings: the repeats of a net spread {100 * noise:.0f}% (median IQR / median)")
         warnings.append(msg + ("; rerun with --clock cpu" if clock == "wall" and settings.threads == 1 else ""))
         log.warning(warnings[-1])
-    table_layers: list[LayerTimes] = [[(s, table.ms(s.key)) for s in space.layers(a)] for a in archs]
+    table_layers: list[LayerTimes] = [[(s, table.ms(s.key)) for s in layers_of(a)] for a in archs]
     pred: dict[str, np.ndarray] = {"table_lut": plain.predict_many(archs)}
     if old is not None:
         pred["table_corrected"] = np.array([old.predict(ls, plain.overhead) for ls in table_layers])
