@@ -133,8 +133,9 @@ def test_int8_table_records_precision_format_calibration_and_float_ops(tmp_path:
 def _fake_profile(calls: list[str]):  # type: ignore[no-untyped-def]
     def prof(space: SearchSpace, path: Path, progress: bool, precision: str = "float32") -> LatencyTable:
         calls.append(str(path))
+        quant = {"quantization": {"latent_ops": "as in a net"}} if precision == "int8" else {}   # as real int8 tables
         table = LatencyTable(space.name, space.options(), {"source": "measured", "precision": precision,
-                                                            "cpu": latency.profile.cpu_model()})
+                                                            "cpu": latency.profile.cpu_model(), **quant})
         for spec in space.all_layers():
             table.add(spec.key, 0.5)
         table.save(path)
