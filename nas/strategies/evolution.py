@@ -33,7 +33,7 @@ after that each child comes from tournament selection (the fittest of `sample_si
   non-separable space or model, e.g. the ground-truth benchmarks, whose accuracy is no sum over
   layers): each ask draws up to `screen` children as above and returns the feasible new one of
   highest expected improvement under a Gaussian process on the arch encodings fitted to the history
-  (`nas.strategies.surrogate`; at most 300 trials, so the cost per trial is bounded). Checked (not
+  (`nas.strategies.screening`; at most 300 trials, so the cost per trial is bounded). Checked (not
   tuned) on `nas bench strategies`' problems at 100 evaluations, seeds other than the report's:
   mean regret 0.195 on nb201 (seeds 100-109; random search 0.385) and 0.033 on nats_sss (seeds
   100-102; random search 0.334 on 100-104);
@@ -118,9 +118,7 @@ class RegularizedEvolution(Strategy):
             raise UsageError(f"evolution screen (children ranked by the GP per ask; 1: off) must be an integer "
                              f">= 1, got {screen!r}")
         self.screen = int(screen)
-        self._gp: Any = None
-        self._encoder: Any = None
-        self._gp_round = -1
+        self._screen: Any = None   # nas.strategies.screening.Screen, made on first use
         self._codes: dict[Arch, np.ndarray] = {}
         self._fit: tuple[int, np.ndarray | None] = (-1, None)
         self._pop_fits: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))
@@ -163,20 +161,7 @@ class RegularizedEvolution(Strategy):
             if child is not None:
                 return child
         for _ in range(_CHILD_TRIES):
-            if best is not None:   # local phase: small steps around the best arch found
-                child = self._finish(self._mutate(best.arch.genes, rate=1.0))
-                if child is None:
-                    child = self._finish(self.space.mutate(best.arch, self.rng).genes)
-                if child is not None and self.is_new(child) and self.feasible(child):
-                    return child
-                continue
-            parent = self._tournament(pop).arch
-            genes = parent.genes
-            if self.rng.random() < self.crossover:
-                genes = self._uniform_crossover(genes, self._tournament(pop).arch.genes)
-            child = self._finish(self._mutate(genes))
-            if child is None:   # not an arch of the space (e.g. outside a candidate list): the space's own
-                child = self._finish(self.space.mutate(parent, self.rng).genes)   # nearest valid neighbour
+            child = self._child(pop, best)
             if child is not None and self.is_new(child) and self.feasible(child):
                 return child
         return self.sample()
@@ -194,56 +179,19 @@ class RegularizedEvolution(Strategy):
         return child if child is not None else self._finish(self.space.mutate(parent, self.rng).genes)
 
     def _screened(self, pop: Sequence[Trial], best: Trial | None) -> Arch | None:
-        """Without latency tables (a score that is no sum over layers, e.g. trained accuracy): draw
-        `screen` children and return the feasible new one of highest expected improvement under a GP
-        on arch encodings fitted to the history (`nas.strategies.surrogate`); None if there is none."""
-        gp = self._gp_fit()
-        if gp is None:
-            return None
-        children: dict[Arch, None] = {}
-        for _ in range(2 * self.screen):   # a small space runs out of new children: stop there
-            child = self._child(pop, best)
-            if child is not None and self.is_new(child):
-                children[child] = None
-                if len(children) >= self.screen:
-                    break
-        cand = list(children)
-        if not cand:
-            return None
+        """The child of highest expected improvement under a GP (`nas.strategies.screening`); None if none."""
+        if self._screen is None:
+            from nas.strategies.screening import Screen
+            self._screen = Screen(self.space, self.fitness)
         best_y = self.fitness(self._best) if self._best is not None else -np.inf
-        for j in gp.rank(self._encoder(np.stack([self._code(a) for a in cand])), best_y, self.rng):
-            if self.feasible(cand[int(j)]):
-                return cand[int(j)]
-        return None
+        return self._screen.pick(self.history, lambda: self._child(pop, best), self.is_new, self.feasible,
+                                 self.screen, best_y, self.rng)
 
     def _code(self, arch: Arch) -> np.ndarray:
         codes = self._codes.get(arch)
         if codes is None:
             codes = self._codes[arch] = self.space.encode(arch)
         return codes
-
-    def _gp_fit(self) -> Any:
-        """The GP of `_screened`, fitted to at most 300 trials (the best and the most recent half each);
-        hyperparameters re-chosen every 10 trials, so the cost per trial is bounded."""
-        from nas.strategies.surrogate import GP, Encoder
-        done = [t for t in self.history if np.isfinite(self.fitness(t))]
-        if len(done) < 2:
-            return None
-        if len(done) > 300:
-            top = sorted(done, key=self.fitness, reverse=True)[:150]
-            ids = {id(t) for t in top}
-            done = top + [t for t in reversed(done) if id(t) not in ids][:150]
-        if self._gp is None:
-            self._gp, self._encoder = GP(), Encoder(self.space)
-        x = self._encoder(np.stack([self._code(t.arch) for t in done]))
-        y = np.array([self.fitness(t) for t in done])
-        choose = len(self.history) // 10 != self._gp_round
-        try:
-            self._gp.fit(x, y, choose=choose)
-        except np.linalg.LinAlgError:
-            return None
-        self._gp_round = len(self.history) // 10
-        return self._gp
 
     def sample(self) -> Arch:
         """A random feasible arch not evaluated yet (repaired toward the bound when tables are known)."""
