@@ -119,7 +119,9 @@ class WriteBatch:
     """Writes of a store that is the study's only writer (a local SQLite file under the run lock),
     grouped into one transaction per `max_trials` trials or `max_seconds`, whichever comes first.
 
-    While evaluations are quick (the last one took under `defer_below_s`), a new trial gets its
+    While evaluations are quick (the last one took under `defer_below_s`, 1 s: on a loaded machine a
+    millisecond evaluation can take tens of ms of wall time, and a threshold near that made most
+    trials RUNNING rows there, two transactions each), a new trial gets its
     number here and no row: it is written, finished, with the batch. A slow evaluation (and the
     first one) is started as before, as a RUNNING row, so the dashboard shows it and a search killed
     during it retries it (`OptunaStore.recover`, with its retry limit). Rows are always inserted in
@@ -128,8 +130,8 @@ class WriteBatch:
     trials of the last batch; they were never stored, so a resumed search runs that many again and
     still ends with exactly --trials trials."""
 
-    def __init__(self, storage: Any, study_id: int, next_number: int, *, max_trials: int = 64,
-                 max_seconds: float = 1.0, defer_below_s: float = 0.05) -> None:
+    def __init__(self, storage: Any, study_id: int, next_number: int, *, max_trials: int = 256,
+                 max_seconds: float = 5.0, defer_below_s: float = 1.0) -> None:
         self.storage, self.study_id, self.next_number = storage, study_id, int(next_number)
         self.max_trials, self.max_seconds, self.defer_below_s = int(max_trials), float(max_seconds), defer_below_s
         self.pending: dict[int, Pending] = {}   # by number, insertion (= number) order
@@ -140,7 +142,7 @@ class WriteBatch:
     def _json(self, name: str, dist: Any, to_json: Any) -> str:
         """A param's distribution JSON, made once per param (the space's distributions are fixed)."""
         known = self._dist_json.get(name)
-        if known is None or known[0] != dist:
+        if known is None or (known[0] is not dist and known[0] != dist):   # the store passes one object per param
             known = self._dist_json[name] = (dist, to_json(dist))
         return known[1]
 
