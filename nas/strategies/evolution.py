@@ -27,8 +27,8 @@ after that each child comes from tournament selection (the fittest of `sample_si
 - **budget**: given the budget (`trials(n)`, which the pipeline calls with --trials), the
   population is n/5 clipped to 10-50 (at 100 trials, 50 random samples would be half the
   budget), and the last `local` share (0.2) of the trials are one-gene steps around the best arch
-  (then repaired and filled). Without a budget (run_search called directly): population 50, no
-  local phase;
+  (then repaired and filled; after 20 old or infeasible children in a row, around the next best).
+  Without a budget (run_search called directly): population 50, no local phase;
 - **screening** (`screen`, 100 by default; 1 turns it off), when there are no latency tables (a
   non-separable space or model, e.g. the ground-truth benchmarks, whose accuracy is no sum over
   layers): each ask draws up to `screen` children as above and returns the feasible new one of
@@ -50,6 +50,7 @@ falls back to random feasible samples.
 """
 from __future__ import annotations
 
+import heapq
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -61,6 +62,7 @@ from nas.strategies.base import Strategy
 from nas.store.trial import Trial
 
 _CHILD_TRIES = 200
+LOCAL_MISSES = 20
 LOCAL = 0.2
 GUIDE = 0.5
 SCREEN = 100
@@ -122,7 +124,10 @@ class RegularizedEvolution(Strategy):
         self._codes: dict[Arch, np.ndarray] = {}
         self._fit: tuple[int, np.ndarray | None] = (-1, None)
         self._pop_fits: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))
-        self._best: Trial | None = None   # fittest trial told so far (the local phase's centre)
+        self._best: Trial | None = None   # fittest trial told so far
+        #: local phase centres: (-fitness, order, trial) of every finite trial; a centre whose neighbourhood
+        #: gave LOCAL_MISSES old or infeasible children in a row is popped for the next fittest
+        self._centres: list[tuple[float, int, Trial]] = []
         self._normal: list[Any] | None = None   # [trials read, X'X, X'y, count, sum y, sum y^2]
         self.budget: int | None = None
         self.latency: dict[str, AdditiveTable] | None = None
@@ -146,8 +151,11 @@ class RegularizedEvolution(Strategy):
 
     def tell(self, trial: Trial) -> None:
         super().tell(trial)
-        if self._best is None or self.fitness(trial) > self.fitness(self._best):
+        f = self.fitness(trial)
+        if self._best is None or f > self.fitness(self._best):
             self._best = trial   # the first of the fittest, as max() over the history would pick
+        if np.isfinite(f):
+            heapq.heappush(self._centres, (-f, len(self.history), trial))   # ties: the first told on top
 
     # ---- ask ----------------------------------------------------------------------------------
     def ask(self) -> Arch:
@@ -155,15 +163,22 @@ class RegularizedEvolution(Strategy):
             return self.sample()
         pop = self.history[-self.population:]
         local = self.budget is not None and len(self.history) >= (1.0 - self.local) * self.budget
-        best = self._best if local else None
+        best = (self._centres[0][2] if self._centres else self._best) if local else None
         if self.latency is None and self.guide > 0 and self.screen > 1:
             child = self._screened(pop, best)
             if child is not None:
                 return child
+        misses = 0
         for _ in range(_CHILD_TRIES):
             child = self._child(pop, best)
             if child is not None and self.is_new(child) and self.feasible(child):
                 return child
+            misses += 1
+            if best is not None and misses >= LOCAL_MISSES and len(self._centres) > 1:
+                # the centre's neighbourhood is (nearly) all evaluated: step from the next fittest arch, so
+                # the tries per trial stay bounded as the local phase goes on (cost linear in trials)
+                heapq.heappop(self._centres)
+                best, misses = self._centres[0][2], 0
         return self.sample()
 
     def _child(self, pop: Sequence[Trial], best: Trial | None) -> Arch | None:
