@@ -175,19 +175,22 @@ class WriteBatch:
         from optuna.storages._rdb.storage import _create_scoped_session
         from optuna.trial import TrialState
         records = sorted(self.pending.values(), key=lambda p: p.number)
+        table = models.TrialModel.__table__
         with _create_scoped_session(self.storage.scoped_session) as session:
-            rows = [models.TrialModel(study_id=self.study_id, number=p.number,
-                                      state=TrialState.RUNNING if p.state is None else p.state,
-                                      datetime_start=p.start, datetime_complete=p.complete) for p in records]
-            session.add_all(rows)
-            session.flush()
-            first = rows[0].count_past_trials(session)
+            # one executemany with RETURNING (no ORM objects): the new ids, in the order of the rows
+            got = session.connection().execute(
+                sqlalchemy.insert(table).returning(table.c.trial_id, sort_by_parameter_order=True),
+                [{"study_id": self.study_id, "number": p.number,
+                  "state": TrialState.RUNNING if p.state is None else p.state,
+                  "datetime_start": p.start, "datetime_complete": p.complete} for p in records])
+            ids = [int(r[0]) for r in got]
+            first = session.query(sqlalchemy.func.count(models.TrialModel.trial_id)).filter(
+                models.TrialModel.study_id == self.study_id, models.TrialModel.trial_id < ids[0]).scalar()
             if first != records[0].number:   # someone else wrote to the study: never renumber silently
                 raise RuntimeError(f"trial store: study has {first} earlier trials, expected {records[0].number}; "
                                    "another process writes to it (use a shared --storage for that)")
             params, users, systems, values = [], [], [], []
-            for row, p in zip(rows, records):
-                tid = row.trial_id
+            for tid, p in zip(ids, records):
                 users += [{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in p.attrs.items()]
                 if p.state is None:
                     continue   # params with the finish, as for a trial started RUNNING
@@ -202,7 +205,7 @@ class WriteBatch:
                                  (models.TrialSystemAttributeModel, systems), (models.TrialValueModel, values)):
                 if batch:   # plain executemany on the transaction's connection (no ORM bookkeeping)
                     session.connection().execute(sqlalchemy.insert(model.__table__), batch)
-            running = {p.number: (int(row.trial_id), p) for row, p in zip(rows, records) if p.state is None}
+            running = {p.number: (tid, p) for tid, p in zip(ids, records) if p.state is None}
         self.pending.clear()
         self._since = None
         return running
