@@ -18,8 +18,9 @@ seeds: tune on 100.. and report on 0.., so the figures are not those the default
 The Optuna strategies (`tpe`, `optuna-nsga2`) and the peers are slower per trial, so they run
 `--optuna-seeds` seeds. Peers (benchmarks/search_optimum_peers.py: NNI regularized evolution, pymoo
 GA, Optuna TPE and NSGA-II driven directly) get the same evaluations and budget, and an infeasible
-arch counts toward the budget but never as a result; a peer whose tool does not import is skipped
-with a note.
+arch counts toward the budget but never as a result (NNI excepted: it gets its own constraint handling,
+a latency filter before evaluation, so its infeasible proposals are neither evaluated nor counted); a
+peer whose tool does not import is skipped with a note.
 """
 from __future__ import annotations
 

@@ -9,7 +9,11 @@ as integer/categorical variables (choice index per decision) and the bound as on
 - `pymoo-ga`: pymoo's GA (integer sampling, SBX + polynomial mutation with rounding, duplicates
   eliminated, population 50), one inequality constraint;
 - `nni-evolution`: NNI 3's RegularizedEvolution (population 100, sample 25, mutation 0.05: its
-  defaults) over an `nni.mutable` space; infeasible archs get a score of 0 (NNI has no constraints).
+  defaults) over an `nni.mutable` space, with NNI's own way of meeting a hardware bound: its
+  hardware-aware NAS filters candidates by predicted latency before they are evaluated, so here an
+  infeasible proposal is rejected by the latency model (`Setup.feasible`) and proposed again: it is
+  not evaluated, not counted toward the budget and never joins the population (at most `NNI_REJECTS`
+  rejections in a row; then the infeasible proposal is evaluated and counted, scored 0).
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 Metrics = dict[str, float] | None
+#: NNI: infeasible proposals rejected in a row before one is evaluated anyway (see the module doc)
+NNI_REJECTS = 1000
 
 
 def why_not(name: str, module: str) -> str | None:
@@ -138,12 +144,11 @@ def _nni(name: str, s: Any, seed: int, trials: int) -> list[Metrics]:
     while len(out) < trials:
         propose = strategy.random if len(population) < strategy.population_size else strategy.new_individual
         sample = None
-        for _ in range(100):   # NNI raises on a duplicate sample and retries (RetrySamplingHelper)
-            try:
-                sample = propose()
+        for _ in range(NNI_REJECTS):   # the latency filter: infeasible proposals are not evaluated or counted
+            sample = _propose(propose)
+            if sample is None or s.feasible(s.space.decode(np.asarray([int(sample[d.name]) for d in decisions],
+                                                                       dtype=np.int64))):
                 break
-            except Exception:
-                continue
         if sample is None:
             break
         metrics, violation = evaluate([int(sample[d.name]) for d in decisions])
@@ -152,3 +157,13 @@ def _nni(name: str, s: Any, seed: int, trials: int) -> list[Metrics]:
         if len(population) > strategy.population_size:
             population.popleft()
     return out
+
+
+def _propose(propose: Callable[[], Any]) -> Any:
+    """One NNI proposal; NNI raises on a duplicate sample and retries (RetrySamplingHelper): so do we."""
+    for _ in range(100):
+        try:
+            return propose()
+        except Exception:
+            continue
+    return None

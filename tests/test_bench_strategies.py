@@ -83,3 +83,10 @@ def test_bad_input_names_the_valid_choices() -> None:
         strategy_benchmark("nb201", latency_ms=0.01, seeds=2, progress=False)
     with pytest.raises(UsageError, match="--latency-ms must be positive"):
         strategy_benchmark("nb201", latency_ms=-1.0, seeds=2, progress=False)
+
+
+def test_budget_above_the_feasible_set_is_refused() -> None:
+    """300 evaluations of nasnet's 276 feasible cells (or 600 of nb201's 492) would see every feasible arch:
+    regret 0 for every strategy, random search included; the benchmark refuses before running anything."""
+    with pytest.raises(UsageError, match="--budgets 600 is more than the 492 feasible archs of nb201"):
+        strategy_benchmark("nb201", seeds=2, budgets=(50, 600), progress=False)

@@ -155,3 +155,29 @@ def test_without_tables_it_still_searches_with_feasible_only() -> None:
 def test_bad_options(opts: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         STRATEGIES.get("evolution")(SPACE, **opts)
+
+
+def test_local_phase_moves_on_from_an_exhausted_centre() -> None:
+    """In the local phase, 20 old children in a row around the best arch (its neighbourhood evaluated) make
+    the next ask step from the next fittest arch, so the tries per trial stay bounded in long runs."""
+    s = make()
+    s.trials(60)   # population 12, local phase from trial 48
+    _fill(s, 48)
+    best = s._centres[0][2]
+    assert best is s._best
+    misses = {"left": 25}
+    real_is_new = s.is_new
+
+    def is_new(arch) -> bool:  # type: ignore[no-untyped-def]
+        if misses["left"] > 0:
+            misses["left"] -= 1
+            return False   # as if the centre's neighbourhood were all evaluated
+        return real_is_new(arch)
+    s.is_new = is_new   # type: ignore[method-assign]
+    child = s.ask()
+    assert misses["left"] == 0 and s._centres[0][2] is not best            # moved on after 20 misses
+    assert -s._centres[0][0] <= s.fitness(best) and feasible(child) and real_is_new(child)
+    s.is_new = real_is_new   # type: ignore[method-assign]
+    kept = s._centres[0][2]
+    s.ask()
+    assert s._centres[0][2] is kept                                       # a centre with new children stays

@@ -88,7 +88,7 @@ def _reader(path: Path) -> list[tuple[int, str]]:
 
 def test_batched_store_writes_quick_trials_together(tmp_path: Path) -> None:
     """`batch=True` (the local --out store): the first trial and every slow one are started as
-    RUNNING rows; quick ones wait for the batch (64 trials or 1 s) and then land in number order,
+    RUNNING rows; quick ones (under 1 s) wait for the batch (256 trials or 5 s) and then land in number order,
     identical to what the unbatched store writes."""
     path = tmp_path / "b.db"
     batched = open_store(f"sqlite:///{path}", "s", space=SPACE, batch=True)
@@ -105,8 +105,8 @@ def test_batched_store_writes_quick_trials_together(tmp_path: Path) -> None:
         plain.append(Trial(plain.start(a), a, {"score": float(i), "latency_ms": 1.0 + i}, COMPLETE, None, 0.001, i))
     assert _reader(path) == [(0, "COMPLETE")]                      # 9 quick trials not written yet
     slow = batched.start(archs[10])                                # the last one was quick: deferred too
-    batched.append(Trial(slow, archs[10], {"score": 10.0, "latency_ms": 11.0}, COMPLETE, None, 0.5, 10))
-    plain.append(Trial(plain.start(archs[10]), archs[10], {"score": 10.0, "latency_ms": 11.0}, COMPLETE, None, 0.5, 10))
+    batched.append(Trial(slow, archs[10], {"score": 10.0, "latency_ms": 11.0}, COMPLETE, None, 1.5, 10))
+    plain.append(Trial(plain.start(archs[10]), archs[10], {"score": 10.0, "latency_ms": 11.0}, COMPLETE, None, 1.5, 10))
     n = batched.start(archs[11])                                   # after a slow one: a RUNNING row, the rest flushed
     assert _reader(path) == [(i, "COMPLETE") for i in range(11)] + [(11, "RUNNING")] and n == 11
     batched.append(Trial(n, archs[11], {}, FAILED, "RuntimeError: boom", 0.01, 11))
@@ -141,7 +141,7 @@ def test_batched_store_with_several_trials_in_flight(tmp_path: Path) -> None:
     store.append(Trial(store.start(archs[0]), archs[0], {"score": 0.0}, COMPLETE, None, 0.001, 0))
     n1, n2 = store.start(archs[1]), store.start(archs[2])        # both deferred
     store.append(Trial(n2, archs[2], {"score": 2.0}, COMPLETE, None, 0.001, 0))
-    store.append(Trial(n1, archs[1], {"score": 1.0}, COMPLETE, None, 0.5, 0))   # slow: next start is a row
+    store.append(Trial(n1, archs[1], {"score": 1.0}, COMPLETE, None, 1.5, 0))   # slow: next start is a row
     n3 = store.start(archs[3])
     n4 = store.start(archs[4])                                   # the last eval was slow: a row too
     assert _reader(tmp_path / "f.db") == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "COMPLETE"), (3, "RUNNING"),

@@ -217,6 +217,11 @@ def strategy_benchmark(space: str, strategies: Sequence[str] | None = None, seed
     ref_info = reference(setup)
     ref = (ref_info["reference_point"]["accuracy"], setup.latency_ms)
     horizon = budgets[-1]
+    if horizon > ref_info["feasible"]:   # every strategy would have evaluated the whole feasible set
+        raise UsageError(f"--budgets {horizon} is more than the {ref_info['feasible']} feasible archs of {space} under "
+                         f"{setup.latency_ms:g} ms on {setup.target}: a search that evaluates only feasible new archs "
+                         f"has seen them all by then; give budgets of at most {ref_info['feasible']} or a looser "
+                         f"--latency-ms")
     grid = sorted(set(np.linspace(1, horizon, curve_points).round().astype(int).tolist()) | set(budgets))
     runs: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, float] = {}

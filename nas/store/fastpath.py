@@ -119,7 +119,9 @@ class WriteBatch:
     """Writes of a store that is the study's only writer (a local SQLite file under the run lock),
     grouped into one transaction per `max_trials` trials or `max_seconds`, whichever comes first.
 
-    While evaluations are quick (the last one took under `defer_below_s`), a new trial gets its
+    While evaluations are quick (the last one took under `defer_below_s`, 1 s: on a loaded machine a
+    millisecond evaluation can take tens of ms of wall time, and a threshold near that made most
+    trials RUNNING rows there, two transactions each), a new trial gets its
     number here and no row: it is written, finished, with the batch. A slow evaluation (and the
     first one) is started as before, as a RUNNING row, so the dashboard shows it and a search killed
     during it retries it (`OptunaStore.recover`, with its retry limit). Rows are always inserted in
@@ -128,8 +130,8 @@ class WriteBatch:
     trials of the last batch; they were never stored, so a resumed search runs that many again and
     still ends with exactly --trials trials."""
 
-    def __init__(self, storage: Any, study_id: int, next_number: int, *, max_trials: int = 64,
-                 max_seconds: float = 1.0, defer_below_s: float = 0.05) -> None:
+    def __init__(self, storage: Any, study_id: int, next_number: int, *, max_trials: int = 256,
+                 max_seconds: float = 5.0, defer_below_s: float = 1.0) -> None:
         self.storage, self.study_id, self.next_number = storage, study_id, int(next_number)
         self.max_trials, self.max_seconds, self.defer_below_s = int(max_trials), float(max_seconds), defer_below_s
         self.pending: dict[int, Pending] = {}   # by number, insertion (= number) order
@@ -140,7 +142,7 @@ class WriteBatch:
     def _json(self, name: str, dist: Any, to_json: Any) -> str:
         """A param's distribution JSON, made once per param (the space's distributions are fixed)."""
         known = self._dist_json.get(name)
-        if known is None or known[0] != dist:
+        if known is None or (known[0] is not dist and known[0] != dist):   # the store passes one object per param
             known = self._dist_json[name] = (dist, to_json(dist))
         return known[1]
 
@@ -173,19 +175,22 @@ class WriteBatch:
         from optuna.storages._rdb.storage import _create_scoped_session
         from optuna.trial import TrialState
         records = sorted(self.pending.values(), key=lambda p: p.number)
+        table = models.TrialModel.__table__
         with _create_scoped_session(self.storage.scoped_session) as session:
-            rows = [models.TrialModel(study_id=self.study_id, number=p.number,
-                                      state=TrialState.RUNNING if p.state is None else p.state,
-                                      datetime_start=p.start, datetime_complete=p.complete) for p in records]
-            session.add_all(rows)
-            session.flush()
-            first = rows[0].count_past_trials(session)
+            # one executemany with RETURNING (no ORM objects): the new ids, in the order of the rows
+            got = session.connection().execute(
+                sqlalchemy.insert(table).returning(table.c.trial_id, sort_by_parameter_order=True),
+                [{"study_id": self.study_id, "number": p.number,
+                  "state": TrialState.RUNNING if p.state is None else p.state,
+                  "datetime_start": p.start, "datetime_complete": p.complete} for p in records])
+            ids = [int(r[0]) for r in got]
+            first = session.query(sqlalchemy.func.count(models.TrialModel.trial_id)).filter(
+                models.TrialModel.study_id == self.study_id, models.TrialModel.trial_id < ids[0]).scalar()
             if first != records[0].number:   # someone else wrote to the study: never renumber silently
                 raise RuntimeError(f"trial store: study has {first} earlier trials, expected {records[0].number}; "
                                    "another process writes to it (use a shared --storage for that)")
             params, users, systems, values = [], [], [], []
-            for row, p in zip(rows, records):
-                tid = row.trial_id
+            for tid, p in zip(ids, records):
                 users += [{"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in p.attrs.items()]
                 if p.state is None:
                     continue   # params with the finish, as for a trial started RUNNING
@@ -200,7 +205,7 @@ class WriteBatch:
                                  (models.TrialSystemAttributeModel, systems), (models.TrialValueModel, values)):
                 if batch:   # plain executemany on the transaction's connection (no ORM bookkeeping)
                     session.connection().execute(sqlalchemy.insert(model.__table__), batch)
-            running = {p.number: (int(row.trial_id), p) for row, p in zip(rows, records) if p.state is None}
+            running = {p.number: (tid, p) for tid, p in zip(ids, records) if p.state is None}
         self.pending.clear()
         self._since = None
         return running

@@ -186,6 +186,7 @@ class OptunaStore:
         self._fast = supported(storage)
         self._deferred: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}   # trial id -> params, dists
         self._batch = None
+        self._dists: list[Any] | None = None   # the space's param distributions, made once (`_params`)
         if batch and self._fast:
             from nas.store.fastpath import WriteBatch
             self._batch = WriteBatch(storage, self._study_id, storage.get_n_trials(self._study_id))
@@ -326,10 +327,14 @@ class OptunaStore:
         from optuna.distributions import CategoricalDistribution
         if not self.params or self.space is None or arch.space != self.space.name:
             return {}, {}
+        if self._dists is None:   # per decision: its distribution, None when a choice is no scalar
+            self._dists = [CategoricalDistribution(list(d.choices))
+                           if all(c is None or isinstance(c, (str, int, float, bool)) for c in d.choices) else None
+                           for d in self.space.decisions]
         params, dists = {}, {}
-        for d, gene in zip(self.space.decisions, arch.genes):
-            if gene in d.choices and all(c is None or isinstance(c, (str, int, float, bool)) for c in d.choices):
-                params[d.name], dists[d.name] = gene, CategoricalDistribution(list(d.choices))
+        for d, dist, gene in zip(self.space.decisions, self._dists, arch.genes):
+            if dist is not None and gene in d.choices:
+                params[d.name], dists[d.name] = gene, dist
         return params, dists
 
     # -- reading ----------------------------------------------------------------------------------

@@ -27,13 +27,13 @@ after that each child comes from tournament selection (the fittest of `sample_si
 - **budget**: given the budget (`trials(n)`, which the pipeline calls with --trials), the
   population is n/5 clipped to 10-50 (at 100 trials, 50 random samples would be half the
   budget), and the last `local` share (0.2) of the trials are one-gene steps around the best arch
-  (then repaired and filled). Without a budget (run_search called directly): population 50, no
-  local phase;
+  (then repaired and filled; after 20 old or infeasible children in a row, around the next best).
+  Without a budget (run_search called directly): population 50, no local phase;
 - **screening** (`screen`, 100 by default; 1 turns it off), when there are no latency tables (a
   non-separable space or model, e.g. the ground-truth benchmarks, whose accuracy is no sum over
   layers): each ask draws up to `screen` children as above and returns the feasible new one of
   highest expected improvement under a Gaussian process on the arch encodings fitted to the history
-  (`nas.strategies.surrogate`; at most 300 trials, so the cost per trial is bounded). Checked (not
+  (`nas.strategies.screening`; at most 300 trials, so the cost per trial is bounded). Checked (not
   tuned) on `nas bench strategies`' problems at 100 evaluations, seeds other than the report's:
   mean regret 0.195 on nb201 (seeds 100-109; random search 0.385) and 0.033 on nats_sss (seeds
   100-102; random search 0.334 on 100-104);
@@ -50,6 +50,7 @@ falls back to random feasible samples.
 """
 from __future__ import annotations
 
+import heapq
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -61,6 +62,7 @@ from nas.strategies.base import Strategy
 from nas.store.trial import Trial
 
 _CHILD_TRIES = 200
+LOCAL_MISSES = 20
 LOCAL = 0.2
 GUIDE = 0.5
 SCREEN = 100
@@ -118,13 +120,14 @@ class RegularizedEvolution(Strategy):
             raise UsageError(f"evolution screen (children ranked by the GP per ask; 1: off) must be an integer "
                              f">= 1, got {screen!r}")
         self.screen = int(screen)
-        self._gp: Any = None
-        self._encoder: Any = None
-        self._gp_round = -1
+        self._screen: Any = None   # nas.strategies.screening.Screen, made on first use
         self._codes: dict[Arch, np.ndarray] = {}
         self._fit: tuple[int, np.ndarray | None] = (-1, None)
         self._pop_fits: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))
-        self._best: Trial | None = None   # fittest trial told so far (the local phase's centre)
+        self._best: Trial | None = None   # fittest trial told so far
+        #: local phase centres: (-fitness, order, trial) of every finite trial; a centre whose neighbourhood
+        #: gave LOCAL_MISSES old or infeasible children in a row is popped for the next fittest
+        self._centres: list[tuple[float, int, Trial]] = []
         self._normal: list[Any] | None = None   # [trials read, X'X, X'y, count, sum y, sum y^2]
         self.budget: int | None = None
         self.latency: dict[str, AdditiveTable] | None = None
@@ -148,8 +151,11 @@ class RegularizedEvolution(Strategy):
 
     def tell(self, trial: Trial) -> None:
         super().tell(trial)
-        if self._best is None or self.fitness(trial) > self.fitness(self._best):
+        f = self.fitness(trial)
+        if self._best is None or f > self.fitness(self._best):
             self._best = trial   # the first of the fittest, as max() over the history would pick
+        if np.isfinite(f):
+            heapq.heappush(self._centres, (-f, len(self.history), trial))   # ties: the first told on top
 
     # ---- ask ----------------------------------------------------------------------------------
     def ask(self) -> Arch:
@@ -157,28 +163,22 @@ class RegularizedEvolution(Strategy):
             return self.sample()
         pop = self.history[-self.population:]
         local = self.budget is not None and len(self.history) >= (1.0 - self.local) * self.budget
-        best = self._best if local else None
+        best = (self._centres[0][2] if self._centres else self._best) if local else None
         if self.latency is None and self.guide > 0 and self.screen > 1:
             child = self._screened(pop, best)
             if child is not None:
                 return child
+        misses = 0
         for _ in range(_CHILD_TRIES):
-            if best is not None:   # local phase: small steps around the best arch found
-                child = self._finish(self._mutate(best.arch.genes, rate=1.0))
-                if child is None:
-                    child = self._finish(self.space.mutate(best.arch, self.rng).genes)
-                if child is not None and self.is_new(child) and self.feasible(child):
-                    return child
-                continue
-            parent = self._tournament(pop).arch
-            genes = parent.genes
-            if self.rng.random() < self.crossover:
-                genes = self._uniform_crossover(genes, self._tournament(pop).arch.genes)
-            child = self._finish(self._mutate(genes))
-            if child is None:   # not an arch of the space (e.g. outside a candidate list): the space's own
-                child = self._finish(self.space.mutate(parent, self.rng).genes)   # nearest valid neighbour
+            child = self._child(pop, best)
             if child is not None and self.is_new(child) and self.feasible(child):
                 return child
+            misses += 1
+            if best is not None and misses >= LOCAL_MISSES and len(self._centres) > 1:
+                # the centre's neighbourhood is (nearly) all evaluated: step from the next fittest arch, so
+                # the tries per trial stay bounded as the local phase goes on (cost linear in trials)
+                heapq.heappop(self._centres)
+                best, misses = self._centres[0][2], 0
         return self.sample()
 
     def _child(self, pop: Sequence[Trial], best: Trial | None) -> Arch | None:
@@ -194,56 +194,19 @@ class RegularizedEvolution(Strategy):
         return child if child is not None else self._finish(self.space.mutate(parent, self.rng).genes)
 
     def _screened(self, pop: Sequence[Trial], best: Trial | None) -> Arch | None:
-        """Without latency tables (a score that is no sum over layers, e.g. trained accuracy): draw
-        `screen` children and return the feasible new one of highest expected improvement under a GP
-        on arch encodings fitted to the history (`nas.strategies.surrogate`); None if there is none."""
-        gp = self._gp_fit()
-        if gp is None:
-            return None
-        children: dict[Arch, None] = {}
-        for _ in range(2 * self.screen):   # a small space runs out of new children: stop there
-            child = self._child(pop, best)
-            if child is not None and self.is_new(child):
-                children[child] = None
-                if len(children) >= self.screen:
-                    break
-        cand = list(children)
-        if not cand:
-            return None
+        """The child of highest expected improvement under a GP (`nas.strategies.screening`); None if none."""
+        if self._screen is None:
+            from nas.strategies.screening import Screen
+            self._screen = Screen(self.space, self.fitness)
         best_y = self.fitness(self._best) if self._best is not None else -np.inf
-        for j in gp.rank(self._encoder(np.stack([self._code(a) for a in cand])), best_y, self.rng):
-            if self.feasible(cand[int(j)]):
-                return cand[int(j)]
-        return None
+        return self._screen.pick(self.history, lambda: self._child(pop, best), self.is_new, self.feasible,
+                                 self.screen, best_y, self.rng)
 
     def _code(self, arch: Arch) -> np.ndarray:
         codes = self._codes.get(arch)
         if codes is None:
             codes = self._codes[arch] = self.space.encode(arch)
         return codes
-
-    def _gp_fit(self) -> Any:
-        """The GP of `_screened`, fitted to at most 300 trials (the best and the most recent half each);
-        hyperparameters re-chosen every 10 trials, so the cost per trial is bounded."""
-        from nas.strategies.surrogate import GP, Encoder
-        done = [t for t in self.history if np.isfinite(self.fitness(t))]
-        if len(done) < 2:
-            return None
-        if len(done) > 300:
-            top = sorted(done, key=self.fitness, reverse=True)[:150]
-            ids = {id(t) for t in top}
-            done = top + [t for t in reversed(done) if id(t) not in ids][:150]
-        if self._gp is None:
-            self._gp, self._encoder = GP(), Encoder(self.space)
-        x = self._encoder(np.stack([self._code(t.arch) for t in done]))
-        y = np.array([self.fitness(t) for t in done])
-        choose = len(self.history) // 10 != self._gp_round
-        try:
-            self._gp.fit(x, y, choose=choose)
-        except np.linalg.LinAlgError:
-            return None
-        self._gp_round = len(self.history) // 10
-        return self._gp
 
     def sample(self) -> Arch:
         """A random feasible arch not evaluated yet (repaired toward the bound when tables are known)."""
