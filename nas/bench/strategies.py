@@ -69,7 +69,7 @@ class BenchSetup:
 SETUPS: dict[str, BenchSetup] = {
     "nats_sss": BenchSetup("nats_sss", {}, "pixel1", 10.0),
     "nb201": BenchSetup("nb201", {"candidates": "naslib"}, "pixel3", 14.0),
-    # 120 ms on pixel1: 276 of the 725 cells feasible (median 125.8 ms), optimum 94.24% (best overall 94.49%)
+    # 120 ms on pixel1: 331 of the 725 cells feasible (median 122.3 ms), optimum 94.24% (best overall 94.49%)
     "nasnet": BenchSetup("nasnet", {"variant": "darts", "candidates": "nb301"}, "pixel1", 120.0),
 }
 #: zero-cost warm-up settings: a 64-arch synflow pool at 32x32 keeps 20 seeds within seconds per seed
