@@ -242,10 +242,23 @@ def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None
         return MemoryStore()
     objectives = getattr(strategy, "objectives", None) or (
         ((strategy.metric, strategy.maximize),) if strategy is not None else (("score", True),))
+    if cfg.storage is None and cfg.out:
+        refuse_foreign_store(Path(cfg.out), study_name(cfg))
     # a local SQLite file has one writer (the run lock): quick trials are written in batches
     local = {"batch": True} if spec.startswith("sqlite:///") else {}
     return open_any_store(spec, study_name(cfg), space=space, objectives=objectives, fresh=not cfg.resume,
                           params=cfg.store_params, heartbeat_s=cfg.heartbeat_s, **local)
+
+
+def refuse_foreign_store(out: Path, study: str) -> None:
+    """DIR/trials.db holding only other searches' studies (a file copied or left there): refuse it
+    rather than add this search beside them (issue 29)."""
+    from nas.store.study import STORE_FILE, sqlite_study_names
+    names = sqlite_study_names(out / STORE_FILE)
+    if names and study not in names:
+        shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise UsageError(f"--out {out}: {out / STORE_FILE} holds another search's study ({shown}), not this "
+                         f"search's ({study!r}); use another --out, or --study {names[0]} to continue that one")
 
 
 def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> None:
