@@ -26,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from latency.devices.pixel1_ops import act_passes, bcast, copy, layernorm
 from latency.devices.primitives import F32, Primitive, eltwise, im2col_bytes
@@ -112,45 +112,6 @@ def _check_opset_and_order(model: "onnx.ModelProto", path: str) -> None:
         made.update(node.output)
 
 
-def _all_tensors(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
-    """The initializers and attribute tensors of `graph` and of its subgraphs."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _all_tensors(sub)
-
-
-def _load_external_data(model: "onnx.ModelProto", path: Path) -> None:
-    """Read the weights a model keeps in external data files (beside it); a missing or short file is one
-    line naming it (it was "not an ONNX model (ValidationError)")."""
-    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
-    need: dict[str, int] = {}
-    for tensor in _all_tensors(model.graph):
-        if uses_external_data(tensor):
-            info = ExternalDataInfo(tensor)
-            end = (info.offset or 0) + (info.length or 0)
-            need[info.location] = max(need.get(info.location, 0), end)
-    if not need:
-        return
-    for name, end in need.items():
-        file = path.parent / name
-        if not file.is_file():
-            raise UsageError(f"ONNX model {str(path)!r} keeps its weights in the external data file {name!r}, "
-                             f"which is missing (looked for {str(file)!r}); copy it beside the model")
-        if file.stat().st_size < end:
-            raise UsageError(f"ONNX model {str(path)!r}: its external data file {str(file)!r} holds "
-                             f"{file.stat().st_size} bytes, the model reads up to byte {end} (truncated?)")
-    try:
-        load_external_data_for_model(model, str(path.parent))
-    except Exception as exc:   # a location outside the model's folder, unreadable file ...
-        raise UsageError(f"ONNX model {str(path)!r}: cannot read its external data ({type(exc).__name__}: "
-                         f"{str(exc)[:200]})") from None
-
-
 def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "onnx.ModelProto":
     """Read an ONNX file, fix the first input's shape and run shape inference (UsageError on bad input)."""
     import onnx
@@ -163,7 +124,8 @@ def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "o
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
         raise UsageError(f"{str(path)!r} is not an ONNX model ({type(exc).__name__})") from None
-    _load_external_data(model, p)
+    from latency.onnx_io import load_external_data
+    load_external_data(model, p)
     if not model.graph.node:
         raise UsageError(f"{str(path)!r} is not an ONNX model (no graph nodes)")
     inits = {t.name for t in model.graph.initializer}
