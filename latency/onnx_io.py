@@ -1,5 +1,6 @@
 """ONNX export of torch modules, onnxruntime sessions and a model's external data files, shared by profiling,
 `nas export` and ONNX costing.
+
 Uses the TorchScript exporter (about 20x faster than the dynamo exporter here, which matters when
 profiling dozens of layers) and falls back to the dynamo exporter if it fails.
 """
