@@ -74,6 +74,9 @@ SMALLER: dict[str, Small] = {
     "nas search --space mbconv --target cpu --latency-ms 8 --constraint 'peak_memory_mb<=4' --evaluator-option proxy=flops --trials 20 --verify cpu --out runs/verified":
         Small(_TRIALS, set={"--trials": "8"}),
     "nas bench budgets --strategies evolution,exact --seeds 10": Small("fewer seeds (CI time)", set={"--seeds": "2"}),
+    "nas bench latency [--devices pixel2,raspi4] [--leave-out kind] [--json]":
+        Small("the synopsis's two devices, one draw per size (CI time; all 27 devices take minutes)",
+              set={"--devices": "pixel2,raspi4", "--repeats": "1"}),
     "nas train runs/p1/best.json --dataset cifar10:~/data/cifar10 --epochs 200 --device cuda --amp --out runs/p1-train":
         Small("no CIFAR-10 and no GPU in CI: digits on the CPU at the README's CPU size, 1 epoch; it makes "
               "runs/p1-train for the export lines", set={"--dataset": "digits", "--epochs": "1", "--device": "cpu"},
