@@ -116,6 +116,8 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     from search_spaces.catalog import get_space
 
     check_config(cfg)
+    if writer and cfg.out and cfg.storage is None:   # before any loading: another search's trials.db in --out
+        refuse_foreign_store(Path(cfg.out), study_name(cfg))
     started = time.perf_counter()
     space = get_space(cfg.space, **cfg.space_options)
     strategy_cls = STRATEGIES.get(cfg.strategy)
@@ -242,8 +244,6 @@ def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None
         return MemoryStore()
     objectives = getattr(strategy, "objectives", None) or (
         ((strategy.metric, strategy.maximize),) if strategy is not None else (("score", True),))
-    if cfg.storage is None and cfg.out:
-        refuse_foreign_store(Path(cfg.out), study_name(cfg))
     # a local SQLite file has one writer (the run lock): quick trials are written in batches
     local = {"batch": True} if spec.startswith("sqlite:///") else {}
     return open_any_store(spec, study_name(cfg), space=space, objectives=objectives, fresh=not cfg.resume,
