@@ -63,6 +63,12 @@ SMALLER: dict[str, Small] = {
     "nas search --space mbconv --target cpu --runner ray --workers 2 --out runs/ray": Small(_TRIALS, set={"--trials": "4"}),
     "nas search --space mbconv --target pixel1 --trials 20 --runner ray --address 127.0.0.1:6379 --out runs/cluster":
         Small(_TRIALS, set={"--trials": "4"}),
+    "nas latency profile --space mbconv --out my-device.json":
+        Small("fewer timing runs per layer and 3 calibration nets (CI time)",
+              set={"--repeats": "10", "--warmup": "2", "--calibration-nets": "3"}),
+    "nas latency profile --space mbconv --precision int8 --out mbconv-int8.json":
+        Small("fewer timing runs per layer and 3 calibration nets (CI time; 72 s CPU with the defaults)",
+              set={"--repeats": "10", "--warmup": "2", "--calibration-nets": "3"}),
     "nas latency validate --space mbconv --table my-device.json --samples 30 --plot check.png":
         Small("fewer sample nets (CI time)", set={"--samples": "5"}),
     "nas search --space mbconv --target pixel1 --constraint 'params_m<=3' --evaluator-option proxy=flops --trials 30 --out runs/params":
