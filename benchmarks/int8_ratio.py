@@ -4,6 +4,7 @@ Every distinct layer of the space (up to --per-kind of each kind) is exported on
 statically to int8 (QDQ, per-channel weights, calibrated on the bundled digits: latency.quantize),
 and the float and int8 graphs are timed round-robin in one run; a kind's ratio is the median over
 its layers of int8 ms / float ms (below 1: int8 is faster). A few whole nets are timed the same way.
+Join layers (nb201's node sums and zero edges, priced by int8 tables only) are listed too.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/int8_ratio.py --space mbconv --space nasnet
 """
@@ -49,7 +50,7 @@ def main() -> None:
         space = get_space(name)
         quant = Quantizer(digits_calibration(space.input_shape[-1]))
         by_kind: dict[str, list[LayerSpec]] = defaultdict(list)
-        for spec in space.all_layers():
+        for spec in space.all_layers() + space.all_join_layers():   # joins: nb201's node sums, zero edges
             by_kind[kind(spec)].append(spec)
         picked = {k: [v[i] for i in np.unique(np.linspace(0, len(v) - 1, min(args.per_kind, len(v))).round().astype(int))]
                   for k, v in sorted(by_kind.items())}

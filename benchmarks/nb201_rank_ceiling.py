@@ -20,7 +20,7 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from latency.bench_devices import DEVICES, nb201_latency
-from nas.bench.latency import HELP_TEST_DEVICES
+from latency.bench_calibration import HELP_TEST_DEVICES
 from search_spaces.catalog import get_space
 
 

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nas.bench.proxies import CLAIMED_SPEARMAN, format_ranking, proxy_ranking
 

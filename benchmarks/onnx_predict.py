@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from latency.devices.pixel1 import primitive_ms
-from latency.onnx_cost import cost_graph, load_graph, predict_onnx
+from latency.onnx_cost import cost_graph, predict_onnx
+from latency.onnx_load import load_graph
 from latency.onnx_io import export_onnx
 from latency.targets import lut_model
 from search_spaces.catalog import get_space

@@ -10,7 +10,7 @@ path: a (decisions x choices) matrix, so predicting a batch of encoded archs is 
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
@@ -24,10 +24,20 @@ from nas.core.space import SearchSpace
 log = logging.getLogger(__name__)
 
 
+def layer_list(space: SearchSpace, metadata: dict) -> Callable[[Arch], list[LayerSpec]]:
+    """The layers a table prices for an arch: `space.live_layers` for a table fitted on the live graph
+    (metadata `graph` live), else `space.layers`; plus `space.join_layers` (node sums, zero edges)
+    when the table timed them (metadata `joins`: int8 tables, where they are requantizing kernels)."""
+    base = space.live_layers if metadata.get("graph") == "live" else space.layers
+    if not metadata.get("joins"):
+        return base
+    return lambda arch: base(arch) + space.join_layers(arch)
+
+
 def _drop_foreign_entries(space: SearchSpace, table: LatencyTable) -> None:
     """Entries that are no layer of `space` can never be read: drop them (with a warning) so the
     model holds only the space's layers, however many junk keys the file had."""
-    keys = {s.key for s in space.all_layers()}
+    keys = {s.key for s in space.all_layers()} | {s.key for s in space.all_join_layers()}
     foreign = [k for k in table.entries if k not in keys]
     if foreign:
         log.warning("latency table %s: ignoring %d entries that are no layer of %s (e.g. %.80r)",
@@ -58,8 +68,12 @@ class LUTModel:
         self._matrix: np.ndarray | None = None
         self._const = 0.0
         #: a table fitted on the effective graph (latency.calibrate, graph "live") prices live ops only
-        self._layers = space.live_layers if table.metadata.get("graph") == "live" else space.layers
-        sep = space.separable_layers() if self._layers == space.layers else None
+        self._layers = layer_list(space, table.metadata)
+        sep = space.separable_layers() if table.metadata.get("graph") != "live" else None
+        if sep is not None and table.metadata.get("joins"):
+            joins = space.separable_join_layers()
+            sep = None if joins is None else (sep[0] + joins[0], [[a + b for a, b in zip(ca, cb)]
+                                                                  for ca, cb in zip(sep[1], joins[1])])
         if sep is not None:
             fixed, per = sep
             width = max(len(c) for c in per) if per else 0

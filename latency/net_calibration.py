@@ -48,6 +48,7 @@ def calibrate(space: "SearchSpace", table: "LatencyTable", settings: "ProfileSet
     them, store it (in place).
 
     With fewer than 3 distinct archs (a tiny space) nothing is fitted and the table is returned as is."""
+    from latency.model import layer_list
     from latency.validate import measure, sample_archs
     archs = sample_archs(space, nets, seed)
     if len(archs) < 3:
@@ -55,7 +56,8 @@ def calibrate(space: "SearchSpace", table: "LatencyTable", settings: "ProfileSet
         return table
     t0 = time.perf_counter()
     meas = measure(space, archs, settings, joint=True, rounds=rounds, chunk=8, progress=progress, clock=clock,
-                   desc="calibration nets (export + timing)", quant=quant)
+                   desc="calibration nets (export + timing)", quant=quant,
+                   layers_of=layer_list(space, table.metadata))
     assert meas.layers is not None and meas.overhead_ms is not None  # joint=True always returns them
     _fit_and_store(space, table, meas.layers, meas.overhead_ms, meas.net_ms, "profile calibration nets, joint layer times",
                    seed=seed, clock=clock, seconds=time.perf_counter() - t0, rounds=rounds)
@@ -66,9 +68,10 @@ def fit_from_table(space: "SearchSpace", table: "LatencyTable", archs: "list[Arc
                    seconds: float) -> "LatencyTable":
     """Fit and store the correction from the context nets' medians (`metadata["context_ms"]`) against
     the table's entries and call overhead: exactly what `LUTModel` will correct."""
+    from latency.model import layer_list
     times = table.metadata["context_ms"]
     nets = np.array([float(np.median(times[a.key])) for a in archs])
-    layers = [[(s, table.ms(s.key)) for s in space.layers(a)] for a in archs]
+    layers = [[(s, table.ms(s.key)) for s in layer_list(space, table.metadata)(a)] for a in archs]
     ovh = np.full(len(archs), float(table.metadata.get("call_overhead_ms", 0.0)))
     return _fit_and_store(space, table, layers, ovh, nets, "profile context nets, table entries",
                           seed=seed, clock=clock, seconds=seconds)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from latency.onnx_cost import load_graph
+from latency.onnx_load import load_graph
 from latency.onnx_io import session
 from nas.core.errors import NasError, UsageError
 

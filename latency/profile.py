@@ -305,17 +305,24 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
         from latency.contention import current_load
         load = current_load(settings.threads)
         table = LatencyTable(space.name, space.options(), {**meta, "clock": chosen,
-                                                            "load_at_start": load.describe() if load else None})
+                                                            "load_at_start": load.describe() if load else None,
+                                                            "busy_at_start": load.busy if load else None})
     elif clock != "auto" and clock != table.metadata.get("clock", "wall"):
         raise LatencyError(f"{out} was profiled with the {table.metadata.get('clock', 'wall')} clock, not {clock}; "
                            f"use another --out or the same clock to resume")
     timed_before = len(table.entries) if "load_at_end" in table.metadata else -1
-    table = profile_layers(space.all_layers(), settings, table, out, progress, context=context, quant=quant)
+    specs = space.all_layers()
+    joins = space.all_join_layers() if quant is not None else []
+    if joins:   # int8: node sums and zero edges are requantizing kernels, priced as layers (model.layer_list)
+        specs += joins
+        table.metadata["joins"] = "node sums and zero edges timed as layers (space.join_layers)"
+    table = profile_layers(specs, settings, table, out, progress, context=context, quant=quant)
     if len(table.entries) == timed_before:
         return table   # a finished table: nothing timed, nothing rewritten
     from latency.contention import current_load
     load = current_load(settings.threads)
     table.metadata["load_at_end"] = load.describe() if load else None
+    table.metadata["busy_at_end"] = load.busy if load else None   # latency.host_check re-times a busy one
     if out is not None:
         table.save(out)
     return table

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -146,9 +146,11 @@ def check_clock(clock: str, settings: ProfileSettings) -> None:
 
 def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
             rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall",
-            desc: str = "validate (export + timing)", quant: "Quantizer | None" = None) -> Measured:
+            desc: str = "validate (export + timing)", quant: "Quantizer | None" = None,
+            layers_of: "Callable[[Arch], list[LayerSpec]] | None" = None) -> Measured:
     """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them);
-    with `quant`, every net and layer as its int8 graph (the empty call stays float, as in profiling)."""
+    with `quant`, every net and layer as its int8 graph (the empty call stays float, as in profiling).
+    `layers_of`: the layers of an arch the table prices (`latency.model.layer_list`; default `space.layers`)."""
     import torch
     from tqdm import tqdm
 
@@ -160,6 +162,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
         raise UsageError(f"--rounds must be >= 1 and --chunk >= 0, got {rounds} and {chunk}")
     chunk = chunk or len(archs)
     rounds = min(rounds, settings.repeats)
+    layers_of = layers_of or space.layers
     n_groups = -(-len(archs) // chunk)
     net_ms, net_iqr = np.zeros(len(archs)), np.zeros(len(archs))
     layers: list[list[tuple[LayerSpec, float]]] = [[] for _ in archs]
@@ -193,7 +196,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
             for i in idx:
                 nets.append(export(f"net{i}", space.build(archs[i]), space.input_shape))
                 bar.update(1)
-            specs = {s.key: s for i in idx for s in space.layers(archs[i])} if joint else {}
+            specs = {s.key: s for i in idx for s in layers_of(archs[i])} if joint else {}
             paths = [export("__overhead__", torch.nn.AvgPool2d(1), (8, 1, 1))] if joint else []
             paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
             shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
@@ -210,7 +213,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 for j, i in enumerate(idx):
                     raw_net[i] = raw[len(paths) + j]
                     if joint:
-                        raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in space.layers(archs[i]))
+                        raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in layers_of(archs[i]))
             meds = [stats(t) for t in times]
             for j, i in enumerate(idx):
                 net_ms[i], net_iqr[i] = meds[len(paths) + j]
@@ -220,7 +223,7 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 local = {k: max(0.0, meds[1 + j][0] - ovh) for j, k in enumerate(specs)}
                 for i in idx:
                     overhead[i] = ovh
-                    layers[i] = [(s, local[s.key]) for s in space.layers(archs[i])]
+                    layers[i] = [(s, local[s.key]) for s in layers_of(archs[i])]
     return Measured(net_ms, net_iqr, layers if joint else None, overhead if joint else None,
                     time.perf_counter() - t0, n_groups, net_halves, switch_groups or None,
                     raw_net if switch_groups else None, raw_joint if switch_groups and joint else None)
@@ -238,7 +241,7 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
     """Time `samples` nets of `space` (and their layers: `joint`) and compare with `table`. An int8
     table's nets and layers are quantized as it was (`latency.quantize.quantizer_of`; `calibration`:
     the images, needed when the table was not calibrated on the bundled digits)."""
-    from latency.model import LUTModel
+    from latency.model import LUTModel, layer_list
     from latency.quantize import quantizer_of
     table.check_space(space.name, space.options())
     settings = settings_of(table)
@@ -269,14 +272,15 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
         warnings.append(f"the table's correction was fitted on archs sampled with seed {seed}, this validation's "
                         f"seed: the corrected rows are not held out; use another --seed")
         log.warning(warnings[-1])
-    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant)
+    layers_of = layer_list(space, table.metadata)
+    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant, layers_of=layers_of)
     y = meas.net_ms
     noise = spread(meas.net_ms, meas.net_iqr_ms)
     if noise > NOISY_SPREAD:
         msg = (f"noisy timings: the repeats of a net spread {100 * noise:.0f}% (median IQR / median)")
         warnings.append(msg + ("; rerun with --clock cpu" if clock == "wall" and settings.threads == 1 else ""))
         log.warning(warnings[-1])
-    table_layers: list[LayerTimes] = [[(s, table.ms(s.key)) for s in space.layers(a)] for a in archs]
+    table_layers: list[LayerTimes] = [[(s, table.ms(s.key)) for s in layers_of(a)] for a in archs]
     pred: dict[str, np.ndarray] = {"table_lut": plain.predict_many(archs)}
     if old is not None:
         pred["table_corrected"] = np.array([old.predict(ls, plain.overhead) for ls in table_layers])
@@ -341,84 +345,3 @@ def with_correction(table: LatencyTable, correction: Correction) -> LatencyTable
     """A copy of `table` whose metadata carries `correction` (LUTModel applies it when loading)."""
     return LatencyTable(table.space, dict(table.space_options), {**table.metadata, "correction": correction.to_dict()},
                         dict(table.entries), table.source)
-
-
-LABELS = {"joint_lut": "LUT from the joint run", "table_lut": "table LUT", "table_corrected": "table + stored correction",
-          "joint_stored": "joint LUT + stored corr.",
-          "joint_corrected": "joint LUT + correction", "joint_corrected_holdout": "joint LUT + correction (held out)",
-          "table_corrected_holdout": "table LUT + correction (held out)"}
-
-RAW_LABELS = {"table_lut": "table LUT, raw cpu clock", "joint_lut": "joint LUT, raw cpu clock"}
-
-HELD_LABELS = {"joint_lut": "joint LUT", "joint_corrected": "joint LUT + fitted corr.", "table_lut": "table LUT",
-               "table_corrected": "table LUT + fitted corr."}
-
-
-def format_report(r: dict[str, Any]) -> str:
-    head = (f"validate {r['space']} with {r['table']}: {r['samples']} archs (seed {r['seed']}), "
-            f"{r['settings'].get('precision', 'float32')}, "
-            f"{r['settings']['provider']} threads={r['settings']['threads']}, {r.get('clock', 'wall')} clock, "
-            f"{'joint' if r['joint'] else 'nets-only'} run in {r['groups']} group(s) x {r['rounds']} rounds, {r['seconds']} s")
-    cols = f"{'':28}{'n':>4}{'spearman':>10}{'kendall':>9}{'rmse_ms':>9}{'mape_%':>8}{'<=5%':>7}{'<=10%':>7}{'bias_%':>8}"
-
-    def row(label: str, m: dict[str, float]) -> str:
-        return (f"{label:28}{m['n']:>4}{m['spearman']:>10.3f}{m['kendall']:>9.3f}{m['rmse_ms']:>9.3f}"
-                f"{m['mape_pct']:>8.2f}{m['within_5_pct']:>6.0f}%{m['within_10_pct']:>6.0f}%{m['bias_pct']:>8.2f}")
-    lines = [head, cols] + [row(LABELS.get(k, k), m) for k, m in r["metrics"].items()]
-    stored = r.get("stored_correction")
-    if stored:
-        where = (f"fitted when profiling, on {stored.get('nets')} other nets (seed {stored.get('samples_seed')})"
-                 if stored.get("source") == "profile" else f"fitted by validate on {stored.get('n')} nets")
-        lines.append(f"(stored correction '{stored.get('selected')}': {where})")
-    if "drift_pct" in r:
-        lines.append(f"(drift: the nets' layers took {r['drift_pct']:+.1f}% against the table's entries in this run; "
-                     f"the table rows include it, the joint rows do not)")
-    if "repeatability" in r:
-        lines.append(row("measured vs itself (ceiling)", r["repeatability"]))
-        lines.append(f"(two halves of the rounds of the same nets; repeats spread {r['repeat_spread_pct']:.1f}%)")
-    for k, m in r.get("uncorrected", {}).items():
-        lines.append(row(f"{RAW_LABELS.get(k, k)}", m))
-    if r.get("preemption"):
-        costs = [g["switch_cost_ms"] for g in r["preemption"] if g.get("switch_cost_ms") is not None]
-        runs = np.mean([g["runs_switched_pct"] for g in r["preemption"]])
-        lines.append(f"cpu clock: {runs:.0f}% of runs were preempted; "
-                     + (f"{1e3 * float(np.median(costs)):.0f} us of cache refill per preemption taken out of each"
-                        if costs else "no per-preemption cost could be estimated"))
-    if "holdout" in r:
-        h = r["holdout"]
-        lines.append(f"held-out archs (correction fitted on {h['n_fit']}, kept feature set "
-                     f"{h['selected']!r}, tested on {h['n_test']}):")
-        lines += [row("  " + HELD_LABELS.get(k, k), m) for k, m in h.items() if isinstance(m, dict)]
-    lines += [f"warning: {w}" for w in r.get("warnings", [])]
-    return "\n".join(lines)
-
-
-def plot(r: dict[str, Any], path: str | Path) -> Path:
-    """Predicted vs measured with y = x and +-10% bands (matplotlib, Agg backend)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    meas = np.array([a["measured_ms"] for a in r["archs"]])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    keys = [k for k in r["archs"][0] if k.endswith("_ms") and k not in ("measured_ms", "measured_iqr_ms")]
-    values = [meas]
-    for k, marker in zip(keys, "os^vD"):
-        p = np.array([np.nan if a[k] is None else a[k] for a in r["archs"]], dtype=float)
-        name = k[:-3]
-        ax.scatter(meas, p, s=14, marker=marker, alpha=0.75, label=LABELS.get(name, name.replace("_", " ")))
-        values.append(p)
-    lo, hi = 0.95 * float(np.nanmin(np.concatenate(values))), 1.05 * float(np.nanmax(np.concatenate(values)))
-    xs = np.array([lo, hi])
-    ax.plot(xs, xs, "k-", lw=1, label="y = x")
-    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="grey", alpha=0.15, label="+-10%")
-    ax.set_xlabel("measured whole net (ms)")
-    ax.set_ylabel("predicted (ms)")
-    ax.set_title(f"{r['space']}: {r['samples']} archs, {r['settings']['provider'].replace('ExecutionProvider', '')}"
-                 f" x{r['settings']['threads']}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

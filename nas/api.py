@@ -10,6 +10,7 @@ functions are in `nas.api_latency`.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 from nas.core.errors import UsageError
@@ -17,6 +18,8 @@ from nas.pipeline.search import SearchResult
 from nas.pipeline.config import SearchConfig, resume_config
 from nas.pipeline.catalogue import SECTIONS, list_catalogue  # noqa: F401 (re-exported: the API)
 from nas.training.threads import set_torch_threads
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SearchConfig", "SearchResult", "search", "resume_config", "show", "export", "load_model", "train",
            "report", "list_catalogue", "predict_latency", "profile_latency", "set_torch_threads"]
@@ -28,6 +31,8 @@ def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None =
     strategy trains data parallel; the result is returned on rank 0 and None on the other ranks."""
     import nas.training.distributed as D
     from nas.pipeline.search import search as run_pipeline
+    if cfg.runner == "ray" and _weight_sharing(cfg.strategy):
+        return search_on_ray(cfg, progress, torch_threads)
     world = D.world_size()
     if world > 1:
         check_distributed_search(cfg, world)
@@ -38,6 +43,35 @@ def search(cfg: SearchConfig, progress: bool = True, torch_threads: int | None =
     finally:
         if ctx is not None:
             D.teardown(ctx)
+
+
+def _weight_sharing(strategy: str) -> bool:
+    from nas.strategies.catalog import STRATEGIES
+    return strategy in STRATEGIES.names() and STRATEGIES.get(strategy).weight_sharing
+
+
+def search_on_ray(cfg: SearchConfig, progress: bool = True, torch_threads: int | None = None) -> SearchResult | None:
+    """`--runner ray --workers N` with a weight-sharing strategy: the whole search runs as N Ray
+    processes that train data parallel as N torchrun ranks would (nas.cluster.ray_train.run_on_ray);
+    rank 0 then runs the trials in its process (scoring with inherited weights is cheap next to the
+    training) and writes --out; its result comes back here."""
+    from dataclasses import replace
+
+    from nas.cluster.ray_train import run_on_ray
+    from nas.pipeline.config import check_config
+    from nas.training.threads import check_threads
+    check_config(cfg)
+    check_threads(torch_threads)
+    if cfg.workers is None:
+        raise UsageError(f"--strategy {cfg.strategy} --runner ray trains on --workers N processes: give --workers "
+                         f"(e.g. --workers 2)")
+    check_distributed_search(cfg, cfg.workers)
+    if progress:
+        log.info("training %s on %d Ray processes (data parallel; progress is not shown)", cfg.strategy, cfg.workers)
+    local = replace(cfg, runner="local", workers=None, address=None)
+    return run_on_ray(cfg.workers, cfg.address, "nas.api:search",   # type: ignore[no-any-return]
+                      {"cfg": local, "progress": False, "torch_threads": torch_threads},
+                      cuda=str(cfg.device or "cpu").startswith("cuda"))
 
 
 def check_distributed_search(cfg: SearchConfig, world: int) -> None:

@@ -90,7 +90,8 @@ def predict_onnx(onnx: str, targets: Sequence[str], breakdown: bool = False,
                  clock: str = "auto") -> dict[str, Any]:
     """Latency of any ONNX model: costed node by node on device-model targets (pixel1), timed with
     onnxruntime on `cpu` (this machine, one thread). `breakdown`: the per-node costs (device models)."""
-    from latency.onnx_cost import DEVICE_MODELS, parse_shape
+    from latency.onnx_cost import DEVICE_MODELS
+    from latency.onnx_load import parse_shape
     from latency.onnx_cost import predict_onnx as cost_onnx
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else input_shape
     valid = sorted(DEVICE_MODELS) + ["cpu"]
@@ -147,7 +148,7 @@ def validate(space: str, table: str | None = None, target: str | None = None,
     correction fitted on all archs."""
     from latency.table import LatencyTable
     from latency.targets import load_table
-    from latency.validate import plot as plot_report
+    from latency.validate_report import plot as plot_report
     from latency.validate import validate as run_validation
     from latency.validate import with_correction
     if save_correction and not fit_correction:

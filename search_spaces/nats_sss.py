@@ -17,7 +17,7 @@ from nas.core.arch import Arch
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
-from search_spaces.nb201_ops import build_macro, macro_layers
+from search_spaces.nb201_ops import build_macro, macro_joins, macro_layers
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -94,6 +94,18 @@ class NATSSizeSpace(SearchSpace):
                     widths[pos], widths[pos + 1] = a, b
                     for spec in self.layers(self.make(widths)):
                         seen.setdefault(spec.key, spec)
+        return list(seen.values())
+
+    def join_layers(self, arch: Arch) -> list[LayerSpec]:
+        self.validate(arch)
+        return [spec for spec, _ in macro_joins(self._cells(tuple(arch.genes)), self.resolution, 1)]
+
+    def all_join_layers(self) -> list[LayerSpec]:
+        """A cell's sums depend on its output width alone."""
+        seen: dict[str, LayerSpec] = {}
+        for w in WIDTHS:
+            for spec in self.join_layers(self.make([w] * LAYERS)):
+                seen.setdefault(spec.key, spec)
         return list(seen.values())
 
     def build(self, arch: Arch, num_classes: int | None = None) -> "nn.Module":

@@ -30,7 +30,7 @@ from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
 from search_spaces.candidates import CandidateSet, read_candidates
-from search_spaces.nb201_ops import EDGES, NB201_OPS, NONE, build_macro, macro_layers
+from search_spaces.nb201_ops import EDGES, NB201_OPS, NONE, build_macro, macro_joins, macro_layers
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -206,6 +206,25 @@ class NB201Space(SearchSpace):
 
     def all_layers(self) -> list[LayerSpec]:
         fixed, per = self.separable_layers()
+        seen = {s.key: s for s in fixed}
+        for choices in per:
+            for specs in choices:
+                for s in specs:
+                    seen.setdefault(s.key, s)
+        return list(seen.values())
+
+    def join_layers(self, arch: Arch) -> list[LayerSpec]:
+        self.validate(arch)
+        return [spec for spec, _ in macro_joins(self._cells(tuple(arch.genes)), self.resolution, self.cells)]
+
+    def separable_join_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
+        fixed = [spec for spec, e in macro_joins(self._cells((NONE,) * 6), self.resolution, self.cells) if e < 0]
+        per = [[[spec for spec, e in macro_joins(self._cells((op,) * 6), self.resolution, self.cells) if e == edge]
+                for op in NB201_OPS] for edge in range(len(EDGES))]
+        return fixed, per
+
+    def all_join_layers(self) -> list[LayerSpec]:
+        fixed, per = self.separable_join_layers()
         seen = {s.key: s for s in fixed}
         for choices in per:
             for specs in choices:

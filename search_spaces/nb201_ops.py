@@ -87,7 +87,20 @@ def modules() -> SimpleNamespace:
                 nodes.append(total)
             return nodes[3]
 
-    return SimpleNamespace(Zero=Zero, ResBlock=ResBlock, Cell=Cell)
+    class Sum(nn.Module):
+        """A node sum of `inputs` tensors, timed on one input (`x + x + ...`: inputs - 1 adds)."""
+
+        def __init__(self, inputs: int) -> None:
+            super().__init__()
+            self.inputs = inputs
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            total = x
+            for _ in range(self.inputs - 1):
+                total = total + x
+            return total
+
+    return SimpleNamespace(Zero=Zero, ResBlock=ResBlock, Cell=Cell, Sum=Sum)
 
 
 def build_edge(op: str, cin: int, cout: int) -> "nn.Module":
@@ -131,6 +144,8 @@ def _res_macs(spec: LayerSpec) -> int:
 
 OPS.register("nb201_edge", OpDef(build_edge, _edge_macs))
 OPS.register("nb201_resblock", OpDef(lambda cin, cout: modules().ResBlock(cin, cout), _res_macs))
+OPS.register("nb201_sum", OpDef(lambda c, inputs: modules().Sum(int(inputs)), lambda spec: 0))
+OPS.register("nb201_zero", OpDef(lambda c: modules().Zero(), lambda spec: 0))
 OPS.register("nb201_head", OpDef(_build_head, lambda spec: int(spec.kwargs["cin"]) * int(spec.kwargs["classes"])))
 
 
@@ -170,6 +185,33 @@ def macro_layers(cells: Sequence[tuple[Cell, int, int]], resblocks: Sequence[tup
             out.append(("edge", edge_spec(op, cin if a == 0 else cout, cout, hw), e))
     last = cells[-1][2]
     out.append(("head", head_spec(last, classes, hw), -1))
+    return out
+
+
+def sum_spec(c: int, hw: int, inputs: int) -> LayerSpec:
+    """The sum at a cell node with `inputs` incoming edges (a join layer: `macro_joins`)."""
+    return LayerSpec.make("nb201_sum", {"c": c, "inputs": inputs}, (c, hw, hw), (c, hw, hw))
+
+
+def zero_spec(c: int, hw: int) -> LayerSpec:
+    """A `none` edge: its zero output is computed at run time (x * 0), a join layer."""
+    return LayerSpec.make("nb201_zero", {"c": c}, (c, hw, hw), (c, hw, hw))
+
+
+def macro_joins(cells: Sequence[tuple[Cell, int, int]], resolution: int, per_stage: int) -> list[tuple[LayerSpec, int]]:
+    """The join layers of the macro net as (spec, edge index or -1): per cell the sums of nodes 2 and
+    3 (2 and 3 inputs; node 1 has one) and each `none` edge's x * 0. No layer of `macro_layers`
+    holds them: a float runtime fuses a sum into the conv before it and they cost ~nothing, but an
+    int8 graph runs each sum as a requantizing add (QLinearAdd) and each zero edge as a QLinearMul
+    (measured in onnxruntime: 45 adds in the benchmark's net whatever the ops). Int8 tables price
+    them (`SearchSpace.join_layers`); float tables and predictions do not."""
+    out: list[tuple[LayerSpec, int]] = []
+    hw = resolution
+    for i, (ops, _, cout) in enumerate(cells):
+        if i and i % per_stage == 0:
+            hw = (hw - 1) // 2 + 1
+        out += [(zero_spec(cout, hw), e) for e, op in enumerate(ops) if op == NONE]
+        out += [(sum_spec(cout, hw, n), -1) for n in (2, 3)]
     return out
 
 

@@ -92,6 +92,14 @@ class _CandidateMixin:
         with _describing():
             return super().separable_layers()  # type: ignore[misc]
 
+    def all_join_layers(self) -> list[Any]:
+        with _describing():
+            return super().all_join_layers()  # type: ignore[misc, no-any-return]
+
+    def separable_join_layers(self) -> Any:
+        with _describing():
+            return super().separable_join_layers()  # type: ignore[misc]
+
     def sample(self, rng: np.random.Generator) -> Arch:
         assert self._candidates is not None
         return self._candidates.sample(rng)

@@ -7,7 +7,8 @@ import pytest
 
 import latency.validate as validate_mod
 from latency.contention import Load, choose_clock, current_load, halves, spread
-from latency.validate import format_report, validate
+from latency.validate import validate
+from latency.validate_report import format_report
 from search_spaces.catalog import get_space
 from tests.test_validate import TINY, synthetic_table
 

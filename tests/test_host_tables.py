@@ -117,3 +117,36 @@ def test_cli_refusal_is_one_line_exit_2(machine: pytest.MonkeyPatch, capsys: pyt
     assert main(["latency", "predict", "--space", "vit_resnas", "--target", "cpu", "--arch", "vit-resnas-tiny"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nas latency profile --space vit_resnas --out" in err
+
+
+def test_cached_int8_table_of_an_older_int8_model_is_profiled_again(machine: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """An nb201 int8 table without join layers (node sums) or quantized pools under-prices whole nets
+    2-3x: the cache must not serve it."""
+    fake(machine, "AMD EPYC 9999")
+    space = get_space("nb201")
+    path = host_tables.host_table_path(space, None, "int8")
+    old = LatencyTable(space.name, space.options(), {"source": "measured", "precision": "int8",
+                                                      "quantization": {"precision": "int8"}})
+    old.save(path)
+    assert host_tables.stale_int8(old, space) == "layers timed without the quantized pools a whole net runs"
+    old.metadata["quantization"]["latent_ops"] = "yes"
+    assert host_tables.stale_int8(old, space) == "no node-sum / zero-edge layers"
+    old.metadata["joins"] = "timed"
+    assert host_tables.stale_int8(old, space) is None
+    calls: list[Path] = []
+
+    def profile(sp: SearchSpace, p: Path, progress: bool) -> LatencyTable:
+        calls.append(p)
+        new = LatencyTable(sp.name, sp.options(), {**old.metadata, "joins": "timed"})
+        new.save(p)
+        return new
+    old.metadata.pop("joins")
+    old.save(path)
+    with caplog.at_level("WARNING"):
+        table = host_tables.resolve(space, [], progress=False, profile=profile, precision="int8")
+    assert calls == [path] and table.metadata.get("joins") == "timed"
+    assert "older int8 model (no node-sum / zero-edge layers)" in caplog.text
+    calls.clear()
+    host_tables.resolve(space, [], progress=False, profile=profile, precision="int8")   # now current: kept
+    assert calls == []

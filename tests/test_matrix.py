@@ -48,11 +48,10 @@ BENCHMARK_SPACES = {"nb201", "nats_sss"}
 
 #: (space case, family) pairs no strategy of the family searches yet (must be a clear UsageError)
 UNSUPPORTED = {("nb201", "differentiable"), ("nats_sss", "differentiable"),
-               ("nb201", "one-shot"), ("nats_sss", "one-shot"),
-               ("ofa_mbv3", "differentiable"), ("ofa_mbv3", "one-shot")}   # no ofa_mbv3 supernet yet
+               ("nb201", "one-shot"), ("nats_sss", "one-shot")}
 #: pairs that take longer than the default suite allows (measured on the 2-core CI machine)
 SLOW = {("mbconv", "one-shot"), ("nasnet", "one-shot"), ("mbconv", "differentiable"), ("nasnet", "differentiable"),
-        ("nasnet-darts", "differentiable")}
+        ("nasnet-darts", "differentiable"), ("ofa_mbv3", "one-shot"), ("ofa_mbv3", "differentiable")}
 #: options every training-based strategy gets (tiny: one epoch on 48 synthetic images)
 TRAINING = {"dataset": "synthetic:48", "epochs": 1, "batch_size": 16}
 STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
@@ -176,4 +175,4 @@ def test_list_strategies_says_which_spaces_each_searches() -> None:
     rows = {r["name"]: r["spaces"] for r in list_catalogue("strategies")}
     assert rows["darts"] == "nasnet with variant=darts (-o variant=darts)"
     assert rows["single-path"] == "mbconv" and rows["evolution"] == "every space"
-    assert rows["supernet"] == "hytra, mbconv, nasnet, vit_resnas"
+    assert rows["supernet"] == "hytra, mbconv, nasnet, ofa_mbv3, vit_resnas"

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from nas.core.errors import UsageError
-from nas.evaluators.proxies import meco, swap, swap_patterns, swap_regularised
+from nas.evaluators.proxies import meco, meco_opt, swap, swap_patterns, swap_regularised
 from search_spaces import bench_data
 from search_spaces.catalog import get_space
 
@@ -40,6 +40,50 @@ def test_meco_singular_and_constant_channels_add_nothing() -> None:
     with torch.no_grad():
         const.weight.zero_()
     assert meco(nn.Sequential(const), torch.randn(1, 2, 3, 3), torch.zeros(1)) == 0.0
+
+
+def _uncorrelated_channels(c: int, positions: int) -> torch.Tensor:
+    """`c` channels over `positions` (a power of 2) that are pairwise uncorrelated with zero mean: rows
+    1..c of the Sylvester-Hadamard matrix (row 0, the constant one, left out)."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < positions:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    side = int(math.isqrt(positions))
+    return h[1:c + 1].reshape(1, c, side, positions // side)
+
+
+def test_meco_opt_grows_with_width_where_meco_does_not() -> None:
+    """Uncorrelated channels: every correlation matrix is the identity (smallest eigenvalue 1), so MeCo
+    gives 1 whatever the width, and MeCo_opt (8-channel groups, times channels / 8) gives channels / 8;
+    fewer than 8 channels form one group (factor 1)."""
+    for c, positions in ((16, 64), (32, 64), (4, 16)):
+        x = _uncorrelated_channels(c, positions)
+        net = nn.Sequential(nn.Conv2d(c, c, 1, bias=False))
+        with torch.no_grad():
+            net[0].weight.copy_(torch.eye(c).reshape(c, c, 1, 1))
+        assert meco(net, x, torch.zeros(1)) == pytest.approx(1.0, rel=1e-9)
+        assert meco_opt(net, x, torch.zeros(1)) == pytest.approx(c / 8 if c >= 8 else 1.0, rel=1e-9)
+    # deterministic: the channel groups come from a fixed seed
+    net = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1))
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert meco_opt(net, x, torch.zeros(1)) == meco_opt(net, x, torch.zeros(1))
+
+
+def test_meco_opt_ranks_nats_sss_widths_the_right_way_round() -> None:
+    """On the NATS size space MeCo ranks archs backwards (wider layers: lower smallest eigenvalue);
+    MeCo_opt ranks them forwards. 12 archs spread over the truth's range, CIFAR-10."""
+    from scipy.stats import spearmanr
+
+    from nas.evaluators.tabular import truth_table
+    from nas.evaluators.zero_cost import ZeroCostEvaluator
+    table = truth_table("nats_sss", "cifar10")
+    blocks = sorted(table, key=table.get)[::len(table) // 12][:12]
+    space = get_space("nats_sss")
+    ev = ZeroCostEvaluator(space, proxy="meco", resolution=None, dataset="digits", batch=16)
+    rows = [ev.proxies(space.parse(b), ["meco", "meco_opt"]) for b in blocks]
+    acc = [table[b] for b in blocks]
+    rho = {n: spearmanr([r[n] for r in rows], acc)[0] for n in ("meco", "meco_opt")}
+    assert rho["meco"] < 0 < 0.5 < rho["meco_opt"], rho
 
 
 def test_swap_counts_distinct_unit_patterns() -> None:

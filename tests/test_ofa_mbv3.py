@@ -131,3 +131,46 @@ def test_cli_refuses_another_space_resolution_and_out_of_range_candidates(tmp_pa
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
         assert not (tmp_path / "run").exists()
+
+
+def test_loose_bound_search_keeps_to_the_predictor_range(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """pixel1 160 ms admits archs above the rows' MACs (ofa-max: 168 ms); with evolution's default fill=1
+    every child used to grow past them and every trial failed (exit 1). The predictor's declared range
+    is now a constraint, so repair and fill stay inside it."""
+    import json
+    out = tmp_path / "run"
+    code = main(["search", "--space", "ofa_mbv3", "--target", "pixel1", "--latency-ms", "160", "--evaluator",
+                 "predictor", "--out", str(out)])
+    capsys.readouterr()
+    assert code == 0
+    best = json.loads((out / "best.json").read_text())
+    rows = {r["constraint"]: r for r in best["budget"]["constraints"]}
+    assert set(rows) == {"macs_m<=506.48", "latency_ms[pixel1]<=160"}, rows
+    assert all(r["ok"] for r in rows.values()) and rows["macs_m<=506.48"]["slack"] < 10   # on the range's edge
+    # a --constraint on the same metric: the tighter of the two is kept
+    code = main(["search", "--space", "ofa_mbv3", "--target", "pixel1", "--latency-ms", "160", "--evaluator",
+                 "predictor", "--constraint", "macs_m<=900", "--trials", "12", "--out", str(tmp_path / "r2")])
+    capsys.readouterr()
+    assert code == 0
+    best = json.loads((tmp_path / "r2" / "best.json").read_text())
+    assert [r["constraint"] for r in best["budget"]["constraints"]][0] == "macs_m<=506.48"
+
+
+def test_an_evaluators_valid_bounds_become_constraints(space) -> None:  # type: ignore[no-untyped-def]
+    """make_budget adds an evaluator's declared bound, or tightens a --constraint on the same metric; the
+    evolution repair tables then hold it (the loose-bound search above relies on this)."""
+    from nas.evaluators.base import valid_bounds
+    from nas.strategies.constraints import make_budget
+
+    class Declares:
+        valid_bounds = {"macs_m": 300.0}
+
+    assert valid_bounds(Declares()) == {"macs_m": 300.0} and valid_bounds(object()) == {}
+    implied = valid_bounds(Declares())
+    for texts, kept in (((), 300.0), (("macs_m<=900",), 300.0), (("macs_m<=250",), 250.0)):
+        budget = make_budget(space, texts, {}, {}, lambda t: None, implied)
+        assert [(b.metric, b.value) for b in budget.bounds] == [("macs_m", kept)]
+    budget = make_budget(space, (), {}, {}, lambda t: None, implied)
+    assert not budget.feasible(space.parse(space.presets["ofa-max"])) and budget.tables() is not None
+    with pytest.raises(ValueError, match="latency_ms"):
+        make_budget(space, (), {}, {}, lambda t: None, {"latency_ms": 5.0})

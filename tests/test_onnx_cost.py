@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from latency.devices.pixel1 import primitive_ms
 from latency.devices.pixel1_ops import copy, gemm, layernorm, matmul
 from latency.devices.primitives import conv2d, eltwise, global_pool, linear
-from latency.onnx_cost import load_graph, parse_shape, predict_onnx
+from latency.onnx_cost import predict_onnx
+from latency.onnx_load import load_graph, parse_shape
 from latency.onnx_io import export_onnx
 from latency.targets import lut_model
 from nas.api_latency import predict_onnx as api_predict_onnx
@@ -189,7 +190,7 @@ def test_computed_shapes_are_filled_by_one_onnxruntime_run(tmp_path: Path) -> No
     path = _save(tmp_path, "pad", nodes, inits, [1, 2, 4, 4])
     from onnx import shape_inference
 
-    from latency.onnx_cost import _unknown_tensors
+    from latency.onnx_load import _unknown_tensors
     assert "p" in _unknown_tensors(shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True))
     cost = predict_onnx(path)   # Pad: one copy of its 3 x 4 x 6 x 6 output; the ReLU after a Pad: one pass
     expected = [copy(3 * 4 * 6 * 6), eltwise(3 * 4 * 6 * 6, 1)]

@@ -104,6 +104,8 @@ def test_int8_export_refuses_images_the_net_cannot_take(untrained: Path, tmp_pat
 
 @pytest.mark.parametrize("argv, message", [
     (["--quantize-top", "3"], "--quantize-top re-trains and quantizes finalists: it needs --evaluator train"),
+    (["--quantize-top", "3", "--evaluator", "predictor"],
+     "it needs --evaluator train, not 'predictor' (a predictor score comes from no trained weights"),
     (["--quantize-top", "-1", "--evaluator", "train"], "--quantize-top must be a whole number >= 0, got -1"),
 ])
 def test_quantize_top_bad_input(tmp_path: Path, argv: list[str], message: str,

@@ -85,11 +85,14 @@ def test_supernet_trains_at_the_searched_size_when_the_data_allows_and_says_so(
     assert ex["note"].startswith("subnet files are at the searched size") and "10 classes (searched 1000)" in ex["note"]
     assert ex["torch"].endswith("subnet.pt") and ex["onnx"].endswith("subnet.onnx")
     assert "trained at the searched size (synthetic:64 images are 32 px" in printed
+    assert ex["built_at"] == {"resolution": 32, "width_mult": 0.35, "num_classes": 10}   # the size subnet.* have
+    assert "subnet.onnx built at resolution=32 width_mult=0.35 num_classes=10" in printed
     proxy = _search(tmp_path, "proxy", "--strategy-option", "train_size=proxy")
     printed = capsys.readouterr().out
     assert proxy["exports"]["train_size"] == "proxy" and proxy["training"]["train_space"]["width_mult"] == 0.25
     assert proxy["exports"]["trained_at"]["width_mult"] == {"trained": 0.25, "searched": 0.35}
     assert "proxy size (width_mult above)" in proxy["exports"]["note"] and "trained at proxy size" in printed
+    assert "subnet.onnx built at resolution=32 width_mult=0.25 num_classes=10" in printed
 
 
 def test_nas_train_fine_tunes_the_inherited_subnet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,13 +14,13 @@ from latency.table import LatencyTable
 from latency.targets import load_table
 from latency.validate import (
     agreement,
-    format_report,
     runtime_warnings,
     sample_archs,
     settings_of,
     validate,
     with_correction,
 )
+from latency.validate_report import format_report
 from nas.cli.main import main
 from nas.core.errors import LatencyError, UsageError
 from search_spaces.catalog import get_space

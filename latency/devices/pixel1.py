@@ -4,13 +4,14 @@ We cannot time layers on a Pixel 1, so this module predicts them. Each LayerSpec
 into primitives (dense conv, 1x1 pointwise conv, depthwise conv, global pool, fully connected,
 elementwise) with their multiply-accumulates and float32 bytes moved. One primitive costs
 
-    t = MACs / (PEAK * eff[kind, k]) + bytes / BW(bytes) + OVERHEAD
+    t = MACs / (PEAK * eff[kind, k]) + bytes / BW(bytes) + OVERHEAD   (+ window / BW_L2 for a depthwise conv)
 
 with PEAK the nominal peak of one Kryo core (2.15 GHz x one 4-lane fp32 NEON FMA per cycle =
 8.6 GMAC/s); eff the fraction of it TFLite reaches for GEMM-like convs (pointwise, dense, FC),
 3x3 depthwise convs and larger depthwise kernels; BW the effective bandwidth, higher for an op
 whose bytes fit in the 1 MiB L2 than for one that streams from DRAM; OVERHEAD a per-op dispatch
-cost. Activations other than ReLU/ReLU6 (h-swish, swish, the SE gate) are unfused passes. Compute
+cost; a depthwise conv also walks k input rows per output row (k / s times its input, from the L2:
+`primitives.dw_window_bytes`), which prices stride-2 layers on large inputs. Activations other than ReLU/ReLU6 (h-swish, swish, the SE gate) are unfused passes. Compute
 and traffic are added, not max-ed (PIXEL1.md). The six free constants are fitted once, jointly on
 every published Pixel 1 source of `pixel1_data.json` (whole nets, a per-layer LUT, a per-op
 profile), each source weighted equally and given a speed level of its own (a measurement session;
@@ -61,14 +62,14 @@ class Constants:
 FIT_NAMES = ("eff_pw", "eff_dw", "eff_dw_large", "bandwidth_gbs", "l2_bandwidth_gbs", "overhead_us")
 
 # BEGIN FITTED (written by `python -m latency.devices.pixel1_calibration fit --write`; do not edit by hand)
-FITTED: dict[str, float] = {"eff_pw": 0.674, "eff_dw": 0.3178, "eff_dw_large": 0.3104, "bandwidth_gbs": 3.801, "l2_bandwidth_gbs": 5.262, "overhead_us": 1.905}
+FITTED: dict[str, float] = {"eff_pw": 0.668, "eff_dw": 0.5777, "eff_dw_large": 0.4666, "bandwidth_gbs": 4.318, "l2_bandwidth_gbs": 5.968, "overhead_us": 1.967}
 # END FITTED
 
 CONSTANTS = replace(Constants(), **FITTED)
 
 # BEGIN SESSIONS (the fitted speed level, in %, of the sessions a target stands for: `fit_sessions` of
 # latency/devices/pixel1_calibration.py; tests/test_pixel1_sessions.py recomputes them)
-SESSION_LEVELS_PCT: dict[str, float] = {"mbv3_session": -12.86}
+SESSION_LEVELS_PCT: dict[str, float] = {"mbv3_session": -12.41}
 # END SESSIONS
 
 
@@ -117,7 +118,8 @@ def primitive_ms(prim: Primitive, c: Constants = CONSTANTS) -> float:
     else:  # pool / eltwise: memory traffic only
         compute = 0.0
     bw = c.l2_bandwidth_gbs if prim.nbytes <= c.l2_bytes else c.bandwidth_gbs
-    return compute + prim.nbytes / (bw * 1e6) + c.overhead_us * 1e-3
+    window = prim.window_nbytes / (c.l2_bandwidth_gbs * 1e6)  # depthwise row walk, from the L2
+    return compute + prim.nbytes / (bw * 1e6) + window + c.overhead_us * 1e-3
 
 
 def layer_ms(spec: LayerSpec, c: Constants = CONSTANTS) -> float:
@@ -153,6 +155,7 @@ def table_metadata(c: Constants = CONSTANTS, checks: Mapping[str, Any] | None = 
         "provider": "CPU, 1 big Kryo core @2.15 GHz (modelled)", "threads": 1, "batch": 1,
         "statistic": "model prediction", "call_overhead_ms": 0.0,
         "model": "per-op roofline: t = MACs/(peak*eff[kind, k]) + bytes/BW(bytes vs L2) + overhead per primitive "
+                 "(+ a depthwise conv's row walk, k/s times its input, at the L2 bandwidth) "
                  "(dense/pointwise/depthwise conv, pool, FC, elementwise, unfused activations); see "
                  "latency/devices/PIXEL1.md. Modelled, not measured: no entry was timed on a phone",
         "constants": asdict(c), "fitted": list(FIT_NAMES), **(checks or {}), "references": REFERENCES,

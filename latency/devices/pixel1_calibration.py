@@ -134,6 +134,23 @@ def loso(spread: float = SESSION_SPREAD, weight: float = SESSION_WEIGHT) -> list
     return rows
 
 
+def strided_holdout() -> list[dict[str, object]]:
+    """The stride-2 points of the per-layer and per-op sources, each source left out of the fit (as in
+    `loso`): the layers the issue found priced too low (stride 2 on large inputs)."""
+    from latency.devices.pixel1_sources import sources
+    srcs = sources()
+    rows = []
+    for src in srcs:
+        if src.kind == "whole_net":
+            continue
+        c = fit([s.id for s in srcs if s.id != src.id])
+        for p, e in zip(src.points, _errors_pct(src, c)):
+            if p.stride > 1:
+                rows.append({"source": src.id, "point": p.name, "measured_ms": p.measured_ms,
+                             "error_pct": round(float(e), 1)})
+    return rows
+
+
 def session_holdout(session_id: str = "mbv3_session") -> dict[str, object]:
     """The `pixel1-2019` check: each net of the session left out in turn, the constants and the session
     levels refitted on everything else (the session's other nets set its level), and the left-out
@@ -275,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lo.add_argument("--session-weight", type=float, default=SESSION_WEIGHT, metavar="W",
                     help=f"analysis: the session-level prior's weight (default {SESSION_WEIGHT}; large: no levels)")
     sub.add_parser("session", help="pixel1-2019 on the MobileNetV3 session's nets, each left out in turn")
+    sub.add_parser("strided", help="the stride-2 layers / ops of the per-layer sources, their source left out")
     t = sub.add_parser("table", help="write a LatencyTable of a space's layers")
     t.add_argument("--space", default="mbconv")
     t.add_argument("--options", default="{}", help="space options as JSON, e.g. '{\"width_mult\": 0.75}'")
@@ -299,6 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             a, b = r["pixel1_2019"], r["pixel1_level0"]
             sys.stdout.write(f"  pixel1-2019: MAPE {a['mape_pct']:.1f}%, bias {a['bias_pct']:+.1f}%; pixel1 (level 0): "
                              f"MAPE {b['mape_pct']:.1f}%, bias {b['bias_pct']:+.1f}%\n")
+        elif args.cmd == "strided":
+            rows = strided_holdout()
+            for r in rows:
+                sys.stdout.write(f"  {r['source']:<18} {r['point']:<28} measured {r['measured_ms']:6.3f} ms  "
+                                 f"error {r['error_pct']:+6.1f}%\n")
+            e = [abs(float(r["error_pct"])) for r in rows]  # type: ignore[arg-type]
+            sys.stdout.write(f"  {len(e)} stride-2 points, their source left out: MAPE {sum(e) / len(e):.1f}%, "
+                             f"max {max(e):.1f}%\n")
         elif args.cmd == "errors":
             _print_report(report(CONSTANTS))
         elif args.cmd == "loso" and not all(0 < v < math.inf for v in (args.session_spread, args.session_weight)):

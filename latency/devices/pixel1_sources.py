@@ -31,6 +31,7 @@ class Point:
     name: str
     measured_ms: float
     features: tuple[float, ...]
+    stride: int = 1    # the largest conv stride in the point (1 for a whole net: not used there)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def features(prims: list[Primitive], c: Constants = CONSTANTS) -> tuple[float, .
         elif p.kind in ("conv", "pw", "fc"):
             f[0] += p.macs / 1e9
         f[3 if p.nbytes <= c.l2_bytes else 4] += p.nbytes / 1e6
+        f[3] += p.window_nbytes / 1e6   # the depthwise row walk is L2 traffic (primitives.dw_window_bytes)
         f[5] += 1
     return tuple(f)
 
@@ -79,7 +81,8 @@ def _layer_points(src: dict) -> list[Point]:
     for p in src["points"]:
         pos = int(p["block"]) - 1
         spec = per[pos][space.decisions[pos].choices.index(p["choice"])][0]
-        out.append(Point(src["id"], f"block {p['block']} {p['choice']}", float(p["ms"]), features(decompose(spec))))
+        out.append(Point(src["id"], f"block {p['block']} {p['choice']}",
+                         float(p["ms"]), features(decompose(spec)), int(spec.kwargs["s"])))
     return out
 
 
@@ -88,8 +91,8 @@ def _op_points(src: dict) -> list[Point]:
     prims = [q for s in build_net(src["net"]) for q in decompose(s) if q.kind in ("conv", "pw", "dw", "fc")]
     if len(prims) != len(src["points"]):
         raise LatencyError(f"per-op source {src['id']} has {len(src['points'])} ops, the model {len(prims)}")
-    return [Point(src["id"], f"op {p['index']} ({prims[p['index']].kind})", float(p["ms"]),
-                  features([prims[p["index"]]])) for p in src["points"]]
+    return [Point(src["id"], f"op {p['index']} ({prims[p['index']].kind})",
+                  float(p["ms"]), features([prims[p["index"]]]), prims[p["index"]].s) for p in src["points"]]
 
 
 BUILD = {"whole_net": _net_points, "per_layer": _layer_points, "per_op": _op_points}

@@ -28,6 +28,14 @@ class Primitive:
     macs: int       # multiply-accumulates (pool / eltwise: elements touched, not costed)
     nbytes: int     # float32 bytes read + written (activations in and out + weights)
     k: int = 1      # kernel size of a conv (the depthwise rate depends on it); 1 otherwise
+    s: int = 1      # stride of a conv; 1 otherwise
+    in_nbytes: int = 0  # float32 bytes of the input activations alone (part of nbytes); 0: not recorded
+
+    @property
+    def window_nbytes(self) -> int:
+        """Row-walk traffic of a depthwise conv (`dw_window_bytes`); 0 for other kinds and for pooling
+        windows (no input recorded)."""
+        return dw_window_bytes(self.in_nbytes, self.k, self.s) if self.kind == "dw" else 0
 
 
 KINDS = ("conv", "pw", "dw", "fc", "pool", "eltwise")
@@ -39,6 +47,16 @@ def im2col_bytes(cin_per_group: int, kernel_elems: int, out_pixels: int) -> int:
     return 2 * F32 * out_pixels * kernel_elems * cin_per_group
 
 
+def dw_window_bytes(in_nbytes: int, k: int, s: int) -> int:
+    """Traffic of a depthwise conv's row walk: TFLite's float depthwise kernel accumulates one output
+    row at a time from the k input rows under it, each a full input row (W x C, all strides), so each
+    of the H / s output rows reads k input rows: k / s times the input, out of the L2 (a row of a
+    large input does not stay in the small L1 across output rows). Per multiply-accumulate this is
+    4 s / k bytes: a stride-2 layer moves twice the bytes per MAC of a stride-1 one, and a large
+    input streams (it was the largest miss of stride-2 layers on 112 / 56 px inputs)."""
+    return in_nbytes * k // s
+
+
 def conv2d(cin: int, cout: int, k: int, s: int, h: int, w: int, groups: int = 1) -> Primitive:
     """A 'same'-padded conv; kind from its shape: depthwise, 1x1 pointwise or dense kxk (+ im2col)."""
     ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
@@ -47,7 +65,7 @@ def conv2d(cin: int, cout: int, k: int, s: int, h: int, w: int, groups: int = 1)
     kind = "dw" if groups == cin == cout and groups > 1 else ("pw" if k == 1 else "conv")
     if kind == "conv":
         nbytes += im2col_bytes(cin // groups, k * k, ho * wo)
-    return Primitive(kind, macs, nbytes, k)
+    return Primitive(kind, macs, nbytes, k, s, F32 * cin * h * w)
 
 
 def linear(cin: int, cout: int) -> Primitive:

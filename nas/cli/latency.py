@@ -33,7 +33,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
             f"{m['quantization']['calibration']['dataset']}" if "quantization" in m else "")
          + (f"\n{len(m['float_ops'])} layers kept ops in float: "
             f"{', '.join(sorted({o for v in m['float_ops'].values() for o in v}))}" if m.get("float_ops") else "")
-         + (f"\n{calib}" if calib else ""))
+         + (f"\n{calib}" if calib else "")
+         + (f"\nnote: the machine was busy while profiling ({m.get('load_at_end') or m.get('load_at_start')}): its "
+            f"layers may read slow (+21% seen); profile again on a quiet machine (cached cpu tables are checked "
+            f"against a quiet re-timing automatically; this file is not)"
+            if m.get("busy_at_start") or m.get("busy_at_end") else ""))
     return 0
 
 
@@ -110,7 +114,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from latency.validate import format_report
+    from latency.validate_report import format_report
     from nas.api_latency import validate
     result = validate(args.space, args.table, args.target, space_options(args.space_option),
                       save_correction=args.save_correction, fit_correction=args.fit_correction, plot=args.plot,

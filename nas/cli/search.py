@@ -163,9 +163,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if ex.get("torch"):
         files = ", ".join(str(ex[k]) for k in ("torch", "onnx") if ex.get(k))
         sizes = ", ".join(f"{k}={v['trained']} (searched {v['searched']})" for k, v in ex.get("trained_at", {}).items())
-        text += f"\n  weights: {files}" + (f"\n           trained at proxy size {sizes}; latency is for the searched "
-                                          f"size - 'nas train {cfg.out}/best.json' makes a deployable net"
-                                          if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
+        built = " ".join(f"{k}={v}" for k, v in (ex.get("built_at") or {}).items())
+        text += f"\n  weights: {files}" + (f" built at {built}" if built else "")
+        text += (f"\n           trained at proxy size {sizes}; latency is for the searched "
+                 f"size - 'nas train {cfg.out}/best.json' makes a deployable net"
+                 if ex.get("train_size") == "proxy" else "\n           trained at the searched size")
         if ex.get("train_size_why"):
             text += f" ({ex['train_size_why']})"
     text += budget_lines(s)

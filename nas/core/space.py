@@ -178,6 +178,20 @@ class SearchSpace(ABC):
         (a compiler that prunes dead code runs only these). Default: every layer."""
         return self.layers(arch)
 
+    def join_layers(self, arch: Arch) -> list[LayerSpec]:
+        """Ops that only combine branches (element-wise sums, zero edges) and belong to no layer: a
+        float runtime fuses them away, an int8 graph runs each as a requantizing kernel. Int8 latency
+        tables price them (their metadata `joins`); float ones do not. Default: none."""
+        return []
+
+    def all_join_layers(self) -> list[LayerSpec]:
+        """Every distinct join layer any arch can contain (what an int8 profile also times)."""
+        return []
+
+    def separable_join_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]] | None:
+        """`join_layers` split like `separable_layers` (None: not separable, or no joins)."""
+        return None
+
     def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]] | None:
         """If each decision's layers depend on that decision alone: (fixed layers, per decision
         per choice layers). Lets the LUT model predict by a vectorised gather. None otherwise."""

@@ -2,6 +2,12 @@
 
 Latency is added by `LatencyEvaluator` from any number of targets; `Compose` merges several
 evaluators' metrics. The named evaluators are listed in `nas.evaluators.catalog`.
+
+An evaluator that can score only part of a space declares it as `valid_bounds`: metric
+(`params_m`, `macs_m`, `peak_memory_mb`) -> the largest value it scores (e.g. the predictor: the
+MACs range of its training rows). The search adds each as a constraint (the tighter of it and a
+`--constraint` on the same metric), so strategies sample, repair and fill inside the range instead
+of proposing archs the evaluator refuses.
 """
 from __future__ import annotations
 
@@ -12,6 +18,12 @@ from nas.core.arch import Arch
 
 class Evaluator(Protocol):
     def __call__(self, arch: Arch) -> dict[str, float]: ...
+
+
+def valid_bounds(evaluator: Any) -> dict[str, float]:
+    """The evaluator's declared `valid_bounds` (metric -> upper bound; empty when it declares none)."""
+    got = getattr(evaluator, "valid_bounds", None)
+    return {str(k): float(v) for k, v in got.items()} if isinstance(got, Mapping) else {}
 
 
 class Compose:

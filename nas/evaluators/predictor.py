@@ -16,6 +16,8 @@ baseline (`macs_baseline`: isotonic top-1 vs MACs).
 Training range, checked, never extrapolated silently: only the `ofa_mbv3` space, at resolution 224
 and 1,000 classes (the rows' setting), and archs whose MACs lie within the rows' MACs range. Anything
 else is a UsageError naming the bad value: one line, exit 2 from the CLI (a failed trial in a search).
+The upper end of the MACs range is declared as `valid_bounds`, so a search adds it as a constraint
+(`macs_m<=506.5`): evolution's repair and fill stay under it even when the latency bound is loose.
 
 Metrics: `score` and `accuracy` (the predicted top-1, %), `imagenet_top1_pred`, `params_m`, `macs_m`.
 """
@@ -128,6 +130,8 @@ class PredictorEvaluator:
             raise UsageError(f"unknown predictor model {model!r}; valid models: {', '.join(MODELS)}")
         self.space, self.model_name, self.seed = space, model, int(seed)
         self.model, self.macs_range = _fitted(model, self.seed)
+        #: the search keeps to the rows' MACs (a constraint, nas.evaluators.base): no child is grown past them
+        self.valid_bounds = {"macs_m": self.macs_range[1] / 1e6}
         candidates = getattr(space, "_candidates", None)
         for arch in (candidates.archs if candidates is not None else ()):
             self._check(arch)

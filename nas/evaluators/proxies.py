@@ -16,7 +16,8 @@ References for the definitions:
 - naswot: Mellor et al. 2021 (v2, the log-determinant of the binary-code kernel).
 - meco: Jiang et al., NeurIPS 2023, "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via
   Minimum Eigenvalue of Correlation" (sum over layers of the smallest eigenvalue of the Pearson
-  correlation matrix between a layer's channels, from one input; no labels, no backward pass).
+  correlation matrix between a layer's channels, from one input; no labels, no backward pass) and its
+  MeCo_opt (`meco_opt`: groups of 8 channels per layer, scaled by the layer's width).
 - swap: Peng et al., ICLR 2024, "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-fast NAS"
   (number of distinct sample-wise ReLU activation patterns over a batch; optionally regularised by
   the parameter count, `swap_regularised`).
@@ -56,6 +57,8 @@ class ProxyDef:
 
 
 PROXIES: Registry[ProxyDef] = Registry("zero-cost proxy")
+#: channels per group of `meco_opt` (the MeCo paper's MeCo_opt samples 8 channels per layer)
+MECO_OPT_CHANNELS = 8
 _ACTIVATIONS = ("ReLU", "ReLU6", "GELU", "Hardswish", "SiLU", "LeakyReLU")
 
 
@@ -242,19 +245,29 @@ def _min_corr_eigenvalue(fmap: "torch.Tensor") -> float:
     return max(float(eig[0]), 0.0)
 
 
-def meco(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
-    """MeCo (Jiang et al. 2023): sum over the conv layers of the smallest eigenvalue of the correlation
-    matrix of the layer's output channels (`_min_corr_eigenvalue`), for ONE input (the batch's first),
-    one forward pass in train mode as initialised. Layers with at least as many channels as spatial
-    positions give a singular matrix and add 0 (our reading of the definition; the paper's MeCo_opt
-    variant is not implemented). Linear layers are left out: one input gives them one position."""
+def _meco_opt_layer(fmap: "torch.Tensor", gen: "torch.Generator", k: int = MECO_OPT_CHANNELS) -> float:
+    """MeCo_opt of one feature map (C, positions...): the channels, in a seeded random order, are cut into
+    groups of `k` (min(k, C)); the mean smallest eigenvalue of the groups' k x k correlation matrices,
+    times C / k. A k x k matrix's smallest eigenvalue does not shrink as the layer widens, and the C / k
+    factor makes the score grow with width (the paper's scaling of its sampled channels)."""
+    import torch
+    m = fmap.reshape(fmap.shape[0], -1)
+    c = m.shape[0]
+    k = min(k, c)
+    order = torch.randperm(c, generator=gen)
+    groups = [order[s:s + k] for s in range(0, c - k + 1, k)]
+    return float(np.mean([_min_corr_eigenvalue(m[g]) for g in groups])) * c / k
+
+
+def _meco_sum(model: "nn.Module", x: "torch.Tensor", layer: Callable[["torch.Tensor"], float]) -> float:
+    """Sum of `layer(feature map of the batch's first input)` over the Conv2d outputs, one forward pass."""
     import torch
     import torch.nn as nn
     total = [0.0]
 
     def hook(_m: Any, _i: Any, out: torch.Tensor) -> None:
         if isinstance(out, torch.Tensor) and out.dim() >= 3:
-            total[0] += _min_corr_eigenvalue(out.detach()[0])
+            total[0] += layer(out.detach()[0])
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
@@ -266,6 +279,25 @@ def meco(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
         for h in handles:
             h.remove()
     return total[0]
+
+
+def meco(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """MeCo (Jiang et al. 2023): sum over the conv layers of the smallest eigenvalue of the correlation
+    matrix of the layer's output channels (`_min_corr_eigenvalue`), for ONE input (the batch's first),
+    one forward pass in train mode as initialised. Linear layers are left out: one input gives them one
+    position. The smallest eigenvalue of a C x C correlation matrix estimated from P positions falls as C
+    grows (for independent channels about (1 - sqrt(C/P))^2, 0 once C >= P), so on a space that varies
+    widths (nats_sss) MeCo prefers narrow nets and ranks archs backwards: use `meco_opt` there."""
+    return _meco_sum(model, x, _min_corr_eigenvalue)
+
+
+def meco_opt(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> float:
+    """MeCo_opt (Jiang et al. 2023, the paper's optimised variant): as `meco`, but each layer scores
+    groups of 8 sampled channels, scaled by channels / 8 (`_meco_opt_layer`); the channel order is drawn
+    from a fixed seed, so a net's score is deterministic."""
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    return _meco_sum(model, x, lambda f: _meco_opt_layer(f, gen))
 
 
 def swap_patterns(model: "nn.Module", x: "torch.Tensor") -> int:
@@ -325,6 +357,8 @@ PROXIES.register("fisher", ProxyDef("fisher", model_fn=fisher, log_scale=True, d
 PROXIES.register("jacob_cov", ProxyDef("jacob_cov", model_fn=jacob_cov, doc="Jacobian covariance (Mellor et al. 2020)"))
 PROXIES.register("naswot", ProxyDef("naswot", model_fn=naswot, doc="NASWOT log-det (Mellor et al. 2021)"))
 PROXIES.register("meco", ProxyDef("meco", model_fn=meco, doc="MeCo min eigenvalue of feature correlation (Jiang et al. 2023)"))
+PROXIES.register("meco_opt", ProxyDef("meco_opt", model_fn=meco_opt,
+                                      doc="MeCo_opt: 8-channel groups, scaled by width (Jiang et al. 2023)"))
 PROXIES.register("swap", ProxyDef("swap", model_fn=swap, log_scale=True,
                                   doc="distinct sample-wise activation patterns (Peng et al. 2024)"))
 PROXIES.register("params", ProxyDef("params", arch_fn=params_proxy, log_scale=True, doc="parameters of the full net"))

@@ -23,13 +23,14 @@ VERIFY = ("cpu",)
 
 
 def plan_budget(cfg: Any, space: SearchSpace, models: Mapping[str, Any], bounds: Mapping[str, float],
-                progress: bool = False) -> Budget:
-    """The budget of a search; usage errors for bad constraints, SearchError for impossible ones."""
+                progress: bool = False, implied: Mapping[str, float] | None = None) -> Budget:
+    """The budget of a search; usage errors for bad constraints, SearchError for impossible ones.
+    `implied`: the evaluator's valid bounds (metric -> upper bound), added as constraints."""
     from latency.targets import lut_model
     if cfg.verify is not None and cfg.verify not in VERIFY:
         raise UsageError(f"--verify {cfg.verify!r} unknown; valid: {', '.join(VERIFY)}")
 
-    budget = make_budget(space, cfg.constraints, bounds, models, lambda t: lut_model(t, space, progress))
+    budget = make_budget(space, cfg.constraints, bounds, models, lambda t: lut_model(t, space, progress), implied)
     budget.check_possible()
     budget.check_jointly_possible()
     return budget

@@ -236,7 +236,12 @@ def _made(m: dict[str, Any]) -> str | None:
         return None
     start, end = m.get("load_at_start"), m.get("load_at_end")
     load = (f"load at start: {start}" + (f"; at end: {end}" if end else "")) if start else "load not recorded"
-    return f"{m.get('date') or 'date not recorded'}, {m.get('clock', 'wall')} clock, {load}"
+    check = m.get("quiet_check")   # latency/host_check.py: a table profiled busy, re-timed quiet
+    said = {"passed": "; busy, checked against a quiet re-timing: {median_ratio}x", "pending": "; busy, not yet "
+            "checked against a quiet re-timing", "reprofiled": "; re-profiled quiet (the busy one read {ratio}x)"}
+    extra = said.get(check.get("status", ""), "").format(
+        ratio=(check.get("busy_table") or {}).get("median_ratio"), **check) if isinstance(check, dict) else ""
+    return f"{m.get('date') or 'date not recorded'}, {m.get('clock', 'wall')} clock, {load}{extra}"
 
 
 def _non_default(space: str, options: Any) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def check_config(cfg: SearchConfig) -> None:
         raise UsageError(f"--quantize-top must be a whole number >= 0, got {cfg.quantize_top!r}")
     if cfg.quantize_top and cfg.evaluator != "train":
         raise UsageError(f"--quantize-top re-trains and quantizes finalists: it needs --evaluator train, "
-                         f"not {cfg.evaluator!r}")
+                         f"not {cfg.evaluator!r} (a {cfg.evaluator} score comes from no trained weights, so "
+                         f"there is nothing to quantize)")
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if value is not None and (not isinstance(value, int) or value < 1):

@@ -136,8 +136,16 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
         prepare_connection(cfg.address)
     models = _latency_models(cfg, space, progress)
     constraints, bounds, latency_ok = latency_constraints(cfg, models)
+    # made before the budget: an evaluator that scores only part of the space (the predictor: its rows'
+    # MACs range) declares it, and the search keeps to it as a constraint (repair and fill included)
+    from nas.evaluators.base import valid_bounds
+    evaluator = None if strategy_cls.weight_sharing else _make_evaluator(cfg, space)
+    implied = valid_bounds(evaluator)
+    if implied:
+        log.info("evaluator %s scores archs with %s only: searched as constraints", cfg.evaluator,
+                 ", ".join(f"{k}<={v:g}" for k, v in implied.items()))
     from nas.pipeline.budget import plan_budget
-    budget = plan_budget(cfg, space, models, bounds, progress)
+    budget = plan_budget(cfg, space, models, bounds, progress, implied)
     have = {(c.metric, c.bound) for c in constraints}
     constraints += [Constraint(b.key, b.value) for b in budget.bounds if (b.key, b.value) not in have]
 
@@ -153,7 +161,6 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
         raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
     from nas.strategies.constraints import attach
     attach(strategy, budget, bool(cfg.strategy_options.get("repair", True)))
-    evaluator = None if strategy_cls.weight_sharing else _make_evaluator(cfg, space)
     out = Path(cfg.out) if cfg.out and writer else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy) if writer else MemoryStore()
     if not writer:
@@ -372,6 +379,7 @@ def finish(p: SearchPlan, trials: list[Trial]) -> SearchResult:
             searched = p.space.options()
             differs = {k: v for k, v in exports["space_options"].items() if searched.get(k) != v}
             exports["trained_at"] = {k: {"trained": v, "searched": searched.get(k)} for k, v in differs.items()}
+            exports["built_at"] = {k: exports["space_options"][k] for k in SIZE_OPTIONS if k in exports["space_options"]}
             proxy = sorted(k for k in differs if k != "num_classes")
             size = (p.strategy.info.get("train_size") or {})
             exports["train_size"] = "proxy" if proxy else "searched"
@@ -448,6 +456,10 @@ def score_name(metrics: dict[str, Any], scorer: str) -> str:
     if not same:
         return scorer
     return f"{same[0]} proxy" if scorer == "zero-cost" else f"{same[0]}, {scorer}"
+
+
+#: the space options that make a net's size: the ones the summary names for subnet.pt / subnet.onnx
+SIZE_OPTIONS = ("resolution", "width_mult", "channels", "cells", "patch", "num_classes")
 
 
 def export_inherited(strategy: Strategy, arch: Arch, out: Path) -> dict[str, Any]:

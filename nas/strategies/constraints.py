@@ -286,10 +286,21 @@ class Budget:
 
 
 def make_budget(space: SearchSpace, texts: Sequence[str], latency_bounds: Mapping[str, float],
-                models: Mapping[str, Any], load_model: Callable[[str], Any]) -> Budget:
+                models: Mapping[str, Any], load_model: Callable[[str], Any],
+                implied: Mapping[str, float] | None = None) -> Budget:
     """The Budget of `--constraint` texts plus the `--latency-ms` bounds (target -> ms); latency
-    models of constrained targets not searched are loaded with `load_model`."""
+    models of constrained targets not searched are loaded with `load_model`. `implied`: metric (one
+    of PLAIN) -> upper bound the evaluator can score (its `valid_bounds`); each is added, or tightens
+    a --constraint on the same metric."""
     bounds = [parse_constraint(t) for t in texts]
+    for metric, value in (implied or {}).items():
+        if metric not in PLAIN:
+            raise ValueError(f"an evaluator's valid bound must be on one of {', '.join(PLAIN)}, not {metric!r}")
+        same = [i for i, b in enumerate(bounds) if b.metric == metric]
+        if not same:
+            bounds.append(Bound(metric, float(value)))
+        elif bounds[same[0]].value > value:
+            bounds[same[0]] = Bound(metric, float(value))
     given = {b.key for b in bounds}
     bounds += [Bound("latency_ms", float(ms), t) for t, ms in latency_bounds.items() if f"latency_ms.{t}" not in given]
     all_models = dict(models)

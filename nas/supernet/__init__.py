@@ -69,7 +69,13 @@ def _cell_factory(space: SearchSpace) -> Supernet:
     return CellSupernet(space)  # type: ignore[arg-type, return-value]
 
 
+def _ofa_mbv3_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.ofa_mbv3 import OFASupernet
+    return OFASupernet(space)  # type: ignore[arg-type]
+
+
 SUPERNETS.register("mbconv", _mbconv_factory)
+SUPERNETS.register("ofa_mbv3", _ofa_mbv3_factory)
 SUPERNETS.register("hytra", _fabric_factory)
 SUPERNETS.register("vit_resnas", _vit_resnas_factory)
 SUPERNETS.register("nasnet", _cell_factory)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -199,7 +199,7 @@ def batch_share(ctx: DistContext, idx: np.ndarray) -> tuple[np.ndarray, float] |
     return mine, len(mine) / len(idx)
 
 
-def _collective_device(ctx: DistContext) -> str:
+def collective_device(ctx: DistContext) -> str:
     return ctx.device if ctx.backend == "nccl" else "cpu"
 
 
@@ -225,7 +225,7 @@ def _present_everywhere(ctx: DistContext, flags: Sequence[bool]) -> list[bool]:
     """For each flag: true on any rank."""
     import torch
     import torch.distributed as dist
-    t = torch.tensor([float(f) for f in flags], dtype=torch.float32, device=_collective_device(ctx))
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float32, device=collective_device(ctx))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [v > 0 for v in t.tolist()]
 
@@ -235,7 +235,7 @@ def _reduce_flat(ctx: DistContext, tensors: Sequence["torch.Tensor"], share: flo
     import torch.distributed as dist
     if not tensors:
         return []
-    dev = _collective_device(ctx)
+    dev = collective_device(ctx)
     flat = torch.cat([t.detach().reshape(-1).to(dev) for t in tensors]) * share
     dist.all_reduce(flat)
     out, offset = [], 0
@@ -261,13 +261,23 @@ def broadcast_module(ctx: DistContext, module: "torch.nn.Module") -> None:
             dist.broadcast(t.data, 0)
 
 
+def from_main(ctx: DistContext, value: Any) -> Any:
+    """Rank 0's `value` (any picklable object) on every rank; `value` itself on one process."""
+    import torch.distributed as dist
+    if not ctx.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=collective_device(ctx))
+    return box[0]
+
+
 def agree(ctx: DistContext, ok: bool) -> bool:
     """True when `ok` holds on every rank (a collective: every rank must call it)."""
     import torch
     import torch.distributed as dist
     if not ctx.active:
         return ok
-    t = torch.tensor([1.0 if ok else 0.0], device=_collective_device(ctx))
+    t = torch.tensor([1.0 if ok else 0.0], device=collective_device(ctx))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return float(t) > 0
 

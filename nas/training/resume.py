@@ -9,7 +9,12 @@ batches, paths and updates; float results equal up to the nondeterminism of the 
 
 The file carries the run's `meta` (space, training settings, strategy). A file written with other
 settings, or one that cannot be read, is refused with a `UsageError` naming it (nothing overwritten).
-Under torchrun (data parallel) mid-training checkpoints are off: each rank's running sums are its own.
+Under torchrun or Ray (data parallel, `dist` active) every rank calls `save` at the same step; the
+parts that differ between ranks (the running sums of the epoch, torch's generator, BatchNorm's running
+statistics: each rank normalises its own slice) are gathered to rank 0, which alone writes the file, with
+one entry per rank. On resume rank 0 reads and checks the file and broadcasts it; each rank restores the
+shared state (weights, optimizers, the batch and path generator: the same on every rank) and its own
+part. The world size is part of the meta: a state written by N processes continues with N processes.
 """
 from __future__ import annotations
 
@@ -151,7 +156,8 @@ class StepCheckpoint:
     def __init__(self, path: Path | None, meta: Mapping[str, Any], every: int = 20, dist: Any = None) -> None:
         if int(every) < 0:
             raise UsageError(f"checkpoint_every must be >= 0 steps (0: after each epoch only), got {every}")
-        self.active = path is not None and not (dist is not None and getattr(dist, "active", False))
+        self.dist = dist if dist is not None and getattr(dist, "active", False) else None
+        self.active = path is not None
         self.path, self.meta, self.every = path, dict(meta), int(every)
         self.objects: dict[str, Any] = {}
         self.rng: np.random.Generator | None = None
@@ -168,15 +174,41 @@ class StepCheckpoint:
         if blob.get("format") != FORMAT:
             raise UsageError(f"{self.path} is not a nas training state (format {blob.get('format')!r}); "
                              f"move it away to start over")
+        written, world = len(blob.get("ranks") or ()) or 1, self.dist.world_size if self.dist is not None else 1
+        if written != world:   # each rank's running sums and BN statistics are in it: the same count goes on
+            how = (f"torchrun --nproc_per_node={written} or --runner ray --workers {written}" if written > 1
+                   else "one process: no torchrun, no --runner ray")
+            raise UsageError(f"{self.path} was written by {written} data-parallel process{'es' * (written > 1)} "
+                             f"and this run has {world}; continue it with {how}, or start over with --no-resume "
+                             f"or another --out")
         bad = meta_mismatch(self.path, blob["meta"], self.meta)
         if bad is not None:
             raise bad
         return blob
 
+    def _checked(self) -> dict[str, Any] | None:
+        """`check()` on one process; under dist rank 0 checks and every rank gets its blob (or its
+        refusal: rank 0 raises the UsageError, the others stop with a line pointing at it)."""
+        if self.dist is None:
+            return self.check()
+        import nas.training.distributed as D
+        blob, error = None, None
+        if self.dist.is_main:
+            try:
+                blob = self.check()
+            except UsageError as exc:
+                error = exc
+        if not D.agree(self.dist, error is None):
+            if error is not None:
+                raise error
+            raise UsageError(f"rank {self.dist.rank}: rank 0 refused the training state {self.path} (its message "
+                             f"says why)")
+        return D.from_main(self.dist, blob)  # type: ignore[no-any-return]
+
     def attach(self, rng: np.random.Generator, total_steps: int, **objects: Any) -> Restored | None:
         """Register what is saved; restore it from `path` when a state is there. Returns where to go on."""
         self.rng, self.total_steps, self.objects = rng, int(total_steps), objects
-        blob = self.check()
+        blob = self._checked()
         if blob is None:
             return None
         missing = sorted(set(objects) - set(blob["objects"]))
@@ -189,6 +221,11 @@ class StepCheckpoint:
             raise UsageError(f"{self.path} does not fit this run's model ({str(exc)[:100]}); "
                              f"move it away to start over") from None
         rng.bit_generator.state = json.loads(blob["rng"])
+        if self.dist is not None:   # this rank's own part: running sums, torch's generator, BN statistics
+            mine = blob["ranks"][self.dist.rank]
+            blob = {**blob, "loop": mine["loop"], "carry": mine["carry"], "torch_rng": mine["torch_rng"]}
+            for name, buffers in mine["buffers"].items():
+                objects[name].load_state_dict(buffers, strict=False)
         torch.set_rng_state(blob["torch_rng"])
         r = Restored(int(blob["epoch"]), int(blob["step"]), list(blob["history"]), blob["loop"],
                      dict(blob.get("carry") or {}))
@@ -203,11 +240,24 @@ class StepCheckpoint:
         """Write the state: `epoch` epochs complete (and `loop`, the state inside the next one, if any)."""
         if not self.active or self.path is None or self.rng is None:
             return
+        ranks = None
+        if self.dist is not None:   # a collective: every rank is here at the same step
+            import torch.distributed as torch_dist
+            part = {"loop": loop, "carry": dict(carry or {}), "torch_rng": torch.get_rng_state(),
+                    "buffers": {name: _buffers(obj) for name, obj in self.objects.items()
+                                if isinstance(obj, torch.nn.Module)}}
+            ranks = [None] * self.dist.world_size
+            torch_dist.all_gather_object(ranks, part)
+            if not self.dist.is_main:
+                self.last_saved = (int(step), int(epoch))
+                return
         blob = {"format": FORMAT, "meta": _jsonable(self.meta), "epoch": int(epoch), "step": int(step),
                 "total_steps": self.total_steps, "history": _jsonable(history), "loop": loop,
                 "carry": dict(carry or {}), "rng": json.dumps(self.rng.bit_generator.state),
                 "torch_rng": torch.get_rng_state(),
                 "objects": {name: obj.state_dict() for name, obj in self.objects.items()}}
+        if ranks is not None:
+            blob["ranks"] = ranks
         save_atomic(blob, self.path)
         self.last_saved = (int(step), int(epoch))
 
@@ -220,8 +270,7 @@ class StepCheckpoint:
     def note(self) -> str:
         """What an interruption leaves: the truthful sentence for the user."""
         if not self.active or self.path is None:
-            why = "no --out" if self.path is None else "distributed run"
-            return f"training was not checkpointed ({why}); a new run starts it again"
+            return "training was not checkpointed (no --out); a new run starts it again"
         if self.last_saved is None:
             return (f"no training step was checkpointed yet (every {self.every} steps and each epoch, in "
                     f"{self.path}); the same command starts training again")
@@ -243,6 +292,12 @@ class StepCheckpoint:
         """Training is complete (its result saved elsewhere): remove the state file."""
         if self.active and self.path is not None and self.path.exists():
             self.path.unlink()
+
+
+def _buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers of `module`'s state dict (BatchNorm running statistics), detached copies."""
+    names = {name for name, _ in module.named_buffers()}
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if k in names}
 
 
 def seen_state(seen: list[np.ndarray]) -> list[torch.Tensor]:
