@@ -97,7 +97,7 @@ SMALLER: dict[str, Small] = {
         Small("2 epochs: one more than the 1-epoch run above (CI time)", set={"--epochs": "2"}),
     "nas train runs/sn/subnet.pt --dataset digits --epochs 10 --lr 0.01 --out runs/sn-tune":
         Small("1 epoch (CI time)", set={"--epochs": "1"}),
-    "nas train runs/p1/best.json --dataset digits -o resolution=32 -o width_mult=0.35 --out runs/p1-cpu --export-int8":
+    "nas train runs/p1/best.json --dataset digits -o resolution=32 -o width_mult=0.35 --out runs/p1-int8 --export-int8":
         Small("1 epoch (CI time)", set={"--epochs": "1"}),
     "nas search --space mbconv -o resolution=32 -o width_mult=0.25 --target cpu-int8 --latency-ms 2 --evaluator train --quantize-top 3 --out runs/q":
         Small("4 trials of 1 epoch (CI time)", set={"--trials": "4", "--epochs": "1"}),
