@@ -111,6 +111,14 @@ SMALLER: dict[str, Small] = {
         Small("fewer archs (CI time)", set={"--archs": "5"}),
     "python benchmarks/new_proxies.py --archs 60 --settings nasnet/nb301 --proxies meco,swap,naswot,synflow,params,flops":
         Small("fewer archs (CI time)", set={"--archs": "5"}),
+    "python benchmarks/new_proxies.py --archs 30 --settings nats_sss/cifar10 --proxies meco,meco_opt,swap,synflow,params,flops":
+        Small("fewer archs (CI time)", set={"--archs": "5"}),
+    "python benchmarks/new_proxies.py --archs 30 --settings nb201/cifar10,nb201/cifar100 --proxies meco,meco_opt,swap,params,flops":
+        Small("fewer archs (CI time)", set={"--archs": "5"}),
+    "python benchmarks/new_proxies.py --archs 30 --settings nb201/ImageNet16-120,nasnet/nb301 --proxies meco,meco_opt,swap,naswot,params,flops":
+        Small("fewer archs (CI time)", set={"--archs": "5"}),
+    "python benchmarks/new_proxies.py --archs 100 --settings nats_sss/cifar10 --proxies meco,meco_opt,synflow,params":
+        Small("fewer archs (CI time)", set={"--archs": "5"}),
     "nas search --space ofa_mbv3 --target pixel1 --latency-ms 79 --evaluator predictor --trials 600 --out runs/ofa79":
         Small(_TRIALS, set={"--trials": "20"}),
 }
