@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, LatencyError, MissingEntryError
@@ -122,6 +122,16 @@ def measured_targets() -> dict[str, list[str]]:
     return {name: [BENCH_SPACE] for name in DEVICES}
 
 
+def shipped_metadata(device_name: str) -> dict[str, Any]:
+    """The metadata of a NAS-Bench-201 device's measured table, without reading its 15,625 latencies
+    (`nas list targets` shows it); `shipped_table` adds the number of archs."""
+    from latency.bench_devices import device
+    dev = device(device_name)
+    return {"device": dev.description, "source": f"measured ({dev.source})", "units": dev.units,
+            "batch": dev.batch, "kind": dev.kind, "runtime": "as published", "statistic": "as published",
+            "whole_net": True, "data": "search_spaces/data/nb201/latency_ms.csv.gz"}
+
+
 def shipped_table(device_name: str) -> MeasuredTable:
     """The measured table of one NAS-Bench-201 device (all 15,625 archs)."""
     from latency.bench_devices import NB201_LATENCY, device, nb201_latency
@@ -129,9 +139,7 @@ def shipped_table(device_name: str) -> MeasuredTable:
     data = nb201_latency()
     if device_name not in data.ms:
         raise LatencyError(f"benchmark data {NB201_LATENCY} has no column for device {device_name!r}")
-    meta = {"device": dev.description, "source": f"measured ({dev.source})", "units": dev.units,
-            "batch": dev.batch, "kind": dev.kind, "runtime": "as published", "statistic": "as published",
-            "whole_net": True, "archs": len(data.ms[device_name]), "data": "search_spaces/data/nb201/latency_ms.csv.gz"}
+    meta = {**shipped_metadata(device_name), "archs": len(data.ms[device_name])}
     return MeasuredTable(BENCH_SPACE, dict(BENCH_OPTIONS), meta, data.ms[device_name], f"{device_name} ({dev.source})")
 
 

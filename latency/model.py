@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Protocol, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from latency.table import LatencyTable
 from nas.core.arch import Arch

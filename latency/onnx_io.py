@@ -1,4 +1,5 @@
-"""ONNX export of torch modules and onnxruntime sessions, shared by profiling and `nas export`.
+"""ONNX export of torch modules, onnxruntime sessions and a model's external data files, shared by profiling,
+`nas export` and ONNX costing.
 
 Uses the TorchScript exporter (about 20x faster than the dynamo exporter here, which matters when
 profiling dozens of layers) and falls back to the dynamo exporter if it fails.
@@ -10,9 +11,12 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
+
+from nas.core.errors import UsageError
 
 if TYPE_CHECKING:
+    import onnx
     import onnxruntime as ort
     import torch
 
@@ -91,3 +95,42 @@ def session(path: str | Path, provider: str = "CPUExecutionProvider", threads: i
 
 def run(sess: "ort.InferenceSession", x: Any) -> Any:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _all_tensors(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
+    """The initializers and attribute tensors of `graph` and of its subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_tensors(sub)
+
+
+def load_external_data(model: "onnx.ModelProto", path: Path) -> None:
+    """Read the weights a model keeps in external data files (beside it); a missing or short file is one
+    line naming it (it was "not an ONNX model (ValidationError)")."""
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+    need: dict[str, int] = {}
+    for tensor in _all_tensors(model.graph):
+        if uses_external_data(tensor):
+            info = ExternalDataInfo(tensor)
+            end = (info.offset or 0) + (info.length or 0)
+            need[info.location] = max(need.get(info.location, 0), end)
+    if not need:
+        return
+    for name, end in need.items():
+        file = path.parent / name
+        if not file.is_file():
+            raise UsageError(f"ONNX model {str(path)!r} keeps its weights in the external data file {name!r}, "
+                             f"which is missing (looked for {str(file)!r}); copy it beside the model")
+        if file.stat().st_size < end:
+            raise UsageError(f"ONNX model {str(path)!r}: its external data file {str(file)!r} holds "
+                             f"{file.stat().st_size} bytes, the model reads up to byte {end} (truncated?)")
+    try:
+        load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:   # a location outside the model's folder, unreadable file ...
+        raise UsageError(f"ONNX model {str(path)!r}: cannot read its external data ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None

@@ -61,9 +61,11 @@ def load_graph(path: str | Path, input_shape: Sequence[int] | None = None) -> "o
     if not p.is_file():
         raise UsageError(f"ONNX file {str(path)!r} does not exist")
     try:
-        model = onnx.load(str(p))
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
         raise UsageError(f"{str(path)!r} is not an ONNX model ({type(exc).__name__})") from None
+    from latency.onnx_io import load_external_data   # a missing or short data file: one line naming it
+    load_external_data(model, p)
     if not model.graph.node:
         raise UsageError(f"{str(path)!r} is not an ONNX model (no graph nodes)")
     inits = {t.name for t in model.graph.initializer}

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from latency.table import LatencyTable
 from nas.core.layer import LayerSpec

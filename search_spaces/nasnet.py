@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch, Gene
 from nas.core.errors import ArchError

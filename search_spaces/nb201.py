@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, Iterator
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError

@@ -8,11 +8,12 @@ handling have defaults that work on the decisions alone.
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch, Gene
 from nas.core.errors import ArchError, choices_text
@@ -124,7 +125,7 @@ class SearchSpace(ABC):
 
     def size(self) -> float:
         """Number of genotypes (upper bound when constraints exclude some)."""
-        return float(np.prod([float(len(d.choices)) for d in self.decisions]))
+        return float(math.prod(float(len(d.choices)) for d in self.decisions))   # no numpy: `nas list` calls it
 
     def arch_from_json(self, text: str) -> Arch:
         return self.validate(Arch.from_json(text))

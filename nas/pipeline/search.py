@@ -111,6 +111,8 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     from search_spaces.catalog import get_space
 
     check_config(cfg)
+    if writer and cfg.out and cfg.storage is None:   # before any loading: another search's trials.db in --out
+        refuse_foreign_store(Path(cfg.out), study_name(cfg))
     started = time.perf_counter()
     space = get_space(cfg.space, **cfg.space_options)
     strategy_cls = STRATEGIES.get(cfg.strategy)
@@ -248,6 +250,17 @@ def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None
     local = {"batch": True} if spec.startswith("sqlite:///") else {}
     return open_any_store(spec, study_name(cfg), space=space, objectives=objectives, fresh=not cfg.resume,
                           params=cfg.store_params, heartbeat_s=cfg.heartbeat_s, **local)
+
+
+def refuse_foreign_store(out: Path, study: str) -> None:
+    """DIR/trials.db holding only other searches' studies (a file copied or left there): refuse it
+    rather than add this search beside them (issue 29)."""
+    from nas.store.study import STORE_FILE, sqlite_study_names
+    names = sqlite_study_names(out / STORE_FILE)
+    if names and study not in names:
+        shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise UsageError(f"--out {out}: {out / STORE_FILE} holds another search's study ({shown}), not this "
+                         f"search's ({study!r}); use another --out, or --study {names[0]} to continue that one")
 
 
 def record_config(out: Path | None, store: TrialStore, cfg: SearchConfig) -> None:

@@ -55,6 +55,22 @@ def default_spec(out: str | Path | None) -> str | None:
     return f"sqlite:///{(out / STORE_FILE).resolve()}"
 
 
+def sqlite_study_names(path: str | Path) -> list[str] | None:
+    """The study names in the Optuna SQLite file `path`, read directly (no Optuna); None when `path`
+    is missing or not such a file (the store's own checks then say what is wrong)."""
+    import sqlite3
+    if not Path(path).is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=10)
+        try:
+            return [str(r[0]) for r in con.execute("SELECT study_name FROM studies ORDER BY study_id")]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
 def default_study(out: str | Path | None) -> str:
     """Study name derived from the --out folder's name ("nas-search" without one)."""
     return Path(out).resolve().name if out is not None and Path(out).resolve().name else "nas-search"

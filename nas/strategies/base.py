@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.errors import SearchError, UsageError

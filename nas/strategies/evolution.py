@@ -53,7 +53,7 @@ from __future__ import annotations
 import heapq
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError

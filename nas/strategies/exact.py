@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar, Iterable, Mapping
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.space import SearchSpace

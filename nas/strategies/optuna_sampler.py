@@ -37,7 +37,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError

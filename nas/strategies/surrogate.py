@@ -20,7 +20,7 @@ import itertools
 import math
 from typing import Any, Mapping
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
 
 from nas.core.space import SearchSpace
 

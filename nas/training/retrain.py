@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,13 +31,15 @@ from nas.core.arch import Arch
 from nas.training.distributed import DistContext
 from nas.core.errors import NasError, UsageError
 from nas.core.space import SearchSpace
+from nas.training.run_files import (CHECKPOINT, MODEL_ONNX, MODEL_PT, RESULT,  # noqa: F401  (public here too)
+                                     load_checkpoint as _load_checkpoint, out_lock as _out_lock, prepare_out,
+                                     save_atomic as _save_atomic, write_outputs as _write_outputs)
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
 log = logging.getLogger(__name__)
-CHECKPOINT, MODEL_PT, MODEL_ONNX, RESULT = "checkpoint.pt", "model.pt", "model.onnx", "result.json"
 
 
 @dataclass(frozen=True)
@@ -129,81 +127,12 @@ def training_space(space: SearchSpace, overrides: dict[str, Any], classes: int) 
     return get_space(space.name, **opts)
 
 
-def prepare_out(out: str | Path) -> Path:
-    """Create `out` and prove it writable now, before any training: a clear error instead of a lost run."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"--out {out} is not writable: {exc.strerror or exc}") from None
-    from nas.core.files import clean_stale_temps
-    for name in (CHECKPOINT, MODEL_PT, MODEL_ONNX, RESULT):   # temp files of an earlier run killed mid-write
-        clean_stale_temps(out / name)
-    for name in ("checkpoint.pt", "model.pt", "result.json"):   # files replaced later (after an epoch)
-        try:
-            if (out / name).is_file():
-                (out / name).open("r+b").close()   # an immutable or read-only file refuses this
-        except OSError as exc:
-            raise UsageError(f"--out {out}: {name} cannot be replaced ({exc.strerror or exc})") from None
-    return out
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    import torch
-
-    from nas.deploy.export import normal_permissions
-    from nas.core.files import hidden_temp
-    tmp = hidden_temp(path)
-    try:
-        try:
-            torch.save(obj, tmp)
-            normal_permissions(tmp)
-            os.replace(tmp, path)
-        except (OSError, RuntimeError) as exc:   # disk full: torch says "unexpected pos ..."
-            from nas.core.files import write_failure
-            raise write_failure(path, exc) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warm-up from peak/warmup to `peak` over `warmup` steps, then cosine decay to 0 at `total`."""
     if step < warmup:
         return peak * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
-def _load_checkpoint(path: Path, space: SearchSpace, arch: Arch, cfg: TrainConfig, world: int) -> dict[str, Any]:
-    import torch
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a foreign or corrupt file: one clear line
-        raise UsageError(f"{path} is not a readable nas train checkpoint: {exc}") from None
-    mine = {"space": space.name, "space_options": space.options(), "arch": arch.to_dict(),
-            "recipe": cfg.recipe(), "world_size": world}
-    def same(a: Any, b: Any) -> bool:
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-    for key, value in mine.items():
-        theirs = ck.get(key)
-        if same(theirs, value):
-            continue
-        if isinstance(theirs, dict) and isinstance(value, dict):   # name only the entries that differ
-            names = sorted(set(theirs) | set(value), key=str)
-            what = ", ".join(f"{k} (checkpoint {theirs.get(k, '<none>')!r}, this run {value.get(k, '<none>')!r})"
-                             for k in names if not same(theirs.get(k), value.get(k)))
-            text = f"its {key} differs in {what}"
-        else:
-            text = f"its {key} is {theirs!r}, this run has {value!r}"
-        raise UsageError(f"cannot resume from {path}: {text}; use the same settings or another --out")
-    return ck
 
 
 def _load_matching(model: "nn.Module", state: dict[str, Any]) -> tuple[int, int]:
@@ -402,23 +331,6 @@ def train_arch(space: SearchSpace, arch: Arch, config: TrainConfig | None = None
     return result
 
 
-def _write_outputs(out: Path, tspace: SearchSpace, arch: Arch, model: "nn.Module", result: TrainResult) -> TrainResult:
-    """model.pt, model.onnx (dynamic batch, checked at batch 1 and 8) and result.json, each written atomically."""
-    from nas.core.files import atomic_write_text
-    from nas.deploy.export import export_onnx, export_torch, normal_permissions
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    export_torch(tspace, arch, out / MODEL_PT, state=state)
-    diffs: dict[int, float] = {}
-    export_onnx(tspace, arch, out / MODEL_ONNX, batch=None, state=state, diffs=diffs)
-    files = {"checkpoint": str(out / CHECKPOINT), "torch": str(out / MODEL_PT), "onnx": str(out / MODEL_ONNX),
-             "result": str(out / RESULT)}
-    result = dataclasses.replace(result, files=files, onnx_max_abs_diff=diffs)
-    data = {"space": tspace.name, "arch": result.arch, "arch_json": arch.to_dict(), **result.to_dict()}
-    atomic_write_text(out / RESULT, json.dumps(data, indent=1, default=str) + "\n")
-    normal_permissions(out / RESULT)
-    return result
-
-
 def load_target(result: str | None = None, space: str | None = None, arch: str | None = None,
                 space_options: dict[str, Any] | None = None
                 ) -> tuple[SearchSpace, Arch, dict[str, Any], dict[str, Any] | None]:
@@ -446,29 +358,6 @@ def load_target(result: str | None = None, space: str | None = None, arch: str |
         raise UsageError("give a result file (best.json of 'nas search') or both --space and --arch")
     sp = get_space(space_name, **overrides)
     return sp, sp.parse_any(arch), {}, None
-
-
-@contextlib.contextmanager
-def _out_lock(out: str | None) -> Iterator[None]:
-    """One `nas train` at a time on an --out folder (as a search locks its store): an exclusive flock
-    on OUT/checkpoint.pt.lock, dropped by the kernel when the holder dies."""
-    if out is None:
-        yield
-        return
-    from nas.store.lock import RunLockedError, run_lock
-    try:
-        lock = run_lock(f"jsonl:{Path(out) / CHECKPOINT}", None, what=str(out))
-        lock.__enter__()
-    except RunLockedError as exc:
-        raise NasError(str(exc).replace("another search", "another run").split("; wait")[0]
-                       + "; wait for it or stop it, or use another --out") from None
-    try:
-        yield
-    except BaseException:
-        lock.__exit__(*sys.exc_info())
-        raise
-    else:
-        lock.__exit__(None, None, None)
 
 
 def run_training(result: str | None = None, *, space: str | None = None, arch: str | None = None,

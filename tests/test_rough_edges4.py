@@ -1,0 +1,128 @@
+"""Issue 29, last cases: a foreign trials.db in --out, an ONNX model whose external data file is missing,
+and the README's commands (the table of what runs smaller, instead or not at all must name README lines)."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.quick
+def test_foreign_trials_db_in_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trials.db holding only another search's study (copied into --out) was used: this search's study
+    was added beside it. Now exit 2, one line naming the file and its study; the file is unchanged."""
+    import optuna
+
+    from nas.store.study import sqlite_study_names
+    out = tmp_path / "b"
+    out.mkdir()
+    db = out / "trials.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="a")
+    before = db.read_bytes()
+    code, _, err = nas(capsys, "search", "--space", "nb201", "-o", "candidates=naslib", "--evaluator", "tabular",
+                       "--target", "pixel3", "--trials", "2", "--out", str(out), "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{db} holds another search's study ('a'), not this search's ('b')" in err and "--study a" in err
+    assert sqlite_study_names(db) == ["a"] and db.read_bytes() == before
+    assert not (out / "best.json").exists() and not (out / "config.json").exists()
+
+
+def _external_data_model(folder: Path) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    node = helper.make_node("Conv", ["input", "w"], ["out"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 16, 16])], [w])
+    path = folder / "ext.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+              save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    return path
+
+
+@pytest.mark.quick
+def test_missing_onnx_external_data_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "not an ONNX model (ValidationError)". Present: costed; missing or short: exit 2 naming it."""
+    path = _external_data_model(tmp_path)
+    data = tmp_path / "ext.onnx.data"
+    code, out, err = nas(capsys, "latency", "predict", "--target", "pixel1", "--onnx", str(path))
+    assert code == 0 and "pixel1:" in out, err
+    full = data.read_bytes()
+    data.write_bytes(full[:100])
+    code, _, err = nas(capsys, "latency", "predict", "--target", "pixel1", "--onnx", str(path))
+    assert code == 2 and f"holds 100 bytes, the model reads up to byte {len(full)}" in err, err
+    data.unlink()
+    for target in ("pixel1", "cpu"):
+        code, _, err = nas(capsys, "latency", "predict", "--target", target, "--onnx", str(path))
+        assert code == 2 and err.count("\n") == 1, err
+        assert "keeps its weights in the external data file 'ext.onnx.data', which is missing" in err, err
+
+
+def _readme_commands() -> object:
+    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / ".ci" / "readme_commands.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.quick
+def test_readme_command_tables_name_readme_lines() -> None:
+    """Every entry of .ci/readme_commands.py's tables is a README command (a README edit under an entry fails
+    here, not silently in CI), every README bash line has a step, and a smaller command differs from the
+    README's only in the flags its entry names."""
+    rc = _readme_commands()
+    steps = rc.plan()   # raises on a table entry the README no longer has
+    readme = rc.readme_commands((ROOT / "README.md").read_text())
+    assert [(s.line, s.readme) for s in steps if s.how != "before"] == readme
+    assert len(readme) > 60 and sum(s.how == "verbatim" for s in steps) > 25
+    for s in steps:
+        if s.how == "smaller":   # the same tokens once the named flags (and the added ones) are taken out
+            small = rc.SMALLER[s.readme]
+            flags = set(small.set) | set(small.drop)
+            run = shlex.split(s.run.partition(" && ")[0])
+            run = run[:len(run) - len(small.add)]
+            readme = shlex.split(re.sub(r"\s+\[--[^\]]*\]", "", s.readme).partition(" && ")[0])
+            assert _without(run, flags) == _without(readme, flags), s
+            assert s.run.partition(" && ")[2] == s.readme.partition(" && ")[2]
+    with pytest.raises(ValueError, match="no longer has"):
+        rc.plan((ROOT / "README.md").read_text().replace("--trials 100 --seed 0 --out runs/p1", "--trials 99 --out runs/p1"))
+
+
+def _without(tokens: list[str], flags: set[str]) -> list[str]:
+    out, skip = [], False
+    for i, t in enumerate(tokens):
+        if skip:
+            skip = False
+        elif t in flags:
+            skip = i + 1 < len(tokens) and not tokens[i + 1].startswith("-")
+        else:
+            out.append(t)
+    return out
+
+
+def test_readme_smaller_changes_only_the_named_flags() -> None:
+    rc = _readme_commands()
+    small = rc.Small("why", set={"--trials": "3", "--epochs": "1"}, drop=("--amp",), add=("-o", "x=1"))
+    got = rc.smaller("nas search --space mbconv --trials 50 --amp --constraint 'a[b]<=3' --out r && nas report r", small)
+    assert got == "nas search --space mbconv --trials 3 --constraint 'a[b]<=3' --out r --epochs 1 -o x=1 && nas report r"
+    assert rc.strip_comment("nas list   # all") == "nas list" and rc.strip_comment("echo '#x' a") == "echo '#x' a"
+    assert shutil.which("bash")
