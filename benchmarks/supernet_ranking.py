@@ -1,0 +1,49 @@
+"""Supernet ranking figures on the generated `shapes` task (issue 30): ceiling, supernet vs stand-alone, vs truth.
+
+    OMP_NUM_THREADS=1 python benchmarks/supernet_ranking.py --space nats_sss --out /tmp/rank_nats.json
+    OMP_NUM_THREADS=1 python benchmarks/supernet_ranking.py --space nb201 --out /tmp/rank_nb201.json
+
+Each run is `nas bench ranking` with the README's settings (`nas.bench.ranking.supernet_ranking`); extra
+`key=value` arguments override RankingConfig fields (e.g. supernet_epochs=12 random_paths=4). The table
+printed is the one in the README section "Measuring supernet ranking".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from nas.bench.ranking import RankingConfig, format_result, supernet_ranking
+from nas.core.files import atomic_write_text
+from nas.training.threads import set_torch_threads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="nats_sss", choices=("nats_sss", "nb201"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--standalone-from", default=None)
+    ap.add_argument("overrides", nargs="*", help="RankingConfig field=value")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    set_torch_threads(1)
+    fields = {}
+    for item in args.overrides:
+        k, _, v = item.partition("=")
+        try:
+            fields[k] = json.loads(v)
+        except ValueError:
+            fields[k] = v   # a plain string, e.g. dataset=shapes:4000
+    cfg = RankingConfig(space=args.space, **fields)
+    t0 = time.process_time()
+    result = supernet_ranking(cfg, standalone_from=args.standalone_from)
+    result["cpu_seconds"] = round(time.process_time() - t0, 1)
+    atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(format_result(result))
+    print(f"cpu seconds: {result['cpu_seconds']}")
+
+
+if __name__ == "__main__":
+    main()
