@@ -15,7 +15,14 @@ import logging
 import time
 from pathlib import Path
 
-from nas.bench.ranking import RankingConfig, format_result, supernet_ranking
+from nas.bench.ranking import (
+    RankingConfig,
+    correlate,
+    format_result,
+    standalone_accuracies,
+    supernet_ranking,
+    supernet_scores,
+)
 from nas.core.files import atomic_write_text
 from nas.training.threads import set_torch_threads
 
@@ -25,6 +32,8 @@ def main() -> None:
     ap.add_argument("--space", default="nats_sss", choices=("nats_sss", "nb201"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--standalone-from", default=None)
+    ap.add_argument("--part", default="all", help="all (default); supernet | standalone:S (seed index S) write one "
+                    "part to --out, to run the parts as parallel processes; merge:A,B,... joins part files")
     ap.add_argument("overrides", nargs="*", help="RankingConfig field=value")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -38,11 +47,26 @@ def main() -> None:
             fields[k] = v   # a plain string, e.g. dataset=shapes:4000
     cfg = RankingConfig(space=args.space, **fields)
     t0 = time.process_time()
-    result = supernet_ranking(cfg, standalone_from=args.standalone_from)
-    result["cpu_seconds"] = round(time.process_time() - t0, 1)
-    atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
-    print(format_result(result))
-    print(f"cpu seconds: {result['cpu_seconds']}")
+    if args.part == "supernet":
+        part = supernet_scores(cfg)
+    elif args.part.startswith("standalone:"):
+        part = standalone_accuracies(cfg, [int(args.part.split(":", 1)[1])])
+    elif args.part.startswith("merge:"):
+        parts = [json.loads(Path(p).read_text()) for p in args.part.split(":", 1)[1].split(",")]
+        sup = next(p for p in parts if "supernet" in p)
+        stand: dict[str, list[float]] = {}
+        for p in sorted((p for p in parts if "standalone" in p), key=lambda p: p["standalone_seeds"]):
+            for b, accs in p["standalone"].items():
+                stand.setdefault(b, []).extend(accs)
+        part = correlate(cfg, sup, stand)
+        part["cpu_seconds_parts"] = [p.get("cpu_seconds") for p in parts]
+    else:
+        part = supernet_ranking(cfg, standalone_from=args.standalone_from)
+    part["cpu_seconds"] = round(time.process_time() - t0, 1)
+    atomic_write_text(Path(args.out), json.dumps(part, indent=1) + "\n")
+    if "correlations" in part:
+        print(format_result(part))
+    print(f"cpu seconds: {part['cpu_seconds']}")
 
 
 if __name__ == "__main__":

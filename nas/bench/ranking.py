@@ -122,26 +122,28 @@ def _standalone_reuse(path: str, cfg: RankingConfig, blocks: list[str]) -> dict[
     return {b: list(sa[b][:cfg.seeds]) for b in blocks}
 
 
-def supernet_ranking(cfg: RankingConfig, *, progress: bool = True, standalone_from: str | None = None,
-                     on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train the supernet, score the archs, train them stand-alone, and rank-correlate (module docstring)."""
-    import torch
-    from tqdm import tqdm
-
+def _setup(cfg: RankingConfig) -> tuple[list[str], dict[str, float], Any, list[Any], Any, Any]:
     from nas.core.arch import Arch
-    from nas.supernet import build_supernet
-    from nas.supernet.trainer import SandwichConfig, SupernetEvaluator, calibration_set, count_params, train_supernet
     from nas.training.data import load_dataset, num_classes
-    from nas.training.loops import train_eval
-    say = on_stage or (lambda msg: log.info(msg))
     blocks, truth = _archs(cfg)
     space = _train_space(cfg, num_classes(cfg.dataset))
     archs = [space.validate(Arch(space.name, space.parse(b).genes)) for b in blocks]
-    say(f"{len(archs)} {cfg.space} archs with {cfg.truth_name} truth; training size {space.options()}")
     res = space.input_shape[-1]
     train = load_dataset(cfg.dataset, split="train", seed=cfg.seed, resolution=res)
     val = load_dataset(cfg.dataset, split="val", seed=cfg.seed, resolution=res)
+    return blocks, truth, space, archs, train, val
 
+
+def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
+                    say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Train the supernet and score every arch by its BN-recalibrated inherited-weight accuracy."""
+    import torch
+    from tqdm import tqdm
+
+    from nas.supernet import build_supernet
+    from nas.supernet.trainer import SandwichConfig, SupernetEvaluator, calibration_set, train_supernet
+    blocks, _, space, archs, train, val = _setup(cfg)
+    say(f"{len(archs)} {cfg.space} archs with {cfg.truth_name} truth; training size {space.options()}")
     sw = SandwichConfig(epochs=cfg.supernet_epochs, batch_size=cfg.batch_size, lr=cfg.supernet_lr,
                         random_paths=cfg.random_paths, distill=cfg.distill, seed=cfg.seed)
     with torch.random.fork_rng(devices=[]):
@@ -152,45 +154,78 @@ def supernet_ranking(cfg: RankingConfig, *, progress: bool = True, standalone_fr
     score = SupernetEvaluator(net, calibration_set(train[0], cfg.seed), val, calib_batches=cfg.calib_batches,
                               batch_size=cfg.batch_size)
     sup = [score(a)["accuracy"] for a in tqdm(archs, desc="supernet scores", unit="arch", disable=not progress)]
+    return {"supernet": dict(zip(blocks, sup)), "supernet_history": history}
 
+
+def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: bool = True) -> dict[str, Any]:
+    """Every arch trained from scratch once per seed index in `seeds` (AdamW, `cfg.epochs`)."""
+    import torch
+    from tqdm import tqdm
+
+    from nas.training.loops import train_eval
+    blocks, _, space, archs, train, val = _setup(cfg)
+    stand: dict[str, list[float]] = {b: [] for b in blocks}
+    with tqdm(total=len(archs) * len(seeds), desc="stand-alone training", unit="net", disable=not progress) as bar:
+        for s in seeds:
+            for b, a in zip(blocks, archs):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.seed * 1000 + s)
+                    model = space.build(a)
+                out = train_eval(model, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                 seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw")
+                stand[b].append(float(out["accuracy"]))
+                bar.update(1)
+    return {"standalone": stand, "standalone_seeds": list(seeds),
+            "standalone_settings": json.loads(json.dumps(cfg.standalone_settings()))}
+
+
+def supernet_ranking(cfg: RankingConfig, *, progress: bool = True, standalone_from: str | None = None,
+                     on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the supernet, score the archs, train them stand-alone, and rank-correlate (module docstring)."""
+    say = on_stage or (lambda msg: log.info(msg))
+    sup = supernet_scores(cfg, progress=progress, say=say)
+    blocks = sorted(sup["supernet"])
     if standalone_from:
         stand = _standalone_reuse(standalone_from, cfg, blocks)
         say(f"stand-alone accuracies reused from {standalone_from}")
     else:
-        stand = {b: [] for b in blocks}
-        bar = tqdm(total=len(archs) * cfg.seeds, desc="stand-alone training", unit="net", disable=not progress)
-        with bar:
-            for s in range(cfg.seeds):
-                for b, a in zip(blocks, archs):
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(cfg.seed * 1000 + s)
-                        model = space.build(a)
-                    out = train_eval(model, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                     seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw")
-                    stand[b].append(float(out["accuracy"]))
-                    bar.update(1)
+        stand = standalone_accuracies(cfg, list(range(cfg.seeds)), progress=progress)["standalone"]
+    return correlate(cfg, sup, stand)
+
+
+def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[float]]) -> dict[str, Any]:
+    """The result: rank correlations of supernet scores, stand-alone accuracies (per seed) and truth."""
+    from nas.supernet.trainer import count_params
+    blocks, truth = _archs(cfg)
+    from nas.training.data import num_classes
+    space = _train_space(cfg, num_classes(cfg.dataset))
+    if sorted(sup["supernet"]) != blocks or sorted(stand) != blocks:
+        raise UsageError("supernet scores and stand-alone accuracies are of other archs than this configuration's")
+    scores = [sup["supernet"][b] for b in blocks]
     mean = [float(np.mean(stand[b])) for b in blocks]
     gt = [truth[b] for b in blocks]
-    params = [float(count_params(space, a)) for a in archs]
-    seeds = [[stand[b][s] for b in blocks] for s in range(cfg.seeds)]
-    ceiling = [rank_stats(seeds[i], seeds[j]) for i in range(cfg.seeds) for j in range(i + 1, cfg.seeds)]
-    result = {
+    params = [float(count_params(space, space.parse(b))) for b in blocks]
+    n_seeds = min(len(stand[b]) for b in blocks)
+    seeds = [[stand[b][s] for b in blocks] for s in range(n_seeds)]
+    ceiling = [rank_stats(seeds[i], seeds[j]) for i in range(n_seeds) for j in range(i + 1, n_seeds)]
+    if not ceiling:
+        raise UsageError(f"the ceiling needs stand-alone accuracies of at least 2 seeds, got {n_seeds}")
+    return {
         "config": json.loads(json.dumps(asdict(cfg))), "truth": cfg.truth_name, "archs": len(blocks),
-        "train_space": space.options(), "dataset": cfg.dataset, "supernet_history": history,
+        "train_space": space.options(), "dataset": cfg.dataset, "supernet_history": sup.get("supernet_history"),
         "correlations": {
             "ceiling_standalone_seed_vs_seed": _mean_stats(ceiling),
-            "supernet_vs_standalone": rank_stats(sup, mean),
-            "supernet_vs_truth": rank_stats(sup, gt),
+            "supernet_vs_standalone": rank_stats(scores, mean),
+            "supernet_vs_truth": rank_stats(scores, gt),
             "standalone_vs_truth": rank_stats(mean, gt),
             "params_vs_standalone": rank_stats(params, mean),
             "params_vs_truth": rank_stats(params, gt)},
-        "accuracy_range": {"supernet": [min(sup), max(sup)], "standalone": [min(mean), max(mean)]},
+        "accuracy_range": {"supernet": [min(scores), max(scores)], "standalone": [min(mean), max(mean)]},
         "published": PUBLISHED,
         "standalone_settings": json.loads(json.dumps(cfg.standalone_settings())),
         "per_arch": {b: {"supernet": s, "standalone_mean": m, "truth": t, "params": p}
-                     for b, s, m, t, p in zip(blocks, sup, mean, gt, params)},
+                     for b, s, m, t, p in zip(blocks, scores, mean, gt, params)},
         "standalone": stand}
-    return result
 
 
 def _mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -216,4 +251,5 @@ def _f(v: float) -> str:
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-__all__ = ["RankingConfig", "format_result", "rank_stats", "supernet_ranking"]
+__all__ = ["RankingConfig", "correlate", "format_result", "rank_stats", "standalone_accuracies", "supernet_ranking",
+           "supernet_scores"]
