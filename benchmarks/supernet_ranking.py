@@ -49,8 +49,14 @@ def main() -> None:
     t0 = time.process_time()
     if args.part == "supernet":
         part = supernet_scores(cfg)
-    elif args.part.startswith("standalone:"):
-        part = standalone_accuracies(cfg, [int(args.part.split(":", 1)[1])])
+    elif args.part.startswith("standalone:"):   # standalone:S or standalone:S:I/K (archs I, I+K, ...)
+        _, seed, *share = args.part.split(":")
+        i, k = (int(v) for v in share[0].split("/")) if share else (0, 1)
+
+        def save(partial: dict) -> None:   # what is done so far survives a cut-short run
+            atomic_write_text(Path(args.out), json.dumps(partial, indent=1) + "\n")
+
+        part = standalone_accuracies(cfg, [int(seed)], share=(i, k), on_net=save)
     elif args.part.startswith("merge:"):
         parts = [json.loads(Path(p).read_text()) for p in args.part.split(":", 1)[1].split(",")]
         sup = next(p for p in parts if "supernet" in p)
@@ -58,6 +64,7 @@ def main() -> None:
         for p in sorted((p for p in parts if "standalone" in p), key=lambda p: p["standalone_seeds"]):
             for b, accs in p["standalone"].items():
                 stand.setdefault(b, []).extend(accs)
+        stand = {b: v for b, v in stand.items() if len(v) >= 2}   # archs measured with both seeds
         part = correlate(cfg, sup, stand)
         part["cpu_seconds_parts"] = [p.get("cpu_seconds") for p in parts]
     else:

@@ -157,14 +157,23 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
     return {"supernet": dict(zip(blocks, sup)), "supernet_history": history}
 
 
-def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: bool = True) -> dict[str, Any]:
-    """Every arch trained from scratch once per seed index in `seeds` (AdamW, `cfg.epochs`)."""
+def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: bool = True, share: tuple[int, int] = (0, 1),
+                          on_net: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every arch trained from scratch once per seed index in `seeds` (AdamW, `cfg.epochs`). `share` (i, k):
+    only archs i, i+k, i+2k, ... (parts run as parallel processes); `on_net(partial result)` after each net."""
     import torch
     from tqdm import tqdm
 
     from nas.training.loops import train_eval
     blocks, _, space, archs, train, val = _setup(cfg)
+    i, k = share
+    blocks, archs = blocks[i::k], archs[i::k]
     stand: dict[str, list[float]] = {b: [] for b in blocks}
+
+    def result() -> dict[str, Any]:
+        return {"standalone": {b: v for b, v in stand.items() if len(v) == len(seeds)}, "standalone_seeds": list(seeds),
+                "standalone_settings": json.loads(json.dumps(cfg.standalone_settings()))}
+
     with tqdm(total=len(archs) * len(seeds), desc="stand-alone training", unit="net", disable=not progress) as bar:
         for s in seeds:
             for b, a in zip(blocks, archs):
@@ -175,8 +184,9 @@ def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: boo
                                  seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw")
                 stand[b].append(float(out["accuracy"]))
                 bar.update(1)
-    return {"standalone": stand, "standalone_seeds": list(seeds),
-            "standalone_settings": json.loads(json.dumps(cfg.standalone_settings()))}
+                if on_net is not None:
+                    on_net(result())
+    return result()
 
 
 def supernet_ranking(cfg: RankingConfig, *, progress: bool = True, standalone_from: str | None = None,
@@ -196,10 +206,12 @@ def supernet_ranking(cfg: RankingConfig, *, progress: bool = True, standalone_fr
 def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[float]]) -> dict[str, Any]:
     """The result: rank correlations of supernet scores, stand-alone accuracies (per seed) and truth."""
     from nas.supernet.trainer import count_params
-    blocks, truth = _archs(cfg)
+    chosen, truth = _archs(cfg)
     from nas.training.data import num_classes
     space = _train_space(cfg, num_classes(cfg.dataset))
-    if sorted(sup["supernet"]) != blocks or sorted(stand) != blocks:
+    # archs with a supernet score and stand-alone accuracies (all of them, unless parts were cut short)
+    blocks = [b for b in chosen if b in sup["supernet"] and b in stand]
+    if len(blocks) < 3 or set(sup["supernet"]) - set(chosen) or set(stand) - set(chosen):
         raise UsageError("supernet scores and stand-alone accuracies are of other archs than this configuration's")
     scores = [sup["supernet"][b] for b in blocks]
     mean = [float(np.mean(stand[b])) for b in blocks]
@@ -212,6 +224,7 @@ def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[flo
         raise UsageError(f"the ceiling needs stand-alone accuracies of at least 2 seeds, got {n_seeds}")
     return {
         "config": json.loads(json.dumps(asdict(cfg))), "truth": cfg.truth_name, "archs": len(blocks),
+        "archs_chosen": len(chosen),
         "train_space": space.options(), "dataset": cfg.dataset, "supernet_history": sup.get("supernet_history"),
         "correlations": {
             "ceiling_standalone_seed_vs_seed": _mean_stats(ceiling),
