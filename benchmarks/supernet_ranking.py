@@ -49,7 +49,7 @@ def main() -> None:
     t0 = time.process_time()
     if args.part == "supernet":
         part = supernet_scores(cfg)
-    elif args.part.startswith("standalone:"):   # standalone:S or standalone:S:I/K (archs I, I+K, ...)
+    elif args.part.startswith("standalone:"):   # standalone:S or standalone:S:I/K (archs I, I+K, ...; K=-1: reversed)
         _, seed, *share = args.part.split(":")
         i, k = (int(v) for v in share[0].split("/")) if share else (0, 1)
 
@@ -60,11 +60,13 @@ def main() -> None:
     elif args.part.startswith("merge:"):
         parts = [json.loads(Path(p).read_text()) for p in args.part.split(":", 1)[1].split(",")]
         sup = next(p for p in parts if "supernet" in p)
-        stand: dict[str, list[float]] = {}
-        for p in sorted((p for p in parts if "standalone" in p), key=lambda p: p["standalone_seeds"]):
+        by_seed: dict[int, dict[str, float]] = {}   # parts of one seed may overlap (e.g. one run in reverse)
+        for p in (p for p in parts if "standalone" in p):
             for b, accs in p["standalone"].items():
-                stand.setdefault(b, []).extend(accs)
-        stand = {b: v for b, v in stand.items() if len(v) >= 2}   # archs measured with both seeds
+                for s, acc in zip(p["standalone_seeds"], accs):
+                    by_seed.setdefault(s, {}).setdefault(b, acc)
+        seeds = sorted(by_seed)
+        stand = {b: [by_seed[s][b] for s in seeds] for b in by_seed[seeds[0]] if all(b in by_seed[s] for s in seeds)}
         part = correlate(cfg, sup, stand)
         part["cpu_seconds_parts"] = [p.get("cpu_seconds") for p in parts]
     else:

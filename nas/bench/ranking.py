@@ -211,8 +211,10 @@ def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[flo
     space = _train_space(cfg, num_classes(cfg.dataset))
     # archs with a supernet score and stand-alone accuracies (all of them, unless parts were cut short)
     blocks = [b for b in chosen if b in sup["supernet"] and b in stand]
-    if len(blocks) < 3 or set(sup["supernet"]) - set(chosen) or set(stand) - set(chosen):
+    if set(sup["supernet"]) - set(chosen) or set(stand) - set(chosen):
         raise UsageError("supernet scores and stand-alone accuracies are of other archs than this configuration's")
+    if len(blocks) < 3:
+        raise UsageError(f"only {len(blocks)} archs have both a supernet score and stand-alone accuracies; need 3")
     scores = [sup["supernet"][b] for b in blocks]
     mean = [float(np.mean(stand[b])) for b in blocks]
     gt = [truth[b] for b in blocks]
