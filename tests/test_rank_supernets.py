@@ -121,16 +121,16 @@ def test_shapes_sizes_are_bounded(spec: str) -> None:
 
 
 def test_shapes_is_learnable() -> None:
-    """A small conv net learns it well above chance (10 %) in a few hundred steps."""
+    """A small conv net learns it at twice chance (10 %) in about 100 steps (3 epochs of 1,000 images)."""
     from search_spaces.catalog import get_space as gs
     from nas.training.loops import train_eval
-    tr = load_dataset("shapes:600", split="train", seed=0, resolution=16)
-    va = load_dataset("shapes:600", split="val", seed=0, resolution=16)
+    tr = load_dataset("shapes:1000", split="train", seed=0, resolution=16)
+    va = load_dataset("shapes:1000", split="val", seed=0, resolution=16)
     space = gs("nats_sss", resolution=16)
     torch.manual_seed(0)
     model = space.build(space.parse("16:16:16:16:16"))
-    out = train_eval(model, tr, va, epochs=4, batch_size=32, lr=3e-3, seed=0, progress=False, optimizer="adamw")
-    assert out["accuracy"] > 0.25
+    out = train_eval(model, tr, va, epochs=3, batch_size=32, lr=3e-3, seed=0, progress=False, optimizer="adamw")
+    assert out["accuracy"] > 0.2
 
 
 # ---- end to end --------------------------------------------------------------------------------------
