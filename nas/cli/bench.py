@@ -5,6 +5,7 @@
     nas bench latency [--devices a,b] [--sizes 5,10,20] [--repeats 5] [--leave-out device|kind] [--json]
     nas bench strategies --space nats_sss|nb201 [--seeds 20] [--budgets 50,100,300] [--json] [--plot P.png]
     nas bench budgets [--strategies a,b] [--seeds 10] [--target pixel1] [--quantile 10] [--json]
+    nas bench ranking --space nats_sss|nb201 [--dataset shapes] [--truth T] [--archs 50] [--seeds 2] [--out F]
 """
 from __future__ import annotations
 
@@ -105,6 +106,39 @@ def cmd_bench_budgets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ranking(args: argparse.Namespace) -> int:
+    import sys
+
+    from nas.bench.ranking import RankingConfig, format_result, supernet_ranking
+    from nas.cli.args import space_options
+    from nas.training.data import parse_spec
+    from nas.training.threads import set_torch_threads
+    cfg = RankingConfig(space=args.space, truth=args.truth, dataset=args.dataset, archs=args.archs, seeds=args.seeds,
+                        epochs=args.epochs, lr=args.lr, supernet_epochs=args.supernet_epochs,
+                        supernet_lr=args.supernet_lr, random_paths=args.random_paths, distill=not args.no_distill,
+                        batch_size=args.batch_size, resolution=args.resolution, channels=args.channels,
+                        cells=args.cells, calib_batches=args.calib_batches, seed=args.seed,
+                        space_options=space_options(args.space_option))
+    parse_spec(cfg.dataset)   # bad input: one line before minutes of training
+    from nas.bench.proxies import _bench_space
+    _bench_space(cfg.space, cfg.truth_name, cfg.space_options)
+    if args.out:
+        from nas.core.files import check_writable
+        check_writable(args.out, "--out")
+    set_torch_threads(args.torch_threads or 1)
+
+    def stage(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    result = supernet_ranking(cfg, progress=not args.quiet, standalone_from=args.standalone_from, on_stage=stage)
+    if args.out:
+        from nas.core.files import atomic_write_text
+        atomic_write_text(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1) if args.json else format_result(result))
+    return 0
+
+
 # a benchmark writes its result only at the end: an interruption keeps nothing (not "trials are saved")
 BENCH_STOPPED = "the benchmark stopped; nothing was saved (its result is written only when it finishes)"
 
@@ -176,3 +210,37 @@ def add_bench_parser(sub: Any) -> None:
     u.add_argument("--quiet", action="store_true", help="no per-run lines")
     u.add_argument("--json", action="store_true", help="print JSON: per strategy the share met, slack, score lost")
     u.set_defaults(func=cmd_bench_budgets, interrupted=BENCH_STOPPED)
+
+    from nas.bench.ranking import RankingConfig as R
+    r = bsub.add_parser("ranking", help="Kendall / Spearman of supernet scores vs stand-alone training and ground truth, "
+                                        "with stand-alone seed-to-seed agreement as the ceiling")
+    r.add_argument("--space", required=True, help="nats_sss (slimmable, sandwich rule), nb201 (single-path cells) or "
+                                                 "nasnet with -o variant=darts (NB301 candidates)")
+    r.add_argument("-o", "--space-option", action="append", metavar="KEY=VALUE", help="nasnet: -o variant=darts")
+    r.add_argument("--truth", help="ground-truth column: cifar10 (default for nats_sss, nb201), cifar100 | "
+                                   "ImageNet16-120 (nb201), nb301 (nasnet)")
+    r.add_argument("--dataset", default=R.dataset, metavar="SPEC",
+                   help="training data: shapes (default, generated), shapes:N, cifar10:PATH (the published setting), ...")
+    r.add_argument("--archs", type=int, default=R.archs, help=f"archs with truth to rank (default {R.archs}, 10..1000)")
+    r.add_argument("--seeds", type=int, default=R.seeds, help="stand-alone training seeds (default 2, 2..5)")
+    r.add_argument("--epochs", type=int, default=R.epochs, help=f"stand-alone epochs (default {R.epochs})")
+    r.add_argument("--lr", type=float, default=R.lr, help=f"stand-alone AdamW learning rate (default {R.lr:g})")
+    r.add_argument("--supernet-epochs", type=int, default=R.supernet_epochs,
+                   help=f"supernet epochs (default {R.supernet_epochs})")
+    r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet SGD lr (default {R.supernet_lr:g})")
+    r.add_argument("--random-paths", type=int, default=R.random_paths,
+                   help="random paths per supernet step besides largest and smallest (default 2)")
+    r.add_argument("--no-distill", action="store_true", help="no in-place distillation (sandwich spaces)")
+    r.add_argument("--batch-size", type=int, default=R.batch_size, help=f"batch (default {R.batch_size})")
+    r.add_argument("--resolution", type=int, default=R.resolution, help=f"training resolution (default {R.resolution})")
+    r.add_argument("--channels", type=int, default=R.channels, help="cell spaces: proxy channels (default 8)")
+    r.add_argument("--cells", type=int, default=R.cells, help="cell spaces: proxy cells per stage (default 1)")
+    r.add_argument("--calib-batches", type=int, default=R.calib_batches, help="BN recalibration batches (default 8)")
+    r.add_argument("--standalone-from", metavar="JSON",
+                   help="reuse the stand-alone accuracies of an earlier --out (same archs and stand-alone settings)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--torch-threads", type=int, metavar="N", help="torch CPU threads (default 1)")
+    r.add_argument("--out", help="also write the JSON result to this file (atomically)")
+    r.add_argument("--quiet", action="store_true", help="no progress")
+    r.add_argument("--json", action="store_true", help="print the JSON result")
+    r.set_defaults(func=cmd_bench_ranking, interrupted=BENCH_STOPPED)

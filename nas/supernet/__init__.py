@@ -74,11 +74,23 @@ def _ofa_mbv3_factory(space: SearchSpace) -> Supernet:
     return OFASupernet(space)  # type: ignore[arg-type]
 
 
+def _nats_sss_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.sliced import nats_sss_supernet
+    return nats_sss_supernet(space)  # type: ignore[return-value]
+
+
+def _nb201_factory(space: SearchSpace) -> Supernet:
+    from nas.supernet.sliced import nb201_supernet
+    return nb201_supernet(space)  # type: ignore[return-value]
+
+
 SUPERNETS.register("mbconv", _mbconv_factory)
 SUPERNETS.register("ofa_mbv3", _ofa_mbv3_factory)
 SUPERNETS.register("hytra", _fabric_factory)
 SUPERNETS.register("vit_resnas", _vit_resnas_factory)
 SUPERNETS.register("nasnet", _cell_factory)
+SUPERNETS.register("nats_sss", _nats_sss_factory)
+SUPERNETS.register("nb201", _nb201_factory)
 
 
 def build_supernet(space: SearchSpace) -> Supernet:

@@ -12,6 +12,8 @@ Specs (what `--dataset` takes):
 - `imagefolder:PATH`: one sub-folder of PNG/JPEG images per class. PATH/train and PATH/val (each
   with class folders) are used as the splits when present; otherwise a seeded, per-class 80/20
   split of all images.
+- `shapes`: a generated task of 10 classes of shapes and textures at 32x32 (`nas.training.shapes`), 2,000
+  train / 1,000 val images; `shapes:N` sets the training images (10..50,000; val N // 2). Seeded.
 - `synthetic`: seeded random class templates plus noise (10 classes, 3x32x32, 512 train / 128 val
   images); learnable, for tests. `synthetic:N` sets the number of training images.
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     import torch
 
 SPLITS = ("train", "val")
-VALID_SPECS = "digits, synthetic, synthetic:N, cifar10:PATH, imagefolder:PATH"
+VALID_SPECS = "digits, shapes, shapes:N, synthetic, synthetic:N, cifar10:PATH, imagefolder:PATH"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_FRACTION = 0.2
 #: per-channel statistics used for normalisation (CIFAR-10 train set; ImageNet for image folders)
@@ -56,6 +58,12 @@ def parse_spec(spec: str) -> Spec:
         if arg and not (arg.isdigit() and int(arg) >= 10):
             raise UsageError(f"dataset {spec!r}: synthetic:N needs a whole number N >= 10; valid specs: {VALID_SPECS}")
         return Spec(kind, arg)
+    if kind == "shapes":
+        from nas.training.shapes import MAX_TRAIN
+        if arg and not (arg.isdigit() and len(arg) <= 6 and 10 <= int(arg) <= MAX_TRAIN):
+            raise UsageError(f"dataset {spec!r}: shapes:N needs a whole number N in 10..{MAX_TRAIN}; "
+                             f"valid specs: {VALID_SPECS}")
+        return Spec(kind, arg)
     if kind in ("cifar10", "imagefolder") and arg:
         path = Path(arg).expanduser()
         if not path.is_dir():
@@ -77,7 +85,7 @@ def native_resolution(spec: str, sample: int = 256) -> int:
     (headers only)."""
     s = parse_spec(spec)
     if s.kind != "imagefolder":
-        return {"digits": 8, "synthetic": 32, "cifar10": 32}[s.kind]
+        return {"digits": 8, "synthetic": 32, "shapes": 32, "cifar10": 32}[s.kind]
     from PIL import Image
     root = _imagefolder_root(Path(s.arg))
     files, _ = _files(root, _folder_classes(root))
@@ -103,7 +111,7 @@ def load_dataset(spec: str, *, split: str, seed: int = 0, resolution: int | None
     if resolution is not None and int(resolution) < 1:
         raise UsageError(f"resolution must be positive, got {resolution}")
     s = parse_spec(spec)
-    loader = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "imagefolder": _imagefolder}[s.kind]
+    loader = {"digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "cifar10": _cifar10, "imagefolder": _imagefolder}[s.kind]
     x, y, mean, std = loader(s, split, seed, resolution)
     if limit is not None and int(limit) < len(y):
         keep = np.sort(np.random.default_rng([seed, 0x117]).permutation(len(y))[:int(limit)])
@@ -181,6 +189,13 @@ def _synthetic(s: Spec, split: str, seed: int, resolution: int | None) -> tuple[
     rng.shuffle(y)
     x = templates[y] + rng.normal(0.0, 1.0, (n, 3, 32, 32))
     return x.astype(np.float32), y, (0.0,) * 3, (1.4,) * 3
+
+
+def _shapes(s: Spec, split: str, seed: int, resolution: int | None) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    from nas.training.shapes import DEFAULT_TRAIN, MEAN, STD, generate, val_size
+    n_train = int(s.arg) if s.arg else DEFAULT_TRAIN
+    x, y = generate(n_train if split == "train" else val_size(n_train), seed, SPLITS.index(split))
+    return x, y, MEAN, STD
 
 
 # ---- CIFAR-10 ---------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ def dataset_images(dataset: str, limit: int | None = None) -> int:
     if spec.kind == "synthetic":
         n = int(spec.arg) if spec.arg else 512
         n += max(10, n // 4)   # the val split
+    elif spec.kind == "shapes":
+        n = int(spec.arg) if spec.arg else 2000
+        n += max(10, n // 2)
     elif spec.kind == "cifar10":
         n = _cifar_images(spec.arg)
     else:

@@ -1,0 +1,270 @@
+"""`nas bench ranking`: does a trained supernet rank archs as stand-alone training and ground truth do?
+
+    nas bench ranking --space nats_sss|nb201 [--dataset shapes] [--truth cifar10] [--archs 50] ...
+    nas bench ranking --space nasnet -o variant=darts --truth nb301 --dataset cifar10:PATH ...
+
+For `archs` seeded archs that have ground truth (`nas.bench.proxies`' tables: NATS-Bench size space,
+NASLib's NB201 subset, NB301's 725 DARTS cells) it
+
+1. trains the space's supernet (`nas.supernet.trainer.train_supernet`: sandwich rule + in-place
+   distillation for nats_sss, uniform single paths for the cell spaces) on `dataset` at the proxy
+   size (`resolution`, and for the cell spaces `channels` / `cells`);
+2. scores every arch by its inherited weights after BN recalibration (`SupernetEvaluator`);
+3. trains every arch stand-alone from scratch with `seeds` seeds on the same data and size
+   (`nas.training.loops.train_eval`, AdamW);
+4. reports Kendall tau and Spearman rho of: stand-alone seed i vs seed j (the *ceiling*: no scorer
+   can agree with stand-alone training better than training agrees with itself), supernet vs the
+   stand-alone mean, supernet vs ground truth, stand-alone mean vs ground truth, and the parameter
+   count vs both (a free baseline).
+
+Costs: `archs * seeds` stand-alone trainings dominate (at the defaults on one CPU core about 10-20 s
+each for nats_sss). `standalone_from` reuses the stand-alone accuracies of an earlier result with the
+same archs and stand-alone settings (to try supernet settings without retraining the references).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from nas.core.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: spaces with a supernet and ground truth, and their default truth
+SPACES: dict[str, str] = {"nats_sss": "cifar10", "nb201": "cifar10", "nasnet": "nb301"}
+#: published anchor (BossNAS, Li et al. ICCV 2021, Table 6: supernet ranking on the NATS size space, CIFAR-100)
+PUBLISHED = {"bossnas_nats_sss_cifar100_spearman": 0.76}
+#: bounds of every numeric option: name -> (low, high)
+BOUNDS: dict[str, tuple[float, float]] = {
+    "archs": (10, 1000), "seeds": (2, 5), "epochs": (1, 100), "supernet_epochs": (1, 200), "resolution": (8, 64),
+    "batch_size": (2, 512), "lr": (1e-6, 1.0), "supernet_lr": (1e-6, 1.0), "random_paths": (0, 16),
+    "calib_batches": (1, 64), "channels": (1, 64), "cells": (1, 5), "seed": (0, 2 ** 31 - 1)}
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    space: str = "nats_sss"
+    truth: str | None = None            # None: the space's default (SPACES)
+    dataset: str = "shapes"
+    archs: int = 50
+    seeds: int = 2                      # stand-alone training seeds (the ceiling needs two)
+    epochs: int = 3                     # stand-alone epochs
+    lr: float = 3e-3                    # stand-alone AdamW learning rate
+    supernet_epochs: int = 6
+    supernet_lr: float = 0.05           # the sandwich trainer's SGD (Nesterov) learning rate
+    random_paths: int = 2
+    distill: bool = True
+    batch_size: int = 32
+    resolution: int = 16
+    channels: int = 8                   # cell spaces (nb201, nasnet): proxy width and cells per stage
+    cells: int = 1
+    calib_batches: int = 8
+    seed: int = 0
+    space_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise UsageError(f"no supernet ranking for space {self.space!r}; valid spaces: {', '.join(SPACES)}")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise UsageError(f"--{name.replace('_', '-')} {value!r} is outside [{low:g}, {high:g}]")
+
+    @property
+    def truth_name(self) -> str:
+        return self.truth or SPACES[self.space]
+
+    def standalone_settings(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("space", "dataset", "epochs", "lr", "batch_size", "resolution",
+                                              "channels", "cells", "seed")} | {"space_options": self.space_options}
+
+
+def rank_stats(x: Any, y: Any) -> dict[str, float]:
+    """Kendall tau-b and Spearman rho of two score lists (NaNs dropped)."""
+    from nas.bench.proxies import _rank_stats
+    return _rank_stats(list(x), list(y))
+
+
+def _train_space(cfg: RankingConfig, classes: int) -> Any:
+    from nas.bench.proxies import _bench_space
+    from nas.supernet import training_space
+    space = _bench_space(cfg.space, cfg.truth_name, cfg.space_options)
+    return training_space(space, resolution=cfg.resolution, num_classes=classes,
+                          **({"channels": cfg.channels, "cells": cfg.cells} if cfg.space != "nats_sss" else {}))
+
+
+def _archs(cfg: RankingConfig) -> tuple[list[str], dict[str, float]]:
+    from nas.bench.proxies import _truth
+    table, _ = _truth(cfg.space, cfg.truth_name, cfg.archs, cfg.seed)
+    if len(table) < cfg.archs:
+        raise UsageError(f"--archs {cfg.archs}: only {len(table)} {cfg.space} archs have {cfg.truth_name} truth")
+    return sorted(table), table
+
+
+def _standalone_reuse(path: str, cfg: RankingConfig, blocks: list[str]) -> dict[str, list[float]]:
+    p = Path(path)
+    try:
+        old = json.loads(p.read_text())
+        sa = old["standalone"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--standalone-from {path}: not a ranking result ({type(exc).__name__}: {exc})") from None
+    if old.get("standalone_settings") != json.loads(json.dumps(cfg.standalone_settings())):
+        raise UsageError(f"--standalone-from {path}: its stand-alone settings {old.get('standalone_settings')} "
+                         f"differ from this run's {cfg.standalone_settings()}")
+    if sorted(sa) != blocks or any(len(v) < cfg.seeds for v in sa.values()):
+        raise UsageError(f"--standalone-from {path}: holds other archs or fewer than {cfg.seeds} seeds")
+    return {b: list(sa[b][:cfg.seeds]) for b in blocks}
+
+
+def _setup(cfg: RankingConfig) -> tuple[list[str], dict[str, float], Any, list[Any], Any, Any]:
+    from nas.core.arch import Arch
+    from nas.training.data import load_dataset, num_classes
+    blocks, truth = _archs(cfg)
+    space = _train_space(cfg, num_classes(cfg.dataset))
+    archs = [space.validate(Arch(space.name, space.parse(b).genes)) for b in blocks]
+    res = space.input_shape[-1]
+    train = load_dataset(cfg.dataset, split="train", seed=cfg.seed, resolution=res)
+    val = load_dataset(cfg.dataset, split="val", seed=cfg.seed, resolution=res)
+    return blocks, truth, space, archs, train, val
+
+
+def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
+                    say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Train the supernet and score every arch by its BN-recalibrated inherited-weight accuracy."""
+    import torch
+    from tqdm import tqdm
+
+    from nas.supernet import build_supernet
+    from nas.supernet.trainer import SandwichConfig, SupernetEvaluator, calibration_set, train_supernet
+    blocks, _, space, archs, train, val = _setup(cfg)
+    say(f"{len(archs)} {cfg.space} archs with {cfg.truth_name} truth; training size {space.options()}")
+    sw = SandwichConfig(epochs=cfg.supernet_epochs, batch_size=cfg.batch_size, lr=cfg.supernet_lr,
+                        random_paths=cfg.random_paths, distill=cfg.distill, seed=cfg.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = build_supernet(space)
+    say(f"training the supernet ({getattr(net, 'sampling', 'sandwich')} sampling, {cfg.supernet_epochs} epochs)")
+    history = train_supernet(net, train, sw, val=val, progress=progress)
+    score = SupernetEvaluator(net, calibration_set(train[0], cfg.seed), val, calib_batches=cfg.calib_batches,
+                              batch_size=cfg.batch_size)
+    sup = [score(a)["accuracy"] for a in tqdm(archs, desc="supernet scores", unit="arch", disable=not progress)]
+    return {"supernet": dict(zip(blocks, sup)), "supernet_history": history}
+
+
+def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: bool = True, share: tuple[int, int] = (0, 1),
+                          on_net: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every arch trained from scratch once per seed index in `seeds` (AdamW, `cfg.epochs`). `share` (i, k):
+    only archs i, i+k, i+2k, ... (parts run as parallel processes); `on_net(partial result)` after each net."""
+    import torch
+    from tqdm import tqdm
+
+    from nas.training.loops import train_eval
+    blocks, _, space, archs, train, val = _setup(cfg)
+    i, k = share
+    blocks, archs = blocks[i::k], archs[i::k]
+    stand: dict[str, list[float]] = {b: [] for b in blocks}
+
+    def result() -> dict[str, Any]:
+        return {"standalone": {b: v for b, v in stand.items() if len(v) == len(seeds)}, "standalone_seeds": list(seeds),
+                "standalone_settings": json.loads(json.dumps(cfg.standalone_settings()))}
+
+    with tqdm(total=len(archs) * len(seeds), desc="stand-alone training", unit="net", disable=not progress) as bar:
+        for s in seeds:
+            for b, a in zip(blocks, archs):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.seed * 1000 + s)
+                    model = space.build(a)
+                out = train_eval(model, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                 seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw")
+                stand[b].append(float(out["accuracy"]))
+                bar.update(1)
+                if on_net is not None:
+                    on_net(result())
+    return result()
+
+
+def supernet_ranking(cfg: RankingConfig, *, progress: bool = True, standalone_from: str | None = None,
+                     on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the supernet, score the archs, train them stand-alone, and rank-correlate (module docstring)."""
+    say = on_stage or (lambda msg: log.info(msg))
+    sup = supernet_scores(cfg, progress=progress, say=say)
+    blocks = sorted(sup["supernet"])
+    if standalone_from:
+        stand = _standalone_reuse(standalone_from, cfg, blocks)
+        say(f"stand-alone accuracies reused from {standalone_from}")
+    else:
+        stand = standalone_accuracies(cfg, list(range(cfg.seeds)), progress=progress)["standalone"]
+    return correlate(cfg, sup, stand)
+
+
+def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[float]]) -> dict[str, Any]:
+    """The result: rank correlations of supernet scores, stand-alone accuracies (per seed) and truth."""
+    from nas.supernet.trainer import count_params
+    chosen, truth = _archs(cfg)
+    from nas.training.data import num_classes
+    space = _train_space(cfg, num_classes(cfg.dataset))
+    # archs with a supernet score and stand-alone accuracies (all of them, unless parts were cut short)
+    blocks = [b for b in chosen if b in sup["supernet"] and b in stand]
+    if set(sup["supernet"]) - set(chosen) or set(stand) - set(chosen):
+        raise UsageError("supernet scores and stand-alone accuracies are of other archs than this configuration's")
+    if len(blocks) < 3:
+        raise UsageError(f"only {len(blocks)} archs have both a supernet score and stand-alone accuracies; need 3")
+    scores = [sup["supernet"][b] for b in blocks]
+    mean = [float(np.mean(stand[b])) for b in blocks]
+    gt = [truth[b] for b in blocks]
+    params = [float(count_params(space, space.parse(b))) for b in blocks]
+    n_seeds = min(len(stand[b]) for b in blocks)
+    seeds = [[stand[b][s] for b in blocks] for s in range(n_seeds)]
+    ceiling = [rank_stats(seeds[i], seeds[j]) for i in range(n_seeds) for j in range(i + 1, n_seeds)]
+    if not ceiling:
+        raise UsageError(f"the ceiling needs stand-alone accuracies of at least 2 seeds, got {n_seeds}")
+    return {
+        "config": json.loads(json.dumps(asdict(cfg))), "truth": cfg.truth_name, "archs": len(blocks),
+        "archs_chosen": len(chosen),
+        "train_space": space.options(), "dataset": cfg.dataset, "supernet_history": sup.get("supernet_history"),
+        "correlations": {
+            "ceiling_standalone_seed_vs_seed": _mean_stats(ceiling),
+            "supernet_vs_standalone": rank_stats(scores, mean),
+            "supernet_vs_truth": rank_stats(scores, gt),
+            "standalone_vs_truth": rank_stats(mean, gt),
+            "params_vs_standalone": rank_stats(params, mean),
+            "params_vs_truth": rank_stats(params, gt)},
+        "accuracy_range": {"supernet": [min(scores), max(scores)], "standalone": [min(mean), max(mean)]},
+        "published": PUBLISHED,
+        "standalone_settings": json.loads(json.dumps(cfg.standalone_settings())),
+        "per_arch": {b: {"supernet": s, "standalone_mean": m, "truth": t, "params": p}
+                     for b, s, m, t, p in zip(blocks, scores, mean, gt, params)},
+        "standalone": stand}
+
+
+def _mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The mean over seed pairs (one pair with 2 seeds)."""
+    return {"spearman": float(np.mean([r["spearman"] for r in rows])),
+            "kendall": float(np.mean([r["kendall"] for r in rows])), "n": int(rows[0]["n"]), "pairs": len(rows)}
+
+
+def format_result(r: dict[str, Any]) -> str:
+    c = r["correlations"]
+    lines = [f"{r['config']['space']}: {r['archs']} archs, data {r['dataset']}, trained at {r['train_space']}; "
+             f"truth {r['truth']}",
+             f"{'pair':34s} {'kendall':>8s} {'spearman':>9s}"]
+    for name, row in c.items():
+        lines.append(f"{name:34s} {_f(row['kendall']):>8s} {_f(row['spearman']):>9s}")
+    a = r["accuracy_range"]
+    lines.append(f"accuracy range: supernet {a['supernet'][0]:.3f}-{a['supernet'][1]:.3f}, "
+                 f"stand-alone {a['standalone'][0]:.3f}-{a['standalone'][1]:.3f}")
+    return "\n".join(lines)
+
+
+def _f(v: float) -> str:
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+__all__ = ["RankingConfig", "correlate", "format_result", "rank_stats", "standalone_accuracies", "supernet_ranking",
+           "supernet_scores"]
