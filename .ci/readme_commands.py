@@ -49,6 +49,7 @@ class Small:
 
 #: README command -> smaller sizes (CI time), why
 _TRIALS = "fewer trials (CI time); the search is the same"
+_SEEDS = "2 seeds instead of 20 (CI time); the benchmark is the same"
 SMALLER: dict[str, Small] = {
     "nas search --space mbconv --target pixel1 --latency-ms 80 --trials 100 --seed 0 --out runs/p1":
         Small(_TRIALS, set={"--trials": "8"}),
@@ -121,6 +122,16 @@ SMALLER: dict[str, Small] = {
         Small("fewer archs (CI time)", set={"--archs": "5"}),
     "nas search --space ofa_mbv3 --target pixel1 --latency-ms 79 --evaluator predictor --trials 600 --out runs/ofa79":
         Small(_TRIALS, set={"--trials": "20"}),
+    # the strategy benchmark: 20 seeds of the three problems take ~15 min of CPU; 2 seeds run the same code
+    "nas bench strategies --space nats_sss --strategies evolution,bo --budgets 50,100": Small(_SEEDS, set={"--seeds": "2"}),
+    "nas bench strategies --space nb201 --strategies evolution,bo --budgets 50,100 --out nb201_100.json":
+        Small(_SEEDS, set={"--seeds": "2"}),
+    "nas bench strategies --space nasnet --strategies evolution,bo --budgets 50,100": Small(_SEEDS, set={"--seeds": "2"}),
+    "nas bench strategies --space nb201 --strategies evolution --budgets 50,100,300 --out nb201_300.json":
+        Small(_SEEDS, set={"--seeds": "2"}),
+    "python benchmarks/readme_figures.py --budgets 50,100 --write README.md": Small(_SEEDS, set={"--seeds": "2"}),
+    "python benchmarks/ofa_search.py --write README.md":
+        Small("fewer trials per bound (CI time: 600 trials x 7 bounds)", set={"--trials": "30"}),
 }
 
 #: README command -> the command run instead, why
@@ -148,6 +159,9 @@ _NB201 = ("python -c \"from latency.bench_devices import nb201_latency; import n
 
 #: README command -> (step made just before it, why)
 BEFORE: dict[str, tuple[str, str]] = {
+    "python benchmarks/readme_figures.py --budgets 50,100 --write README.md":
+        (f"cp {shlex.quote(str(README))} README.md",
+         "--write README.md rewrites the README in the folder the user runs it in: here a copy in the scratch folder"),
     "nas latency predict --target pixel1 --target cpu --onnx net.onnx [--input-shape 1,3,224,224] [--json]":
         ("nas export runs/p1/best.json --format onnx --out net.onnx",
          "net.onnx is the user's own model; the README exports this one a few lines below"),
