@@ -94,7 +94,7 @@ def test_exact_resumes_to_the_same_sequence(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cfg,match", [
     ({"evaluator_options": {"proxy": "synflow"}}, "not a sum over layers.*proxy=flops.*--strategy evolution"),
-    ({"evaluator": "train"}, "--evaluator train.*not a sum over layers"),
+    ({"evaluator": "train", "evaluator_options": {}}, "--evaluator train.*not a sum over layers"),
     ({"space": "nasnet", "targets": ("xeon-2.8ghz",), "latency_ms": ()}, "nasnet.*not separable.*--strategy evolution"),
 ])
 def test_unsolvable_searches_are_usage_errors_that_write_nothing(cfg: dict, match: str, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_every_op_has_a_parameter_count() -> None:
 @pytest.mark.parametrize("name,opts", VARIANTS)
 def test_every_layer_of_every_space_counts_like_torch(name: str, opts: dict) -> None:
     space = _space(name, opts)
-    specs = {s.key: s for s in space.all_layers()}
+    specs = {s.key: s for s in [*space.all_layers(), *space.all_join_layers()]}   # join layers: int8 tables
     assert specs
     with torch.device("meta"):   # shapes only: nothing is allocated
         for spec in specs.values():

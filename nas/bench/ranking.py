@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+from nas.core.lazy import numpy as np  # numpy on first use: `nas list` builds this parser (issue 29)
 
 from nas.core.errors import UsageError
 
