@@ -73,6 +73,8 @@ SMALLER: dict[str, Small] = {
               set={"--repeats": "10", "--warmup": "2", "--calibration-nets": "3"}),
     "nas latency validate --space mbconv --table my-device.json --samples 30 --plot check.png":
         Small("fewer sample nets (CI time)", set={"--samples": "5"}),
+    "nas latency validate --space mbconv --table mbconv-int8.json --clock cpu":
+        Small("5 sample nets instead of the default (CI time: 112 s of CPU with the default)", set={"--samples": "5"}),
     "nas search --space mbconv --target pixel1 --constraint 'params_m<=3' --evaluator-option proxy=flops --trials 30 --out runs/params":
         Small(_TRIALS, set={"--trials": "8"}),
     "nas search --space mbconv --target pixel1 --constraint 'macs_m<=250' --evaluator-option proxy=flops --trials 30 --out runs/macs":
