@@ -205,13 +205,7 @@ class NB201Space(SearchSpace):
         return fixed, per
 
     def all_layers(self) -> list[LayerSpec]:
-        fixed, per = self.separable_layers()
-        seen = {s.key: s for s in fixed}
-        for choices in per:
-            for specs in choices:
-                for s in specs:
-                    seen.setdefault(s.key, s)
-        return list(seen.values())
+        return _distinct(*self.separable_layers())
 
     def join_layers(self, arch: Arch) -> list[LayerSpec]:
         self.validate(arch)
@@ -224,13 +218,7 @@ class NB201Space(SearchSpace):
         return fixed, per
 
     def all_join_layers(self) -> list[LayerSpec]:
-        fixed, per = self.separable_join_layers()
-        seen = {s.key: s for s in fixed}
-        for choices in per:
-            for specs in choices:
-                for s in specs:
-                    seen.setdefault(s.key, s)
-        return list(seen.values())
+        return _distinct(*self.separable_join_layers())
 
     def build(self, arch: Arch, num_classes: int | None = None) -> "nn.Module":
         self.validate(arch)
@@ -238,3 +226,13 @@ class NB201Space(SearchSpace):
         space = self if num_classes in (None, self.num_classes) else \
             NB201Space(self.channels, self.cells, int(num_classes), self.resolution)
         return build_macro(space._plan(ops), space._cells(ops))
+
+
+def _distinct(fixed: list[LayerSpec], per: list[list[list[LayerSpec]]]) -> list[LayerSpec]:
+    """The distinct layers (by key, first seen first) of a `separable_layers`-shaped split."""
+    seen = {s.key: s for s in fixed}
+    for choices in per:
+        for specs in choices:
+            for s in specs:
+                seen.setdefault(s.key, s)
+    return list(seen.values())
