@@ -74,7 +74,7 @@ SMALLER: dict[str, Small] = {
     "nas latency validate --space mbconv --table my-device.json --samples 30 --plot check.png":
         Small("fewer sample nets (CI time)", set={"--samples": "5"}),
     "nas latency validate --space mbconv --table mbconv-int8.json --clock cpu":
-        Small("5 sample nets instead of the default (CI time: 112 s of CPU with the default)", set={"--samples": "5"}),
+        Small("3 sample nets instead of the default (CI time: 112 s of CPU with the default)", set={"--samples": "3"}),
     "nas search --space mbconv --target pixel1 --constraint 'params_m<=3' --evaluator-option proxy=flops --trials 30 --out runs/params":
         Small(_TRIALS, set={"--trials": "8"}),
     "nas search --space mbconv --target pixel1 --constraint 'macs_m<=250' --evaluator-option proxy=flops --trials 30 --out runs/macs":
@@ -103,37 +103,43 @@ SMALLER: dict[str, Small] = {
     "nas train runs/p1/best.json --dataset digits -o resolution=32 -o width_mult=0.35 --out runs/p1-int8 --export-int8":
         Small("1 epoch (CI time)", set={"--epochs": "1"}),
     "nas search --space mbconv -o resolution=32 -o width_mult=0.25 --target cpu-int8 --latency-ms 2 --evaluator train --quantize-top 3 --out runs/q":
-        Small("3 trials of 1 epoch, all 3 quantized (CI time: ~15 s CPU a trial here)", set={"--trials": "3", "--epochs": "1"}),
+        Small("2 trials of 1 epoch, both quantized (CI time: ~15 s CPU a trial here)",
+              set={"--trials": "2", "--epochs": "1", "--quantize-top": "2"}),
     "nas bench proxies --space nb201 --truth cifar10 [--archs 150] [--dataset cifar10:PATH] [--json]":
-        Small("fewer archs (CI time)", set={"--archs": "10"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "nas bench proxies --space nasnet -o variant=darts --truth nb301 --archs 20 --proxies meco,swap,synflow,params,flops":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 150 --settings nb201/cifar10,nats_sss/cifar10 --proxies meco,swap":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 60 --settings nb201/cifar100,nb201/ImageNet16-120 --proxies meco,swap,params":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 60 --settings nasnet/nb301 --proxies meco,swap,naswot,synflow,params,flops":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 30 --settings nats_sss/cifar10 --proxies meco,meco_opt,swap,synflow,params,flops":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 30 --settings nb201/cifar10,nb201/cifar100 --proxies meco,meco_opt,swap,params,flops":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 30 --settings nb201/ImageNet16-120,nasnet/nb301 --proxies meco,meco_opt,swap,naswot,params,flops":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "python benchmarks/new_proxies.py --archs 100 --settings nats_sss/cifar10 --proxies meco,meco_opt,synflow,params":
-        Small("fewer archs (CI time)", set={"--archs": "5"}),
+        Small("fewer archs (CI time)", set={"--archs": "3"}),
     "nas search --space ofa_mbv3 --target pixel1 --latency-ms 79 --evaluator predictor --trials 600 --out runs/ofa79":
         Small(_TRIALS, set={"--trials": "20"}),
     # the strategy benchmark: 20 seeds of the three problems take ~15 min of CPU; 2 seeds run the same code
     "nas bench strategies --space nats_sss --strategies evolution,bo --budgets 50,100": Small(_SEEDS, set={"--seeds": "2"}),
     "nas bench strategies --space nb201 --strategies evolution,bo --budgets 50,100 --out nb201_100.json":
         Small(_SEEDS, set={"--seeds": "2"}),
-    "nas bench strategies --space nasnet --strategies evolution,bo --budgets 50,100": Small(_SEEDS, set={"--seeds": "2"}),
+    "nas bench strategies --space nasnet --strategies evolution,bo --budgets 50,100":
+        Small(_SEEDS + ", budget 50 only", set={"--seeds": "2", "--budgets": "50"}),
     "nas bench strategies --space nb201 --strategies evolution --budgets 50,100,300 --out nb201_300.json":
         Small(_SEEDS, set={"--seeds": "2"}),
-    "python benchmarks/readme_figures.py --budgets 50,100 --write README.md": Small(_SEEDS, set={"--seeds": "2"}),
+    "python benchmarks/readme_figures.py --budgets 50,100 --write README.md":
+        Small(_SEEDS + ", budget 50 only", set={"--seeds": "2", "--budgets": "50"}),
+    "python benchmarks/ofa_predictor.py": Small("2 folds instead of 5 (CI time)", set={"--folds": "2"}),
     "python benchmarks/ofa_search.py --write README.md":
         Small("fewer trials per bound (CI time: 600 trials x 7 bounds)", set={"--trials": "30"}),
+    "nas search --space ofa_mbv3 --strategy supernet --target pixel1-2019 --latency-ms 40 --epochs 1 --dataset synthetic:256 --out runs/ofa-supernet":
+        Small(_TRIALS + " (CI time: 50 subnets with BN recalibration are ~30 s CPU)", set={"--trials": "10"}),
 }
 
 #: README command -> the command run instead, why
@@ -171,7 +177,7 @@ BEFORE: dict[str, tuple[str, str]] = {
         (_NB201, "npu.csv (arch,ms) and archs.txt are the user's own measurements and archs: 12 nb201 archs with "
                  "their measured pixel3 latencies (NASLib's HW-NAS-Bench data)"),
     "nas train runs/sn/subnet.pt --dataset digits --epochs 10 --lr 0.01 --out runs/sn-tune":
-        ("nas search --space mbconv -o resolution=32 -o width_mult=0.35 --strategy supernet --epochs 1 --trials 4 "
+        ("nas search --space mbconv -o resolution=32 -o width_mult=0.35 --strategy supernet --epochs 1 --trials 2 "
          "--out runs/sn", "runs/sn/subnet.pt comes from a supernet search (the README's torchrun paragraph "
                           "names it, --out runs/sn); here a small one"),
 }
