@@ -58,13 +58,22 @@ def check_layers(space: "SearchSpace", table: "LatencyTable", n: int = CHECK_LAY
 
 
 def _retime(specs: Sequence["LayerSpec"], table: "LatencyTable") -> dict[str, float]:
-    """Time `specs` now with the table's settings and clock (one group, no context nets)."""
+    """Time `specs` now with the table's settings and clock (one group, no context nets); an int8
+    table's layers quantized as it was, as their in-net graphs (latency.int8_context)."""
+    from latency.int8_context import LayerContext
     from latency.profile import ProfileSettings, profile_layers
+    from latency.quantize import quantizer_of
     from latency.table import LatencyTable
     names = ProfileSettings.__dataclass_fields__
     settings = ProfileSettings(**{k: table.metadata[k] for k in names if k in table.metadata})
+    space = None
+    if settings.precision == "int8":
+        from search_spaces.catalog import get_space
+        space = get_space(table.space, **table.space_options)
+    quant = quantizer_of(table.metadata, None, space.input_shape[-1]) if space is not None else None
     fresh = LatencyTable(table.space, dict(table.space_options), {"clock": table.metadata.get("clock", "wall")})
-    fresh = profile_layers(specs, settings, fresh, None, progress=False, chunk=max(1, len(specs)))
+    fresh = profile_layers(specs, settings, fresh, None, progress=False, chunk=max(1, len(specs)), quant=quant,
+                           placement=LayerContext.of(space) if quant is not None and space is not None else None)
     return {s.key: fresh.ms(s.key) for s in specs}
 
 

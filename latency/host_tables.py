@@ -173,12 +173,15 @@ def resolve(space: SearchSpace, shipped: list["LatencyTable"], progress: bool = 
 def stale_int8(table: "LatencyTable", space: SearchSpace) -> str | None:
     """Why a cached int8 table predates the current int8 layer model, or None. Tables made before
     join layers (node sums, zero edges) and latent ops (pools quantized as inside a net) under-price
-    nb201-style nets 2-3x, and nothing else in their name or metadata would tell."""
+    nb201-style nets 2-3x; tables made before in-net layer graphs (`latency.int8_context`: quantization
+    metadata `boundaries`) over-price convs against pools; nothing else in their name or metadata would tell."""
     quant = table.metadata.get("quantization")
     if not isinstance(quant, dict) or "latent_ops" not in quant:
         return "layers timed without the quantized pools a whole net runs"
     if space.all_join_layers() and not table.metadata.get("joins"):
         return "no node-sum / zero-edge layers"
+    if "boundaries" not in quant or table.metadata.get("graph") != "exported":
+        return "layers timed with their own quantize / dequantize / layout changes, which a net does not run"
     return None
 
 

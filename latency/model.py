@@ -26,9 +26,12 @@ log = logging.getLogger(__name__)
 
 def layer_list(space: SearchSpace, metadata: dict) -> Callable[[Arch], list[LayerSpec]]:
     """The layers a table prices for an arch: `space.live_layers` for a table fitted on the live graph
-    (metadata `graph` live), else `space.layers`; plus `space.join_layers` (node sums, zero edges)
+    (metadata `graph` live), `space.graph_layers` for one that prices the exported graph (`graph`
+    exported: int8 tables, whose layers are timed as in that graph), else `space.layers`; plus `space.join_layers` (node sums, zero edges)
     when the table timed them (metadata `joins`: int8 tables, where they are requantizing kernels)."""
     base = space.live_layers if metadata.get("graph") == "live" else space.layers
+    if metadata.get("graph") == "exported":   # int8 tables: the layers of the exported graph (merged pools)
+        base = space.graph_layers
     if not metadata.get("joins"):
         return base
     return lambda arch: base(arch) + space.join_layers(arch)
@@ -69,7 +72,7 @@ class LUTModel:
         self._const = 0.0
         #: a table fitted on the effective graph (latency.calibrate, graph "live") prices live ops only
         self._layers = layer_list(space, table.metadata)
-        sep = space.separable_layers() if table.metadata.get("graph") != "live" else None
+        sep = space.separable_layers() if table.metadata.get("graph") not in ("live", "exported") else None
         if sep is not None and table.metadata.get("joins"):
             joins = space.separable_join_layers()
             sep = None if joins is None else (sep[0] + joins[0], [[a + b for a, b in zip(ca, cb)]

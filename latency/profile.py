@@ -23,6 +23,7 @@ from nas.core.layer import LayerSpec
 from nas.core.space import SearchSpace
 
 if TYPE_CHECKING:
+    from latency.int8_context import LayerContext
     from latency.quantize import Quantizer
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
                    out: str | Path | None = None, progress: bool = True,
                    on_entry: Callable[[str, float], None] | None = None,
                    chunk: int = CHUNK, rounds: int = ROUNDS, context: Sequence[ContextNet] = (),
-                   quant: "Quantizer | None" = None) -> LatencyTable:
+                   quant: "Quantizer | None" = None, placement: "LayerContext | None" = None) -> LatencyTable:
     """Time every spec not already in `table`; save `table` to `out` after each group (resumable).
 
     Layers are timed in groups of `chunk`, round-robin (`time_interleaved`, `rounds` passes) with the
@@ -183,7 +184,9 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
     the layer's median minus the empty call's median in the same group; each context net's median
     in each group goes to ``metadata["context_ms"][key]`` (for `latency.net_calibration`).
     `quant`: time every layer and context net as a statically quantized int8 graph; layers whose ops
-    stayed partly in float (the quantizer's fallback) are listed in ``metadata["float_ops"]``."""
+    stayed partly in float (the quantizer's fallback) are listed in ``metadata["float_ops"]``; with
+    `placement` (where the layers sit in the space's nets) each layer is timed as its in-net graph
+    (`latency.int8_context`: uint8 in and out, no quantize / dequantize / layout change at its edges)."""
     import torch
     from tqdm import tqdm
 
@@ -212,7 +215,17 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
             path = export_onnx(build_layer(spec), torch.randn(settings.batch, *spec.input_shape),
                                Path(where) / f"layer{index[spec.key]}.onnx")
             bar.update(1)
-            return quantized(path, spec.input_shape, quant, f"layer {spec.key}", fallbacks, spec.key)
+            q = quantized(path, spec.input_shape, quant, f"layer {spec.key}", fallbacks, spec.key)
+            if quant is None or placement is None:
+                return q
+            from latency.quantize import float_ops
+            q = placement.graph(q, spec)   # the ops left in float are those of the graph as in a net
+            left = float_ops(q)            # (a ReLU join: float alone, a requantization in a net)
+            if left:
+                fallbacks[spec.key] = left
+            else:
+                fallbacks.pop(spec.key, None)
+            return q
         # int8: quantize every layer before timing any, so that a layer it refuses leaves no table behind
         ready = {s.key: layer_file(s, nets_dir) for s in todo} if quant is not None else {}
         net_paths = []
@@ -228,6 +241,9 @@ def profile_layers(specs: Sequence[LayerSpec], settings: ProfileSettings, table:
                             for p in paths + net_paths]
                 inputs = [rng.standard_normal((settings.batch, *shape)).astype(np.float32)
                           for shape in [(8, 1, 1)] + [s.input_shape for s in group] + [c[2] for c in context]]
+                if quant is not None and placement is not None:   # in-net layer graphs take uint8 (NHWC)
+                    from latency.int8_context import feed
+                    inputs[1:1 + len(group)] = [feed(sess, rng) for sess in sessions[1:1 + len(group)]]
                 times = time_interleaved(sessions, inputs, settings.warmup, settings.repeats, rounds,
                                          progress=bar, clock=clock)
                 del sessions
@@ -286,7 +302,9 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
         raise UsageError(f"precision {settings.precision} needs {'a' if quant is None else 'no'} quantizer")
     meta = device_metadata(settings, device)
     if quant is not None:
-        meta["quantization"] = quant.describe()
+        from latency.int8_context import BOUNDARIES
+        meta["quantization"] = {**quant.describe(), "boundaries": BOUNDARIES}
+        meta["graph"] = "exported"   # layers timed as in the exported graph: priced over space.graph_layers
     table = None
     if out is not None and Path(out).exists():
         table = LatencyTable.load(out)
@@ -316,7 +334,9 @@ def profile_space(space: SearchSpace, out: str | Path | None, settings: ProfileS
     if joins:   # int8: node sums and zero edges are requantizing kernels, priced as layers (model.layer_list)
         specs += joins
         table.metadata["joins"] = "node sums and zero edges timed as layers (space.join_layers)"
-    table = profile_layers(specs, settings, table, out, progress, context=context, quant=quant)
+    from latency.int8_context import LayerContext
+    table = profile_layers(specs, settings, table, out, progress, context=context, quant=quant,
+                           placement=LayerContext.of(space) if quant is not None else None)
     if len(table.entries) == timed_before:
         return table   # a finished table: nothing timed, nothing rewritten
     from latency.contention import current_load

@@ -154,10 +154,12 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     import torch
     from tqdm import tqdm
 
+    from latency.int8_context import LayerContext, feed as int8_feed
     from latency.onnx_io import export_onnx, session
     from latency.profile import quantized
     from nas.core.ops import build_layer
     check_clock(clock, settings)
+    where = LayerContext.of(space)
     if rounds < 1 or chunk < 0:
         raise UsageError(f"--rounds must be >= 1 and --chunk >= 0, got {rounds} and {chunk}")
     chunk = chunk or len(archs)
@@ -184,10 +186,12 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
     with tempfile.TemporaryDirectory() as tmp, bar:
         files: dict[str, Path] = {}
 
-        def export(name: str, module: Any, shape: Sequence[int]) -> Path:
+        def export(name: str, module: Any, shape: Sequence[int], spec: LayerSpec | None = None) -> Path:
             if name not in files:
                 path = export_onnx(module, torch.randn(settings.batch, *shape), Path(tmp) / f"{len(files)}.onnx")
                 files[name] = path if name == "__overhead__" else quantized(path, shape, quant, name, {})
+                if quant is not None and spec is not None:   # a layer: its in-net int8 graph, as profiled
+                    files[name] = where.graph(files[name], spec)
             return files[name]
 
         for g in range(n_groups):
@@ -198,11 +202,14 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                 bar.update(1)
             specs = {s.key: s for i in idx for s in layers_of(archs[i])} if joint else {}
             paths = [export("__overhead__", torch.nn.AvgPool2d(1), (8, 1, 1))] if joint else []
-            paths += [export(k, build_layer(s), s.input_shape) for k, s in specs.items()]
+            paths += [export(k, build_layer(s), s.input_shape, s) for k, s in specs.items()]
             shapes = ([(8, 1, 1)] if joint else []) + [s.input_shape for s in specs.values()]
             sessions = [sess(p) for p in paths + nets]
             switch_info: dict[str, Any] = {}
             inputs = [feed(sh) for sh in shapes + [space.input_shape] * len(nets)]
+            if quant is not None:   # in-net layer graphs take uint8 (NHWC)
+                inputs[len(paths) - len(specs):len(paths)] = [int8_feed(sessions[k], rng) for k in
+                                                              range(len(paths) - len(specs), len(paths))]
             times = time_interleaved(sessions, inputs, settings.warmup, settings.repeats, rounds, progress=bar,
                                      clock=clock, switches=switch_info)
             del sessions

@@ -30,7 +30,7 @@ from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
 from search_spaces.candidates import CandidateSet, read_candidates
-from search_spaces.nb201_ops import EDGES, NB201_OPS, NONE, build_macro, macro_joins, macro_layers
+from search_spaces.nb201_ops import AVG, CONV3, EDGES, NB201_OPS, NONE, SKIP, build_macro, macro_joins, macro_layers, merged_edges
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -96,6 +96,7 @@ def used_edges(ops: tuple[str, ...]) -> tuple[bool, ...]:
 
 class NB201Space(SearchSpace):
     name = "nb201"
+    relu_join_op = "nb201_relu"
     presets = {
         # the best CIFAR-10 cell of NAS-Bench-201 (also the fixed topology of the NATS size space)
         "nb201-best": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
@@ -192,6 +193,21 @@ class NB201Space(SearchSpace):
         keep = used_edges(ops)
         return [spec for slot, spec, e in self._plan(ops) if spec is not None and (slot != "edge" or keep[e])]
 
+    def graph_layers(self, arch: Arch) -> list[LayerSpec]:
+        """`layers` without the average pools the exported graph merges (`nb201_ops.merged_edges`)."""
+        self.validate(arch)
+        ops = tuple(arch.genes)
+        merged = [m for c in self._cells(ops) for m in merged_edges(*c)]
+        out, k = [], 0
+        for slot, spec, _ in self._plan(ops):
+            if slot == "edge":
+                k += 1
+                if merged[k - 1]:
+                    continue
+            if spec is not None:
+                out.append(spec)
+        return out
+
     def separable_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
         fixed = [spec for slot, spec, _ in self._plan((NONE,) * 6) if slot in FIXED_SLOTS and spec is not None]
         per: list[list[list[LayerSpec]]] = [[] for _ in EDGES]
@@ -208,17 +224,23 @@ class NB201Space(SearchSpace):
         return _distinct(*self.separable_layers())
 
     def join_layers(self, arch: Arch) -> list[LayerSpec]:
+        """Node sums, zero edges and the ReLU requantizations a node tensor pays when ReLU-conv edges
+        and other ops both read it (`nb201_ops.relu_joins`)."""
         self.validate(arch)
-        return [spec for spec, _ in macro_joins(self._cells(tuple(arch.genes)), self.resolution, self.cells)]
+        return [spec for spec, _ in macro_joins(self._cells(tuple(arch.genes)), self.resolution, self.cells,
+                                                relus=True)]
 
-    def separable_join_layers(self) -> tuple[list[LayerSpec], list[list[list[LayerSpec]]]]:
-        fixed = [spec for spec, e in macro_joins(self._cells((NONE,) * 6), self.resolution, self.cells) if e < 0]
-        per = [[[spec for spec, e in macro_joins(self._cells((op,) * 6), self.resolution, self.cells) if e == edge]
-                for op in NB201_OPS] for edge in range(len(EDGES))]
-        return fixed, per
+    def separable_join_layers(self) -> None:
+        """None: whether a node pays a ReLU requantization depends on several edges of the cell."""
+        return None
 
     def all_join_layers(self) -> list[LayerSpec]:
-        return _distinct(*self.separable_join_layers())
+        # (conv, skip, pool) on the edges from node 0 makes node 0 a mixed tensor: every relu join occurs
+        mixed = (CONV3, SKIP, CONV3, AVG, CONV3, CONV3)
+        specs = [spec for op in NB201_OPS for spec, _ in macro_joins(self._cells((op,) * 6), self.resolution,
+                                                                      self.cells)]
+        specs += [spec for spec, _ in macro_joins(self._cells(mixed), self.resolution, self.cells, relus=True)]
+        return list({s.key: s for s in specs}.values())
 
     def build(self, arch: Arch, num_classes: int | None = None) -> "nn.Module":
         self.validate(arch)

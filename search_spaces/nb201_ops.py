@@ -121,6 +121,11 @@ def build_edge(op: str, cin: int, cout: int) -> "nn.Module":
     return _relu_conv_bn(cin, cout, 1 if op == CONV1 else 3, 1)
 
 
+def _relu() -> "nn.Module":
+    import torch.nn as nn
+    return nn.ReLU(inplace=False)
+
+
 def _build_head(cin: int, classes: int) -> "nn.Module":
     import torch.nn as nn
     return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -146,6 +151,7 @@ OPS.register("nb201_edge", OpDef(build_edge, _edge_macs))
 OPS.register("nb201_resblock", OpDef(lambda cin, cout: modules().ResBlock(cin, cout), _res_macs))
 OPS.register("nb201_sum", OpDef(lambda c, inputs: modules().Sum(int(inputs)), lambda spec: 0))
 OPS.register("nb201_zero", OpDef(lambda c: modules().Zero(), lambda spec: 0))
+OPS.register("nb201_relu", OpDef(lambda c: _relu(), lambda spec: 0))
 OPS.register("nb201_head", OpDef(_build_head, lambda spec: int(spec.kwargs["cin"]) * int(spec.kwargs["classes"])))
 
 
@@ -198,20 +204,79 @@ def zero_spec(c: int, hw: int) -> LayerSpec:
     return LayerSpec.make("nb201_zero", {"c": c}, (c, hw, hw), (c, hw, hw))
 
 
-def macro_joins(cells: Sequence[tuple[Cell, int, int]], resolution: int, per_stage: int) -> list[tuple[LayerSpec, int]]:
+def relu_spec(c: int, hw: int) -> LayerSpec:
+    """The ReLU of a node tensor that ReLU-conv edges and other ops both read (a join layer: `relu_joins`)."""
+    return LayerSpec.make("nb201_relu", {"c": c}, (c, hw, hw), (c, hw, hw))
+
+
+def merged_edges(ops: Cell, cin: int, cout: int) -> tuple[bool, ...]:
+    """Per edge, whether the exported graph merges it into an earlier edge: an op without weights (a
+    same-width average pool, a `none` edge's x * 0) applied to a tensor that an earlier edge already
+    applied it to runs once (the exporter merges identical nodes; a skip into node 1 makes node 1 the
+    same tensor as node 0). Counted in onnxruntime's int8 graphs of 40 random nb201 nets: their
+    QLinearAveragePool nodes matched this for all 40 (one per edge overcounted 11 of them), their
+    QLinearMul nodes 39."""
+    alias = {0: 0, 1: 0 if ops[0] == SKIP and cin == cout else 1, 2: 2}
+    seen: set[tuple[int, str]] = set()
+    out = []
+    for (a, _), op in zip(EDGES, ops):
+        weightless = op == NONE or (op == AVG and (cin if a == 0 else cout) == cout)
+        out.append(weightless and (alias[a], op) in seen)
+        if weightless:
+            seen.add((alias[a], op))
+    return tuple(out)
+
+
+def relu_joins(ops: Cell, cin: int, cout: int) -> list[int]:
+    """Widths of the cell's node tensors that pay an int8 requantization for their ReLU, one per tensor.
+
+    ReLU-conv edges (nor_conv_1x1 / 3x3, and a width-changing pool's 1x1 conv) read their input
+    through a ReLU; the exporter merges the ReLUs of one tensor into one. Inside a quantized net
+    onnxruntime's quantizer folds that ReLU into the tensor's producer when the ReLU is its only
+    reader (free), else it stays a DequantizeLinear + QuantizeLinear (`latency.int8_context`). The
+    other readers: skip edges into a sum (a skip into node 1, its only input, makes node 1 the same
+    tensor as node 0), pools, `none` edges (x * 0) and width-changing skips (1x1 conv, no ReLU).
+    A node that only `none` edges feed (through skips and pools) is all zeros: its ReLU's calibrated
+    range equals its own and onnxruntime drops the requantization as a no-op."""
+    alias = {0: 0, 1: 0 if ops[0] == SKIP and cin == cout else 1, 2: 2}
+    zero = {0: False}
+    for j in (1, 2):
+        zero[j] = all(op == NONE or (op in (SKIP, AVG) and cin == cout and zero[a])
+                      for (a, b), op in zip(EDGES, ops) if b == j)
+    relu: dict[int, bool] = {}
+    other: dict[int, bool] = {}
+    for (a, b), op in zip(EDGES, ops):
+        t = alias[a]
+        width = cin if a == 0 else cout
+        if op in (CONV1, CONV3) or (op == AVG and width != cout):
+            relu[t] = True
+        elif not (op == SKIP and b == 1 and width == cout):   # the skip into node 1 reads nothing
+            other[t] = True
+    if merged_edges(ops, cin, cout)[1] and ops[1] == AVG:   # pool 0->2 merged into node 1: node 2's sum reads it
+        other[alias[1]] = True
+    return [cin if t == 0 else cout for t in sorted(relu) if other.get(t) and not zero[t]]
+
+
+def macro_joins(cells: Sequence[tuple[Cell, int, int]], resolution: int, per_stage: int,
+                relus: bool = False) -> list[tuple[LayerSpec, int]]:
     """The join layers of the macro net as (spec, edge index or -1): per cell the sums of nodes 2 and
     3 (2 and 3 inputs; node 1 has one) and each `none` edge's x * 0. No layer of `macro_layers`
     holds them: a float runtime fuses a sum into the conv before it and they cost ~nothing, but an
     int8 graph runs each sum as a requantizing add (QLinearAdd) and each zero edge as a QLinearMul
     (measured in onnxruntime: 45 adds in the benchmark's net whatever the ops). Int8 tables price
-    them (`SearchSpace.join_layers`); float tables and predictions do not."""
+    them (`SearchSpace.join_layers`); float tables and predictions do not. `relus`: as the exported
+    int8 graph runs: also the shared ReLU requantizations of `relu_joins` (edge index -2: they depend
+    on several edges of the cell), and a zero edge merged into an earlier one (`merged_edges`) none."""
     out: list[tuple[LayerSpec, int]] = []
     hw = resolution
-    for i, (ops, _, cout) in enumerate(cells):
+    for i, (ops, cin, cout) in enumerate(cells):
         if i and i % per_stage == 0:
             hw = (hw - 1) // 2 + 1
-        out += [(zero_spec(cout, hw), e) for e, op in enumerate(ops) if op == NONE]
+        merged = merged_edges(ops, cin, cout) if relus else (False,) * len(ops)
+        out += [(zero_spec(cout, hw), e) for e, op in enumerate(ops) if op == NONE and not merged[e]]
         out += [(sum_spec(cout, hw, n), -1) for n in (2, 3)]
+        if relus:
+            out += [(relu_spec(c, hw), -2) for c in relu_joins(ops, cin, cout)]
     return out
 
 

@@ -166,7 +166,7 @@ OP_PARAMS: dict[str, ParamCount] = {
     "vit_reduce": _vit_reduce, "vit_head": _vit_head,
     "cell_op": _cell_op, "cell_pre": _cell_pre, "cell_combine": lambda p: 0,
     # nb201's join layers (node sums, zero edges; timed by int8 tables only) hold no weights
-    "nb201_sum": lambda p: 0, "nb201_zero": lambda p: 0,
+    "nb201_sum": lambda p: 0, "nb201_zero": lambda p: 0, "nb201_relu": lambda p: 0,
 }
 
 

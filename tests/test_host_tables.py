@@ -133,6 +133,9 @@ def test_cached_int8_table_of_an_older_int8_model_is_profiled_again(machine: pyt
     old.metadata["quantization"]["latent_ops"] = "yes"
     assert host_tables.stale_int8(old, space) == "no node-sum / zero-edge layers"
     old.metadata["joins"] = "timed"
+    assert "quantize / dequantize / layout" in str(host_tables.stale_int8(old, space))
+    old.metadata["quantization"]["boundaries"] = "in-net"
+    old.metadata["graph"] = "exported"
     assert host_tables.stale_int8(old, space) is None
     calls: list[Path] = []
 

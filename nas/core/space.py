@@ -45,6 +45,10 @@ class SearchSpace(ABC):
 
     name: ClassVar[str]
     presets: ClassVar[dict[str, str]] = {}   # named reference nets as block strings
+    #: the op of join layers that price a ReLU's int8 requantization where a node tensor is read by ReLU
+    #: layers and other ops alike; set, int8 layers are timed with their input ReLU folded into the
+    #: tensor (latency.int8_context). None: layers keep their input ReLU.
+    relu_join_op: ClassVar[str | None] = None
 
     # -- what can vary -------------------------------------------------------------------------
     @property
@@ -176,6 +180,12 @@ class SearchSpace(ABC):
     def live_layers(self, arch: Arch) -> list[LayerSpec]:
         """The layers of the effective graph: without ops whose output never reaches the net's output
         (a compiler that prunes dead code runs only these). Default: every layer."""
+        return self.layers(arch)
+
+    def graph_layers(self, arch: Arch) -> list[LayerSpec]:
+        """The layers the exported graph runs, for tables that price it (int8: latency.model.layer_list):
+        `layers` less those the exporter merges into an identical earlier one (an op without weights
+        applied twice to one tensor). Default: `layers`."""
         return self.layers(arch)
 
     def join_layers(self, arch: Arch) -> list[LayerSpec]:
