@@ -120,3 +120,40 @@ def test_bo_option_errors_name_the_value() -> None:
         PredictorSearch(get_space("nats_sss"), init=1)
     with pytest.raises(UsageError, match="evolution screen"):
         RegularizedEvolution(get_space("nats_sss"), screen=0)
+
+
+def test_screened_pool_mixes_random_feasible_archs_of_the_whole_space() -> None:
+    """`explore`: part of the screened pool is random feasible new archs (from the candidate list's pool)."""
+    from nas.strategies.screening import Screen
+    space = get_space("nb201", candidates="naslib")
+    screen = Screen(space, lambda t: 0.0)
+    rng = np.random.default_rng(0)
+    archs = space._candidates.archs
+    taken, slow = set(archs[:300]), set(archs[300::2])   # evaluated; over the bound
+    got = screen.wild(30, lambda a: a not in taken, lambda a: a not in slow, rng)
+    assert len(got) == 30 and len(set(got)) == 30 and not (taken | slow) & set(got)
+    masked = len(archs) - int(screen._pool.ok.sum())
+    assert masked > 0 and set(np.array(archs, dtype=object)[~screen._pool.ok]) <= slow   # infeasible: masked out
+    big = Screen(get_space("mbconv"), lambda t: 0.0)   # no pool: plain samples, feasibility left to the ranking
+    assert len(big.wild(5, lambda a: True, lambda a: False, rng)) == 5 and big._pool is None
+    with pytest.raises(UsageError, match="evolution explore"):
+        RegularizedEvolution(space, explore=1.5)
+
+
+def test_default_evolution_beats_random_on_nb201_truth() -> None:
+    """Ground truth (the benchmark's nb201 problem), 100 evaluations, seeds 200-202 (not the report's nor
+    the tuning seeds 100-119): the default strategy (random pool share `explore` 0.8 in its GP screening)
+    finds the optimum on all three; random search misses it on all three (measured 0.090, 0.090, 0.130)."""
+    from nas.bench.strategies import reference, run_strategy, setup_for
+    setup = setup_for("nb201")
+    opt = reference(setup)["best_feasible_accuracy"]
+
+    def regret(name: str) -> float:
+        out = []
+        for seed in range(200, 203):
+            acc, lat = run_strategy(setup, name, seed, 100)
+            out.append(opt - acc[lat <= setup.latency_ms].max())
+        return float(np.mean(out))
+
+    base = regret("random")
+    assert base > 0.05 and regret("evolution") <= 0.5 * base

@@ -144,8 +144,13 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     have = {(c.metric, c.bound) for c in constraints}
     constraints += [Constraint(b.key, b.value) for b in budget.bounds if (b.key, b.value) not in have]
 
+    # the budget checks each --latency-ms bound itself (same model, cached per arch) unless a --constraint on
+    # that target loosened it: then the bound is checked again here, else a second prediction would be waste
+    held = {b.target: b.value for b in budget.bounds if b.metric == "latency_ms"}
+    covered = all(t in held and held[t] <= ms for t, ms in bounds.items())
+
     def feasible(arch: Arch) -> bool:
-        return latency_ok(arch) and budget.feasible(arch)
+        return budget.feasible(arch) if covered else latency_ok(arch) and budget.feasible(arch)
     options = _check_options(strategy_cls, cfg.strategy_options)
     # strategies that take the problem (exact, evolution's repair) see the tables, bounds and score
     problem = problem_options(strategy_cls, space, models, bounds, cfg.evaluator, cfg.evaluator_options)

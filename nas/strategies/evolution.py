@@ -30,15 +30,11 @@ after that each child comes from tournament selection (the fittest of `sample_si
   (then repaired and filled; after 20 old or infeasible children in a row, around the next best).
   Without a budget (run_search called directly): population 50, no local phase;
 - **screening** (`screen`, 100 by default; 1 turns it off), when there are no latency tables (a
-  non-separable space or model, e.g. the ground-truth benchmarks, whose accuracy is no sum over
-  layers): each ask draws up to `screen` children as above and returns the feasible new one of
-  highest expected improvement under a Gaussian process on the arch encodings fitted to the history
-  (`nas.strategies.screening`; at most 300 trials, so the cost per trial is bounded). Checked (not
-  tuned) on `nas bench strategies`' problems at 100 evaluations, seeds other than the report's:
-  mean regret 0.195 on nb201 (seeds 100-109; random search 0.385) and 0.033 on nats_sss (seeds
-  100-102; random search 0.334 on 100-104);
-- **candidate lists** (nb201 `-o candidates=...`): a child outside the list becomes the space's
-  own mutation of its parent (the nearest candidate), so the search stays a search there.
+  non-separable space or model, e.g. the ground-truth benchmarks): each ask ranks a pool of `screen`
+  new archs - a share `explore` (0.8) random feasible archs of the whole space, the rest children as
+  above - by expected improvement under a GP on the arch encodings fitted to the history, and returns
+  the best feasible one (`nas.strategies.screening`, which gives the tuning: seeds 100-119 only);
+- **candidate lists** (nb201 `-o candidates=...`): a child outside the list becomes the nearest candidate.
 
 Defaults (crossover 0.9, 2 genes mutated per child, fill 1, guide 0.5, local 0.2) were chosen with
 benchmarks/search_optimum.py's problems (mbconv, MACs, cpu <= 8 / 7 ms, pixel1 <= 80 / 70 ms) on
@@ -66,6 +62,7 @@ LOCAL_MISSES = 20
 LOCAL = 0.2
 GUIDE = 0.5
 SCREEN = 100
+EXPLORE = 0.8
 
 
 def auto_population(budget: int | None) -> int:
@@ -80,8 +77,8 @@ class RegularizedEvolution(Strategy):
 
     def __init__(self, space: Any, *, population: int | str | None = "auto", sample_size: int | str | None = "auto",
                  crossover: float = 0.9, mutation_rate: float = 2.0, repair: bool = True, fill: float = 1.0,
-                 local: float = LOCAL, guide: float = GUIDE, screen: int = SCREEN, problem: SearchProblem | None = None,
-                 **kwargs: Any) -> None:
+                 local: float = LOCAL, guide: float = GUIDE, screen: int = SCREEN, explore: float = EXPLORE,
+                 problem: SearchProblem | None = None, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         population = None if population == "auto" else population
         sample_size = None if sample_size == "auto" else sample_size
@@ -120,7 +117,12 @@ class RegularizedEvolution(Strategy):
             raise UsageError(f"evolution screen (children ranked by the GP per ask; 1: off) must be an integer "
                              f">= 1, got {screen!r}")
         self.screen = int(screen)
+        if not 0.0 <= float(explore) <= 1.0:
+            raise UsageError(f"evolution explore (share of the screened pool that is random archs) must be in "
+                             f"[0, 1], got {explore}")
+        self.explore = float(explore)
         self._screen: Any = None   # nas.strategies.screening.Screen, made on first use
+        self._problem = problem
         self._codes: dict[Arch, np.ndarray] = {}
         self._fit: tuple[int, np.ndarray | None] = (-1, None)
         self._pop_fits: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0))
@@ -197,10 +199,10 @@ class RegularizedEvolution(Strategy):
         """The child of highest expected improvement under a GP (`nas.strategies.screening`); None if none."""
         if self._screen is None:
             from nas.strategies.screening import Screen
-            self._screen = Screen(self.space, self.fitness)
+            self._screen = Screen(self.space, self.fitness, self._problem)
         best_y = self.fitness(self._best) if self._best is not None else -np.inf
         return self._screen.pick(self.history, lambda: self._child(pop, best), self.is_new, self.feasible,
-                                 self.screen, best_y, self.rng)
+                                 self.screen, best_y, self.rng, self.explore)
 
     def _code(self, arch: Arch) -> np.ndarray:
         codes = self._codes.get(arch)
