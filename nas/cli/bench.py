@@ -115,7 +115,8 @@ def cmd_bench_ranking(args: argparse.Namespace) -> int:
     from nas.training.threads import set_torch_threads
     cfg = RankingConfig(space=args.space, truth=args.truth, dataset=args.dataset, archs=args.archs, seeds=args.seeds,
                         epochs=args.epochs, lr=args.lr, supernet_epochs=args.supernet_epochs,
-                        supernet_lr=args.supernet_lr, random_paths=args.random_paths, distill=not args.no_distill,
+                        supernet_lr=args.supernet_lr, supernet_optimizer=args.supernet_optimizer,
+                        sampling=args.sampling, warmup=args.warmup, random_paths=args.random_paths, distill=not args.no_distill,
                         batch_size=args.batch_size, resolution=args.resolution, channels=args.channels,
                         cells=args.cells, calib_batches=args.calib_batches, seed=args.seed,
                         space_options=space_options(args.space_option))
@@ -227,7 +228,12 @@ def add_bench_parser(sub: Any) -> None:
     r.add_argument("--lr", type=float, default=R.lr, help=f"stand-alone AdamW learning rate (default {R.lr:g})")
     r.add_argument("--supernet-epochs", type=int, default=R.supernet_epochs,
                    help=f"supernet epochs (default {R.supernet_epochs})")
-    r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet SGD lr (default {R.supernet_lr:g})")
+    r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet lr (default {R.supernet_lr:g})")
+    r.add_argument("--supernet-optimizer", default=R.supernet_optimizer, metavar="NAME",
+                   help="supernet optimizer: sgd (Nesterov; default) | adamw")
+    r.add_argument("--sampling", metavar="NAME", help="supernet paths per step: sandwich (nats_sss default) | uniform "
+                                                     "(nb201 default) | fair (FairNAS: every choice once per step)")
+    r.add_argument("--warmup", type=int, default=R.warmup, help="supernet linear warm-up steps (default 0)")
     r.add_argument("--random-paths", type=int, default=R.random_paths,
                    help="random paths per supernet step besides largest and smallest (default 2)")
     r.add_argument("--no-distill", action="store_true", help="no in-place distillation (sandwich spaces)")
