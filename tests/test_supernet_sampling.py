@@ -81,3 +81,11 @@ def test_search_strategy_refuses_a_bad_optimizer() -> None:
     from nas.strategies.weight_sharing import SupernetStrategy
     with pytest.raises(UsageError, match="valid optimizers"):
         SupernetStrategy(get_space("nats_sss"), optimizer="lamb")
+
+
+def test_search_cli_refuses_a_bad_sampling_in_one_line() -> None:
+    r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", "nats_sss", "--strategy", "supernet",
+                        "--dataset", "shapes2:20", "--strategy-option", "sampling=greedy", "--trials", "2", "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "valid samplings: sandwich, uniform, fair" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
