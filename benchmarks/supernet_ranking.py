@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/supernet_ranking.py --space nats_sss --out /tmp/rank_nats.json
     OMP_NUM_THREADS=1 python benchmarks/supernet_ranking.py --space nb201 --out /tmp/rank_nb201.json
 
-Each run is `nas bench ranking` with the README's settings (`nas.bench.ranking.supernet_ranking`); extra
+Each run is `nas bench ranking` with its defaults (the README's settings: shapes2, 16 px, batch 64, 3 stand-alone
+epochs; AdamW sandwich supernet, 4 epochs) (`nas.bench.ranking.supernet_ranking`); extra
 `key=value` arguments override RankingConfig fields (e.g. supernet_epochs=12 random_paths=4). The table
 printed is the one in the README section "Measuring supernet ranking".
 """
@@ -53,7 +54,8 @@ def main() -> None:
         _, seed, *share = args.part.split(":")
         i, k = (int(v) for v in share[0].split("/")) if share else (0, 1)
 
-        def save(partial: dict) -> None:   # what is done so far survives a cut-short run
+        def save(partial: dict) -> None:   # what is done so far (and its CPU time) survives a cut-short run
+            partial = {**partial, "cpu_seconds": round(time.process_time() - t0, 1)}
             atomic_write_text(Path(args.out), json.dumps(partial, indent=1) + "\n")
 
         part = standalone_accuracies(cfg, [int(seed)], share=(i, k), on_net=save)

@@ -11,14 +11,14 @@ NASLib's NB201 subset, NB301's 725 DARTS cells) it
    size (`resolution`, and for the cell spaces `channels` / `cells`);
 2. scores every arch by its inherited weights after BN recalibration (`SupernetEvaluator`);
 3. trains every arch stand-alone from scratch with `seeds` seeds on the same data and size
-   (`nas.training.loops.train_eval`, AdamW);
+   (`nas.training.loops.train_eval`, AdamW, cosine decay);
 4. reports Kendall tau and Spearman rho of: stand-alone seed i vs seed j (the *ceiling*: no scorer
    can agree with stand-alone training better than training agrees with itself), supernet vs the
    stand-alone mean, supernet vs ground truth, stand-alone mean vs ground truth, and the parameter
    count vs both (a free baseline).
 
-Costs: `archs * seeds` stand-alone trainings dominate (at the defaults on one CPU core about 10-20 s
-each for nats_sss). `standalone_from` reuses the stand-alone accuracies of an earlier result with the
+Costs: `archs * seeds` stand-alone trainings dominate (at the defaults on one CPU core about 7-45 s
+each for nats_sss, 20 s on average). `standalone_from` reuses the stand-alone accuracies of an earlier result with the
 same archs and stand-alone settings (to try supernet settings without retraining the references).
 """
 from __future__ import annotations
@@ -44,23 +44,26 @@ PUBLISHED = {"bossnas_nats_sss_cifar100_spearman": 0.76}
 BOUNDS: dict[str, tuple[float, float]] = {
     "archs": (10, 1000), "seeds": (2, 5), "epochs": (1, 100), "supernet_epochs": (1, 200), "resolution": (8, 64),
     "batch_size": (2, 512), "lr": (1e-6, 1.0), "supernet_lr": (1e-6, 1.0), "random_paths": (0, 16),
-    "calib_batches": (1, 64), "channels": (1, 64), "cells": (1, 5), "seed": (0, 2 ** 31 - 1)}
+    "calib_batches": (1, 64), "warmup": (0, 100_000), "channels": (1, 64), "cells": (1, 5), "seed": (0, 2 ** 31 - 1)}
 
 
 @dataclass(frozen=True)
 class RankingConfig:
     space: str = "nats_sss"
     truth: str | None = None            # None: the space's default (SPACES)
-    dataset: str = "shapes"
+    dataset: str = "shapes2"            # version 2 of the generated task: learnt in 3 epochs (nas.training.shapes)
     archs: int = 50
     seeds: int = 2                      # stand-alone training seeds (the ceiling needs two)
     epochs: int = 3                     # stand-alone epochs
     lr: float = 3e-3                    # stand-alone AdamW learning rate
-    supernet_epochs: int = 6
-    supernet_lr: float = 0.05           # the sandwich trainer's SGD (Nesterov) learning rate
+    supernet_epochs: int = 4
+    supernet_lr: float = 3e-3           # the supernet trainer's learning rate
+    supernet_optimizer: str = "adamw"   # sgd (Nesterov) | adamw; with SGD 0.05 the supernets stayed at chance
+    sampling: str | None = None         # sandwich | uniform | fair; None: the supernet's own
+    warmup: int = 10                    # supernet warm-up steps
     random_paths: int = 2
     distill: bool = True
-    batch_size: int = 32
+    batch_size: int = 64
     resolution: int = 16
     channels: int = 8                   # cell spaces (nb201, nasnet): proxy width and cells per stage
     cells: int = 1
@@ -71,6 +74,11 @@ class RankingConfig:
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise UsageError(f"no supernet ranking for space {self.space!r}; valid spaces: {', '.join(SPACES)}")
+        from nas.supernet.sampling import OPTIMIZERS, SAMPLINGS
+        if self.supernet_optimizer not in OPTIMIZERS:
+            raise UsageError(f"--supernet-optimizer {self.supernet_optimizer!r}: valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.sampling is not None and self.sampling not in SAMPLINGS:
+            raise UsageError(f"--sampling {self.sampling!r}: valid samplings: {', '.join(SAMPLINGS)}")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -145,11 +153,13 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
     blocks, _, space, archs, train, val = _setup(cfg)
     say(f"{len(archs)} {cfg.space} archs with {cfg.truth_name} truth; training size {space.options()}")
     sw = SandwichConfig(epochs=cfg.supernet_epochs, batch_size=cfg.batch_size, lr=cfg.supernet_lr,
-                        random_paths=cfg.random_paths, distill=cfg.distill, seed=cfg.seed)
+                        random_paths=cfg.random_paths, distill=cfg.distill, seed=cfg.seed,
+                        optimizer=cfg.supernet_optimizer, warmup=int(cfg.warmup), sampling=cfg.sampling)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = build_supernet(space)
-    say(f"training the supernet ({getattr(net, 'sampling', 'sandwich')} sampling, {cfg.supernet_epochs} epochs)")
+    say(f"training the supernet ({cfg.sampling or getattr(net, 'sampling', 'sandwich')} sampling, "
+        f"{cfg.supernet_optimizer}, {cfg.supernet_epochs} epochs)")
     history = train_supernet(net, train, sw, val=val, progress=progress)
     score = SupernetEvaluator(net, calibration_set(train[0], cfg.seed), val, calib_batches=cfg.calib_batches,
                               batch_size=cfg.batch_size)

@@ -115,7 +115,8 @@ def cmd_bench_ranking(args: argparse.Namespace) -> int:
     from nas.training.threads import set_torch_threads
     cfg = RankingConfig(space=args.space, truth=args.truth, dataset=args.dataset, archs=args.archs, seeds=args.seeds,
                         epochs=args.epochs, lr=args.lr, supernet_epochs=args.supernet_epochs,
-                        supernet_lr=args.supernet_lr, random_paths=args.random_paths, distill=not args.no_distill,
+                        supernet_lr=args.supernet_lr, supernet_optimizer=args.supernet_optimizer,
+                        sampling=args.sampling, warmup=args.warmup, random_paths=args.random_paths, distill=not args.no_distill,
                         batch_size=args.batch_size, resolution=args.resolution, channels=args.channels,
                         cells=args.cells, calib_batches=args.calib_batches, seed=args.seed,
                         space_options=space_options(args.space_option))
@@ -220,14 +221,20 @@ def add_bench_parser(sub: Any) -> None:
     r.add_argument("--truth", help="ground-truth column: cifar10 (default for nats_sss, nb201), cifar100 | "
                                    "ImageNet16-120 (nb201), nb301 (nasnet)")
     r.add_argument("--dataset", default=R.dataset, metavar="SPEC",
-                   help="training data: shapes (default, generated), shapes:N, cifar10:PATH (the published setting), ...")
+                   help="training data: shapes2 (default, generated), shapes2:N, shapes[:N], cifar10:PATH (the published "
+                        "setting), ...")
     r.add_argument("--archs", type=int, default=R.archs, help=f"archs with truth to rank (default {R.archs}, 10..1000)")
     r.add_argument("--seeds", type=int, default=R.seeds, help="stand-alone training seeds (default 2, 2..5)")
     r.add_argument("--epochs", type=int, default=R.epochs, help=f"stand-alone epochs (default {R.epochs})")
     r.add_argument("--lr", type=float, default=R.lr, help=f"stand-alone AdamW learning rate (default {R.lr:g})")
     r.add_argument("--supernet-epochs", type=int, default=R.supernet_epochs,
                    help=f"supernet epochs (default {R.supernet_epochs})")
-    r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet SGD lr (default {R.supernet_lr:g})")
+    r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet lr (default {R.supernet_lr:g})")
+    r.add_argument("--supernet-optimizer", default=R.supernet_optimizer, metavar="NAME",
+                   help="supernet optimizer: adamw (default) | sgd (Nesterov)")
+    r.add_argument("--sampling", metavar="NAME", help="supernet paths per step: sandwich (nats_sss default) | uniform "
+                                                     "(nb201 default) | fair (FairNAS: every choice once per step)")
+    r.add_argument("--warmup", type=int, default=R.warmup, help=f"supernet linear warm-up steps (default {R.warmup})")
     r.add_argument("--random-paths", type=int, default=R.random_paths,
                    help="random paths per supernet step besides largest and smallest (default 2)")
     r.add_argument("--no-distill", action="store_true", help="no in-place distillation (sandwich spaces)")

@@ -86,6 +86,10 @@ OPTION_HELP = {
     "t_init": "initial superkernel thresholds, in units of the initial group norms (< 1: all on)",
     "random_paths": "random subnets per step besides the largest and smallest (sandwich rule)",
     "distill": "train the subnets on the largest one's outputs (in-place distillation)",
+    "optimizer": "supernet optimizer: sgd (Nesterov) or adamw",
+    "sampling": "paths per step: sandwich, uniform (SPOS) or fair (FairNAS: every choice once per step); "
+                "None: the supernet's own",
+    "warmup": "supernet steps of linear learning-rate warm-up before the cosine decay",
     "n_startup_trials": "random trials before the sampler models the history",
     "multivariate": "one joint model over all decisions (multivariate TPE)",
     "constant_liar": "treat running trials as bad, so parallel workers ask different archs",

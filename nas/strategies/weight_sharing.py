@@ -182,9 +182,14 @@ class SupernetStrategy(WeightSharingStrategy):
 
     def __init__(self, space: SearchSpace, *, lr: float = 0.1, random_paths: int = 2, distill: bool = True,
                  width_mult: float | None = None, channels: int | None = None, cells: int | None = None,
-                 calib_batches: int = 4, **kwargs: Any) -> None:
+                 calib_batches: int = 4, optimizer: str = "sgd", sampling: str | None = None, warmup: int = 0,
+                 **kwargs: Any) -> None:
+        from nas.supernet.trainer import SandwichConfig
         super().__init__(space, **kwargs)
         self.lr, self.random_paths, self.distill = lr, random_paths, distill
+        # bad optimizer / sampling / warmup: one line naming the valid choices, before any training
+        SandwichConfig(lr=lr, random_paths=random_paths, optimizer=optimizer, sampling=sampling, warmup=warmup)
+        self.optimizer, self.sampling, self.warmup = optimizer, sampling, warmup
         self.supernet_state(width_mult, channels, cells, calib_batches)
 
     def prepare(self, ctx: TrainContext) -> Evaluator:
@@ -200,7 +205,8 @@ class SupernetStrategy(WeightSharingStrategy):
         ctx = self.context(ctx)
         small = self.train_space(ctx, "width_mult", *self._cell_options(ctx.space))
         cfg = SandwichConfig(epochs=ctx.epochs, batch_size=ctx.batch_size, lr=self.lr,  # type: ignore[arg-type]
-                             random_paths=self.random_paths, distill=self.distill, seed=ctx.seed)
+                             random_paths=self.random_paths, distill=self.distill, seed=ctx.seed,
+                             optimizer=self.optimizer, sampling=self.sampling, warmup=self.warmup)
         res = small.input_shape[-1]
         train, val = ctx.load("train", res), ctx.load("val", res)
         self.net = to_device(_seeded(ctx.seed, build_supernet, small), ctx.device)

@@ -5,6 +5,10 @@ every step runs the largest path, the smallest path and `random_paths` uniformly
 the same batch, accumulates their gradients and takes one optimizer step. With `distill` the
 smaller paths also learn the largest path's (detached) predictions - in-place distillation.
 
+Optimizer and sampling (issue 30: with SGD for a few hundred steps the supernets stayed at chance):
+`optimizer` SGD (Nesterov) or AdamW, `warmup` steps of linear warm-up then cosine decay to 0; `sampling`
+"sandwich", "uniform" (SPOS) or "fair" (FairNAS), `nas.supernet.sampling`; None: the supernet's own.
+
 Scoring a path (Guo et al. 2020, "Single Path One-Shot", Sec. 3.3): shared BN statistics belong to
 no path in particular, so before a path is scored its BN running statistics are reset and
 re-estimated on a few fixed training batches in train mode (cumulative average), then accuracy is
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 from nas.core.arch import Arch
 from nas.core.errors import UsageError
 from nas.core.space import SearchSpace
+from nas.supernet.sampling import OPTIMIZERS, SAMPLINGS, lr_factor, step_paths
 
 log = logging.getLogger(__name__)
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -45,8 +50,17 @@ class SandwichConfig:
     distill: bool = True             # in-place distillation from the largest path
     grad_clip: float = 5.0
     seed: int = 0
+    optimizer: str = "sgd"           # OPTIMIZERS
+    warmup: int = 0                  # steps of linear warm-up before the cosine decay
+    sampling: str | None = None      # SAMPLINGS; None: the supernet's own
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown supernet optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.sampling is not None and self.sampling not in SAMPLINGS:
+            raise UsageError(f"unknown supernet sampling {self.sampling!r}; valid samplings: {', '.join(SAMPLINGS)}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise UsageError(f"warmup must be a whole number of steps >= 0, got {self.warmup!r}")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"supernet training needs {name} >= 1, got {getattr(self, name)}")
@@ -175,8 +189,8 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                    dist: Any = None, checkpoint: Any = None) -> list[dict[str, float]]:
     """Train with the sandwich rule for `cfg.epochs`; returns one record per epoch (loss, samples
     trained on and how many distinct and, with `val`, BN-recalibrated accuracy of the largest and
-    smallest paths). A supernet whose `sampling` is "uniform" is trained on `max(1, random_paths)`
-    uniform paths per step instead (no distillation). `dist` (nas.training.distributed.DistContext): data
+    smallest paths). The paths of a step follow `cfg.sampling` (None: the supernet's own `sampling`, e.g.
+    "uniform" for cell supernets: `max(1, random_paths)` uniform paths, no distillation). `dist` (nas.training.distributed.DistContext): data
     parallel under torchrun - same batches and paths on every rank, each its slice, summed gradients.
     `checkpoint` (nas.training.resume.StepCheckpoint): saves the loop state every N steps and epoch, and
     continues from it when it holds one."""
@@ -194,13 +208,12 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     params = [p for p in supernet.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]   # no weight decay on BN affine parameters
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=True)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt: torch.optim.Optimizer = (torch.optim.AdamW(groups, lr=cfg.lr) if cfg.optimizer == "adamw" else
+                                  torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True))
     steps = cfg.epochs * max(1, sum(1 for _ in batch_indices(len(y), cfg.batch_size, np.random.default_rng(0))))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    # a supernet with `sampling = "uniform"` (e.g. the cell space's) is trained SPOS-style
-    uniform = getattr(supernet, "sampling", "sandwich") == "uniform"
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup))
+    sampling = cfg.sampling or getattr(supernet, "sampling", "sandwich")
     ck = checkpoint or StepCheckpoint(None, {})
     back = ck.attach(rng, steps, net=supernet, opt=opt, sched=sched)
     history: list[dict[str, float]] = list(back.history) if back else []
@@ -217,18 +230,14 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                 loss_sum, n_steps, local_sum = loop["loss_sum"], loop["n_steps"], loop["local_sum"]
                 seen, t0 = seen_load(loop["seen"]), t0 - loop["seconds"]
             for idx in batches:
-                if uniform:   # Single Path One-Shot: uniformly sampled paths only
-                    paths = [space.sample(rng) for _ in range(max(1, cfg.random_paths))]
-                else:
-                    paths = [supernet.largest(), supernet.smallest()]
-                    paths += [space.sample(rng) for _ in range(cfg.random_paths)]
+                paths = step_paths(supernet, sampling, cfg.random_paths, rng)
                 part = D.batch_share(dist, idx)   # drawn after the paths: every rank's rng stays in step
                 if part is None:
                     continue
                 mine, share = part
                 xb, yb = x[mine].to(device), y[mine].to(device)
                 sync = (lambda: D.average_gradients(dist, params, share)) if dist.active else None  # noqa: B023
-                loss = sandwich_step(supernet, opt, xb, yb, paths, cfg.distill and not uniform, cfg.grad_clip, sync)
+                loss = sandwich_step(supernet, opt, xb, yb, paths, cfg.distill and sampling == "sandwich", cfg.grad_clip, sync)
                 loss_sum, n_steps = loss_sum + share * loss, n_steps + 1
                 seen.append(mine)
                 sched.step()
