@@ -66,14 +66,15 @@ def _retime(specs: Sequence["LayerSpec"], table: "LatencyTable") -> dict[str, fl
     from latency.table import LatencyTable
     names = ProfileSettings.__dataclass_fields__
     settings = ProfileSettings(**{k: table.metadata[k] for k in names if k in table.metadata})
-    space = None
+    quant, placement = None, None
     if settings.precision == "int8":
         from search_spaces.catalog import get_space
         space = get_space(table.space, **table.space_options)
-    quant = quantizer_of(table.metadata, None, space.input_shape[-1]) if space is not None else None
+        quant = quantizer_of(table.metadata, None, space.input_shape[-1])
+        placement = LayerContext.of(space)
     fresh = LatencyTable(table.space, dict(table.space_options), {"clock": table.metadata.get("clock", "wall")})
     fresh = profile_layers(specs, settings, fresh, None, progress=False, chunk=max(1, len(specs)), quant=quant,
-                           placement=LayerContext.of(space) if quant is not None and space is not None else None)
+                           placement=placement)
     return {s.key: fresh.ms(s.key) for s in specs}
 
 

@@ -10,7 +10,6 @@ On this 2-core Xeon VM (cpu clock) a lone 16x32x32 nor_conv_3x3 read 65 us, 43 u
 QLinearAveragePool (218 us at 16x32x32), in a net the NHWC one (channels_last, 141 us).
 
 `in_net_graph` rewrites a quantized layer graph to its in-net boundary state:
-`in_net_graph` rewrites a quantized layer graph to its in-net boundary state:
 
 * input: the uint8 tensor the input QuantizeLinear made becomes the graph input (its consumers that
   read the float input read a DequantizeLinear of it, as in a net where some consumer is float);

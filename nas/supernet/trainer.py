@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -203,7 +202,6 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
     dist = dist or D.DistContext()
     x, y = train
     rng = np.random.default_rng([cfg.seed, 0x5A4D])
-    space = supernet.space
     device = next(supernet.parameters()).device
     params = [p for p in supernet.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
