@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,37 +286,39 @@ def _shims(folder: Path) -> dict[str, str]:
     return env
 
 
-def run(steps: list[Step], folder: Path, timeout: float, keep_going: bool) -> int:
+def run(steps: list[Step], folder: Path, timeout: float, keep_going: bool, lanes: int = 1) -> int:
+    """Run `steps` in `folder`; with `lanes` > 1 the groups of steps that share no file run side by side
+    (`readme_lanes.groups`), each group in README order."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import readme_lanes
     env = _shims(folder)
     if not (folder / "benchmarks").exists():
         (folder / "benchmarks").symlink_to(ROOT / "benchmarks")   # `python benchmarks/x.py` as from the repo root
         shutil.copy(README, folder / "README.md")                  # readme_figures.py --write README.md: a copy
-    failed, total_cpu = [], 0.0
     for step in steps:
         if step.run is None:
             print(f"README:{step.line:<4} skip      {step.readme}\n            ({step.why})", flush=True)
-            continue
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    failed: list[Step] = []
+    cpu_total = [0.0]
+    lock = threading.Lock()
+
+    def do(step: Step, lane: int) -> bool:
         t0 = time.monotonic()
-        try:
-            proc = subprocess.run(["bash", "-c", step.run], cwd=folder / step.cwd, env=env, timeout=timeout,
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True)
-            rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-1500:]
-        except subprocess.TimeoutExpired as exc:
-            rc, tail = 124, f"timed out after {timeout:.0f} s: {str(exc.stderr or '')[-800:]}"
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        total_cpu += cpu
-        shown = step.run if step.run == step.readme else f"{step.run}\n            (README: {step.readme}; {step.how}"\
-                                                          f"{': ' + step.why if step.why else ''})"
-        print(f"README:{step.line:<4} rc {rc:<3} {cpu:6.1f} s CPU {time.monotonic() - t0:6.1f} s wall  {shown}",
-              flush=True)
-        if rc != 0:
-            print("    " + tail.replace("\n", "\n    "), flush=True)
-            failed.append(step)
-            if not keep_going:
-                break
-    print(f"{len(steps)} steps, {len(failed)} failed, {total_cpu:.1f} s CPU in all", flush=True)
+        rc, cpu, tail = readme_lanes.run_one(step.run or "", folder / step.cwd, env, timeout)
+        shown = step.run if step.run == step.readme else f"{step.run}\n            (README: {step.readme}; "\
+                                                          f"{step.how}{': ' + step.why if step.why else ''})"
+        with lock:
+            cpu_total[0] += cpu
+            print(f"README:{step.line:<4} rc {rc:<3} {cpu:6.1f} s CPU {time.monotonic() - t0:6.1f} s wall"
+                  f"{f'  lane {lane}' if lanes > 1 else ''}  {shown}", flush=True)
+            if rc != 0:
+                print("    " + tail.replace("\n", "\n    "), flush=True)
+                failed.append(step)
+        return rc == 0
+
+    todo = [s for s in steps if s.run is not None]
+    readme_lanes.run_lanes(readme_lanes.groups(todo) if lanes > 1 else [todo], lanes, do, keep_going)
+    print(f"{len(steps)} steps, {len(failed)} failed, {cpu_total[0]:.1f} s CPU in all", flush=True)
     return 1 if failed else 0
 
 
@@ -333,6 +334,9 @@ def main() -> int:
                          "on the machine (for shared machines; CI runs them)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per command (default 600)")
     ap.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    ap.add_argument("--lanes", type=int, default=1, choices=range(1, 9), metavar="N",
+                    help="run groups of commands that share no file on N lanes side by side (1-8; default 1: "
+                         "strictly in README order)")
     args = ap.parse_args()
     steps = [s for s in plan() if s.line >= args.from_line]
     if args.only:
@@ -357,9 +361,9 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         if any(folder.iterdir()) and not (args.from_line or args.only):
             ap.error(f"--keep {folder} is not empty (continuing an earlier run takes --from-line or --only)")
-        return run(steps, folder, args.timeout, args.keep_going)
+        return run(steps, folder, args.timeout, args.keep_going, args.lanes)
     with tempfile.TemporaryDirectory(prefix="readme-commands-") as tmp:
-        return run(steps, Path(tmp), args.timeout, args.keep_going)
+        return run(steps, Path(tmp), args.timeout, args.keep_going, args.lanes)
 
 
 if __name__ == "__main__":

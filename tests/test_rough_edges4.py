@@ -3,10 +3,12 @@ and the README's commands (the table of what runs smaller, instead or not at all
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 import shutil
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,64 @@ def test_readme_smaller_changes_only_the_named_flags() -> None:
     assert got == "nas search --space mbconv --trials 3 --constraint 'a[b]<=3' --out r --epochs 1 -o x=1 && nas report r"
     assert rc.strip_comment("nas list   # all") == "nas list" and rc.strip_comment("echo '#x' a") == "echo '#x' a"
     assert shutil.which("bash")
+
+
+def _readme_lanes() -> object:
+    spec = importlib.util.spec_from_file_location("readme_lanes", ROOT / ".ci" / "readme_lanes.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.quick
+def test_readme_lanes_keep_dependent_lines_together() -> None:
+    """CI runs README lines on two lanes: lines that read another line's output (runs/p1 made, resumed,
+    trained, exported), the Ray lines (`ray stop` stops every Ray) and the lines run inside a folder an
+    earlier line made land in one group, in README order; unrelated searches do not."""
+    rc, lanes = _readme_commands(), _readme_lanes()
+    steps = [s for s in rc.plan() if s.run]
+    where = {}
+    for n, group in enumerate(lanes.groups(steps)):
+        assert [s.line for s in group] == sorted(s.line for s in group)
+        for s in group:
+            where.setdefault(s.run, n)
+
+    def group_of(fragment: str) -> int:
+        hits = {n for run, n in where.items() if fragment in run}
+        assert len(hits) == 1, (fragment, hits)
+        return hits.pop()
+
+    p1 = group_of("--seed 0 --out runs/p1")
+    for dependent in ("--resume runs/p1 ", "nas export runs/p1-train/model.pt --format onnx --out deploy/",
+                      "nas export runs/p1-cpu/model.pt --precision int8", "--out runs/p1-cpu --resume"):
+        assert group_of(dependent) == p1, dependent
+    ray = group_of("ray start")
+    assert group_of("ray stop") == ray == group_of("--address 127.0.0.1:6379") == group_of("--runner ray --workers 2 --out runs/ray")
+    assert group_of("profile_onnx.py") == group_of("nas latency bundle") == group_of("nas latency import bundle/")
+    assert group_of("readme_figures.py --budgets") == group_of("--from-json") == group_of("ofa_search.py --write")
+    assert group_of("--out mbconv-int8.json") == group_of("--table mbconv-int8.json")
+    assert len({p1, ray, group_of("--out runs/nats"), group_of("--out runs/params")}) == 4
+    assert lanes.resources("nas train runs/p1/best.json --out runs/p1-cpu -o resolution=32") == {"runs/p1", "runs/p1-cpu"}
+
+
+@pytest.mark.quick
+def test_readme_lanes_run_groups_in_order_and_stop_on_failure(tmp_path: Path) -> None:
+    lanes = _readme_lanes()
+    rc, cpu, tail = lanes.run_one("echo hi; exit 3", tmp_path, dict(os.environ), timeout=30)
+    assert (rc, tail.strip()) == (3, "hi") and cpu >= 0
+    rc, _, tail = lanes.run_one("sleep 20", tmp_path, dict(os.environ), timeout=0.5)
+    assert rc == 124 and "timed out" in tail
+    Step = namedtuple("Step", "line run cwd")
+    done: list[int] = []
+    fail = {3}
+
+    def do(step: object, lane: int) -> bool:
+        done.append(step.line)
+        return step.line not in fail
+
+    lanes.run_lanes([[Step(1, "a", ""), Step(2, "a", "")], [Step(3, "b", ""), Step(4, "b", "")]], 1, do, True)
+    assert done == [1, 2, 3]   # the failed step ends its group, the other group still ran
+    done.clear()
+    lanes.run_lanes([[Step(3, "b", ""), Step(4, "b", "")], [Step(5, "c", "")]], 1, do, False)
+    assert done == [3]         # without keep-going no new group starts

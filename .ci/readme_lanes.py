@@ -1,0 +1,137 @@
+"""Run the README's commands in parallel lanes without breaking their order where it matters (CI time).
+
+The README is a user's session: later lines read what earlier lines wrote (`runs/p1` made by a search, then
+resumed, trained, exported, ...). Lines that share no file are independent, so CI may run them side by side
+on its two cores. `groups()` joins steps that name a common file or folder (`runs/<name>`, `deploy/`,
+`net.onnx`, `README.md`, ...), that use Ray (`ray stop` stops every Ray on the machine, so Ray lines run one
+after another), or that run inside a folder an earlier line made; each group keeps README order, and
+`run_lanes()` hands whole groups to N worker threads, the larger groups first.
+
+The grouping reads the command text, so a README line that uses another line's output without naming it
+would race; every such case in today's README names its files (tests/test_rough_edges4.py checks the groups
+of the lines known to depend on each other).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+#: a word that may be a path; files are told by their extension, folders by a '/'
+_WORD = re.compile(r"[A-Za-z0-9_.~-]+(?:/[A-Za-z0-9_.~-]*)*")
+_FILES = (".json", ".onnx", ".csv", ".txt", ".png", ".pt", ".ts", ".md", ".db", ".data")
+#: read-only inputs: the repository's own scripts, the user's data folders, python -c module names
+_READ_ONLY = ("benchmarks/", "~", "latency.", "nas.", "-")
+
+
+class StepLike(Protocol):
+    line: int
+    run: str | None
+    cwd: str
+
+
+def resources(run: str, cwd: str = "") -> set[str]:
+    """The files and folders a command names (`runs/p1/best.json` -> `runs/p1`), 'ray' if it uses Ray, and
+    the folder it runs in."""
+    found: set[str] = set()
+    for word in _WORD.findall(run):
+        if word.startswith(_READ_ONLY) or word.startswith("/"):
+            continue
+        parts = [p for p in word.split("/") if p]
+        if not parts:
+            continue
+        if len(parts) > 1 or word.endswith("/"):
+            found.add("/".join(parts[:2]) if parts[0] == "runs" else parts[0])
+        elif word.endswith(_FILES):
+            found.add(word)
+    if re.search(r"\bray\b", run):
+        found.add("ray")
+    if cwd:
+        found.add(cwd.strip("/"))
+    return found
+
+
+def groups(steps: list[StepLike]) -> list[list[StepLike]]:
+    """Steps joined (union-find) when they share a resource; each group in README order, groups in the
+    order of their first step."""
+    parent = list(range(len(steps)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    last: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        for key in resources(step.run or "", step.cwd):
+            if key in last:
+                parent[root(i)] = root(last[key])
+            last[key] = i
+    out: dict[int, list[StepLike]] = {}
+    for i, step in enumerate(steps):
+        out.setdefault(root(i), []).append(step)
+    return list(out.values())
+
+
+def run_one(command: str, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, float, str]:
+    """(exit status, CPU seconds of the command and its children, last lines of its output). CPU comes from
+    wait4 on this child alone: with lanes side by side RUSAGE_CHILDREN would mix them."""
+    with tempfile.TemporaryFile(mode="w+") as out:
+        proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        killed: list[bool] = []
+
+        def kill() -> None:
+            killed.append(True)
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        tail = out.read()[-1500:]
+    if killed:
+        rc, tail = 124, f"timed out after {timeout:.0f} s: {tail[-800:]}"
+    return rc, usage.ru_utime + usage.ru_stime, tail
+
+
+def run_lanes(todo: list[list[StepLike]], lanes: int, do: Callable[[StepLike, int], bool],
+              keep_going: bool) -> None:
+    """Run each group's steps in order on `lanes` threads; `do(step, lane)` returns False on failure, which
+    ends that group and (unless `keep_going`) stops lanes from starting new groups."""
+    work: queue.Queue[list[StepLike]] = queue.Queue()
+    for group in sorted(todo, key=len, reverse=True):   # many steps first: long chains do not finish last
+        work.put(group)
+    stop = threading.Event()
+
+    def lane(n: int) -> None:
+        while not stop.is_set():
+            try:
+                group = work.get_nowait()
+            except queue.Empty:
+                return
+            for step in group:
+                if not do(step, n):
+                    if not keep_going:
+                        stop.set()
+                    break
+
+    threads = [threading.Thread(target=lane, args=(n,), daemon=True) for n in range(max(1, lanes))]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"{len(todo)} groups on {len(threads)} lanes in {time.monotonic() - t0:.0f} s wall", flush=True)
