@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from nas.pipeline.cooperative import open_any_store, run_cooperative  # noqa: E402
 from nas.pipeline.runner import run_search  # noqa: E402
-from nas.store.study import make_storage, open_store  # noqa: E402
+from nas.store.study import open_store  # noqa: E402
+from nas.store.storage import make_storage
 from nas.strategies.catalog import STRATEGIES  # noqa: E402
 from nas.store.trial import MemoryStore  # noqa: E402
 from tests.coop_worker import SPACE, SleepScore  # noqa: E402

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from nas.core.lazy import numpy as np  # numpy on first use: `nas list` needs none (issue 29)
@@ -33,6 +33,7 @@ from nas.core.arch import Arch, Gene
 from nas.core.errors import ArchError
 from nas.core.layer import LayerSpec
 from nas.core.space import Decision, SearchSpace
+from search_spaces.cell_graph import Cell, canonical_cell, live_cells, used_inputs
 from search_spaces.cell_ops import DARTS_NAMES, DARTS_OPS, IDENTITY, NASNET_OPS, cell_modules, combine_spec, \
     POOLS, op_spec, out_size, pre_spec
 from search_spaces.ops import build_layer, conv_spec, head_spec
@@ -40,8 +41,6 @@ from search_spaces.ops import build_layer, conv_spec, head_spec
 if TYPE_CHECKING:
     import torch.nn as nn
 
-Block = tuple[int, str, int, str]          # (input a, op a, input b, op b)
-Cell = tuple[Block, ...]
 CELLS = ("normal", "reduce")
 VARIANT_OPS: dict[str, tuple[str, ...]] = {"nasnet": NASNET_OPS, "darts": DARTS_OPS}
 DEFAULT_BLOCKS = {"nasnet": 5, "darts": 4}
@@ -63,43 +62,6 @@ DARTS_PRESETS = {
                 "reduce: max3x3(0)+max3x3(1) id(2)+max3x3(0) max3x3(0)+id(2) id(2)+avg3x3(0)",
     "darts-v2": "normal: sep3x3(0)+sep3x3(1) sep3x3(0)+sep3x3(1) sep3x3(1)+id(0) id(0)+dil3x3(2) || "
                 "reduce: max3x3(0)+max3x3(1) id(2)+max3x3(1) max3x3(0)+id(2) id(2)+max3x3(1)"}
-
-
-@lru_cache(maxsize=1 << 16)
-def canonical_cell(cell: Cell, ops: tuple[str, ...]) -> Cell:
-    """The canonical form of `cell`: pairs sorted, blocks in the smallest topological order.
-
-    Greedy with branching on ties: the gene key of the block put at position p depends only on
-    the blocks placed before it, so the lexicographic minimum extends a minimal prefix."""
-    rank = {o: i for i, o in enumerate(ops)}
-    n = len(cell)
-    deps = [{x - 2 for x in (b[0], b[2]) if x >= 2} for b in cell]
-
-    def key(old: int, pos: dict[int, int]) -> tuple[int, int, int, int]:
-        a, oa, b, ob = cell[old]
-        ka = (a if a < 2 else 2 + pos[a - 2], rank[oa])
-        kb = (b if b < 2 else 2 + pos[b - 2], rank[ob])
-        lo, hi = sorted((ka, kb))
-        return (*lo, *hi)
-
-    best: list[tuple[tuple[int, int, int, int], ...]] = []
-
-    def search(pos: dict[int, int], keys: tuple[tuple[int, int, int, int], ...]) -> None:
-        if best and keys > best[0][:len(keys)]:
-            return
-        if len(keys) == n:
-            if not best or keys < best[0]:
-                best[:] = [keys]
-            return
-        free = [b for b in range(n) if b not in pos and deps[b] <= pos.keys()]
-        cand = {b: key(b, pos) for b in free}
-        low = min(cand.values())
-        for b in free:
-            if cand[b] == low:
-                search({**pos, b: len(keys)}, keys + (low,))
-
-    search({}, ())
-    return tuple((a, ops[oa], b, ops[ob]) for a, oa, b, ob in best[0])
 
 
 @dataclass(frozen=True)
@@ -320,10 +282,10 @@ class NASNetSpace(SearchSpace):
         full layer list summed to 9.6 ms)."""
         stem, cells, head = self._plan(arch)
         out = [stem]
-        for (pos, cell, cat), live in zip(cells, _live_cells([c for _, c, _ in cells])):
+        for (pos, cell, cat), live in zip(cells, live_cells([c for _, c, _ in cells])):
             if not live:
                 continue
-            used = _used_inputs(cell)
+            used = used_inputs(cell)
             out += [spec for i, spec in enumerate(self._pre(pos)) if i in used]
             out += self._cell_ops(pos, cell)
             out.append(combine_spec(pos.c, self.blocks, len(cat), (pos.hw, pos.hw)))
@@ -379,7 +341,7 @@ class NASNetSpace(SearchSpace):
             head = head_spec(head.kwargs["cin"], 0, num_classes, head.input_shape[1:])
         modules = []
         for pos, cell, cat in cells:
-            used = _used_inputs(cell)  # an unread cell input is not preprocessed (nor timed)
+            used = used_inputs(cell)  # an unread cell input is not preprocessed (nor timed)
             pre0, pre1 = (build_layer(s) if i in used else nn.Identity() for i, s in enumerate(self._pre(pos)))
             ops, inputs = [], []
             for a, oa, b, ob in cell:
@@ -389,22 +351,3 @@ class NASNetSpace(SearchSpace):
                     inputs.append(x)
             modules.append(cell_modules().Cell(pre0, pre1, nn.ModuleList(ops), inputs, cat))
         return cell_modules().CellNet(build_layer(stem), nn.ModuleList(modules), build_layer(head))
-
-
-def _live_cells(cells: Sequence[Cell]) -> list[bool]:
-    """Which cells feed the output: cell i reads h[i-2] (input 0) and h[i-1] (input 1), the head
-    reads the last cell; inputs before the first cell are the stem, which is always live."""
-    live = [False] * len(cells)
-    if cells:
-        live[-1] = True
-    for i in range(len(cells) - 1, -1, -1):
-        if live[i]:
-            for x in _used_inputs(cells[i]):
-                if i - 2 + x >= 0:
-                    live[i - 2 + x] = True
-    return live
-
-
-def _used_inputs(cell: Cell) -> set[int]:
-    """Which of the two cell inputs (0: h[i-2], 1: h[i-1]) some block reads."""
-    return {x for a, _, b, _ in cell for x in (a, b) if x < 2}

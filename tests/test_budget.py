@@ -207,7 +207,7 @@ class _Derived:
 
 
 def test_project_derived_moves_an_infeasible_result_and_scores_both(mbconv_budget: Budget) -> None:
-    from nas.strategies.constraints import project_derived
+    from nas.strategies.enforcement import project_derived
     space = mbconv_budget.space
     big = space.decode(np.array([len(d.choices) - 1 if "skip" not in d.choices else len(d.choices) - 2
                                  for d in space.decisions]))
@@ -225,7 +225,7 @@ def test_project_derived_follows_the_architecture_weights(mbconv_budget: Budget)
     """With log-probabilities, the projection is the most probable feasible arch (exact knapsack)."""
     import torch
 
-    from nas.strategies.constraints import project_derived
+    from nas.strategies.enforcement import project_derived
     space = mbconv_budget.space
     rng = np.random.default_rng(0)
     logits = [torch.tensor(rng.normal(size=len(d.choices)) * 3) for d in space.decisions]

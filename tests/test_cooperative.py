@@ -36,7 +36,7 @@ def shared_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def all_trials(spec: str, study: str) -> list[Any]:
-    from nas.store.study import make_storage
+    from nas.store.storage import make_storage
     return optuna.load_study(study_name=study, storage=make_storage(spec)).get_trials(deepcopy=False)
 
 

@@ -319,22 +319,22 @@ def test_dead_cells_are_no_layers_and_onnx_agrees(tmp_path, monkeypatch: pytest.
     from latency.devices.pixel1 import net_ms
     from latency.onnx_cost import predict_onnx
     from latency.onnx_io import export_onnx
-    from search_spaces.nasnet import _live_cells
+    from search_spaces.cell_graph import live_cells
     space = small()
     cell = "max3x3(0)+max3x3(0) sep3x3(0)+conv1x1(2) sep3x3(0)+max3x3(3) sep3x3(2)+id(4) max3x3(4)+sep3x3(5)"
     arch = space.parse(f"normal: {cell} || reduce: {cell}")
     _, cells, _ = space._plan(arch)
-    live = _live_cells([c for _, c, _ in cells])
+    live = live_cells([c for _, c, _ in cells])
     assert live == [True, False, True, False, True]          # N0 R1 N2 R3 N4: N4 <- N2 <- N0 <- stem
     assert sum(s.op == "cell_combine" for s in space.layers(arch)) == 3
     path = export_onnx(space.build(arch).eval(), torch.zeros(1, *space.input_shape), tmp_path / "net.onnx")
     graph = predict_onnx(path).latency_ms
     assert graph == pytest.approx(net_ms(space.layers(arch)), rel=0.08)
-    monkeypatch.setattr(nasnet_mod, "_live_cells", lambda cells: [True] * len(cells))
+    monkeypatch.setattr(nasnet_mod, "live_cells", lambda cells: [True] * len(cells))
     assert net_ms(space.layers(arch)) > 1.6 * graph          # every cell counted
     monkeypatch.undo()
     full = space.parse(f"normal: {cell.replace('max3x3(0)+max3x3(0)', 'max3x3(0)+max3x3(1)')} || reduce: {cell}")
-    assert _live_cells([c for _, c, _ in space._plan(full)[1]]) == [True] * 5   # one block reads h[i-1]
+    assert live_cells([c for _, c, _ in space._plan(full)[1]]) == [True] * 5   # one block reads h[i-1]
 
 
 def test_a_pool_applied_twice_to_one_state_is_one_layer_as_in_onnx(tmp_path) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from nas.cli.main import main
 from nas.pipeline.report import load_search
-from nas.store.study import make_storage, open_store
+from nas.store.study import open_store
+from nas.store.storage import make_storage
 from nas.store.errors import mask
 from nas.store.trial import COMPLETE, FAILED, Trial
 from tests.postgres_server import postgres_url, study_name  # noqa: F401  (fixtures)

@@ -30,7 +30,7 @@ def test_foreign_trials_db_in_out_is_refused(tmp_path: Path, capsys: pytest.Capt
     was added beside it. Now exit 2, one line naming the file and its study; the file is unchanged."""
     import optuna
 
-    from nas.store.study import sqlite_study_names
+    from nas.store.storage import sqlite_study_names
     out = tmp_path / "b"
     out.mkdir()
     db = out / "trials.db"

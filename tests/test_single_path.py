@@ -13,9 +13,9 @@ from nas.differentiable.single_path import (
     SinglePathNet,
     indicator,
     latency_penalty,
-    repair,
     train_single_path,
 )
+from nas.differentiable.single_path_repair import repair
 from nas.core.errors import UsageError
 from search_spaces.catalog import get_space
 

@@ -17,7 +17,8 @@ from nas.cli.main import main
 from nas.core.errors import UsageError
 from nas.pipeline.report import load_search, pareto_front
 from nas.pipeline.runner import run_search
-from nas.store.study import OptunaStore, make_storage, open_store
+from nas.store.study import OptunaStore, open_store
+from nas.store.storage import make_storage
 from nas.strategies.catalog import STRATEGIES
 from nas.store.trial import COMPLETE, FAILED, Trial
 from search_spaces.catalog import get_space

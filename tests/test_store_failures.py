@@ -123,7 +123,7 @@ def test_concurrent_schema_creation_is_retried(monkeypatch: pytest.MonkeyPatch) 
     "... already exists" (PostgreSQL, alembic_version) and crashed. It is retried; other errors are not."""
     import optuna
 
-    from nas.store import study as store
+    from nas.store import storage as store
     calls: list[int] = []
 
     def flaky(url: str, **kwargs: object) -> str:

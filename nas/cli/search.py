@@ -148,7 +148,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         text += "".join(f"\n    trial {r['trial']:>4}: accuracy {r['accuracy']:.4f} -> int8 {r['accuracy_int8']:.4f}  "
                         f"{r['arch']}" for r in s["quantized_top"])
     if cfg.out or cfg.storage:
-        from nas.store.study import default_spec
+        from nas.store.storage import default_spec
         spec = cfg.storage or default_spec(cfg.out) or ""
         where = spec.partition(":")[2] if spec.startswith(("jsonl:", "journal:")) else spec
         text += f"\n  written: {cfg.out + '/best.json, ' if cfg.out else ''}trials in {where}"

@@ -24,7 +24,7 @@ The loss is ``CE + lambda * log(latency)`` (paper, Eq. 7) or, with a target late
 Weights train with SGD; thresholds with plain SGD by default, so each moves in proportion to how
 much latency its gate saves (Adam would move all thresholds at the same speed). The arch is read
 from the thresholds (`derive`), repaired greedily (closing the least certain gates first) if it
-exceeds a hard bound.
+exceeds a hard bound (`nas.differentiable.single_path_repair`).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.core.arch import Arch
-from nas.core.errors import SearchError, UsageError
+from nas.core.errors import UsageError
 from nas.supernet.mbconv import MBConvSupernet, SuperMBConv
 from nas.training.loops import step_bar
 from nas.supernet.trainer import accuracy, batch_indices, flush_denormal
@@ -375,40 +375,3 @@ def train_single_path(net: SinglePathNet, train: Data, latency: LatencyTerm, cfg
             if on_epoch:
                 on_epoch(rec)
     return history
-
-
-def repair(net: SinglePathNet, arch: Arch, predict: Callable[[Arch], float], bound: float) -> Arch:
-    """Close gates, least certain (smallest margin) first, until `predict(arch) <= bound`."""
-    space = net.space
-    margins = net.margin_table()
-    genes = list(arch.genes)
-    for _ in range(4 * len(genes) + 1):
-        if predict(space.make(genes)) <= bound:
-            return space.make(genes)
-        best: tuple[float, int, str] | None = None
-        for i, (tok, m) in enumerate(zip(genes, margins)):
-            for cand, margin in _downgrades(tok, m, space, i):
-                if predict(space.make(genes[:i] + [cand] + genes[i + 1:])) < predict(space.make(genes)):
-                    if best is None or margin < best[0]:
-                        best = (margin, i, cand)
-        if best is None:
-            break
-        genes[best[1]] = best[2]
-    raise SearchError(f"single-path result {space.format(arch)!r} cannot be brought under {bound:g} ms by "
-                      f"closing gates; loosen --latency-ms")
-
-
-def _downgrades(token: str, m: dict[str, list[float]], space: MBConvSpace, i: int) -> list[tuple[str, float]]:
-    """One-gate-closing neighbours of `token` with the margin of the gate closed."""
-    if token == SKIP:
-        return []
-    k, e = (int(v) for v in token[1:].split("e"))
-    ks, es = space.kernels, space.expansions
-    out = []
-    if ks.index(k) > 0:
-        out.append((f"k{ks[ks.index(k) - 1]}e{e}", m["kernel"][ks.index(k) - 1]))
-    if es.index(e) > 0:
-        out.append((f"k{k}e{es[es.index(e) - 1]}", m["expansion"][es.index(e) - 1]))
-    if SKIP in space.decisions[i].choices and m["skip"]:
-        out.append((SKIP, m["skip"][0]))
-    return out

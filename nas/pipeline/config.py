@@ -208,7 +208,7 @@ def config_dict(cfg: SearchConfig) -> dict[str, Any]:
 
 def study_name(cfg: SearchConfig) -> str:
     """--study, else the one recorded in DIR/config.json (survives renaming DIR), else DIR's name."""
-    from nas.store.study import default_study
+    from nas.store.storage import default_study
     if cfg.study:
         return cfg.study
     path = Path(cfg.out) / "config.json" if cfg.out else None

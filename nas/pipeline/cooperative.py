@@ -25,7 +25,8 @@ import numpy as np
 from nas.evaluators.base import Evaluator
 from nas.pipeline.runner import Executor, LocalExecutor, trial_seed
 from nas.store.shared import Heartbeat, SharedStudyStore, is_shared_spec
-from nas.store.study import make_storage, open_store
+from nas.store.study import open_store
+from nas.store.storage import make_storage
 from nas.strategies.base import Strategy
 from nas.store.trial import Trial, TrialStore
 
@@ -38,7 +39,7 @@ def open_any_store(spec: str, study: str, *, heartbeat_s: float = 10.0, **kwargs
     if not is_shared_spec(spec):
         return open_store(spec, study, **kwargs)
     if kwargs.pop("fresh", False):
-        from nas.store.study import _delete_study
+        from nas.store.storage import _delete_study
         _delete_study(make_storage(spec), study)
     return SharedStudyStore(spec, study, grace_s=grace_seconds(heartbeat_s), **kwargs)
 

@@ -135,7 +135,8 @@ class SearchRecord:
 def load_search(folder: str | Path | None, storage: str | None = None, study: str | None = None) -> SearchRecord:
     """The trials and config of a search: an --out folder, or a storage + study."""
     from nas.pipeline.config import SearchConfig, study_name
-    from nas.store.study import STORE_FILE, default_spec, open_store
+    from nas.store.study import open_store
+    from nas.store.storage import STORE_FILE, default_spec
     config: dict[str, Any] = {}
     if folder is not None:
         folder = Path(folder)

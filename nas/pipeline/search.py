@@ -159,7 +159,7 @@ def plan(cfg: SearchConfig, progress: bool = True, writer: bool = True) -> Searc
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
         raise UsageError(f"strategy {cfg.strategy!r} cannot take the options given ({given}): {exc}") from None
-    from nas.strategies.constraints import attach
+    from nas.strategies.enforcement import attach
     attach(strategy, budget, bool(cfg.strategy_options.get("repair", True)))
     out = Path(cfg.out) if cfg.out and writer else None   # nothing is written before every setting was checked
     store = open_search_store(cfg, space, strategy) if writer else MemoryStore()
@@ -245,7 +245,7 @@ def _check_options(strategy_cls: type[Strategy], options: dict[str, Any]) -> dic
 def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None) -> TrialStore:
     """The search's store: --storage, else DIR/trials.db for --out, else memory."""
     from nas.pipeline.cooperative import open_any_store   # shared studies for RDB servers and journals
-    from nas.store.study import default_spec
+    from nas.store.storage import default_spec
     spec = cfg.storage or default_spec(cfg.out)
     if spec is None:
         return MemoryStore()
@@ -260,7 +260,7 @@ def open_search_store(cfg: SearchConfig, space: Any = None, strategy: Any = None
 def refuse_foreign_store(out: Path, study: str) -> None:
     """DIR/trials.db holding only other searches' studies (a file copied or left there): refuse it
     rather than add this search beside them (issue 29)."""
-    from nas.store.study import STORE_FILE, sqlite_study_names
+    from nas.store.storage import STORE_FILE, sqlite_study_names
     names = sqlite_study_names(out / STORE_FILE)
     if names and study not in names:
         shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
@@ -307,7 +307,8 @@ def train(p: SearchPlan, progress: bool = True, dist: Any = None) -> Evaluator:
                        epochs=cfg.epochs, batch_size=cfg.batch_size, device=device,
                        seed=cfg.seed, out=p.out, progress=progress, dist=dist, resume=cfg.resume)
     trained = p.strategy.prepare(ctx)
-    from nas.strategies.constraints import BudgetEvaluator, project_derived
+    from nas.strategies.constraints import BudgetEvaluator
+    from nas.strategies.enforcement import project_derived
     project_derived(p.strategy, p.budget)   # weight-sharing results end on the feasible set
     if trained is not None:   # the strategy's own evaluator scores the trials, not --evaluator
         p.scored_by = (str(getattr(trained, "name", cfg.strategy)), getattr(trained, "score_is", None))

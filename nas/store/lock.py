@@ -40,7 +40,7 @@ def local_store_file(storage: str | None, out: str | Path | None) -> Path | None
     if storage is None:
         if out is None:
             return None
-        from nas.store.study import default_spec
+        from nas.store.storage import default_spec
         storage = default_spec(out) or ""
     for prefix in ("sqlite:///", "jsonl:"):
         if storage.startswith(prefix):

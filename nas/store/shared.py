@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.core.arch import Arch
 from nas.core.errors import ArchError, UsageError
-from nas.store.study import OptunaStore, make_storage
+from nas.store.study import OptunaStore
+from nas.store.storage import make_storage
 
 if TYPE_CHECKING:
     from nas.core.space import SearchSpace

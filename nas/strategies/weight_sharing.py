@@ -256,9 +256,9 @@ class SinglePathStrategy(WeightSharingStrategy):
             LatencyTerm,
             SinglePathConfig,
             SinglePathNet,
-            repair,
             train_single_path,
         )
+        from nas.differentiable.single_path_repair import repair
         from nas.supernet.trainer import SupernetEvaluator, calibration_set, to_device
         ctx = self.context(ctx)
         if ctx.space.name != "mbconv":

@@ -29,7 +29,8 @@ import torch.nn as nn
 
 from nas.core.arch import Arch
 from nas.core.errors import NasError, UsageError
-from search_spaces.nasnet import NASNetSpace, _used_inputs
+from search_spaces.cell_graph import used_inputs
+from search_spaces.nasnet import NASNetSpace
 from search_spaces.ops import build_layer, head_spec
 
 ModuleDict = nn.ModuleDict
@@ -112,7 +113,7 @@ class CellSupernet(nn.Module):
         _, cells, _ = self._plan
         out = []
         for i, (pos, cell, cat) in enumerate(cells):
-            used = _used_inputs(cell)
+            used = used_inputs(cell)
             s0, s1 = self.space._pre(pos)
             p0 = self.pre0[i][str(s0.kwargs["cin"])] if 0 in used else None
             p1 = self.pre1[i][str(s1.kwargs["cin"])] if 1 in used else None
