@@ -150,7 +150,6 @@ INSTEAD: dict[str, tuple[str, str]] = {
 
 #: README command -> why it does not run here
 SKIP: dict[str, str] = {
-    'pip install -e ".[test,ray,postgres]" && python -m pytest': ".ci/run runs exactly this itself",
     "optuna-dashboard sqlite:///runs/p1/trials.db": "a web server that runs until stopped (optuna-dashboard is not "
                                                     "a dependency)",
     "torchrun --nproc_per_node=4 $(which nas) train runs/p1/best.json --dataset cifar10:~/data/cifar10 --device cuda --out runs/p1-ddp":
@@ -180,6 +179,10 @@ BEFORE: dict[str, tuple[str, str]] = {
          "--out runs/sn", "runs/sn/subnet.pt comes from a supernet search (the README's torchrun paragraph "
                           "names it, --out runs/sn); here a small one"),
 }
+
+#: the README's test command: with --with-tests it runs verbatim in the repository root, in the caller's
+#: environment (not the scratch folder's cache), as one step beside the others (CI); without, it is skipped
+TESTS = 'pip install -e ".[test,ray,postgres]" && python -m pytest'
 
 #: README command -> sub-folder of the scratch folder it runs in (the README says where)
 CWD: dict[str, str] = {"python3 profile_onnx.py . --threads 1": "bundle"}
@@ -240,11 +243,13 @@ def smaller(command: str, small: Small) -> str:
     return shlex.join(tokens) + (sep + rest if sep else "")
 
 
-def plan(text: str | None = None) -> list[Step]:
+def plan(text: str | None = None, tests: bool = False) -> list[Step]:
     """The steps for the README `text` (default README.md); raises ValueError when a table names a command
-    the README no longer has."""
+    the README no longer has. `tests`: the README's test command is a step (else skipped)."""
     cmds = readme_commands(README.read_text() if text is None else text)
     given = {c for _, c in cmds}
+    if TESTS not in given:
+        raise ValueError(f"TESTS names a command the README no longer has (update it): {TESTS!r}")
     for name, table in (("SMALLER", SMALLER), ("INSTEAD", INSTEAD), ("SKIP", SKIP), ("BEFORE", BEFORE),
                         ("CWD", CWD)):
         gone = [k for k in table if k not in given]
@@ -256,7 +261,10 @@ def plan(text: str | None = None) -> list[Step]:
             prep, why = BEFORE[c]
             steps.append(Step(n, c, prep, "before", why))
         cwd = CWD.get(c, "")
-        if c in SKIP:
+        if c == TESTS:
+            steps.append(Step(n, c, c, "tests", "the test suite, in the repository root", str(ROOT)) if tests else
+                         Step(n, c, None, "skip", "the test suite: CI runs it as a step (--with-tests)"))
+        elif c in SKIP:
             steps.append(Step(n, c, None, "skip", SKIP[c]))
         elif c in INSTEAD:
             steps.append(Step(n, c, INSTEAD[c][0], "instead", INSTEAD[c][1], cwd))
@@ -304,14 +312,16 @@ def run(steps: list[Step], folder: Path, timeout: float, keep_going: bool, lanes
 
     def do(step: Step, lane: int) -> bool:
         t0 = time.monotonic()
-        rc, cpu, tail = readme_lanes.run_one(step.run or "", folder / step.cwd, env, timeout)
+        suite = step.how == "tests"   # the caller's environment, its whole output shown
+        rc, cpu, tail = readme_lanes.run_one(step.run or "", folder / step.cwd, dict(os.environ) if suite else env,
+                                             timeout * 3 if suite else timeout, tail=0 if suite else 1500)
         shown = step.run if step.run == step.readme else f"{step.run}\n            (README: {step.readme}; "\
                                                           f"{step.how}{': ' + step.why if step.why else ''})"
         with lock:
             cpu_total[0] += cpu
             print(f"README:{step.line:<4} rc {rc:<3} {cpu:6.1f} s CPU {time.monotonic() - t0:6.1f} s wall"
                   f"{f'  lane {lane}' if lanes > 1 else ''}  {shown}", flush=True)
-            if rc != 0:
+            if rc != 0 or suite:
                 print("    " + tail.replace("\n", "\n    "), flush=True)
                 failed.append(step)
         return rc == 0
@@ -332,13 +342,16 @@ def main() -> int:
     ap.add_argument("--no-ray-cluster", action="store_true",
                     help="skip `ray start` / `ray stop` and the search on that cluster: `ray stop` stops every Ray "
                          "on the machine (for shared machines; CI runs them)")
-    ap.add_argument("--timeout", type=float, default=600, help="seconds per command (default 600)")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per command (default 600; the test "
+                                                                  "suite: 3x)")
+    ap.add_argument("--with-tests", action="store_true",
+                    help="run the README's test command too (in the repository root, beside the other lines; CI)")
     ap.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
     ap.add_argument("--lanes", type=int, default=1, choices=range(1, 9), metavar="N",
                     help="run groups of commands that share no file on N lanes side by side (1-8; default 1: "
                          "strictly in README order)")
     args = ap.parse_args()
-    steps = [s for s in plan() if s.line >= args.from_line]
+    steps = [s for s in plan(tests=args.with_tests) if s.line >= args.from_line]
     if args.only:
         keep = set()
         for part in args.only.split(","):

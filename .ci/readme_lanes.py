@@ -58,6 +58,15 @@ def resources(run: str, cwd: str = "") -> set[str]:
     return found
 
 
+def step_resources(step: StepLike) -> set[str]:
+    """`resources` of a step; the test suite also starts and stops Ray clusters of its own, so it never
+    runs beside the README's Ray lines."""
+    found = resources(step.run or "", step.cwd)
+    if getattr(step, "how", "") == "tests":
+        found.add("ray")
+    return found
+
+
 def groups(steps: list[StepLike]) -> list[list[StepLike]]:
     """Steps joined (union-find) when they share a resource; each group in README order, groups in the
     order of their first step."""
@@ -71,7 +80,7 @@ def groups(steps: list[StepLike]) -> list[list[StepLike]]:
 
     last: dict[str, int] = {}
     for i, step in enumerate(steps):
-        for key in resources(step.run or "", step.cwd):
+        for key in step_resources(step):
             if key in last:
                 parent[root(i)] = root(last[key])
             last[key] = i
@@ -81,9 +90,10 @@ def groups(steps: list[StepLike]) -> list[list[StepLike]]:
     return list(out.values())
 
 
-def run_one(command: str, cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, float, str]:
-    """(exit status, CPU seconds of the command and its children, last lines of its output). CPU comes from
-    wait4 on this child alone: with lanes side by side RUSAGE_CHILDREN would mix them."""
+def run_one(command: str, cwd: Path, env: dict[str, str], timeout: float, tail: int = 1500) -> tuple[int, float, str]:
+    """(exit status, CPU seconds of the command and its children, the last `tail` characters of its output;
+    0: all of it). CPU comes from wait4 on this child alone: with lanes side by side RUSAGE_CHILDREN would
+    mix them."""
     with tempfile.TemporaryFile(mode="w+") as out:
         proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -101,10 +111,11 @@ def run_one(command: str, cwd: Path, env: dict[str, str], timeout: float) -> tup
             timer.cancel()
         proc.returncode = rc = os.waitstatus_to_exitcode(status)
         out.seek(0)
-        tail = out.read()[-1500:]
+        text = out.read()
+    text = text[-tail:] if tail else text
     if killed:
-        rc, tail = 124, f"timed out after {timeout:.0f} s: {tail[-800:]}"
-    return rc, usage.ru_utime + usage.ru_stime, tail
+        rc, text = 124, f"timed out after {timeout:.0f} s: {text[-800:]}"
+    return rc, usage.ru_utime + usage.ru_stime, text
 
 
 def run_lanes(todo: list[list[StepLike]], lanes: int, do: Callable[[StepLike, int], bool],

@@ -144,7 +144,7 @@ def test_readme_lanes_keep_dependent_lines_together() -> None:
     trained, exported), the Ray lines (`ray stop` stops every Ray) and the lines run inside a folder an
     earlier line made land in one group, in README order; unrelated searches do not."""
     rc, lanes = _readme_commands(), _readme_lanes()
-    steps = [s for s in rc.plan() if s.run]
+    steps = [s for s in rc.plan(tests=True) if s.run]
     where = {}
     for n, group in enumerate(lanes.groups(steps)):
         assert [s.line for s in group] == sorted(s.line for s in group)
@@ -162,6 +162,10 @@ def test_readme_lanes_keep_dependent_lines_together() -> None:
         assert group_of(dependent) == p1, dependent
     ray = group_of("ray start")
     assert group_of("ray stop") == ray == group_of("--address 127.0.0.1:6379") == group_of("--runner ray --workers 2 --out runs/ray")
+    assert group_of("python -m pytest") == ray   # the suite starts Ray clusters of its own
+    suite = next(s for s in steps if s.how == "tests")
+    assert suite.run == suite.readme and suite.cwd == str(ROOT)   # verbatim, in the repository root
+    assert all(s.how != "tests" for s in rc.plan())               # only with --with-tests (CI)
     assert group_of("profile_onnx.py") == group_of("nas latency bundle") == group_of("nas latency import bundle/")
     assert group_of("readme_figures.py --budgets") == group_of("--from-json") == group_of("ofa_search.py --write")
     assert group_of("--out mbconv-int8.json") == group_of("--table mbconv-int8.json")
