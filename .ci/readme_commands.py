@@ -323,6 +323,7 @@ def run(steps: list[Step], folder: Path, timeout: float, keep_going: bool, lanes
                   f"{f'  lane {lane}' if lanes > 1 else ''}  {shown}", flush=True)
             if rc != 0 or suite:
                 print("    " + tail.replace("\n", "\n    "), flush=True)
+            if rc != 0:
                 failed.append(step)
         return rc == 0
 

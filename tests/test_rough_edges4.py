@@ -193,3 +193,19 @@ def test_readme_lanes_run_groups_in_order_and_stop_on_failure(tmp_path: Path) ->
     done.clear()
     lanes.run_lanes([[Step(3, "b", ""), Step(4, "b", "")], [Step(5, "c", "")]], 1, do, False)
     assert done == [3]         # without keep-going no new group starts
+
+
+@pytest.mark.quick
+def test_readme_run_counts_failures_not_the_suites_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A passing test-suite step prints its whole output and is not a failure; a failing command is."""
+    rc = _readme_commands()
+    suite = rc.Step(61, "suite", "echo 3 passed", "tests", "", str(tmp_path))
+    ok = rc.Step(80, "nas list", "true", "verbatim")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert rc.run([suite, ok], tmp_path / "a", timeout=30, keep_going=False, lanes=2) == 0
+    out = capsys.readouterr().out
+    assert "3 passed" in out and "2 steps, 0 failed" in out
+    bad = rc.Step(81, "nas x", "exit 4", "verbatim")
+    assert rc.run([ok, bad], tmp_path / "b", timeout=30, keep_going=True, lanes=1) == 1
+    assert "2 steps, 1 failed" in capsys.readouterr().out
