@@ -77,13 +77,18 @@ def test_missing_onnx_external_data_is_named(tmp_path: Path, capsys: pytest.Capt
         assert "keeps its weights in the external data file 'ext.onnx.data', which is missing" in err, err
 
 
-def _readme_commands() -> object:
-    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / ".ci" / "readme_commands.py")
+def _ci_module(name: str) -> object:
+    """A script of .ci/ as a module (.ci is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".ci" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module   # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _readme_commands() -> object:
+    return _ci_module("readme_commands")
 
 
 @pytest.mark.quick
@@ -131,11 +136,7 @@ def test_readme_smaller_changes_only_the_named_flags() -> None:
 
 
 def _readme_lanes() -> object:
-    spec = importlib.util.spec_from_file_location("readme_lanes", ROOT / ".ci" / "readme_lanes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _ci_module("readme_lanes")
 
 
 @pytest.mark.quick
