@@ -84,5 +84,19 @@ def test_fit_correction_one_se_on_noisy_and_on_clearly_biased_nets() -> None:
     layers, ovh, biased = _nets(rng, 10, 2.0, 0.01)         # every net 2 ms over its layers: a real gap
     corr = fit_correction(layers, ovh, biased, rule="one-se")
     assert corr.fit["selected"] != "none"
-    assert fit_correction(layers, ovh, biased).fit["selected"] == corr.fit["selected"]
-    assert "rule" not in fit_correction(layers, ovh, biased).fit     # the default (float) fit is unchanged
+    best = fit_correction(layers, ovh, biased)
+    assert best.fit["selected"] == corr.fit["selected"] and "rule" not in best.fit   # the default (float) fit
+
+
+def test_cli_validate_refuses_out_of_range_rounds_and_chunk(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nas.cli.main import main
+    from tests.test_validate import synthetic_table
+    space = get_space("mbconv", resolution=32, width_mult=0.25, num_classes=10)
+    path = tmp_path / "t.json"
+    synthetic_table(space).save(path)
+    opts = ["-o", "resolution=32", "-o", "width_mult=0.25", "-o", "num_classes=10"]
+    for flag, value, msg in (("--rounds", "0", "--rounds must be between 1 and 1000, got 0"),
+                             ("--chunk", "-2", "--chunk must be between 0 (all nets in one group) and 10000, got -2")):
+        assert main(["latency", "validate", "--space", "mbconv", *opts, "--table", str(path), flag, value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1
