@@ -83,7 +83,9 @@ def _fit_and_store(space: "SearchSpace", table: "LatencyTable", layers: "list[La
     """Fit the correction of `nets` (measured ms) against their `layers` + `ovh`, record how it was
     made (seed, clock, seconds; rounds of a separate joint run) and its training agreement, store it."""
     from latency.validate import agreement
-    corr = fit_correction(layers, ovh, nets, note=note)
+    # int8: the simplest feature set within one standard error of the best held-out MAPE (correction.RULES)
+    corr = fit_correction(layers, ovh, nets, note=note,
+                          rule="one-se" if table.metadata.get("precision") == "int8" else "best")
     lut = np.array([lut_ms(ls, o) for ls, o in zip(layers, ovh)])
     fitted = np.array([corr.predict(ls, o) for ls, o in zip(layers, ovh)])
     corr.fit.update({

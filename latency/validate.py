@@ -9,6 +9,10 @@ method itself. The table's own predictions (profiled at another time, maybe on a
 with the correction it stores, fitted on its calibration nets when it was profiled) are compared
 with the same measured nets, and the "drift" line says how much the same layers moved since.
 
+Int8 tables: every net is timed in one group with all its layers (not groups of 8), in 25 rounds, each
+time the median of its round medians (`latency.int8_timing`: groups timed one after the other drifted
+25-35% apart, so nets of different groups were not comparable and a stored table could not rank them).
+
 Clock: `wall` (what a user waits for) or `cpu` (this thread's CPU time, one intra-op thread only;
 what `auto`, the default, picks with one thread). When other processes compete for the cores, a 25 ms net is descheduled far more
 often than a 0.5 ms layer, whose median escapes it: wall-clock nets then look slower than the sum
@@ -147,10 +151,12 @@ def check_clock(clock: str, settings: ProfileSettings) -> None:
 def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings, joint: bool = True,
             rounds: int = 10, chunk: int = 8, progress: bool = True, clock: str = "wall",
             desc: str = "validate (export + timing)", quant: "Quantizer | None" = None,
-            layers_of: "Callable[[Arch], list[LayerSpec]] | None" = None) -> Measured:
+            layers_of: "Callable[[Arch], list[LayerSpec]] | None" = None, round_medians: bool = False) -> Measured:
     """Time whole nets (and, if `joint`, their layers and the empty call, interleaved with them);
     with `quant`, every net and layer as its int8 graph (the empty call stays float, as in profiling).
-    `layers_of`: the layers of an arch the table prices (`latency.model.layer_list`; default `space.layers`)."""
+    `layers_of`: the layers of an arch the table prices (`latency.model.layer_list`; default `space.layers`).
+    `round_medians`: each session's time is the median of its per-round medians
+    (`latency.int8_timing.round_median`), not the median of all its runs."""
     import torch
     from tqdm import tqdm
 
@@ -222,6 +228,9 @@ def measure(space: SearchSpace, archs: Sequence[Arch], settings: ProfileSettings
                     if joint:
                         raw_joint[i] = raw[0] + sum(raw_local[s.key] for s in layers_of(archs[i]))
             meds = [stats(t) for t in times]
+            if round_medians:
+                from latency.int8_timing import round_median
+                meds = [(round_median(t, rounds), iqr) for t, (_, iqr) in zip(times, meds)]
             for j, i in enumerate(idx):
                 net_ms[i], net_iqr[i] = meds[len(paths) + j]
                 net_halves[i] = halves(times[len(paths) + j])
@@ -243,14 +252,18 @@ class Validation:
 
 
 def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: int = 0, joint: bool = True,
-             rounds: int = 10, chunk: int = 8, fit: bool = False, holdout: float = 0.5,
+             rounds: int | None = None, chunk: int | None = None, fit: bool = False, holdout: float = 0.5,
              progress: bool = True, clock: str = "auto", calibration: "Calibration | None" = None) -> Validation:
     """Time `samples` nets of `space` (and their layers: `joint`) and compare with `table`. An int8
     table's nets and layers are quantized as it was (`latency.quantize.quantizer_of`; `calibration`:
-    the images, needed when the table was not calibrated on the bundled digits)."""
+    the images, needed when the table was not calibrated on the bundled digits). `rounds` / `chunk`
+    None: 10 rounds in groups of 8 nets (float), 25 rounds with all nets in one group and each time
+    the median of its round medians (int8: `latency.int8_timing`)."""
+    from latency.int8_timing import check_rounds_chunk, validate_grouping
     from latency.model import LUTModel, layer_list
     from latency.quantize import quantizer_of
     table.check_space(space.name, space.options())
+    check_rounds_chunk(rounds, chunk)
     settings = settings_of(table)
     if calibration is not None:
         calibration.check_input(space.input_shape)
@@ -280,7 +293,10 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
                         f"seed: the corrected rows are not held out; use another --seed")
         log.warning(warnings[-1])
     layers_of = layer_list(space, table.metadata)
-    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant, layers_of=layers_of)
+    distinct = len({s.key for a in archs for s in layers_of(a)}) if joint else 0
+    rounds, chunk = validate_grouping(quant is not None, len(archs), distinct, rounds, chunk, settings.repeats)
+    meas = measure(space, archs, settings, joint, rounds, chunk, progress, clock, quant=quant, layers_of=layers_of,
+                   round_medians=quant is not None)
     y = meas.net_ms
     noise = spread(meas.net_ms, meas.net_iqr_ms)
     if noise > NOISY_SPREAD:
@@ -298,7 +314,8 @@ def validate(space: SearchSpace, table: LatencyTable, samples: int = 20, seed: i
     report: dict[str, Any] = {
         "space": space.name, "space_options": space.options(), "table": table.source,
         "settings": asdict(settings), "clock": clock, "samples": len(archs), "seed": seed, "joint": joint, "rounds": rounds,
-        "chunk": chunk, "groups": meas.groups, "seconds": round(meas.seconds, 1), "warnings": warnings,
+        "chunk": chunk, "groups": meas.groups,
+        "statistic": "median of round medians" if quant is not None else "median", "seconds": round(meas.seconds, 1), "warnings": warnings,
         "metrics": {name: agreement(p, y) for name, p in pred.items()},
         "load": None if load is None else {"load1": load.load1, "cores": load.cores, "busy": load.busy},
         "repeat_spread_pct": round(100 * noise, 2)}

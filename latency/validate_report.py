@@ -23,7 +23,8 @@ def format_report(r: dict[str, Any]) -> str:
     head = (f"validate {r['space']} with {r['table']}: {r['samples']} archs (seed {r['seed']}), "
             f"{r['settings'].get('precision', 'float32')}, "
             f"{r['settings']['provider']} threads={r['settings']['threads']}, {r.get('clock', 'wall')} clock, "
-            f"{'joint' if r['joint'] else 'nets-only'} run in {r['groups']} group(s) x {r['rounds']} rounds, {r['seconds']} s")
+            f"{'joint' if r['joint'] else 'nets-only'} run in {r['groups']} group(s) x {r['rounds']} rounds"
+            f"{'' if r.get('statistic', 'median') == 'median' else ' (' + r['statistic'] + ')'}, {r['seconds']} s")
     cols = f"{'':28}{'n':>4}{'spearman':>10}{'kendall':>9}{'rmse_ms':>9}{'mape_%':>8}{'<=5%':>7}{'<=10%':>7}{'bias_%':>8}"
 
     def row(label: str, m: dict[str, float]) -> str:

@@ -240,8 +240,12 @@ def add_latency_parser(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--joint", action=argparse.BooleanOptionalAction, default=True,
                    help="time the nets' layers interleaved with the nets in the same run (default on)")
-    s.add_argument("--rounds", type=int, default=10, help="round-robin passes of the interleaved timing")
-    s.add_argument("--chunk", type=int, default=8, help="nets timed together per group (0: all at once)")
+    s.add_argument("--rounds", type=int, default=None,
+                   help="round-robin passes of the interleaved timing, 1-1000 (default 10; int8 tables 25, each "
+                        "time the median of its round medians)")
+    s.add_argument("--chunk", type=int, default=None,
+                   help="nets timed together per group, 0: all at once (default 8; int8 tables: all at once "
+                        "while nets and layers fit 400 sessions)")
     s.add_argument("--clock", choices=["wall", "cpu", "auto"], default="auto",
                    help="wall time, or this thread's CPU time corrected for preemption (threads=1; robust to "
                         "other busy processes), or auto: cpu when the load average leaves fewer free cores "
