@@ -10,6 +10,7 @@ compares the variants on the same archs. Each net is scored on the dataset's own
 held-out set (`--big-val` images of the same generator's val stream). Per variant and val set it reports the
 seed-vs-seed Kendall / Spearman, the seed-noise standard deviation (sd of the seed difference / sqrt 2), the
 arch-to-arch spread (sd of the seed means) and their ratio. The JSON (`--out`) is rewritten after every net.
+`--blocks A,B,...` trains the given archs instead of the draw (to re-examine archs whose seeds disagreed).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--draw-seed", type=int, default=101)
     ap.add_argument("--exclude-archs", type=int, default=50)
     ap.add_argument("--big-val", type=int, default=5000)
+    ap.add_argument("--blocks", help="comma-separated archs instead of the draw (to re-examine given archs)")
     ap.add_argument("variants", nargs="+")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -72,6 +74,8 @@ def main() -> None:
     excluded, _ = _truth("nats_sss", "cifar10", args.exclude_archs, cfg.seed)
     pool, _ = _truth("nats_sss", "cifar10", args.archs + args.exclude_archs, args.draw_seed)
     blocks = sorted(b for b in pool if b not in excluded)[:args.archs]
+    if args.blocks:
+        blocks = args.blocks.split(",")
     space = _train_space(cfg, 10)
     res = space.input_shape[-1]
     data: dict[str, Any] = {}
