@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/supernet_ranking.py --space nats_sss --out /tmp/rank_nats.json
     OMP_NUM_THREADS=1 python benchmarks/supernet_ranking.py --space nb201 --out /tmp/rank_nb201.json
 
-Each run is `nas bench ranking` with its defaults (the README's settings: shapes3, 16 px, batch 64, 3 stand-alone
+Each run is `nas bench ranking` with its defaults (the README's settings: shapes2, 16 px, batch 64, 3 stand-alone
 epochs; AdamW sandwich supernet, 4 epochs) (`nas.bench.ranking.supernet_ranking`); extra
 `key=value` arguments override RankingConfig fields (e.g. supernet_epochs=12 random_paths=4). The table
 printed is the one in the README section "Measuring supernet ranking".

@@ -1,4 +1,4 @@
-"""Issue 30: the stand-alone protocol of `nas bench ranking` (shapes3 by default) and its seed-noise statistic."""
+"""Issue 30: the stand-alone protocol of `nas bench ranking` (shapes2 by default, shapes3 to try) and its seed-noise statistic."""
 from __future__ import annotations
 
 import math
@@ -23,10 +23,11 @@ def test_seed_noise_needs_three_archs_with_two_seeds() -> None:
         seed_noise({"a": [0.5, 0.6], "b": [0.7, 0.7], "c": [0.9]})
 
 
-def test_the_default_task_is_shapes3() -> None:
-    assert RankingConfig().dataset == "shapes3"
+def test_the_default_task_stays_shapes2_and_shapes3_is_accepted() -> None:
+    # shapes3 did not beat shapes2 on 30 archs (README): the default stays version 2
+    assert RankingConfig().dataset == "shapes2" and RankingConfig(dataset="shapes3:500").dataset == "shapes3:500"
     from nas.training.data import parse_spec
-    assert parse_spec(RankingConfig().dataset).kind == "shapes3"
+    assert parse_spec("shapes3:500").kind == "shapes3"
 
 
 def test_correlate_reports_seed_noise_next_to_the_ceiling() -> None:

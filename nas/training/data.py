@@ -15,8 +15,8 @@ Specs (what `--dataset` takes):
 - `shapes`: a generated task of 10 classes of shapes and textures at 32x32 (`nas.training.shapes`), 2,000
   train / 1,000 val images; `shapes:N` sets the training images (10..50,000; val N // 2). Seeded.
   `shapes2` / `shapes2:N`: version 2 of the same task (grey, the form always lighter than the ground):
-  learnt in a few epochs. `shapes3` / `shapes3:N`: version 3 (graded contrast and noise per image, coarser
-  textures), on which two stand-alone training seeds rank archs alike (`nas bench ranking`'s default).
+  learnt in a few epochs (`nas bench ranking`'s default). `shapes3` / `shapes3:N`: version 3 (graded contrast
+  and noise per image, coarser textures); not shown to rank archs more repeatably than version 2.
 - `synthetic`: seeded random class templates plus noise (10 classes, 3x32x32, 512 train / 128 val
   images); learnable, for tests. `synthetic:N` sets the number of training images.
 

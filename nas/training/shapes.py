@@ -25,13 +25,13 @@ random colours whose contrast may have either sign - the nets of `nats_sss` lear
 few epochs two training seeds of the same 18-30 archs agreed only at Kendall 0.23-0.35 (issue 30). 2 is
 the same forms and clutter in grey, the form always lighter than its ground (foreground 0.65-1.0,
 ground 0-0.35), noise shared by the channels: learnt in a few epochs, and width still matters (at 16 px,
-3 epochs of 2,000 images: 8:8:8:8:8 about 47 %, 24:24:24:24:24 about 87 %). But whether a net has learnt a
-class yet after 3 epochs turns on its seed (a class at 0 % for one seed, 60 % for the other), so mixed-width
-archs differ by 6 points between seeds at the median. 3 (`shapes3`) grades the difficulty per image instead:
+3 epochs of 2,000 images: 8:8:8:8:8 about 47 %, 24:24:24:24:24 about 87 %). But two seeds of a mixed-width
+arch often differ by about a class's worth (16:24:8:64:16: 86 / 72 %), 6 points at the median. 3 (`shapes3`) grades the difficulty per image instead:
 the form is 0.15-0.65 lighter than its ground (not 0.3-1.0), the noise level is drawn per image (sd
 0.04-0.25), and the textures are coarser (period 5.5-9 px, not 4-7: no aliasing at 16 px); on the same
-archs and seeds the seed noise fell from 6.6 points to under 1 (`benchmarks/ranking_pilot.py`, 3-4 archs). Each version's
-images are pinned by a hash test (tests/test_shapes3.py).
+archs and seeds the seed noise fell from 6.6 points to under 1 (`benchmarks/ranking_pilot.py`, 3-4 archs), but on
+30 archs it was 4.8 points against a spread of 10.3, the ratio version 2 had (README, "Measuring supernet
+ranking"). Each version's images are pinned by a hash test (tests/test_shapes3.py).
 
 Sizes: `shapes` = 2,000 train + 1,000 val images; `shapes:N` sets the training images (N in 10..50,000;
 val = max(10, N // 2)). Train and val come from disjoint streams of the generator.
