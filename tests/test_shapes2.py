@@ -28,7 +28,7 @@ def test_version_2_is_seeded_grey_and_lighter_in_the_form() -> None:
     disc = x[y == 0][:, 0]   # filled disc: the centre pixel (the form) is lighter than the corner (ground)
     assert (disc[:, 14:18, 14:18].mean((1, 2)) > disc[:, :3, :3].mean((1, 2))).all()
     with pytest.raises(ValueError, match="version"):
-        generate(4, 0, version=3)
+        generate(4, 0, version=4)
 
 
 def test_shapes2_spec_sizes_and_errors() -> None:

@@ -51,7 +51,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 class RankingConfig:
     space: str = "nats_sss"
     truth: str | None = None            # None: the space's default (SPACES)
-    dataset: str = "shapes2"            # version 2 of the generated task: learnt in 3 epochs (nas.training.shapes)
+    dataset: str = "shapes2"            # version 2 of the generated task (shapes3 was not shown better: README)
     archs: int = 50
     seeds: int = 2                      # stand-alone training seeds (the ceiling needs two)
     epochs: int = 3                     # stand-alone epochs
@@ -97,6 +97,20 @@ def rank_stats(x: Any, y: Any) -> dict[str, float]:
     """Kendall tau-b and Spearman rho of two score lists (NaNs dropped)."""
     from nas.bench.proxies import _rank_stats
     return _rank_stats(list(x), list(y))
+
+
+def seed_noise(stand: dict[str, list[float]]) -> dict[str, float]:
+    """Why seeds disagree, in accuracy points: `noise_sd`, the standard deviation of one seed's accuracy about
+    the arch's mean (the sd of seed 0 minus seed 1 over sqrt 2), against `spread_sd`, the standard deviation of
+    the archs' mean accuracies. Kendall between seeds rises with spread_sd / noise_sd."""
+    both = [v[:2] for v in stand.values() if len(v) >= 2]
+    if len(both) < 3:
+        raise UsageError(f"seed noise needs at least 3 archs with 2 seeds, got {len(both)}")
+    a = np.asarray(both, dtype=float) * 100
+    noise = float(np.std(a[:, 0] - a[:, 1], ddof=1) / math.sqrt(2))
+    spread = float(np.std(a.mean(axis=1), ddof=1))
+    return {"noise_sd": noise, "spread_sd": spread, "spread_over_noise": spread / noise if noise else math.inf,
+            "n": len(both)}
 
 
 def _train_space(cfg: RankingConfig, classes: int) -> Any:
@@ -246,6 +260,7 @@ def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[flo
             "params_vs_standalone": rank_stats(params, mean),
             "params_vs_truth": rank_stats(params, gt)},
         "accuracy_range": {"supernet": [min(scores), max(scores)], "standalone": [min(mean), max(mean)]},
+        "seed_noise": seed_noise({b: stand[b] for b in blocks}),
         "published": PUBLISHED,
         "standalone_settings": json.loads(json.dumps(cfg.standalone_settings())),
         "per_arch": {b: {"supernet": s, "standalone_mean": m, "truth": t, "params": p}
@@ -269,6 +284,9 @@ def format_result(r: dict[str, Any]) -> str:
     a = r["accuracy_range"]
     lines.append(f"accuracy range: supernet {a['supernet'][0]:.3f}-{a['supernet'][1]:.3f}, "
                  f"stand-alone {a['standalone'][0]:.3f}-{a['standalone'][1]:.3f}")
+    if "seed_noise" in r:
+        n = r["seed_noise"]
+        lines.append(f"stand-alone seed noise sd {n['noise_sd']:.1f} points vs arch spread sd {n['spread_sd']:.1f}")
     return "\n".join(lines)
 
 
@@ -276,5 +294,5 @@ def _f(v: float) -> str:
     return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-__all__ = ["RankingConfig", "correlate", "format_result", "rank_stats", "standalone_accuracies", "supernet_ranking",
-           "supernet_scores"]
+__all__ = ["RankingConfig", "correlate", "format_result", "rank_stats", "seed_noise", "standalone_accuracies",
+           "supernet_ranking", "supernet_scores"]

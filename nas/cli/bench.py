@@ -221,7 +221,7 @@ def add_bench_parser(sub: Any) -> None:
     r.add_argument("--truth", help="ground-truth column: cifar10 (default for nats_sss, nb201), cifar100 | "
                                    "ImageNet16-120 (nb201), nb301 (nasnet)")
     r.add_argument("--dataset", default=R.dataset, metavar="SPEC",
-                   help="training data: shapes2 (default, generated), shapes2:N, shapes[:N], cifar10:PATH (the published "
+                   help="training data: shapes2 (default, generated), shapes2:N, shapes3[:N], shapes[:N], cifar10:PATH (the published "
                         "setting), ...")
     r.add_argument("--archs", type=int, default=R.archs, help=f"archs with truth to rank (default {R.archs}, 10..1000)")
     r.add_argument("--seeds", type=int, default=R.seeds, help="stand-alone training seeds (default 2, 2..5)")

@@ -15,7 +15,8 @@ Specs (what `--dataset` takes):
 - `shapes`: a generated task of 10 classes of shapes and textures at 32x32 (`nas.training.shapes`), 2,000
   train / 1,000 val images; `shapes:N` sets the training images (10..50,000; val N // 2). Seeded.
   `shapes2` / `shapes2:N`: version 2 of the same task (grey, the form always lighter than the ground):
-  learnt in a few epochs, so stand-alone training ranks archs repeatably (`nas bench ranking`).
+  learnt in a few epochs (`nas bench ranking`'s default). `shapes3` / `shapes3:N`: version 3 (graded contrast
+  and noise per image, coarser textures); not shown to rank archs more repeatably than version 2.
 - `synthetic`: seeded random class templates plus noise (10 classes, 3x32x32, 512 train / 128 val
   images); learnable, for tests. `synthetic:N` sets the number of training images.
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 SPLITS = ("train", "val")
-VALID_SPECS = "digits, shapes, shapes:N, shapes2, shapes2:N, synthetic, synthetic:N, cifar10:PATH, imagefolder:PATH"
+VALID_SPECS = "digits, shapes, shapes:N, shapes2, shapes2:N, shapes3, shapes3:N, synthetic, synthetic:N, cifar10:PATH, imagefolder:PATH"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_FRACTION = 0.2
 #: per-channel statistics used for normalisation (CIFAR-10 train set; ImageNet for image folders)
@@ -60,7 +61,7 @@ def parse_spec(spec: str) -> Spec:
         if arg and not (arg.isdigit() and int(arg) >= 10):
             raise UsageError(f"dataset {spec!r}: synthetic:N needs a whole number N >= 10; valid specs: {VALID_SPECS}")
         return Spec(kind, arg)
-    if kind in ("shapes", "shapes2"):
+    if kind in ("shapes", "shapes2", "shapes3"):
         from nas.training.shapes import MAX_TRAIN
         if arg and not (arg.isdigit() and len(arg) <= 6 and 10 <= int(arg) <= MAX_TRAIN):
             raise UsageError(f"dataset {spec!r}: {kind}:N needs a whole number N in 10..{MAX_TRAIN}; "
@@ -87,7 +88,7 @@ def native_resolution(spec: str, sample: int = 256) -> int:
     (headers only)."""
     s = parse_spec(spec)
     if s.kind != "imagefolder":
-        return {"digits": 8, "synthetic": 32, "shapes": 32, "shapes2": 32, "cifar10": 32}[s.kind]
+        return {"digits": 8, "synthetic": 32, "shapes": 32, "shapes2": 32, "shapes3": 32, "cifar10": 32}[s.kind]
     from PIL import Image
     root = _imagefolder_root(Path(s.arg))
     files, _ = _files(root, _folder_classes(root))
@@ -113,7 +114,7 @@ def load_dataset(spec: str, *, split: str, seed: int = 0, resolution: int | None
     if resolution is not None and int(resolution) < 1:
         raise UsageError(f"resolution must be positive, got {resolution}")
     s = parse_spec(spec)
-    loader = {"digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "shapes2": _shapes, "cifar10": _cifar10,
+    loader = {"digits": _digits, "synthetic": _synthetic, "shapes": _shapes, "shapes2": _shapes, "shapes3": _shapes, "cifar10": _cifar10,
               "imagefolder": _imagefolder}[s.kind]
     x, y, mean, std = loader(s, split, seed, resolution)
     if limit is not None and int(limit) < len(y):
@@ -198,7 +199,7 @@ def _shapes(s: Spec, split: str, seed: int, resolution: int | None) -> tuple[np.
     from nas.training.shapes import DEFAULT_TRAIN, MEAN, STD, generate, val_size
     n_train = int(s.arg) if s.arg else DEFAULT_TRAIN
     x, y = generate(n_train if split == "train" else val_size(n_train), seed, SPLITS.index(split),
-                    version=2 if s.kind == "shapes2" else 1)
+                    version={"shapes": 1, "shapes2": 2, "shapes3": 3}[s.kind])
     return x, y, MEAN, STD
 
 

@@ -20,12 +20,18 @@ degrees for the stripes), stripe / checker period (3-6 px), foreground and backg
 contrast sign varies), a smooth random background (sum of 3 random low-frequency waves), one distractor
 blob, and pixel noise. The classes differ in form and texture, which small nets learn at different rates.
 
-Versions (`generate(..., version=)`; the dataset specs `shapes[:N]` and `shapes2[:N]`): 1 as above, in
+Versions (`generate(..., version=)`; the dataset specs `shapes[:N]`, `shapes2[:N]`, `shapes3[:N]`): 1 as above, in
 random colours whose contrast may have either sign - the nets of `nats_sss` learn it slowly, so after a
 few epochs two training seeds of the same 18-30 archs agreed only at Kendall 0.23-0.35 (issue 30). 2 is
 the same forms and clutter in grey, the form always lighter than its ground (foreground 0.65-1.0,
 ground 0-0.35), noise shared by the channels: learnt in a few epochs, and width still matters (at 16 px,
-3 epochs of 2,000 images: 8:8:8:8:8 about 47 %, 24:24:24:24:24 about 87 %). Version 1's images are unchanged.
+3 epochs of 2,000 images: 8:8:8:8:8 about 47 %, 24:24:24:24:24 about 87 %). But two seeds of a mixed-width
+arch often differ by about a class's worth (16:24:8:64:16: 86 / 72 %), 6 points at the median. 3 (`shapes3`) grades the difficulty per image instead:
+the form is 0.15-0.65 lighter than its ground (not 0.3-1.0), the noise level is drawn per image (sd
+0.04-0.25), and the textures are coarser (period 5.5-9 px, not 4-7: no aliasing at 16 px); on the same
+archs and seeds the seed noise fell from 6.6 points to under 1 (`benchmarks/ranking_pilot.py`, 3-4 archs), but on
+30 archs it was 4.8 points against a spread of 10.3, the ratio version 2 had (README, "Measuring supernet
+ranking"). Each version's images are pinned by a hash test (tests/test_shapes3.py).
 
 Sizes: `shapes` = 2,000 train + 1,000 val images; `shapes:N` sets the training images (N in 10..50,000;
 val = max(10, N // 2)). Train and val come from disjoint streams of the generator.
@@ -38,7 +44,7 @@ CLASSES = ("disc", "square", "triangle", "cross", "ring", "stripes_h", "stripes_
 SIDE = 32
 DEFAULT_TRAIN = 2000
 MAX_TRAIN = 50_000
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 #: the images come out already scaled ((pixel - 0.5) / 0.5): the loader's normalisation is the identity
 MEAN, STD = (0.0,) * 3, (1.0,) * 3
 
@@ -74,7 +80,7 @@ def _image(label: int, rng: np.random.Generator, gx: np.ndarray, gy: np.ndarray,
     v = -dx * np.sin(theta) + dy * np.cos(theta)
     dist = np.hypot(dx, dy)
     disc = dist <= r
-    period = rng.uniform(4.0, 7.0)
+    period = rng.uniform(4.0, 7.0) if version < 3 else rng.uniform(5.5, 9.0)   # v3: no aliasing at 16 px
     phase = rng.uniform(0, 2 * np.pi)
     if label == 0:
         mask = disc
@@ -102,6 +108,9 @@ def _image(label: int, rng: np.random.Generator, gx: np.ndarray, gy: np.ndarray,
         mask = disc & (np.sin(2 * np.pi * dist / period + phase) > 0)
     if version == 2:   # grey, the form always lighter than the ground
         fg, bg = np.full(3, rng.uniform(0.65, 1.0)), np.full(3, rng.uniform(0.0, 0.35))
+    elif version == 3:   # grey, lighter form, graded contrast (and graded noise below)
+        b = rng.uniform(0.0, 0.35)
+        fg, bg = np.full(3, b + rng.uniform(0.15, 0.65)), np.full(3, b)
     else:
         fg, bg = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
         if np.abs(fg - bg).mean() < 0.35:   # keep some contrast, either sign
@@ -113,7 +122,10 @@ def _image(label: int, rng: np.random.Generator, gx: np.ndarray, gy: np.ndarray,
     tint = rng.uniform(0.5, 1.5, 3) if version == 1 else np.full(3, rng.uniform(0.5, 1.5))
     img = bg[:, None, None] + background[None] * tint[:, None, None]
     img = np.where(mask[None], fg[:, None, None], img)
-    img = img + (rng.normal(0.0, 0.08, img.shape) if version == 1 else rng.normal(0.0, 0.08, img.shape[1:])[None])
+    if version == 1:
+        img = img + rng.normal(0.0, 0.08, img.shape)
+    else:   # noise shared by the channels; v3: its level graded per image
+        img = img + rng.normal(0.0, 0.08 if version == 2 else rng.uniform(0.04, 0.25), img.shape[1:])[None]
     return ((img - 0.5) / 0.5).astype(np.float32)
 
 
