@@ -159,7 +159,7 @@ def test_imagefolder_train_val_folders_and_size_mismatch(tmp_path: Path) -> None
 # ---- specs and loaders ----------------------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["mnist", "cifar10", "imagefolder:", "digits:3", "synthetic:x"])
 def test_bad_specs_name_the_valid_ones(spec: str) -> None:
-    with pytest.raises(UsageError, match="digits, shapes, shapes:N, shapes2, shapes2:N, synthetic.*cifar10:PATH, imagefolder:PATH"):
+    with pytest.raises(UsageError, match="digits, shapes, shapes:N, shapes2, shapes2:N, shapes3, shapes3:N, synthetic.*cifar10:PATH, imagefolder:PATH"):
         load_dataset(spec, split="train", seed=0)
 
 
