@@ -197,6 +197,45 @@ def test_readme_lanes_run_groups_in_order_and_stop_on_failure(tmp_path: Path) ->
 
 
 @pytest.mark.quick
+def test_readme_lanes_timed_steps_run_alone() -> None:
+    """A step that times this machine (a latency profile, a bounded search on `cpu-int8`) never overlaps
+    another README step (CI failed when a cpu-int8 table was profiled beside another int8 job); other
+    steps do overlap, and a `free` step (the suite) overlaps even a timed one."""
+    import threading
+    import time as _time
+    lanes, rc = _readme_lanes(), _readme_commands()
+    timed = {s.line for s in rc.plan(tests=True) if s.run and lanes.timed(s)}
+    readme = {line: run for line, run in rc.readme_commands(rc.README.read_text())}
+    bounded = next(line for line, run in readme.items() if "--target cpu-int8 --target cpu --latency-ms" in run)
+    nsga2 = next(line for line, run in readme.items() if "--target cpu --strategy nsga2" in run)
+    assert bounded in timed and nsga2 not in timed   # no bound: a slow table cannot fail it
+    Step = namedtuple("Step", "line run cwd")
+    spans: dict[int, tuple[float, float]] = {}
+    lock = threading.Lock()
+
+    def do(step: object, lane: int) -> bool:
+        t0 = _time.monotonic()
+        _time.sleep(0.6 if step.run == "suite" else 0.15)   # the suite long enough to meet another step
+        with lock:
+            spans[step.line] = (t0, _time.monotonic())
+        return True
+
+    def overlap(a: int, b: int) -> bool:
+        return spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+
+    work = [[Step(1, "nas latency profile --space mbconv --out a.json", ""), Step(2, "nas list", "")],
+            [Step(3, "nas list", ""), Step(4, "nas search --target cpu-int8 --latency-ms 6", ""),
+             Step(5, "nas list", "")],
+            [Step(6, "suite", ""), Step(7, "nas list", "")]]
+    lanes.run_lanes(work, 3, do, True, free=lambda step: step.run == "suite")
+    assert len(spans) == 7
+    for t in (1, 4):
+        assert not any(overlap(t, o) for o in (2, 3, 5, 7) if o != t), spans
+    assert not overlap(1, 4)
+    assert overlap(6, 1) or overlap(6, 3) or overlap(6, 4)   # the suite ran beside something
+
+
+@pytest.mark.quick
 def test_readme_run_counts_failures_not_the_suites_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A passing test-suite step prints its whole output and is not a failure; a failing command is."""
     rc = _readme_commands()
