@@ -12,7 +12,8 @@ Lines whose outcome hangs on timings of this machine (`timed()`: latency profile
 on first use) run alone: the other lane finishes its step and waits (`Gate`). Side by side they read up to
 1.7x slow: a cpu-int8 table profiled beside another int8 job made the README's 5.5 ms int8 bound (now 6)
 "impossible" (fastest arch 6.23 ms there; 3.64 ms on the dev VM alone) and failed CI. The test suite is the
-one step they still overlap: holding it back would serialise half of CI.
+one step they may still overlap (holding it back would serialise half of CI), so the suite's group starts
+first and groups with timed steps go last.
 
 The grouping reads the command text, so a README line that uses another line's output without naming it
 would race; every such case in today's README names its files (tests/test_rough_edges4.py checks the groups
@@ -165,13 +166,22 @@ def run_one(command: str, cwd: Path, env: dict[str, str], timeout: float, tail: 
     return rc, usage.ru_utime + usage.ru_stime, text
 
 
+def _order(group: list[StepLike], free: Callable[[StepLike], bool]) -> int:
+    """0: a group with a `free` step (the suite, the longest step: it starts at once); 2: a group with a
+    timed step (last, when the suite is most likely done: a timed step may overlap the free suite); 1: the
+    rest. Within a class, more steps first (long chains do not finish last)."""
+    if any(free(step) for step in group):
+        return 0
+    return 2 if any(timed(step) for step in group) else 1
+
+
 def run_lanes(todo: list[list[StepLike]], lanes: int, do: Callable[[StepLike, int], bool],
               keep_going: bool, free: Callable[[StepLike], bool] = lambda step: False) -> None:
     """Run each group's steps in order on `lanes` threads; `do(step, lane)` returns False on failure, which
     ends that group and (unless `keep_going`) stops lanes from starting new groups. A `timed` step runs
     while no other step does, except `free` ones."""
     work: queue.Queue[list[StepLike]] = queue.Queue()
-    for group in sorted(todo, key=len, reverse=True):   # many steps first: long chains do not finish last
+    for group in sorted(todo, key=lambda g: (_order(g, free), -len(g))):
         work.put(group)
     stop = threading.Event()
     gate = Gate()

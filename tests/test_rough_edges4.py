@@ -233,6 +233,10 @@ def test_readme_lanes_timed_steps_run_alone() -> None:
         assert not any(overlap(t, o) for o in (2, 3, 5, 7) if o != t), spans
     assert not overlap(1, 4)
     assert overlap(6, 1) or overlap(6, 3) or overlap(6, 4)   # the suite ran beside something
+    order: list[int] = []
+    lanes.run_lanes(work, 1, lambda step, lane: order.append(step.line) or True, True,
+                    free=lambda step: step.run == "suite")
+    assert order == [6, 7, 3, 4, 5, 1, 2]   # the suite's group first; groups with a timed step last
 
 
 @pytest.mark.quick
