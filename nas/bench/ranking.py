@@ -69,6 +69,8 @@ class RankingConfig:
     cells: int = 1
     calib_batches: int = 8
     seed: int = 0
+    supernet_seed: int | None = None    # the supernet's init, path draws and calibration; None: `seed` (which
+    #                                     also draws the archs and the data, so it cannot vary alone)
     space_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +81,9 @@ class RankingConfig:
             raise UsageError(f"--supernet-optimizer {self.supernet_optimizer!r}: valid optimizers: {', '.join(OPTIMIZERS)}")
         if self.sampling is not None and self.sampling not in SAMPLINGS:
             raise UsageError(f"--sampling {self.sampling!r}: valid samplings: {', '.join(SAMPLINGS)}")
+        if self.supernet_seed is not None and (isinstance(self.supernet_seed, bool) or not isinstance(
+                self.supernet_seed, int) or not 0 <= self.supernet_seed < 2 ** 31):
+            raise UsageError(f"--supernet-seed {self.supernet_seed!r} is outside [0, {2 ** 31 - 1}]")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -166,16 +171,17 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
     from nas.supernet.trainer import SandwichConfig, SupernetEvaluator, calibration_set, train_supernet
     blocks, _, space, archs, train, val = _setup(cfg)
     say(f"{len(archs)} {cfg.space} archs with {cfg.truth_name} truth; training size {space.options()}")
+    sseed = cfg.seed if cfg.supernet_seed is None else cfg.supernet_seed
     sw = SandwichConfig(epochs=cfg.supernet_epochs, batch_size=cfg.batch_size, lr=cfg.supernet_lr,
-                        random_paths=cfg.random_paths, distill=cfg.distill, seed=cfg.seed,
+                        random_paths=cfg.random_paths, distill=cfg.distill, seed=sseed,
                         optimizer=cfg.supernet_optimizer, warmup=int(cfg.warmup), sampling=cfg.sampling)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(sseed)
         net = build_supernet(space)
     say(f"training the supernet ({cfg.sampling or getattr(net, 'sampling', 'sandwich')} sampling, "
         f"{cfg.supernet_optimizer}, {cfg.supernet_epochs} epochs)")
     history = train_supernet(net, train, sw, val=val, progress=progress)
-    score = SupernetEvaluator(net, calibration_set(train[0], cfg.seed), val, calib_batches=cfg.calib_batches,
+    score = SupernetEvaluator(net, calibration_set(train[0], sseed), val, calib_batches=cfg.calib_batches,
                               batch_size=cfg.batch_size)
     sup = [score(a)["accuracy"] for a in tqdm(archs, desc="supernet scores", unit="arch", disable=not progress)]
     return {"supernet": dict(zip(blocks, sup)), "supernet_history": history}

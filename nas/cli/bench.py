@@ -119,7 +119,7 @@ def cmd_bench_ranking(args: argparse.Namespace) -> int:
                         sampling=args.sampling, warmup=args.warmup, random_paths=args.random_paths, distill=not args.no_distill,
                         batch_size=args.batch_size, resolution=args.resolution, channels=args.channels,
                         cells=args.cells, calib_batches=args.calib_batches, seed=args.seed,
-                        space_options=space_options(args.space_option))
+                        supernet_seed=args.supernet_seed, space_options=space_options(args.space_option))
     parse_spec(cfg.dataset)   # bad input: one line before minutes of training
     from nas.bench.proxies import _bench_space
     _bench_space(cfg.space, cfg.truth_name, cfg.space_options)
@@ -245,7 +245,9 @@ def add_bench_parser(sub: Any) -> None:
     r.add_argument("--calib-batches", type=int, default=R.calib_batches, help="BN recalibration batches (default 8)")
     r.add_argument("--standalone-from", metavar="JSON",
                    help="reuse the stand-alone accuracies of an earlier --out (same archs and stand-alone settings)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="draws the archs and the data, seeds everything else")
+    r.add_argument("--supernet-seed", type=int, metavar="N",
+                   help="the supernet's own seed (init, paths, calibration), to repeat it on the same archs and data")
     r.add_argument("--torch-threads", type=int, metavar="N", help="torch CPU threads (default 1)")
     r.add_argument("--out", help="also write the JSON result to this file (atomically)")
     r.add_argument("--quiet", action="store_true", help="no progress")
