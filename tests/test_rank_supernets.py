@@ -100,11 +100,24 @@ def test_ranking_config_refuses_bad_values(field: str, value: object) -> None:
         RankingConfig(**{field: value})  # type: ignore[arg-type]
 
 
+def test_supernet_defaults_per_space_are_resolved_and_overridable() -> None:
+    """nb201's supernet defaults to FairNAS sampling for 8 epochs (uniform 4 ranked below chance over 4 seeds),
+    nats_sss keeps sandwich (its supernet's own) for 4; the result records what ran; explicit values win."""
+    from dataclasses import asdict
+    nb = RankingConfig(space="nb201")
+    assert (nb.supernet_epochs, nb.sampling) == (8, "fair") and asdict(nb)["sampling"] == "fair"
+    assert (RankingConfig(space="nats_sss").supernet_epochs, RankingConfig(space="nats_sss").sampling) == (4, None)
+    old = RankingConfig(space="nb201", supernet_epochs=4, sampling="uniform")
+    assert (old.supernet_epochs, old.sampling) == (4, "uniform")
+    with pytest.raises(UsageError, match="outside"):
+        RankingConfig(space="nb201", supernet_epochs=0)
+
+
 def test_supernet_seed_varies_the_supernet_alone() -> None:
     """`supernet_seed` repeats the supernet on the same archs and data (`seed` also draws those); None is
     `seed`."""
     from nas.bench.ranking import supernet_scores
-    base = dict(space="nb201", dataset="shapes:40", archs=10, supernet_epochs=1, calib_batches=1)
+    base = dict(space="nb201", dataset="shapes:40", archs=10, supernet_epochs=1, calib_batches=1, sampling="uniform")
     a = supernet_scores(RankingConfig(**base), progress=False)
     b = supernet_scores(RankingConfig(**base, supernet_seed=0), progress=False)
     c = supernet_scores(RankingConfig(**base, supernet_seed=1), progress=False)

@@ -212,6 +212,7 @@ def add_bench_parser(sub: Any) -> None:
     u.add_argument("--json", action="store_true", help="print JSON: per strategy the share met, slack, score lost")
     u.set_defaults(func=cmd_bench_budgets, interrupted=BENCH_STOPPED)
 
+    from nas.bench.ranking import SUPERNET_DEFAULTS
     from nas.bench.ranking import RankingConfig as R
     r = bsub.add_parser("ranking", help="Kendall / Spearman of supernet scores vs stand-alone training and ground truth, "
                                         "with stand-alone seed-to-seed agreement as the ceiling")
@@ -227,13 +228,13 @@ def add_bench_parser(sub: Any) -> None:
     r.add_argument("--seeds", type=int, default=R.seeds, help="stand-alone training seeds (default 2, 2..5)")
     r.add_argument("--epochs", type=int, default=R.epochs, help=f"stand-alone epochs (default {R.epochs})")
     r.add_argument("--lr", type=float, default=R.lr, help=f"stand-alone AdamW learning rate (default {R.lr:g})")
-    r.add_argument("--supernet-epochs", type=int, default=R.supernet_epochs,
-                   help=f"supernet epochs (default {R.supernet_epochs})")
+    r.add_argument("--supernet-epochs", type=int, default=None,
+                   help="supernet epochs (default: " + ", ".join(f"{e} for {sp}" for sp, (e, _) in SUPERNET_DEFAULTS.items()) + ")")
     r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet lr (default {R.supernet_lr:g})")
     r.add_argument("--supernet-optimizer", default=R.supernet_optimizer, metavar="NAME",
                    help="supernet optimizer: adamw (default) | sgd (Nesterov)")
     r.add_argument("--sampling", metavar="NAME", help="supernet paths per step: sandwich (nats_sss default) | uniform "
-                                                     "(nb201 default) | fair (FairNAS: every choice once per step)")
+                                                     "| fair (FairNAS: every choice once per step; nb201 default)")
     r.add_argument("--warmup", type=int, default=R.warmup, help=f"supernet linear warm-up steps (default {R.warmup})")
     r.add_argument("--random-paths", type=int, default=R.random_paths,
                    help="random paths per supernet step besides largest and smallest (default 2)")
