@@ -166,3 +166,12 @@ def test_merge_refuses_parts_of_another_protocol_and_records_its_own(tmp_path: P
     assert good.returncode == 0, good.stderr
     out = json.loads((tmp_path / "m.json").read_text())
     assert out["standalone_settings"]["standalone_warmup"] == 1 and out["config"]["standalone_warmup"] == 1
+
+
+@pytest.mark.parametrize("opt, words", [("--clip-grad=-1", "--clip-grad -1.0 is outside [0, 100]"),
+                                        ("--standalone-warmup=101", "--standalone-warmup 101.0 is outside [0, 100]"),
+                                        ("--ema=1", "--ema 1.0 is outside [0, 0.9999]")])
+def test_bench_ranking_refuses_bad_protocol_options_in_one_line(opt: str, words: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "nas", "bench", "ranking", "--space", "nats_sss", opt], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
