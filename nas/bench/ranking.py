@@ -11,7 +11,8 @@ NASLib's NB201 subset, NB301's 725 DARTS cells) it
    size (`resolution`, and for the cell spaces `channels` / `cells`);
 2. scores every arch by its inherited weights after BN recalibration (`SupernetEvaluator`);
 3. trains every arch stand-alone from scratch with `seeds` seeds on the same data and size
-   (`nas.training.loops.train_eval`, AdamW, cosine decay);
+   (`nas.training.loops.train_eval`, AdamW, cosine decay; optional LR warm-up, gradient clipping, weight
+   EMA and label smoothing: `standalone_warmup`, `clip_grad`, `ema`, `label_smoothing`, all off by default);
 4. reports Kendall tau and Spearman rho of: stand-alone seed i vs seed j (the *ceiling*: no scorer
    can agree with stand-alone training better than training agrees with itself), supernet vs the
    stand-alone mean, supernet vs ground truth, stand-alone mean vs ground truth, and the parameter
