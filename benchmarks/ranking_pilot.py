@@ -5,7 +5,8 @@
 
 Trains `--archs` nats_sss archs (a seeded draw, `--draw-seed`, minus the archs of `nas bench ranking`'s own
 `--exclude-archs`-arch draw, so the confirmation runs on other archs) from scratch with 2 seeds under each named
-variant (`name:key=value,...`, keys: epochs, batch_size, lr, dataset), interleaved arch by arch so a cut-short run
+variant (`name:key=value,...`, keys: epochs, batch_size, lr, dataset, and `train_eval`'s warmup (epochs),
+clip_grad, ema, label_smoothing), interleaved arch by arch so a cut-short run
 compares the variants on the same archs. Each net is scored on the dataset's own val split and on a larger
 held-out set (`--big-val` images of the same generator's val stream). Per variant and val set it reports the
 seed-vs-seed Kendall / Spearman, the seed-noise standard deviation (sd of the seed difference / sqrt 2), the
@@ -25,12 +26,14 @@ from nas.core.files import atomic_write_text
 from nas.training.threads import set_torch_threads
 
 log = logging.getLogger("ranking_pilot")
-KEYS = {"epochs": int, "batch_size": int, "lr": float, "dataset": str}
+KEYS = {"epochs": int, "batch_size": int, "lr": float, "dataset": str, "warmup": float, "clip_grad": float,
+        "ema": float, "label_smoothing": float}
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     name, _, rest = text.partition(":")
-    fields: dict[str, Any] = {"epochs": 3, "batch_size": 64, "lr": 3e-3, "dataset": "shapes3:2000"}
+    fields: dict[str, Any] = {"epochs": 3, "batch_size": 64, "lr": 3e-3, "dataset": "shapes3:2000", "warmup": 0.0,
+                              "clip_grad": 0.0, "ema": 0.0, "label_smoothing": 0.0}
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
         if k not in KEYS:
@@ -99,7 +102,8 @@ def main() -> None:
                     torch.manual_seed(cfg.seed * 1000 + s)
                     model = space.build(arch)
                 r = train_eval(model, train, val, epochs=v["epochs"], batch_size=v["batch_size"], lr=v["lr"],
-                               seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw")
+                               seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw", warmup=v["warmup"],
+                               clip_grad=v["clip_grad"], ema=v["ema"], label_smoothing=v["label_smoothing"])
                 acc_big, _ = evaluate(model, big)
                 with torch.no_grad():
                     model.eval()

@@ -63,6 +63,9 @@ def main() -> None:
         parts = [json.loads(Path(p).read_text()) for p in args.part.split(":", 1)[1].split(",")]
         sup = next(p for p in parts if "supernet" in p)
         by_seed: dict[int, dict[str, float]] = {}   # parts of one seed may overlap (e.g. one run in reverse)
+        for i, p in enumerate(parts):
+            if "standalone" in p:   # every stand-alone part must have been trained with this config's protocol
+                cfg.check_standalone(p.get("standalone_settings"), f"merge part {i + 1}")
         for p in (p for p in parts if "standalone" in p):
             for b, accs in p["standalone"].items():
                 for s, acc in zip(p["standalone_seeds"], accs):

@@ -11,7 +11,8 @@ NASLib's NB201 subset, NB301's 725 DARTS cells) it
    size (`resolution`, and for the cell spaces `channels` / `cells`);
 2. scores every arch by its inherited weights after BN recalibration (`SupernetEvaluator`);
 3. trains every arch stand-alone from scratch with `seeds` seeds on the same data and size
-   (`nas.training.loops.train_eval`, AdamW, cosine decay);
+   (`nas.training.loops.train_eval`, AdamW, cosine decay; optional LR warm-up, gradient clipping, weight
+   EMA and label smoothing: `standalone_warmup`, `clip_grad`, `ema`, `label_smoothing`, all off by default);
 4. reports Kendall tau and Spearman rho of: stand-alone seed i vs seed j (the *ceiling*: no scorer
    can agree with stand-alone training better than training agrees with itself), supernet vs the
    stand-alone mean, supernet vs ground truth, stand-alone mean vs ground truth, and the parameter
@@ -44,7 +45,11 @@ PUBLISHED = {"bossnas_nats_sss_cifar100_spearman": 0.76}
 BOUNDS: dict[str, tuple[float, float]] = {
     "archs": (10, 1000), "seeds": (2, 5), "epochs": (1, 100), "supernet_epochs": (1, 200), "resolution": (8, 64),
     "batch_size": (2, 512), "lr": (1e-6, 1.0), "supernet_lr": (1e-6, 1.0), "random_paths": (0, 16),
-    "calib_batches": (1, 64), "warmup": (0, 100_000), "channels": (1, 64), "cells": (1, 5), "seed": (0, 2 ** 31 - 1)}
+    "calib_batches": (1, 64), "warmup": (0, 100_000), "channels": (1, 64), "cells": (1, 5), "seed": (0, 2 ** 31 - 1),
+    "standalone_warmup": (0, 100), "clip_grad": (0, 100), "ema": (0, 0.9999), "label_smoothing": (0, 0.5)}
+#: the stand-alone protocol options added after results were first saved, at the values those results used
+#: (a saved result without them was trained with these)
+LEGACY_STANDALONE = {"standalone_warmup": 0.0, "clip_grad": 0.0, "ema": 0.0, "label_smoothing": 0.0}
 
 
 #: the supernet's defaults per space: (epochs, sampling; None = the supernet's own). nb201: over 4 supernet
@@ -62,6 +67,10 @@ class RankingConfig:
     seeds: int = 2                      # stand-alone training seeds (the ceiling needs two)
     epochs: int = 3                     # stand-alone epochs
     lr: float = 3e-3                    # stand-alone AdamW learning rate
+    standalone_warmup: float = 0.0      # stand-alone linear LR warm-up, epochs (0: none)
+    clip_grad: float = 0.0              # stand-alone gradient-norm clipping (0: off)
+    ema: float = 0.0                    # stand-alone: decay of the weight EMA evaluated (0: off)
+    label_smoothing: float = 0.0        # stand-alone cross-entropy label smoothing
     supernet_epochs: int | None = None  # None: SUPERNET_DEFAULTS of the space
     supernet_lr: float = 3e-3           # the supernet trainer's learning rate
     supernet_optimizer: str = "adamw"   # sgd (Nesterov) | adamw; with SGD 0.05 the supernets stayed at chance
@@ -106,7 +115,18 @@ class RankingConfig:
 
     def standalone_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("space", "dataset", "epochs", "lr", "batch_size", "resolution",
-                                              "channels", "cells", "seed")} | {"space_options": self.space_options}
+                                              "channels", "cells", "seed", *LEGACY_STANDALONE)} | {
+            "space_options": self.space_options}
+
+    def check_standalone(self, saved: Any, what: str) -> None:
+        """UsageError unless `saved` (a result's "standalone_settings") is this config's stand-alone protocol;
+        options missing from `saved` (results saved before they existed) count at their LEGACY_STANDALONE values."""
+        old = {**LEGACY_STANDALONE, **saved} if isinstance(saved, dict) else saved
+        new = json.loads(json.dumps(self.standalone_settings()))
+        if old != new:
+            diff = sorted(k for k in new if not isinstance(old, dict) or old.get(k) != new[k])
+            raise UsageError(f"{what}: its stand-alone settings differ from this run's in {', '.join(diff)} "
+                             f"({saved} vs {new})")
 
 
 def rank_stats(x: Any, y: Any) -> dict[str, float]:
@@ -152,9 +172,7 @@ def _standalone_reuse(path: str, cfg: RankingConfig, blocks: list[str]) -> dict[
         sa = old["standalone"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--standalone-from {path}: not a ranking result ({type(exc).__name__}: {exc})") from None
-    if old.get("standalone_settings") != json.loads(json.dumps(cfg.standalone_settings())):
-        raise UsageError(f"--standalone-from {path}: its stand-alone settings {old.get('standalone_settings')} "
-                         f"differ from this run's {cfg.standalone_settings()}")
+    cfg.check_standalone(old.get("standalone_settings"), f"--standalone-from {path}")
     if sorted(sa) != blocks or any(len(v) < cfg.seeds for v in sa.values()):
         raise UsageError(f"--standalone-from {path}: holds other archs or fewer than {cfg.seeds} seeds")
     return {b: list(sa[b][:cfg.seeds]) for b in blocks}
@@ -200,7 +218,8 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
 
 def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: bool = True, share: tuple[int, int] = (0, 1),
                           on_net: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Every arch trained from scratch once per seed index in `seeds` (AdamW, `cfg.epochs`). `share` (i, k):
+    """Every arch trained from scratch once per seed index in `seeds` (AdamW, `cfg.epochs`, the config's warm-up,
+    clipping, EMA and label smoothing). `share` (i, k):
     only archs i, i+k, i+2k, ... (parts run as parallel processes); `on_net(partial result)` after each net."""
     import torch
     from tqdm import tqdm
@@ -222,7 +241,9 @@ def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: boo
                     torch.manual_seed(cfg.seed * 1000 + s)
                     model = space.build(a)
                 out = train_eval(model, train, val, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                 seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw")
+                                 seed=cfg.seed * 1000 + s, progress=False, optimizer="adamw",
+                                 warmup=cfg.standalone_warmup, clip_grad=cfg.clip_grad, ema=cfg.ema,
+                                 label_smoothing=cfg.label_smoothing)
                 stand[b].append(float(out["accuracy"]))
                 bar.update(1)
                 if on_net is not None:

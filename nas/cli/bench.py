@@ -114,7 +114,9 @@ def cmd_bench_ranking(args: argparse.Namespace) -> int:
     from nas.training.data import parse_spec
     from nas.training.threads import set_torch_threads
     cfg = RankingConfig(space=args.space, truth=args.truth, dataset=args.dataset, archs=args.archs, seeds=args.seeds,
-                        epochs=args.epochs, lr=args.lr, supernet_epochs=args.supernet_epochs,
+                        epochs=args.epochs, lr=args.lr, standalone_warmup=args.standalone_warmup,
+                        clip_grad=args.clip_grad, ema=args.ema, label_smoothing=args.label_smoothing,
+                        supernet_epochs=args.supernet_epochs,
                         supernet_lr=args.supernet_lr, supernet_optimizer=args.supernet_optimizer,
                         sampling=args.sampling, warmup=args.warmup, random_paths=args.random_paths, distill=not args.no_distill,
                         batch_size=args.batch_size, resolution=args.resolution, channels=args.channels,
@@ -228,6 +230,14 @@ def add_bench_parser(sub: Any) -> None:
     r.add_argument("--seeds", type=int, default=R.seeds, help="stand-alone training seeds (default 2, 2..5)")
     r.add_argument("--epochs", type=int, default=R.epochs, help=f"stand-alone epochs (default {R.epochs})")
     r.add_argument("--lr", type=float, default=R.lr, help=f"stand-alone AdamW learning rate (default {R.lr:g})")
+    r.add_argument("--standalone-warmup", type=float, default=R.standalone_warmup, metavar="EPOCHS",
+                   help=f"stand-alone linear LR warm-up in epochs, fractions allowed (default {R.standalone_warmup:g})")
+    r.add_argument("--clip-grad", type=float, default=R.clip_grad, metavar="NORM",
+                   help=f"stand-alone gradient-norm clipping, 0 off (default {R.clip_grad:g})")
+    r.add_argument("--ema", type=float, default=R.ema, metavar="DECAY",
+                   help=f"stand-alone: evaluate an EMA of the weights with this decay, 0 off (default {R.ema:g})")
+    r.add_argument("--label-smoothing", type=float, default=R.label_smoothing,
+                   help=f"stand-alone label smoothing (default {R.label_smoothing:g})")
     r.add_argument("--supernet-epochs", type=int, default=None,
                    help="supernet epochs (default: " + ", ".join(f"{e} for {sp}" for sp, (e, _) in SUPERNET_DEFAULTS.items()) + ")")
     r.add_argument("--supernet-lr", type=float, default=R.supernet_lr, help=f"supernet lr (default {R.supernet_lr:g})")

@@ -2,7 +2,8 @@
 
 The loops every trainer shares (the `train` evaluator, the supernet and differentiable trainers,
 `nas train`). `train_eval` trains a model for a few epochs (SGD with Nesterov momentum, or AdamW;
-cosine decay of the learning rate per step to zero) and reports validation accuracy and loss.
+optional linear warm-up, then cosine decay of the learning rate per step to zero; optional gradient-norm
+clipping and an EMA of the weights for evaluation) and reports validation accuracy and loss.
 """
 from __future__ import annotations
 
@@ -40,6 +41,42 @@ def step_bar(bar: Any, **values: float) -> None:
 def _check(name: str, value: float, low: float, what: str) -> None:
     if not value >= low:
         raise UsageError(f"{name} must be {what}, got {value}")
+
+
+def lr_factor(step: int, total: int, warmup_steps: int = 0) -> float:
+    """The learning-rate multiplier for optimizer step `step` (0-based) of `total`: linear warm-up
+    (step + 1) / warmup_steps for the first `warmup_steps` steps, then cosine decay from 1 to 0 over the rest
+    (warmup_steps 0: the plain cosine, 0.5 * (1 + cos(pi * step / total)))."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+
+
+class WeightEma:
+    """Exponential moving average of a model's parameters: update n (1-based) is
+    ema = d_n * ema + (1 - d_n) * weights with d_n = min(decay, (n - 1) / n), so early updates are a plain
+    mean of the weights so far rather than dragging in the initial weights. `copy_to(model)` loads the
+    average; BatchNorm running statistics are then stale, so recalibrate them (`recalibrate_bn`)."""
+
+    def __init__(self, model: "nn.Module", decay: float) -> None:
+        self.decay = float(decay)
+        self.params = [p.detach().clone() for p in model.parameters()]
+        self.n = 0
+
+    def update(self, model: "nn.Module") -> None:
+        import torch
+        self.n += 1
+        d = min(self.decay, (self.n - 1) / self.n)
+        with torch.no_grad():
+            for e, p in zip(self.params, model.parameters()):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    def copy_to(self, model: "nn.Module") -> None:
+        import torch
+        with torch.no_grad():
+            for e, p in zip(self.params, model.parameters()):
+                p.copy_(e)
 
 
 def evaluate(model: "nn.Module", data: Split, batch_size: int = 256, device: str = "cpu") -> tuple[float, float]:
@@ -91,8 +128,14 @@ def recalibrate_bn(model: "nn.Module", data: Split, batch_size: int = 64, batche
 def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, batch_size: int = 64,
                lr: float | None = None, device: str = "cpu", seed: int = 0, progress: bool | None = None, *,
                optimizer: str = "sgd", weight_decay: float | None = None,
-               label_smoothing: float = 0.0) -> dict[str, float]:
+               label_smoothing: float = 0.0, warmup: float = 0.0, clip_grad: float = 0.0,
+               ema: float = 0.0) -> dict[str, float]:
     """Train `model` on `train` = (x, y) for `epochs`, then measure it on `val`.
+
+    `warmup`: epochs (fractions allowed) of linear LR warm-up before the cosine (`lr_factor`); `clip_grad`:
+    clip the gradient's global L2 norm to this before every step (0: off); `ema`: decay of an EMA of the
+    weights (`WeightEma`) that replaces the final weights before BN recalibration and evaluation (0: off).
+    All three off (the defaults) is exactly the plain protocol.
 
     Returns {"accuracy", "loss" (validation cross-entropy), "train_loss" (last epoch's mean),
     "train_seconds"}. Shuffling and any dropout draw from `seed` (the global torch RNG is restored
@@ -109,6 +152,11 @@ def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, ba
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
     _check("lr", lr, 1e-12, "positive")
     wd = DEFAULT_WD[optimizer] if weight_decay is None else float(weight_decay)
+    _check("warmup", warmup, 0, "a non-negative number of epochs")
+    _check("clip_grad", clip_grad, 0, "a non-negative gradient norm (0: off)")
+    _check("label_smoothing", label_smoothing, 0, "in [0, 1)")
+    if not ema < 1 or not label_smoothing < 1 or not 0 <= ema:
+        raise UsageError(f"ema must be in [0, 1) and label_smoothing in [0, 1), got {ema} and {label_smoothing}")
     model = model.to(device)
     # no weight decay on norms and biases (the usual recipe; decaying LN/BN gains hurts short runs)
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -118,7 +166,9 @@ def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, ba
                                   else torch.optim.AdamW(groups, lr=lr))
     steps_per_epoch = math.ceil(len(train[1]) / batch_size)
     total = max(1, int(epochs) * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    warm = min(total, round(warmup * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm))
+    averager = WeightEma(model, ema) if ema > 0 else None
     fork = [] if torch.device(device).type == "cpu" else [torch.device(device).index or 0]
     t0 = time.perf_counter()
     train_loss = math.nan
@@ -137,7 +187,11 @@ def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, ba
                                             f"(lr {lr:g}); lower the learning rate")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    if clip_grad > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
                     opt.step()
+                    if averager is not None:
+                        averager.update(model)
                     sched.step()
                     running += float(loss.detach()) * len(y)
                     seen += len(y)
@@ -145,6 +199,8 @@ def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, ba
                 train_loss = running / max(seen, 1)
         finally:
             bar.close()
+        if averager is not None:
+            averager.copy_to(model)
         recalibrate_bn(model, train, batch_size=batch_size, device=device, seed=seed)
     seconds = time.perf_counter() - t0
     acc, val_loss = evaluate(model, val, device=device)
