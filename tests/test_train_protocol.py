@@ -17,19 +17,11 @@ import torch.nn as nn
 
 from nas.bench.ranking import LEGACY_STANDALONE, RankingConfig
 from nas.core.errors import UsageError
-from nas.training.data import load_dataset
 from nas.training.loops import WeightEma, evaluate, lr_factor, recalibrate_bn, train_eval
 
+from tests.test_train import TRAIN, VAL, small_net   # the same tiny net and data as train_eval's own tests
+
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = load_dataset("synthetic:200", split="train", seed=0, resolution=8)
-VAL = load_dataset("synthetic:200", split="val", seed=0, resolution=8)
-
-
-def small_net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                         nn.Flatten(), nn.Linear(32, 10))
-
 
 def record_steps(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every AdamW step: the LR used, the global gradient norm seen, and the parameters after the step."""
