@@ -62,6 +62,7 @@ def main() -> None:
     elif args.part.startswith("merge:"):
         parts = [json.loads(Path(p).read_text()) for p in args.part.split(":", 1)[1].split(",")]
         sup = next(p for p in parts if "supernet" in p)
+        cfg.check_supernet(sup.get("supernet_settings"), "merge: the supernet part")
         by_seed: dict[int, dict[str, float]] = {}   # parts of one seed may overlap (e.g. one run in reverse)
         for i, p in enumerate(parts):
             if "standalone" in p:   # every stand-alone part must have been trained with this config's protocol

@@ -124,6 +124,7 @@ def test_supernet_seed_varies_the_supernet_alone() -> None:
     loss = [[e["loss"] for e in r["supernet_history"]] for r in (a, b, c)]   # floats: another init, other paths
     assert a["supernet"] == b["supernet"] and loss[0] == loss[1]
     assert sorted(c["supernet"]) == sorted(a["supernet"]) and loss[2] != loss[0]
+    assert (a["supernet_settings"]["supernet_seed"], c["supernet_settings"]["supernet_seed"]) == (None, 1)
 
 
 # ---- the generated task ----------------------------------------------------------------------------

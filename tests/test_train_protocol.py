@@ -158,6 +158,16 @@ def test_merge_refuses_parts_of_another_protocol_and_records_its_own(tmp_path: P
     assert good.returncode == 0, good.stderr
     out = json.loads((tmp_path / "m.json").read_text())
     assert out["standalone_settings"]["standalone_warmup"] == 1 and out["config"]["standalone_warmup"] == 1
+    assert out["supernet_settings"].startswith("not recorded")   # a part saved before parts recorded them
+    # a supernet part records its settings; a merge under other supernet settings is refused, naming them
+    sup.write_text(json.dumps({"supernet": {b: 0.1 * i for i, b in enumerate(blocks)}, "supernet_settings":
+                               RankingConfig(archs=10, supernet_epochs=6).supernet_settings()}))
+    bad = run("standalone_warmup=1")
+    assert bad.returncode != 0 and "merge: the supernet part: its supernet settings differ from this run's in " \
+                                   "supernet_epochs (supernet_epochs=6 vs 4)" in bad.stderr, bad.stderr
+    good = run("standalone_warmup=1", "supernet_epochs=6")
+    assert good.returncode == 0, good.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["supernet_settings"]["supernet_epochs"] == 6
 
 
 @pytest.mark.parametrize("opt, words", [("--clip-grad=-1", "--clip-grad -1.0 is outside [0, 100]"),

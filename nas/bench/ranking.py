@@ -118,6 +118,24 @@ class RankingConfig:
                                               "channels", "cells", "seed", *LEGACY_STANDALONE)} | {
             "space_options": self.space_options}
 
+    def supernet_settings(self) -> dict[str, Any]:
+        """What a supernet part depends on (a merge checks a saved part against it)."""
+        return json.loads(json.dumps({k: getattr(self, k) for k in (
+            "space", "dataset", "supernet_epochs", "supernet_lr", "supernet_optimizer", "sampling", "warmup",
+            "random_paths", "distill", "batch_size", "resolution", "channels", "cells", "calib_batches", "seed",
+            "supernet_seed")} | {"space_options": self.space_options}))
+
+    def check_supernet(self, saved: Any, what: str) -> None:
+        """UsageError unless `saved` (a supernet part's "supernet_settings") is this config's; parts saved
+        before parts recorded them (None) pass unchecked."""
+        if saved is None:
+            return
+        new = self.supernet_settings()
+        if saved != new:
+            diff = sorted(k for k in new if not isinstance(saved, dict) or saved.get(k) != new[k])
+            raise UsageError(f"{what}: its supernet settings differ from this run's in {', '.join(diff)} "
+                             f"({', '.join(f'{k}={saved.get(k)!r} vs {new[k]!r}' for k in diff) if isinstance(saved, dict) else saved})")
+
     def check_standalone(self, saved: Any, what: str) -> None:
         """UsageError unless `saved` (a result's "standalone_settings") is this config's stand-alone protocol;
         options missing from `saved` (results saved before they existed) count at their LEGACY_STANDALONE values."""
@@ -213,7 +231,8 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
     score = SupernetEvaluator(net, calibration_set(train[0], sseed), val, calib_batches=cfg.calib_batches,
                               batch_size=cfg.batch_size)
     sup = [score(a)["accuracy"] for a in tqdm(archs, desc="supernet scores", unit="arch", disable=not progress)]
-    return {"supernet": dict(zip(blocks, sup)), "supernet_history": history}
+    return {"supernet": dict(zip(blocks, sup)), "supernet_history": history,
+            "supernet_settings": cfg.supernet_settings()}
 
 
 def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: bool = True, share: tuple[int, int] = (0, 1),
@@ -301,6 +320,7 @@ def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[flo
         "seed_noise": seed_noise({b: stand[b] for b in blocks}),
         "published": PUBLISHED,
         "standalone_settings": json.loads(json.dumps(cfg.standalone_settings())),
+        "supernet_settings": sup.get("supernet_settings", "not recorded (a supernet part saved before stop 35)"),
         "per_arch": {b: {"supernet": s, "standalone_mean": m, "truth": t, "params": p}
                      for b, s, m, t, p in zip(blocks, scores, mean, gt, params)},
         "standalone": stand}
