@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from nas.bench.ranking import (
     RankingConfig,
@@ -28,6 +29,18 @@ from nas.core.files import atomic_write_text
 from nas.training.threads import set_torch_threads
 
 
+def ranking_config(space: str, overrides: list[str]) -> RankingConfig:
+    """RankingConfig of `space` with `field=value` overrides (values read as JSON, else as plain strings)."""
+    fields: dict[str, Any] = {}
+    for item in overrides:
+        k, _, v = item.partition("=")
+        try:
+            fields[k] = json.loads(v)
+        except ValueError:
+            fields[k] = v   # a plain string, e.g. dataset=shapes:4000
+    return RankingConfig(space=space, **fields)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="nats_sss", choices=("nats_sss", "nb201"))
@@ -39,14 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     set_torch_threads(1)
-    fields = {}
-    for item in args.overrides:
-        k, _, v = item.partition("=")
-        try:
-            fields[k] = json.loads(v)
-        except ValueError:
-            fields[k] = v   # a plain string, e.g. dataset=shapes:4000
-    cfg = RankingConfig(space=args.space, **fields)
+    cfg = ranking_config(args.space, args.overrides)
     t0 = time.process_time()
     if args.part == "supernet":
         part = supernet_scores(cfg)

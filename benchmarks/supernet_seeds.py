@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.bench.ranking import RankingConfig, correlate
+from nas.bench.ranking import correlate
+from supernet_ranking import ranking_config   # this folder: `python benchmarks/supernet_seeds.py` puts it on the path
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -35,14 +36,7 @@ def main() -> None:
     ap.add_argument("--variant", action="append", required=True, metavar="NAME:FILE,...")
     ap.add_argument("overrides", nargs="*", help="RankingConfig field=value of the parts")
     args = ap.parse_args()
-    fields: dict[str, Any] = {}
-    for item in args.overrides:
-        k, _, v = item.partition("=")
-        try:
-            fields[k] = json.loads(v)
-        except ValueError:
-            fields[k] = v
-    cfg = RankingConfig(space=args.space, **fields)
+    cfg = ranking_config(args.space, args.overrides)
     stand: dict[str, list[float]] = {}
     for path in args.standalone.split(","):
         for block, accs in _load(path)["standalone"].items():
@@ -55,7 +49,7 @@ def main() -> None:
             c = correlate(cfg, _load(path), stand)["correlations"]
             rows[name]["standalone"].append(c["supernet_vs_standalone"]["kendall"])
             rows[name]["truth"].append(c["supernet_vs_truth"]["kendall"])
-    print(f"| variant | seeds | Kendall vs stand-alone, per seed | mean | Kendall vs truth, per seed | mean |")
+    print("| variant | seeds | Kendall vs stand-alone, per seed | mean | Kendall vs truth, per seed | mean |")
     print("|---|---:|---|---:|---|---:|")
     for name, r in rows.items():
         print(f"| {name} | {len(r['standalone'])} | {', '.join(f'{v:.3f}' for v in r['standalone'])} | "
