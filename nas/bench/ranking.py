@@ -46,7 +46,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "archs": (10, 1000), "seeds": (2, 5), "epochs": (1, 100), "supernet_epochs": (1, 200), "resolution": (8, 64),
     "batch_size": (2, 512), "lr": (1e-6, 1.0), "supernet_lr": (1e-6, 1.0), "random_paths": (0, 16),
     "calib_batches": (1, 64), "warmup": (0, 100_000), "channels": (1, 64), "cells": (1, 5), "seed": (0, 2 ** 31 - 1),
-    "standalone_warmup": (0, 100), "clip_grad": (0, 100), "ema": (0, 0.9999), "label_smoothing": (0, 0.5)}
+    "standalone_warmup": (0, 100), "clip_grad": (0, 100), "ema": (0, 0.9999), "label_smoothing": (0, 0.5),
+    "supernet_seed": (0, 2 ** 31 - 1)}
+#: bounded fields that may be None (None: `seed`)
+OPTIONAL = ("supernet_seed",)
 #: the stand-alone protocol options added after results were first saved, at the values those results used
 #: (a saved result without them was trained with these)
 LEGACY_STANDALONE = {"standalone_warmup": 0.0, "clip_grad": 0.0, "ema": 0.0, "label_smoothing": 0.0}
@@ -101,13 +104,12 @@ class RankingConfig:
             raise UsageError(f"--supernet-optimizer {self.supernet_optimizer!r}: valid optimizers: {', '.join(OPTIMIZERS)}")
         if self.sampling is not None and self.sampling not in SAMPLINGS:
             raise UsageError(f"--sampling {self.sampling!r}: valid samplings: {', '.join(SAMPLINGS)}")
-        if self.supernet_seed is not None and (isinstance(self.supernet_seed, bool) or not isinstance(
-                self.supernet_seed, int) or not 0 <= self.supernet_seed < 2 ** 31):
-            raise UsageError(f"--supernet-seed {self.supernet_seed!r} is outside [0, {2 ** 31 - 1}]")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise UsageError(f"--{name.replace('_', '-')} {value!r} is outside [{low:g}, {high:g}]")
+                raise UsageError(f"--{name.replace('_', '-')} {value!r} is outside [{_bound(low)}, {_bound(high)}]")
 
     @property
     def truth_name(self) -> str:
@@ -128,23 +130,29 @@ class RankingConfig:
     def check_supernet(self, saved: Any, what: str) -> None:
         """UsageError unless `saved` (a supernet part's "supernet_settings") is this config's; parts saved
         before parts recorded them (None) pass unchecked."""
-        if saved is None:
-            return
-        new = self.supernet_settings()
-        if saved != new:
-            diff = sorted(k for k in new if not isinstance(saved, dict) or saved.get(k) != new[k])
-            raise UsageError(f"{what}: its supernet settings differ from this run's in {', '.join(diff)} "
-                             f"({', '.join(f'{k}={saved.get(k)!r} vs {new[k]!r}' for k in diff) if isinstance(saved, dict) else saved})")
+        if saved is not None:
+            _refuse_other("supernet", saved, self.supernet_settings(), what)
 
     def check_standalone(self, saved: Any, what: str) -> None:
         """UsageError unless `saved` (a result's "standalone_settings") is this config's stand-alone protocol;
         options missing from `saved` (results saved before they existed) count at their LEGACY_STANDALONE values."""
         old = {**LEGACY_STANDALONE, **saved} if isinstance(saved, dict) else saved
-        new = json.loads(json.dumps(self.standalone_settings()))
-        if old != new:
-            diff = sorted(k for k in new if not isinstance(old, dict) or old.get(k) != new[k])
-            raise UsageError(f"{what}: its stand-alone settings differ from this run's in {', '.join(diff)} "
-                             f"({saved} vs {new})")
+        _refuse_other("stand-alone", old, json.loads(json.dumps(self.standalone_settings())), what)
+
+
+def _bound(v: float) -> str:
+    """A bound as written: integers in full (2147483647, not 2.14748e+09)."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def _refuse_other(kind: str, saved: Any, new: dict[str, Any], what: str) -> None:
+    """UsageError naming the fields where `saved` settings (of a part or result) differ from this run's `new`."""
+    if saved == new:
+        return
+    got = saved if isinstance(saved, dict) else {}   # none recorded: every field differs
+    diff = sorted(k for k in new if got.get(k) != new[k])
+    raise UsageError(f"{what}: its {kind} settings differ from this run's in {', '.join(diff)} "
+                     f"({', '.join(f'{k}={got.get(k)!r} vs {new[k]!r}' for k in diff)})")
 
 
 def rank_stats(x: Any, y: Any) -> dict[str, float]:
