@@ -328,7 +328,7 @@ def run(steps: list[Step], folder: Path, timeout: float, keep_going: bool, lanes
 
     todo = [s for s in steps if s.run is not None]
     readme_lanes.run_lanes(readme_lanes.groups(todo) if lanes > 1 else [todo], lanes, do, keep_going,
-                           free=lambda step: step.how == "tests")
+                           first=lambda step: step.how == "tests")
     print(f"{len(steps)} steps, {len(failed)} failed, {cpu_total[0]:.1f} s CPU in all", flush=True)
     return 1 if failed else 0
 

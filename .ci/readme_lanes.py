@@ -9,11 +9,11 @@ after another), or that run inside a folder an earlier line made; each group kee
 
 Lines whose outcome hangs on timings of this machine (`timed()`: latency profiles and validations,
 `--verify`, searches bounding latency on the measured `cpu` / `cpu-int8` targets, whose table is profiled
-on first use) run alone: the other lane finishes its step and waits (`Gate`). Side by side they read up to
-1.7x slow: a cpu-int8 table profiled beside another int8 job made the README's 5.5 ms int8 bound (now 6)
-"impossible" (fastest arch 6.23 ms there; 3.64 ms on the dev VM alone) and failed CI. The test suite is the
-one step they may still overlap (holding it back would serialise half of CI), so the suite's group starts
-first and groups with timed steps go last.
+on first use) run alone: the other lane finishes its step and waits (`Gate`), the test suite included. Side
+by side they read up to 1.7x slow: a cpu-int8 table profiled beside other work made the README's int8 bound
+"impossible" twice (fastest arch 6.23 ms beside another int8 job, 6.29 ms beside the suite; 3.64 ms on the
+dev VM alone) and failed CI. The suite's group starts first and groups with timed steps go last, so the
+timed steps mostly run once the suite is done.
 
 The grouping reads the command text, so a README line that uses another line's output without naming it
 would race; every such case in today's README names its files (tests/test_rough_edges4.py checks the groups
@@ -87,7 +87,7 @@ def timed(step: StepLike) -> bool:
 
 class Gate:
     """Steps hold the gate shared, timed steps exclusively; a waiting timed step keeps new shared steps out
-    (else two busy lanes would starve it). `free` steps (the test suite) pass without it."""
+    (else two busy lanes would starve it)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -166,22 +166,22 @@ def run_one(command: str, cwd: Path, env: dict[str, str], timeout: float, tail: 
     return rc, usage.ru_utime + usage.ru_stime, text
 
 
-def _order(group: list[StepLike], free: Callable[[StepLike], bool]) -> int:
-    """0: a group with a `free` step (the suite, the longest step: it starts at once); 2: a group with a
-    timed step (last, when the suite is most likely done: a timed step may overlap the free suite); 1: the
-    rest. Within a class, more steps first (long chains do not finish last)."""
-    if any(free(step) for step in group):
+def _order(group: list[StepLike], first: Callable[[StepLike], bool]) -> int:
+    """0: a group with a `first` step (the suite, the longest step: it starts at once); 2: a group with a
+    timed step (last, when the suite is most likely done: a timed step waits for it); 1: the rest. Within a
+    class, more steps first (long chains do not finish last)."""
+    if any(first(step) for step in group):
         return 0
     return 2 if any(timed(step) for step in group) else 1
 
 
 def run_lanes(todo: list[list[StepLike]], lanes: int, do: Callable[[StepLike, int], bool],
-              keep_going: bool, free: Callable[[StepLike], bool] = lambda step: False) -> None:
+              keep_going: bool, first: Callable[[StepLike], bool] = lambda step: False) -> None:
     """Run each group's steps in order on `lanes` threads; `do(step, lane)` returns False on failure, which
     ends that group and (unless `keep_going`) stops lanes from starting new groups. A `timed` step runs
-    while no other step does, except `free` ones."""
+    while no other step does; groups with a `first` step start first."""
     work: queue.Queue[list[StepLike]] = queue.Queue()
-    for group in sorted(todo, key=lambda g: (_order(g, free), -len(g))):
+    for group in sorted(todo, key=lambda g: (_order(g, first), -len(g))):
         work.put(group)
     stop = threading.Event()
     gate = Gate()
@@ -193,14 +193,12 @@ def run_lanes(todo: list[list[StepLike]], lanes: int, do: Callable[[StepLike, in
             except queue.Empty:
                 return
             for step in group:
-                passes, alone = free(step), timed(step)
-                if not passes:
-                    gate.acquire(alone)
+                alone = timed(step)
+                gate.acquire(alone)
                 try:
                     ok = do(step, n)
                 finally:
-                    if not passes:
-                        gate.release(alone)
+                    gate.release(alone)
                 if not ok:
                     if not keep_going:
                         stop.set()
