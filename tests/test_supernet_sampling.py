@@ -10,7 +10,7 @@ import torch
 
 from nas.core.errors import UsageError
 from nas.supernet import build_supernet
-from nas.supernet.sampling import lr_factor, step_paths
+from nas.supernet.sampling import lr_factor, resolve_sampling, step_paths
 from nas.supernet.trainer import SandwichConfig, train_supernet
 from search_spaces.catalog import get_space
 
@@ -18,6 +18,23 @@ from search_spaces.catalog import get_space
 def _data(res: int = 8, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     return torch.randn(n, 3, res, res, generator=g), torch.arange(n) % 4
+
+
+@pytest.mark.quick
+def test_nb201_trains_fair_paths_unless_the_space_keeps_to_a_candidate_list() -> None:
+    """nb201's supernet trains FairNAS paths by default; on `-o candidates=naslib` fair paths would leave the
+    list (a path takes every op of every edge), so the default falls back to uniform paths drawn from the
+    list and an explicit `fair` is one line naming the list."""
+    small = dict(channels=4, cells=1, resolution=8)
+    whole, listed = build_supernet(get_space("nb201", **small)), build_supernet(get_space("nb201", candidates="naslib", **small))
+    assert resolve_sampling(whole, None) == "fair" and resolve_sampling(listed, None) == "uniform"
+    assert resolve_sampling(listed, "uniform") == "uniform" and resolve_sampling(whole, "fair") == "fair"
+    with pytest.raises(UsageError, match="sampling 'fair' .* leaves the candidate list naslib"):
+        resolve_sampling(listed, "fair")
+    rng = np.random.default_rng(0)
+    for path in step_paths(listed, resolve_sampling(listed, None), 4, rng):
+        listed.space.validate(path)   # raises for an arch outside the list
+    assert resolve_sampling(build_supernet(get_space("nats_sss", resolution=8, num_classes=4)), None) == "sandwich"
 
 
 def test_fair_sampling_trains_every_choice_of_every_decision_once_per_step() -> None:

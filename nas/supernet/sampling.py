@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nas.core.arch import Arch
+from nas.core.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adamw")
 SAMPLINGS = ("sandwich", "uniform", "fair")
@@ -27,6 +28,20 @@ def lr_factor(step: int, steps: int, warmup: int = 0) -> float:
         return (step + 1) / (warmup + 1)
     span = max(1, steps - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
+def resolve_sampling(supernet: Any, sampling: str | None) -> str:
+    """`sampling`, or (None) the supernet's own. Fair paths take every choice of every decision, so on a space
+    restricted to a candidate list (`-o candidates=naslib`) they leave the list: there the default falls back
+    to uniform paths (drawn from the list) and an explicit "fair" is refused in one line."""
+    listed = getattr(supernet.space, "_candidates", None)
+    if sampling is None:
+        own = str(getattr(supernet, "sampling", "sandwich"))
+        return "uniform" if own == "fair" and listed is not None else own
+    if sampling == "fair" and listed is not None:
+        raise UsageError(f"supernet sampling 'fair' trains every choice of every decision, which leaves the "
+                         f"candidate list {listed.source}; use sampling=uniform, or search the whole space")
+    return sampling
 
 
 def step_paths(supernet: Any, sampling: str, random_paths: int, rng: np.random.Generator) -> list[Arch]:
@@ -42,4 +57,4 @@ def step_paths(supernet: Any, sampling: str, random_paths: int, rng: np.random.G
     return [supernet.largest(), supernet.smallest()] + [space.sample(rng) for _ in range(random_paths)]
 
 
-__all__ = ["OPTIMIZERS", "SAMPLINGS", "lr_factor", "step_paths"]
+__all__ = ["OPTIMIZERS", "SAMPLINGS", "lr_factor", "resolve_sampling", "step_paths"]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from nas.core.arch import Arch
 from nas.core.errors import UsageError
 from nas.core.space import SearchSpace
-from nas.supernet.sampling import OPTIMIZERS, SAMPLINGS, lr_factor, step_paths
+from nas.supernet.sampling import OPTIMIZERS, SAMPLINGS, lr_factor, resolve_sampling, step_paths
 
 log = logging.getLogger(__name__)
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -211,7 +211,7 @@ def train_supernet(supernet: Any, train: Data, cfg: SandwichConfig, val: Data | 
                                   torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True))
     steps = cfg.epochs * max(1, sum(1 for _ in batch_indices(len(y), cfg.batch_size, np.random.default_rng(0))))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup))
-    sampling = cfg.sampling or getattr(supernet, "sampling", "sandwich")
+    sampling = resolve_sampling(supernet, cfg.sampling)
     ck = checkpoint or StepCheckpoint(None, {})
     back = ck.attach(rng, steps, net=supernet, opt=opt, sched=sched)
     history: list[dict[str, float]] = list(back.history) if back else []
