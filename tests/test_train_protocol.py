@@ -105,7 +105,8 @@ def test_weight_ema_first_updates_are_a_plain_mean() -> None:
 
 
 @pytest.mark.parametrize("kw, match", [({"warmup": -1}, "warmup must be"), ({"clip_grad": -0.5}, "clip_grad must be"),
-                                       ({"ema": 1.0}, "ema must be in"), ({"label_smoothing": 1.0}, "label_smoothing")])
+                                       ({"ema": 1.0}, "ema must be in"), ({"ema": -0.1}, r"ema must be in \[0, 1\), got -0.1"),
+                                       ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1.0")])
 def test_train_eval_bad_protocol_values(kw: dict[str, float], match: str) -> None:
     with pytest.raises(UsageError, match=match) as e:
         train_eval(small_net(), TRAIN, VAL, progress=False, **kw)

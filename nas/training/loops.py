@@ -38,8 +38,9 @@ def step_bar(bar: Any, **values: float) -> None:
     bar.update(1)
 
 
-def _check(name: str, value: float, low: float, what: str) -> None:
-    if not value >= low:
+def _check(name: str, value: float, low: float, what: str, below: float = float("inf")) -> None:
+    """`value` in [low, below), else one line naming it (NaN fails too)."""
+    if not low <= value < below:
         raise UsageError(f"{name} must be {what}, got {value}")
 
 
@@ -154,9 +155,8 @@ def train_eval(model: "nn.Module", train: Split, val: Split, epochs: int = 1, ba
     wd = DEFAULT_WD[optimizer] if weight_decay is None else float(weight_decay)
     _check("warmup", warmup, 0, "a non-negative number of epochs")
     _check("clip_grad", clip_grad, 0, "a non-negative gradient norm (0: off)")
-    _check("label_smoothing", label_smoothing, 0, "in [0, 1)")
-    if not ema < 1 or not label_smoothing < 1 or not 0 <= ema:
-        raise UsageError(f"ema must be in [0, 1) and label_smoothing in [0, 1), got {ema} and {label_smoothing}")
+    _check("label_smoothing", label_smoothing, 0, "in [0, 1)", below=1)
+    _check("ema", ema, 0, "in [0, 1)", below=1)
     model = model.to(device)
     # no weight decay on norms and biases (the usual recipe; decaying LN/BN gains hurts short runs)
     decay = [p for p in model.parameters() if p.ndim > 1]
