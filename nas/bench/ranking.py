@@ -116,9 +116,11 @@ class RankingConfig:
         return self.truth or SPACES[self.space]
 
     def standalone_settings(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("space", "dataset", "epochs", "lr", "batch_size", "resolution",
-                                              "channels", "cells", "seed", *LEGACY_STANDALONE)} | {
-            "space_options": self.space_options}
+        """What stand-alone accuracies depend on, as saved in JSON (a merge or reuse checks a saved result
+        against it)."""
+        return json.loads(json.dumps({k: getattr(self, k) for k in (
+            "space", "dataset", "epochs", "lr", "batch_size", "resolution", "channels", "cells", "seed",
+            *LEGACY_STANDALONE)} | {"space_options": self.space_options}))
 
     def supernet_settings(self) -> dict[str, Any]:
         """What a supernet part depends on (a merge checks a saved part against it)."""
@@ -137,7 +139,7 @@ class RankingConfig:
         """UsageError unless `saved` (a result's "standalone_settings") is this config's stand-alone protocol;
         options missing from `saved` (results saved before they existed) count at their LEGACY_STANDALONE values."""
         old = {**LEGACY_STANDALONE, **saved} if isinstance(saved, dict) else saved
-        _refuse_other("stand-alone", old, json.loads(json.dumps(self.standalone_settings())), what)
+        _refuse_other("stand-alone", old, self.standalone_settings(), what)
 
 
 def _bound(v: float) -> str:
@@ -223,6 +225,7 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
     from tqdm import tqdm
 
     from nas.supernet import build_supernet
+    from nas.supernet.sampling import resolve_sampling
     from nas.supernet.trainer import SandwichConfig, SupernetEvaluator, calibration_set, train_supernet
     blocks, _, space, archs, train, val = _setup(cfg)
     say(f"{len(archs)} {cfg.space} archs with {cfg.truth_name} truth; training size {space.options()}")
@@ -233,7 +236,7 @@ def supernet_scores(cfg: RankingConfig, *, progress: bool = True,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(sseed)
         net = build_supernet(space)
-    say(f"training the supernet ({cfg.sampling or getattr(net, 'sampling', 'sandwich')} sampling, "
+    say(f"training the supernet ({resolve_sampling(net, cfg.sampling)} sampling, "
         f"{cfg.supernet_optimizer}, {cfg.supernet_epochs} epochs)")
     history = train_supernet(net, train, sw, val=val, progress=progress)
     score = SupernetEvaluator(net, calibration_set(train[0], sseed), val, calib_batches=cfg.calib_batches,
@@ -259,7 +262,7 @@ def standalone_accuracies(cfg: RankingConfig, seeds: list[int], *, progress: boo
 
     def result() -> dict[str, Any]:
         return {"standalone": {b: v for b, v in stand.items() if len(v) == len(seeds)}, "standalone_seeds": list(seeds),
-                "standalone_settings": json.loads(json.dumps(cfg.standalone_settings()))}
+                "standalone_settings": cfg.standalone_settings()}
 
     with tqdm(total=len(archs) * len(seeds), desc="stand-alone training", unit="net", disable=not progress) as bar:
         for s in seeds:
@@ -327,7 +330,7 @@ def correlate(cfg: RankingConfig, sup: dict[str, Any], stand: dict[str, list[flo
         "accuracy_range": {"supernet": [min(scores), max(scores)], "standalone": [min(mean), max(mean)]},
         "seed_noise": seed_noise({b: stand[b] for b in blocks}),
         "published": PUBLISHED,
-        "standalone_settings": json.loads(json.dumps(cfg.standalone_settings())),
+        "standalone_settings": cfg.standalone_settings(),
         "supernet_settings": sup.get("supernet_settings", "not recorded (a supernet part saved before stop 35)"),
         "per_arch": {b: {"supernet": s, "standalone_mean": m, "truth": t, "params": p}
                      for b, s, m, t, p in zip(blocks, scores, mean, gt, params)},
